@@ -1,0 +1,1 @@
+//! daxfs-alloc: space and page lifetimes, no I/O.

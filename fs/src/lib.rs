@@ -1,0 +1,1 @@
+//! daxfs: a DAX filesystem over persistent memory, served through FUSE.
