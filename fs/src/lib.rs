@@ -1,1 +1,2 @@
 //! daxfs: a DAX filesystem over persistent memory, served through FUSE.
+pub mod format;
