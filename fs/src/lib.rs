@@ -1,2 +1,9 @@
 //! daxfs: a DAX filesystem over persistent memory, served through FUSE.
+pub mod error;
+pub mod filesystem;
 pub mod format;
+pub mod types;
+
+pub use error::{Errno, Result};
+pub use filesystem::DaxFs;
+pub use types::*;
