@@ -16,7 +16,7 @@ pub const SEEK_HOLE: i32 = libc::SEEK_HOLE;
 impl DaxFs {
     /// Opens the device, validates the superblock, replays the journal, loads metadata,
     /// reclaims orphans. Errors are human-readable (bad device, corrupt image, in use).
-    pub fn open(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
         todo!()
     }
     /// Makes everything durable and marks the filesystem clean. Called at unmount.
