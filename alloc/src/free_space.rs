@@ -263,25 +263,33 @@ impl FreeSpace {
         // Blocks below the low-water mark are all used: start there if the goal is lower.
         let start = goal.max(self.low_water);
 
+        let len = self.len;
+        // Where a run starting at `s` must reach to hold a (possibly aligned) full fit.
+        // Runs are only measured up to there, so a long free run is not scanned to its
+        // end: the scan stays proportional to the used space it crosses.
+        let aligned_start = move |s: u64| s.div_ceil(align).checked_mul(align);
+        let reach = move |s: u64| {
+            aligned_start(s)
+                .and_then(|a| a.checked_add(want))
+                .map_or(len, |e| e.min(len))
+        };
+
         let mut first_full: Option<u64> = None;
         let mut largest: Option<Run> = None;
-        // Returns the aligned start if this run settles the search.
+        // Returns the start of the fit if this run settles the search.
         let mut consider = |run: Run| -> Option<u64> {
-            let len = run.end - run.start;
-            if align > 1 {
-                let a = run.start.div_ceil(align).checked_mul(align)?;
+            let run_len = run.end - run.start;
+            if let Some(a) = aligned_start(run.start) {
                 if a < run.end && run.end - a >= want {
                     return Some(a);
                 }
             }
-            if len >= want {
-                if align == 1 {
-                    return Some(run.start);
-                }
+            if run_len >= want {
+                // Only reached with align > 1: remember the first unaligned full fit.
                 first_full.get_or_insert(run.start);
             } else {
                 match largest {
-                    Some(l) if len <= l.end - l.start => {}
+                    Some(l) if run_len <= l.end - l.start => {}
                     _ => largest = Some(run),
                 }
             }
@@ -291,26 +299,28 @@ impl FreeSpace {
         // then, wrapping, the runs starting below it, seen whole: a free run that straddles
         // the goal may hold a full-length fit the clipped view misses.
         let found = self
-            .scan_runs(start, self.len, &mut consider)
-            .or_else(|| self.scan_runs(self.low_water, start, &mut consider));
+            .scan_runs(start, len, &reach, &mut consider)
+            .or_else(|| self.scan_runs(self.low_water, start, &reach, &mut consider));
         if let Some(s) = found.or(first_full) {
             return Some(s..s + want);
         }
         largest.map(|l| l.start..l.end.min(l.start + want))
     }
 
-    /// Calls `f` on each free run starting in `from..start_limit` (runs end at the first
-    /// used block, up to `len`) until `f` returns Some.
+    /// Calls `f` on each free run starting in `from..start_limit` until `f` returns Some.
+    /// A run ends at the first used block, but is measured no further than
+    /// `reach(run start)`.
     fn scan_runs(
         &self,
         from: u64,
         start_limit: u64,
+        reach: &impl Fn(u64) -> u64,
         f: &mut impl FnMut(Run) -> Option<u64>,
     ) -> Option<u64> {
         let mut pos = from;
         while pos < start_limit {
             let start = self.next_free(pos, start_limit)?;
-            let end = self.next_used(start, self.len);
+            let end = self.next_used(start, reach(start));
             if let Some(s) = f(Run { start, end }) {
                 return Some(s);
             }
@@ -366,6 +376,8 @@ impl FreeSpace {
 }
 
 #[cfg(test)]
+// Tests describe bitmaps as lists of used ranges, often of one range.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -761,6 +773,30 @@ mod tests {
             assert_eq!(fs.raw_bytes(), &model_bytes(&model)[..]);
             let back = FreeSpace::from_raw(fs.raw_bytes(), n);
             assert_eq!(back.free_blocks(), fs.free_blocks());
+        }
+    }
+
+    #[test]
+    fn random_stray_references_are_never_handed_out() {
+        let mut rng = XorShift(0x5151_7777_0000_ABCD);
+        for _ in 0..50 {
+            let n = 1 + rng.below(2000);
+            let mut fs = FreeSpace::new_all_free(n);
+            let refs = RefTable::new(n);
+            for _ in 0..rng.below(30) {
+                refs.map(rng.below(n)); // a stray reference on a free block
+            }
+            let before = refs.stats().violations; // repeated maps count too
+            let mut handed_out = 0;
+            while let Some(r) = fs.allocate(rng.below(n), 1 + rng.below(600), 64, &refs) {
+                assert!(r.clone().all(|b| refs.count(b) == 0));
+                handed_out += r.end - r.start;
+            }
+            let stray = (0..n).filter(|&b| refs.count(b) != 0).count() as u64;
+            assert_eq!(fs.quarantined(), stray);
+            assert_eq!(refs.stats().violations - before, stray);
+            assert_eq!(handed_out + stray, n);
+            assert_eq!(fs.free_blocks(), 0);
         }
     }
 
