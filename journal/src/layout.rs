@@ -116,7 +116,7 @@ impl Header {
             return Err("describes a different journal region");
         }
         let log_len = len - HEADER_AREA;
-        if h.tail > log_len || h.tail % TXN_ALIGN != 0 {
+        if h.tail > log_len || h.tail & (TXN_ALIGN - 1) != 0 {
             return Err("tail outside the log");
         }
         Ok(h)

@@ -129,7 +129,7 @@ pub struct Journal {
 
 fn check_region(start: u64, len: u64) -> Result<(), JournalError> {
     let bad = |reason| Err(JournalError::InvalidRegion { start, len, reason });
-    if start % REGION_ALIGN != 0 || len % REGION_ALIGN != 0 {
+    if (start | len) & (REGION_ALIGN - 1) != 0 {
         return bad("start and length must be multiples of 4096");
     }
     if len < MIN_JOURNAL_LEN {
@@ -196,9 +196,10 @@ fn read_header(media: &dyn Media, start: u64, len: u64) -> Result<Header, Journa
         media.read(start + copy_off, &mut buf);
         match Header::decode(&buf, start, len) {
             Ok(h) => {
-                if best.map_or(true, |b| h.generation > b.generation) {
-                    best = Some(h);
-                }
+                best = match best {
+                    Some(b) if b.generation >= h.generation => Some(b),
+                    _ => Some(h),
+                };
             }
             Err(why) => problems.push(format!("header copy {i}: {why}")),
         }
@@ -475,7 +476,7 @@ impl Journal {
         let total = get_u64(&h, 24);
         let count = get_u32(&h, 32);
         let payload = get_u64(&h, 40);
-        if total % TXN_ALIGN != 0 || total < TXN_HEADER_SIZE + COMMIT_SIZE || total > room {
+        if total & (TXN_ALIGN - 1) != 0 || total < TXN_HEADER_SIZE + COMMIT_SIZE || total > room {
             return torn;
         }
         let total_usize = total as usize;
