@@ -32,7 +32,7 @@ use layout::{
 };
 use txn::RecordRef;
 
-/// Smallest journal region accepted by [`format`] and [`Journal::open`].
+/// Smallest journal region accepted by [`format()`] and [`Journal::open`].
 pub const MIN_JOURNAL_LEN: u64 = 64 * 1024;
 /// Alignment required of the region's start and length.
 pub const REGION_ALIGN: u64 = 4096;
