@@ -115,7 +115,10 @@ impl DirIndex {
             return Err("directory entries overlap".into());
         }
         if self.names.contains_key(name) {
-            return Err(format!("duplicate directory entry {:?}", String::from_utf8_lossy(name)));
+            return Err(format!(
+                "duplicate directory entry {:?}",
+                String::from_utf8_lossy(name)
+            ));
         }
         self.insert(name, e);
         Ok(())
@@ -131,7 +134,12 @@ mod tests {
     use super::*;
 
     fn slot(block: u32, slot: u8) -> DirSlot {
-        DirSlot { ino: 5, ftype: libc::DT_REG, block, slot }
+        DirSlot {
+            ino: 5,
+            ftype: libc::DT_REG,
+            block,
+            slot,
+        }
     }
 
     #[test]
@@ -171,7 +179,15 @@ mod tests {
     fn subdir_count_follows_directory_entries() {
         let mut d = DirIndex::new();
         d.add_block();
-        d.insert(b"a", DirSlot { ino: 2, ftype: libc::DT_DIR, block: 0, slot: 1 });
+        d.insert(
+            b"a",
+            DirSlot {
+                ino: 2,
+                ftype: libc::DT_DIR,
+                block: 0,
+                slot: 1,
+            },
+        );
         assert_eq!(d.subdirs(), 1);
         d.remove(b"a");
         assert_eq!(d.subdirs(), 0);

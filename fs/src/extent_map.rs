@@ -31,18 +31,28 @@ pub struct ExtentMap {
     blocks: Vec<u64>,
 }
 
-const EMPTY: Extent = Extent { lblk: 0, pblk: 0, len: 0 };
+const EMPTY: Extent = Extent {
+    lblk: 0,
+    pblk: 0,
+    len: 0,
+};
 
 impl ExtentMap {
     pub fn new() -> ExtentMap {
-        let mut m = ExtentMap { slots: vec![EMPTY; INLINE_EXTENTS], ..Default::default() };
+        let mut m = ExtentMap {
+            slots: vec![EMPTY; INLINE_EXTENTS],
+            ..Default::default()
+        };
         m.free = (0..INLINE_EXTENTS as u32).rev().collect();
         m
     }
 
     /// Rebuilds a map from media: the inline slots, then each extent block's slots.
     /// Fails on overlapping extents.
-    pub fn load(inline: &[Extent; INLINE_EXTENTS], blocks: Vec<(u64, Vec<Option<Extent>>)>) -> Result<ExtentMap, String> {
+    pub fn load(
+        inline: &[Extent; INLINE_EXTENTS],
+        blocks: Vec<(u64, Vec<Option<Extent>>)>,
+    ) -> Result<ExtentMap, String> {
         let mut m = ExtentMap::new();
         m.free.clear();
         let mut all: Vec<(Option<Extent>, u32)> = Vec::new();
@@ -52,7 +62,8 @@ impl ExtentMap {
         for (pblk, slots) in blocks {
             let base = m.slots.len() as u32;
             m.blocks.push(pblk);
-            m.slots.extend(std::iter::repeat_n(EMPTY, EXTENTS_PER_BLOCK));
+            m.slots
+                .extend(std::iter::repeat_n(EMPTY, EXTENTS_PER_BLOCK));
             for (j, e) in slots.into_iter().enumerate().take(EXTENTS_PER_BLOCK) {
                 all.push((e, base + j as u32));
             }
@@ -128,7 +139,8 @@ impl ExtentMap {
     pub fn add_block(&mut self, pblk: u64) {
         let base = self.slots.len() as u32;
         self.blocks.push(pblk);
-        self.slots.extend(std::iter::repeat_n(EMPTY, EXTENTS_PER_BLOCK));
+        self.slots
+            .extend(std::iter::repeat_n(EMPTY, EXTENTS_PER_BLOCK));
         for id in (base..base + EXTENTS_PER_BLOCK as u32).rev() {
             self.free.push(id);
         }
@@ -166,14 +178,23 @@ impl ExtentMap {
     pub fn insert(&mut self, e: Extent) -> bool {
         debug_assert!(e.len > 0);
         if let Some((&plb, &(p, pid))) = self.map.range(..e.lblk).next_back() {
-            if p.end() == e.lblk && p.pblk + p.len as u64 == e.pblk && p.len as u64 + e.len as u64 <= MAX_EXTENT_LEN {
-                let merged = Extent { lblk: plb, pblk: p.pblk, len: p.len + e.len };
+            if p.end() == e.lblk
+                && p.pblk + p.len as u64 == e.pblk
+                && p.len as u64 + e.len as u64 <= MAX_EXTENT_LEN
+            {
+                let merged = Extent {
+                    lblk: plb,
+                    pblk: p.pblk,
+                    len: p.len + e.len,
+                };
                 self.map.insert(plb, (merged, pid));
                 self.set_slot(pid, merged);
                 return true;
             }
         }
-        let Some(id) = self.take_slot() else { return false };
+        let Some(id) = self.take_slot() else {
+            return false;
+        };
         self.map.insert(e.lblk, (e, id));
         self.set_slot(id, e);
         true
@@ -198,7 +219,9 @@ impl ExtentMap {
             self.map.range(first..end).map(|(&k, _)| k).collect()
         };
         for k in keys {
-            let Some((e, id)) = self.map.remove(&k) else { continue };
+            let Some((e, id)) = self.map.remove(&k) else {
+                continue;
+            };
             let cut_s = e.lblk.max(start);
             let cut_e = e.end().min(end);
             if cut_s >= cut_e {
@@ -206,7 +229,11 @@ impl ExtentMap {
                 continue;
             }
             removed.push((e.pblk + (cut_s - e.lblk), cut_e - cut_s));
-            let head = (cut_s > e.lblk).then(|| Extent { lblk: e.lblk, pblk: e.pblk, len: (cut_s - e.lblk) as u32 });
+            let head = (cut_s > e.lblk).then(|| Extent {
+                lblk: e.lblk,
+                pblk: e.pblk,
+                len: (cut_s - e.lblk) as u32,
+            });
             let tail = (cut_e < e.end()).then(|| Extent {
                 lblk: cut_e,
                 pblk: e.pblk + (cut_e - e.lblk),
@@ -238,14 +265,28 @@ impl ExtentMap {
     /// Splits the extent containing `lblk` so that an extent starts exactly at `lblk`.
     /// Returns false when a slot is needed and none is free.
     pub fn split_at(&mut self, lblk: u64) -> bool {
-        let Some(e) = self.find(lblk) else { return true };
+        let Some(e) = self.find(lblk) else {
+            return true;
+        };
         if e.lblk == lblk {
             return true;
         }
-        let Some(tid) = self.take_slot() else { return false };
-        let Some(&(_, id)) = self.map.get(&e.lblk) else { return false };
-        let h = Extent { lblk: e.lblk, pblk: e.pblk, len: (lblk - e.lblk) as u32 };
-        let t = Extent { lblk, pblk: e.pblk + (lblk - e.lblk), len: (e.end() - lblk) as u32 };
+        let Some(tid) = self.take_slot() else {
+            return false;
+        };
+        let Some(&(_, id)) = self.map.get(&e.lblk) else {
+            return false;
+        };
+        let h = Extent {
+            lblk: e.lblk,
+            pblk: e.pblk,
+            len: (lblk - e.lblk) as u32,
+        };
+        let t = Extent {
+            lblk,
+            pblk: e.pblk + (lblk - e.lblk),
+            len: (e.end() - lblk) as u32,
+        };
         self.map.insert(h.lblk, (h, id));
         self.set_slot(id, h);
         self.map.insert(t.lblk, (t, tid));
@@ -256,12 +297,16 @@ impl ExtentMap {
     /// Moves every extent starting at or after `from` by `delta` blocks (collapse: the
     /// caller has emptied the range the extents move into).
     pub fn shift(&mut self, from: u64, delta: i64) {
-        let moved: Vec<(u64, (Extent, u32))> = self.map.range(from..).map(|(&k, &v)| (k, v)).collect();
+        let moved: Vec<(u64, (Extent, u32))> =
+            self.map.range(from..).map(|(&k, &v)| (k, v)).collect();
         for (k, _) in &moved {
             self.map.remove(k);
         }
         for (_, (e, id)) in moved {
-            let ne = Extent { lblk: (e.lblk as i64 + delta) as u64, ..e };
+            let ne = Extent {
+                lblk: (e.lblk as i64 + delta) as u64,
+                ..e
+            };
             self.map.insert(ne.lblk, (ne, id));
             self.set_slot(id, ne);
         }
@@ -272,7 +317,9 @@ impl ExtentMap {
         let mut d = std::mem::take(&mut self.dirty);
         d.sort_unstable();
         d.dedup();
-        d.into_iter().map(|id| (self.slot_loc(id), self.slots[id as usize])).collect()
+        d.into_iter()
+            .map(|id| (self.slot_loc(id), self.slots[id as usize]))
+            .collect()
     }
 
     pub fn slot_loc(&self, id: u32) -> SlotLoc {
@@ -282,7 +329,10 @@ impl ExtentMap {
         }
         let k = (id - INLINE_EXTENTS) / EXTENTS_PER_BLOCK;
         let j = (id - INLINE_EXTENTS) % EXTENTS_PER_BLOCK;
-        SlotLoc::Device(self.blocks[k] * crate::format::BLOCK_SIZE + (EXTENT_BLOCK_HEADER + j * EXTENT_SIZE) as u64)
+        SlotLoc::Device(
+            self.blocks[k] * crate::format::BLOCK_SIZE
+                + (EXTENT_BLOCK_HEADER + j * EXTENT_SIZE) as u64,
+        )
     }
 
     /// The inline slots' current content, for the inode record.
@@ -347,7 +397,10 @@ mod tests {
         m.insert(ext(10, 200, 4));
         let r = m.remove_range(2, 12).unwrap();
         assert_eq!(r, vec![(102, 2), (200, 2)]);
-        assert_eq!(m.iter().collect::<Vec<_>>(), vec![ext(0, 100, 2), ext(12, 202, 2)]);
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![ext(0, 100, 2), ext(12, 202, 2)]
+        );
     }
 
     #[test]

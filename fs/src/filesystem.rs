@@ -71,7 +71,12 @@ pub(crate) struct Tx {
 
 impl Tx {
     pub fn new() -> Tx {
-        Tx { txn: Transaction::new(), allocs: Vec::new(), frees: Vec::new(), freed_inos: Vec::new() }
+        Tx {
+            txn: Transaction::new(),
+            allocs: Vec::new(),
+            frees: Vec::new(),
+            freed_inos: Vec::new(),
+        }
     }
 }
 
@@ -126,7 +131,11 @@ impl DaxFs {
     pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
         let dev = Device::open(
             device,
-            DeviceOptions { writable: true, exclusive: true, populate: true },
+            DeviceOptions {
+                writable: true,
+                exclusive: true,
+                populate: true,
+            },
         )
         .map_err(|e| e.to_string())?;
         let dev = Arc::new(dev);
@@ -153,18 +162,25 @@ impl DaxFs {
                         eprintln!("daxfs: {name}: primary superblock is bad ({primary}); using the backup");
                         sb
                     }
-                    Err(_) => {
-                        return Err(err(format!("{name}: corrupt superblock: {primary} (backup also bad); run fsck.daxfs")))
-                    }
+                    Err(_) => return Err(err(format!(
+                        "{name}: corrupt superblock: {primary} (backup also bad); run fsck.daxfs"
+                    ))),
                 }
             }
         };
         if sb.ro_compat != 0 && !opts.read_only {
-            return Err(err(format!("{name}: unknown read-only-compatible features {:#x}: mount with -o ro", sb.ro_compat)));
+            return Err(err(format!(
+                "{name}: unknown read-only-compatible features {:#x}: mount with -o ro",
+                sb.ro_compat
+            )));
         }
         let media: Arc<dyn Media> = dev.clone();
-        let (journal, _report) = Journal::open(media, sb.journal_start * BLOCK_SIZE, sb.journal_blocks * BLOCK_SIZE)
-            .map_err(|e| format!("{name}: journal: {e}; run fsck.daxfs"))?;
+        let (journal, _report) = Journal::open(
+            media,
+            sb.journal_start * BLOCK_SIZE,
+            sb.journal_blocks * BLOCK_SIZE,
+        )
+        .map_err(|e| format!("{name}: journal: {e}; run fsck.daxfs"))?;
         let refs = RefTable::new(sb.data_blocks);
         let fs = DaxFs {
             dev,
@@ -182,7 +198,8 @@ impl DaxFs {
             stats: FsCounters::default(),
             shut_down: AtomicBool::new(false),
         };
-        fs.load().map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
+        fs.load()
+            .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
         if !fs.opts.read_only {
             let mut sbm = lock(&fs.sb);
             sbm.state = STATE_MOUNTED;
@@ -205,7 +222,9 @@ impl DaxFs {
         let mut used = FreeSpace::new_all_free(g.data_blocks);
         let mut claim = |pblk: u64, len: u64, what: &str| -> std::result::Result<(), String> {
             if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
-                return Err(format!("{what}: block {pblk}+{len} is outside the data area"));
+                return Err(format!(
+                    "{what}: block {pblk}+{len} is outside the data area"
+                ));
             }
             let r = pblk - g.data_start..pblk - g.data_start + len;
             if r.clone().any(|b| used.is_used(b)) {
@@ -239,11 +258,15 @@ impl DaxFs {
                 }
                 claim(next, 1, &format!("inode {ino} extent block"))?;
                 self.dev.read(next * BLOCK_SIZE, &mut blockbuf);
-                let nx = decode_extent_block_header(&blockbuf, ino).map_err(|e| format!("inode {ino}: {e}"))?;
+                let nx = decode_extent_block_header(&blockbuf, ino)
+                    .map_err(|e| format!("inode {ino}: {e}"))?;
                 let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
                 for j in 0..EXTENTS_PER_BLOCK {
                     let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
-                    slots.push(Extent::decode(&blockbuf[o..o + EXTENT_SIZE]).map_err(|e| format!("inode {ino}: {e}"))?);
+                    slots.push(
+                        Extent::decode(&blockbuf[o..o + EXTENT_SIZE])
+                            .map_err(|e| format!("inode {ino}: {e}"))?,
+                    );
                 }
                 chain.push((next, slots));
                 next = nx;
@@ -269,8 +292,21 @@ impl DaxFs {
             if d.nlink == 0 {
                 orphans.push(ino);
             }
-            let st = InodeState { d, ext, dir, xattrs, dead: false };
-            inodes.insert(ino, Arc::new(Inode { ino, st: RwLock::new(st), opens: AtomicU32::new(0) }));
+            let st = InodeState {
+                d,
+                ext,
+                dir,
+                xattrs,
+                dead: false,
+            };
+            inodes.insert(
+                ino,
+                Arc::new(Inode {
+                    ino,
+                    st: RwLock::new(st),
+                    opens: AtomicU32::new(0),
+                }),
+            );
         }
         // Every directory entry must name a live inode of the type it says.
         let root = inodes.get(&ROOT_INO).ok_or("root directory is missing")?;
@@ -292,7 +328,10 @@ impl DaxFs {
                     if child.ino != inode.ino {
                         let cst = rlock(&child.st);
                         if cst.kind().map(|k| k.dtype()) != Some(e.ftype) {
-                            return Err(format!("directory {}: entry type mismatch for inode {}", inode.ino, e.ino));
+                            return Err(format!(
+                                "directory {}: entry type mismatch for inode {}",
+                                inode.ino, e.ino
+                            ));
                         }
                     }
                 }
@@ -340,29 +379,44 @@ impl DaxFs {
                         tx.txn.write(g.bitmap_block_offset(i), &im);
                     }
                 }
-                self.commit(tx).map_err(|e| format!("rewriting the bitmap: {e}"))?;
+                self.commit(tx)
+                    .map_err(|e| format!("rewriting the bitmap: {e}"))?;
             }
             for ino in orphans {
-                let Some(inode) = self.inode(ino).ok() else { continue };
+                let Some(inode) = self.inode(ino).ok() else {
+                    continue;
+                };
                 let mut tx = Tx::new();
                 let mut st = wlock(&inode.st);
-                self.free_inode(&inode, &mut st, &mut tx).map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                self.free_inode(&inode, &mut st, &mut tx)
+                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
                 drop(st);
-                self.commit(tx).map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                self.commit(tx)
+                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
             }
         }
         Ok(())
     }
 
-    fn load_dir(&self, ino: u64, d: &DiskInode, ext: &ExtentMap) -> std::result::Result<DirIndex, String> {
+    fn load_dir(
+        &self,
+        ino: u64,
+        d: &DiskInode,
+        ext: &ExtentMap,
+    ) -> std::result::Result<DirIndex, String> {
         let nblocks = d.size / BLOCK_SIZE;
         if d.size % BLOCK_SIZE != 0 || ext.mapped_blocks() != nblocks {
-            return Err(format!("directory {ino}: size {} does not match its blocks", d.size));
+            return Err(format!(
+                "directory {ino}: size {} does not match its blocks",
+                d.size
+            ));
         }
         let mut idx = DirIndex::new();
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
         for b in 0..nblocks {
-            let e = ext.find(b).ok_or_else(|| format!("directory {ino}: block {b} is a hole"))?;
+            let e = ext
+                .find(b)
+                .ok_or_else(|| format!("directory {ino}: block {b} is a hole"))?;
             let pblk = e.pblk + (b - e.lblk);
             self.dev.read(pblk * BLOCK_SIZE, &mut buf);
             check_dir_block_header(&buf, ino, b).map_err(|e| e.to_string())?;
@@ -370,14 +424,27 @@ impl DaxFs {
             debug_assert_eq!(bi as u64, b);
             let mut s = 1;
             while s < DIR_SLOTS_PER_BLOCK {
-                match decode_dirent(&buf, s).map_err(|e| format!("directory {ino} block {b} slot {s}: {e}"))? {
+                match decode_dirent(&buf, s)
+                    .map_err(|e| format!("directory {ino} block {b} slot {s}: {e}"))?
+                {
                     None => s += 1,
                     Some(de) => {
                         if de.ino == 0 || de.ino >= self.geo.inode_count {
-                            return Err(format!("directory {ino}: entry names inode {} out of range", de.ino));
+                            return Err(format!(
+                                "directory {ino}: entry names inode {} out of range",
+                                de.ino
+                            ));
                         }
-                        idx.load_entry(de.name, DirSlot { ino: de.ino, ftype: de.ftype, block: b as u32, slot: s as u8 })
-                            .map_err(|e| format!("directory {ino}: {e}"))?;
+                        idx.load_entry(
+                            de.name,
+                            DirSlot {
+                                ino: de.ino,
+                                ftype: de.ftype,
+                                block: b as u32,
+                                slot: s as u8,
+                            },
+                        )
+                        .map_err(|e| format!("directory {ino}: {e}"))?;
                         s += de.nslots;
                     }
                 }
@@ -388,7 +455,12 @@ impl DaxFs {
 
     /// The full on-media image of bitmap block `index` for the in-memory map `space`,
     /// with the data-area ranges `freeing` shown as free.
-    pub(crate) fn bitmap_image(&self, space: &FreeSpace, index: u64, freeing: &[Range<u64>]) -> Vec<u8> {
+    pub(crate) fn bitmap_image(
+        &self,
+        space: &FreeSpace,
+        index: u64,
+        freeing: &[Range<u64>],
+    ) -> Vec<u8> {
         let mut img = vec![0u8; BLOCK_SIZE as usize];
         let raw = space.raw_bytes();
         let first_bit = index * BITS_PER_BITMAP_BLOCK;
@@ -430,7 +502,7 @@ impl DaxFs {
         self.dev.write(0, &enc);
         self.dev.write(BLOCK_SIZE, &enc);
         self.dev.persist(0, BLOCK_SIZE + SB_SIZE as u64);
-        self.dev.sync_all();
+        self.dev.sync_all().map_err(|_| Errno::EIO)?;
         Ok(())
     }
 
@@ -502,7 +574,13 @@ impl DaxFs {
     }
 
     /// Allocates an inode number and builds its in-memory state (not yet committed).
-    pub(crate) fn new_inode(&self, mode: u32, cred: &Cred, parent: &InodeState, rdev: u64) -> Result<Arc<Inode>> {
+    pub(crate) fn new_inode(
+        &self,
+        mode: u32,
+        cred: &Cred,
+        parent: &InodeState,
+        rdev: u64,
+    ) -> Result<Arc<Inode>> {
         let ino = lock(&self.free_inos).pop().ok_or(Errno::ENOSPC)?;
         let t = now();
         let mut d = DiskInode::empty();
@@ -538,8 +616,18 @@ impl DaxFs {
         } else {
             None
         };
-        let st = InodeState { d, ext: ExtentMap::new(), dir, xattrs: Vec::new(), dead: false };
-        Ok(Arc::new(Inode { ino, st: RwLock::new(st), opens: AtomicU32::new(0) }))
+        let st = InodeState {
+            d,
+            ext: ExtentMap::new(),
+            dir,
+            xattrs: Vec::new(),
+            dead: false,
+        };
+        Ok(Arc::new(Inode {
+            ino,
+            st: RwLock::new(st),
+            opens: AtomicU32::new(0),
+        }))
     }
 
     /// Returns an inode number taken by `new_inode` whose creation did not happen.
@@ -584,7 +672,10 @@ impl DaxFs {
         st.xattrs.clear();
         st.dir = None;
         st.dead = true;
-        tx.txn.write(self.geo.inode_offset(inode.ino), &[0u8; INODE_SIZE as usize]);
+        tx.txn.write(
+            self.geo.inode_offset(inode.ino),
+            &[0u8; INODE_SIZE as usize],
+        );
         tx.freed_inos.push(inode.ino);
         Ok(())
     }
@@ -594,12 +685,26 @@ impl DaxFs {
 
     /// Allocates up to `want` contiguous data blocks near `goal` (device block numbers),
     /// zeroed on media, counted into `tx`. Returns (pblk, len).
-    pub(crate) fn alloc_blocks(&self, goal: u64, want: u64, zero: bool, tx: &mut Tx) -> Result<(u64, u64)> {
+    pub(crate) fn alloc_blocks(
+        &self,
+        goal: u64,
+        want: u64,
+        zero: bool,
+        tx: &mut Tx,
+    ) -> Result<(u64, u64)> {
         let g = &self.geo;
-        let goal_idx = goal.saturating_sub(g.data_start).min(g.data_blocks.saturating_sub(1));
+        let goal_idx = goal
+            .saturating_sub(g.data_start)
+            .min(g.data_blocks.saturating_sub(1));
         let want = want.clamp(1, crate::extent_map::MAX_EXTENT_LEN);
-        let align = if want >= DATA_ALIGN_BLOCKS { DATA_ALIGN_BLOCKS } else { 1 };
-        let r = lock(&self.space).allocate(goal_idx, want, align, &self.refs).ok_or(Errno::ENOSPC)?;
+        let align = if want >= DATA_ALIGN_BLOCKS {
+            DATA_ALIGN_BLOCKS
+        } else {
+            1
+        };
+        let r = lock(&self.space)
+            .allocate(goal_idx, want, align, &self.refs)
+            .ok_or(Errno::ENOSPC)?;
         let pblk = g.data_start + r.start;
         let len = r.end - r.start;
         for b in r.clone() {
@@ -625,13 +730,27 @@ impl DaxFs {
     }
 
     /// Makes sure the extent map has `n` free slots, adding extent blocks as needed.
-    pub(crate) fn reserve_slots(&self, ino: u64, st: &mut InodeState, n: usize, tx: &mut Tx) -> Result<()> {
+    pub(crate) fn reserve_slots(
+        &self,
+        ino: u64,
+        st: &mut InodeState,
+        n: usize,
+        tx: &mut Tx,
+    ) -> Result<()> {
         while st.ext.free_slots() < n {
-            let goal = st.ext.extent_blocks().last().copied().unwrap_or(self.geo.data_start);
+            let goal = st
+                .ext
+                .extent_blocks()
+                .last()
+                .copied()
+                .unwrap_or(self.geo.data_start);
             let (pblk, _) = self.alloc_blocks(goal, 1, true, tx)?;
-            tx.txn.write(pblk * BLOCK_SIZE, &encode_extent_block_header(0, ino));
+            tx.txn
+                .write(pblk * BLOCK_SIZE, &encode_extent_block_header(0, ino));
             match st.ext.extent_blocks().last() {
-                Some(&prev) => tx.txn.write(prev * BLOCK_SIZE, &encode_extent_block_header(pblk, ino)),
+                Some(&prev) => tx
+                    .txn
+                    .write(prev * BLOCK_SIZE, &encode_extent_block_header(pblk, ino)),
                 None => st.d.extent_block = pblk,
             }
             st.ext.add_block(pblk);
@@ -707,7 +826,13 @@ impl DaxFs {
     /// Waits until no block of logical range `start..end` of the inode is pinned
     /// (reference count above 1), so the range can be unmapped and freed. New pins of
     /// this inode cannot start meanwhile: the caller holds the inode's write lock.
-    pub(crate) fn break_layouts(&self, _ino: u64, st: &InodeState, start: u64, end: u64) -> Result<()> {
+    pub(crate) fn break_layouts(
+        &self,
+        _ino: u64,
+        st: &InodeState,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
         let deadline = std::time::Instant::now() + self.opts.layout_timeout;
         let mut lb = start;
         let mut counted = false;
@@ -880,7 +1005,10 @@ impl DaxFs {
 
     /// Counters for `daxfs stats`: (commits, layout breaks).
     pub fn counters(&self) -> (u64, u64) {
-        (self.stats.commits.load(Ordering::Relaxed), self.stats.layout_breaks.load(Ordering::Relaxed))
+        (
+            self.stats.commits.load(Ordering::Relaxed),
+            self.stats.layout_breaks.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -49,7 +49,10 @@ impl<'a> Locked<'a> {
     }
     fn get(&mut self, ino: u64) -> &mut InodeState {
         // Every inode passed to `new` is present.
-        self.guards.get_mut(&ino).map(|g| &mut **g).expect("inode locked by Locked::new")
+        self.guards
+            .get_mut(&ino)
+            .map(|g| &mut **g)
+            .expect("inode locked by Locked::new")
     }
 }
 
@@ -77,8 +80,21 @@ impl DaxFs {
     }
 
     /// Adds a directory entry (allocating a directory block when none has room).
-    pub(crate) fn dir_add(&self, dino: u64, dst: &mut InodeState, name: &[u8], ino: u64, ftype: u8, tx: &mut Tx) -> Result<()> {
-        let (block, slot) = match dst.dir.as_ref().ok_or(Errno::ENOTDIR)?.find_space(name.len()) {
+    pub(crate) fn dir_add(
+        &self,
+        dino: u64,
+        dst: &mut InodeState,
+        name: &[u8],
+        ino: u64,
+        ftype: u8,
+        tx: &mut Tx,
+    ) -> Result<()> {
+        let (block, slot) = match dst
+            .dir
+            .as_ref()
+            .ok_or(Errno::ENOTDIR)?
+            .find_space(name.len())
+        {
             Some(x) => x,
             None => {
                 let index = dst.d.size / BLOCK_SIZE;
@@ -86,39 +102,76 @@ impl DaxFs {
                     return Err(Errno::ENOSPC);
                 }
                 self.reserve_slots(dino, dst, 1, tx)?;
-                let goal = dst.ext.last().map(|e| e.pblk + e.len as u64).unwrap_or(self.geo.data_start);
+                let goal = dst
+                    .ext
+                    .last()
+                    .map(|e| e.pblk + e.len as u64)
+                    .unwrap_or(self.geo.data_start);
                 let (pblk, _) = self.alloc_blocks(goal, 1, true, tx)?;
-                tx.txn.write(pblk * BLOCK_SIZE, &encode_dir_block_header(dino, index));
-                if !dst.ext.insert(Extent { lblk: index, pblk, len: 1 }) {
+                tx.txn
+                    .write(pblk * BLOCK_SIZE, &encode_dir_block_header(dino, index));
+                if !dst.ext.insert(Extent {
+                    lblk: index,
+                    pblk,
+                    len: 1,
+                }) {
                     return Err(Errno::EIO);
                 }
                 dst.d.size += BLOCK_SIZE;
                 dst.d.blocks += 1;
-                let Some(idx) = dst.dir.as_mut() else { return Err(Errno::ENOTDIR) };
+                let Some(idx) = dst.dir.as_mut() else {
+                    return Err(Errno::ENOTDIR);
+                };
                 (idx.add_block(), 1)
             }
         };
         let e = dst.ext.find(block as u64).ok_or(Errno::EIO)?;
         let pblk = e.pblk + (block as u64 - e.lblk);
-        tx.txn.write(pblk * BLOCK_SIZE + slot as u64 * DIR_SLOT as u64, &encode_dirent(ino, ftype, name));
+        tx.txn.write(
+            pblk * BLOCK_SIZE + slot as u64 * DIR_SLOT as u64,
+            &encode_dirent(ino, ftype, name),
+        );
         if let Some(idx) = dst.dir.as_mut() {
-            idx.insert(name, DirSlot { ino, ftype, block, slot });
+            idx.insert(
+                name,
+                DirSlot {
+                    ino,
+                    ftype,
+                    block,
+                    slot,
+                },
+            );
         }
         Ok(())
     }
 
     /// Removes a directory entry; returns what it named.
-    pub(crate) fn dir_remove(&self, dst: &mut InodeState, name: &[u8], tx: &mut Tx) -> Result<DirSlot> {
+    pub(crate) fn dir_remove(
+        &self,
+        dst: &mut InodeState,
+        name: &[u8],
+        tx: &mut Tx,
+    ) -> Result<DirSlot> {
         let idx = dst.dir.as_mut().ok_or(Errno::ENOTDIR)?;
         let (e, nslots) = idx.remove(name).ok_or(Errno::ENOENT)?;
         let ex = dst.ext.find(e.block as u64).ok_or(Errno::EIO)?;
         let pblk = ex.pblk + (e.block as u64 - ex.lblk);
-        tx.txn.write(pblk * BLOCK_SIZE + e.slot as u64 * DIR_SLOT as u64, &vec![0u8; nslots * DIR_SLOT]);
+        tx.txn.write(
+            pblk * BLOCK_SIZE + e.slot as u64 * DIR_SLOT as u64,
+            &vec![0u8; nslots * DIR_SLOT],
+        );
         Ok(e)
     }
 
     /// Rewrites the entry `name` of a directory to name another inode.
-    fn dir_retarget(&self, dst: &mut InodeState, name: &[u8], ino: u64, ftype: u8, tx: &mut Tx) -> Result<()> {
+    fn dir_retarget(
+        &self,
+        dst: &mut InodeState,
+        name: &[u8],
+        ino: u64,
+        ftype: u8,
+        tx: &mut Tx,
+    ) -> Result<()> {
         let idx = dst.dir.as_mut().ok_or(Errno::ENOTDIR)?;
         let (mut e, _) = idx.remove(name).ok_or(Errno::ENOENT)?;
         e.ino = ino;
@@ -126,7 +179,10 @@ impl DaxFs {
         idx.insert(name, e);
         let ex = dst.ext.find(e.block as u64).ok_or(Errno::EIO)?;
         let pblk = ex.pblk + (e.block as u64 - ex.lblk);
-        tx.txn.write(pblk * BLOCK_SIZE + e.slot as u64 * DIR_SLOT as u64, &encode_dirent(ino, ftype, name));
+        tx.txn.write(
+            pblk * BLOCK_SIZE + e.slot as u64 * DIR_SLOT as u64,
+            &encode_dirent(ino, ftype, name),
+        );
         Ok(())
     }
 
@@ -197,7 +253,13 @@ impl DaxFs {
     }
 
     /// Writes a symlink target into a data block through the journal.
-    fn store_symlink(&self, ino: u64, st: &mut InodeState, target: &[u8], tx: &mut Tx) -> Result<()> {
+    fn store_symlink(
+        &self,
+        ino: u64,
+        st: &mut InodeState,
+        target: &[u8],
+        tx: &mut Tx,
+    ) -> Result<()> {
         if target.len() > SYMLINK_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
@@ -207,15 +269,30 @@ impl DaxFs {
         self.reserve_slots(ino, st, 1, tx)?;
         let (pblk, _) = self.alloc_blocks(self.geo.data_start, 1, true, tx)?;
         tx.txn.write(pblk * BLOCK_SIZE, target);
-        st.ext.insert(Extent { lblk: 0, pblk, len: 1 });
+        st.ext.insert(Extent {
+            lblk: 0,
+            pblk,
+            len: 1,
+        });
         st.d.size = target.len() as u64;
         st.d.blocks += 1;
         Ok(())
     }
 
     /// Creates a node of any type. `mode` includes the S_IFMT bits (umask applied).
-    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, rdev: u32, cred: &Cred) -> Result<Attr> {
-        let mode = if mode & libc::S_IFMT == 0 { mode | libc::S_IFREG } else { mode };
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        let mode = if mode & libc::S_IFMT == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
         match FileKind::from_mode(mode) {
             Some(FileKind::Dir) | Some(FileKind::Symlink) | None => return Err(Errno::EINVAL),
             _ => {}
@@ -252,19 +329,27 @@ impl DaxFs {
     }
 
     /// Creates (or without O_EXCL opens an existing) regular file and opens it.
-    pub fn create(&self, parent: u64, name: &[u8], mode: u32, flags: i32, cred: &Cred) -> Result<Attr> {
-        let attr = match self.create_node(parent, name, libc::S_IFREG | (mode & 0o7777), 0, cred, None) {
-            Ok(a) => a,
-            Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
-                let a = self.lookup(parent, name)?;
-                if a.kind == FileKind::Dir {
-                    return Err(Errno::EISDIR);
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        let attr =
+            match self.create_node(parent, name, libc::S_IFREG | (mode & 0o7777), 0, cred, None) {
+                Ok(a) => a,
+                Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
+                    let a = self.lookup(parent, name)?;
+                    if a.kind == FileKind::Dir {
+                        return Err(Errno::EISDIR);
+                    }
+                    self.open(a.ino, flags)?;
+                    return self.getattr(a.ino);
                 }
-                self.open(a.ino, flags)?;
-                return self.getattr(a.ino);
-            }
-            Err(e) => return Err(e),
-        };
+                Err(e) => return Err(e),
+            };
         self.open(attr.ino, flags & !libc::O_TRUNC)?;
         Ok(attr)
     }
@@ -323,7 +408,13 @@ impl DaxFs {
 
     /// Drops one link of `child` (whose entry was removed): frees it when it was the
     /// last link and no handle is open, else marks it an orphan when needed.
-    fn drop_link(&self, child: &Inode, st: &mut InodeState, tx: &mut Tx, t: Timespec) -> Result<()> {
+    fn drop_link(
+        &self,
+        child: &Inode,
+        st: &mut InodeState,
+        tx: &mut Tx,
+        t: Timespec,
+    ) -> Result<()> {
         if st.is_dir() {
             st.d.nlink = 0;
         } else {
@@ -355,7 +446,12 @@ impl DaxFs {
         let pdir = self.inode(parent)?;
         let child_ino = {
             let p = rlock(&pdir.st);
-            p.dir.as_ref().ok_or(Errno::ENOTDIR)?.get(name).ok_or(Errno::ENOENT)?.ino
+            p.dir
+                .as_ref()
+                .ok_or(Errno::ENOTDIR)?
+                .get(name)
+                .ok_or(Errno::ENOENT)?
+                .ino
         };
         let child = self.inode(child_ino)?;
         let set = [&pdir, &child];
@@ -421,19 +517,31 @@ impl DaxFs {
     }
 
     /// `flags`: 0, libc::RENAME_NOREPLACE or libc::RENAME_EXCHANGE.
-    pub fn rename(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: u32) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
         self.check_writable()?;
         if name.len() > NAME_MAX || newname.len() > NAME_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace) {
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
             return Err(Errno::EINVAL);
         }
         for n in [name, newname] {
             if n == b"." || n == b".." {
-                return Err(if noreplace || exchange { Errno::EINVAL } else { Errno::EBUSY });
+                return Err(if noreplace || exchange {
+                    Errno::EINVAL
+                } else {
+                    Errno::EBUSY
+                });
             }
             check_name(n)?;
         }
@@ -442,7 +550,12 @@ impl DaxFs {
         let dp = self.inode(newparent)?;
         let (src_ino, src_type) = {
             let p = rlock(&sp.st);
-            let e = p.dir.as_ref().ok_or(Errno::ENOTDIR)?.get(name).ok_or(Errno::ENOENT)?;
+            let e = p
+                .dir
+                .as_ref()
+                .ok_or(Errno::ENOTDIR)?
+                .get(name)
+                .ok_or(Errno::ENOENT)?;
             (e.ino, e.ftype)
         };
         let dst = {
@@ -467,7 +580,11 @@ impl DaxFs {
         if src_is_dir && parent != newparent && self.is_ancestor(src_ino, newparent) {
             return Err(Errno::EINVAL);
         }
-        if exchange && dst_is_dir && parent != newparent && self.is_ancestor(dst.map(|d| d.ino).unwrap_or(0), parent) {
+        if exchange
+            && dst_is_dir
+            && parent != newparent
+            && self.is_ancestor(dst.map(|d| d.ino).unwrap_or(0), parent)
+        {
             return Err(Errno::EINVAL);
         }
         let src = self.inode(src_ino)?;
@@ -494,7 +611,8 @@ impl DaxFs {
                 }
             }
         }
-        if src_is_dir && !dst_is_dir && parent != newparent && l.get(newparent).d.nlink >= MAX_LINKS {
+        if src_is_dir && !dst_is_dir && parent != newparent && l.get(newparent).d.nlink >= MAX_LINKS
+        {
             return Err(Errno::EMLINK);
         }
         let t = now();
@@ -512,7 +630,11 @@ impl DaxFs {
                         l.get(d.ino).d.parent = parent;
                     }
                     if src_is_dir != dst_is_dir {
-                        let (gain, lose) = if src_is_dir { (newparent, parent) } else { (parent, newparent) };
+                        let (gain, lose) = if src_is_dir {
+                            (newparent, parent)
+                        } else {
+                            (parent, newparent)
+                        };
                         l.get(gain).d.nlink += 1;
                         let lp = l.get(lose);
                         lp.d.nlink = lp.d.nlink.saturating_sub(1);
@@ -531,7 +653,14 @@ impl DaxFs {
                     }
                     self.drop_link(di, l.get(d.ino), &mut tx, t)?;
                 } else {
-                    self.dir_add(newparent, l.get(newparent), newname, src_ino, src_type, &mut tx)?;
+                    self.dir_add(
+                        newparent,
+                        l.get(newparent),
+                        newname,
+                        src_ino,
+                        src_type,
+                        &mut tx,
+                    )?;
                 }
                 self.dir_remove(l.get(parent), name, &mut tx)?;
                 if src_is_dir && parent != newparent {
@@ -558,7 +687,10 @@ impl DaxFs {
             st.d.ctime = t;
         }
         let mut logged = Vec::new();
-        for ino in [parent, newparent, src_ino].into_iter().chain(dst.map(|d| d.ino)) {
+        for ino in [parent, newparent, src_ino]
+            .into_iter()
+            .chain(dst.map(|d| d.ino))
+        {
             if logged.contains(&ino) {
                 continue;
             }
@@ -591,7 +723,10 @@ impl DaxFs {
         }
         inode.opens.fetch_add(1, Ordering::SeqCst);
         if flags & libc::O_TRUNC != 0 && rlock(&inode.st).kind() == Some(FileKind::File) {
-            let c = SetAttr { size: Some(0), ..Default::default() };
+            let c = SetAttr {
+                size: Some(0),
+                ..Default::default()
+            };
             if let Err(e) = self.setattr(ino, &Cred::root(), &c) {
                 inode.opens.fetch_sub(1, Ordering::SeqCst);
                 return Err(e);
@@ -602,7 +737,9 @@ impl DaxFs {
 
     /// Drops one open handle; the last release of an unlinked inode frees it.
     pub fn release(&self, ino: u64) -> Result<()> {
-        let Ok(inode) = self.inode(ino) else { return Ok(()) };
+        let Ok(inode) = self.inode(ino) else {
+            return Ok(());
+        };
         let prev = inode.opens.fetch_sub(1, Ordering::SeqCst);
         if prev == 0 {
             inode.opens.store(0, Ordering::SeqCst);
@@ -611,7 +748,11 @@ impl DaxFs {
         if prev == 1 {
             let _ns = lock(&self.ns);
             let mut st = wlock(&inode.st);
-            if !st.dead && st.d.nlink == 0 && inode.opens.load(Ordering::SeqCst) == 0 && !self.opts.read_only {
+            if !st.dead
+                && st.d.nlink == 0
+                && inode.opens.load(Ordering::SeqCst) == 0
+                && !self.opts.read_only
+            {
                 let mut tx = Tx::new();
                 self.free_inode(&inode, &mut st, &mut tx)?;
                 drop(st);
@@ -623,7 +764,12 @@ impl DaxFs {
 
     /// Lists entries from cookie `offset` (0 = start; "." and ".." come first); `f`
     /// returns false when its buffer is full (that entry is then not consumed).
-    pub fn readdir(&self, ino: u64, offset: u64, mut f: impl FnMut(DirEntry) -> bool) -> Result<()> {
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut f: impl FnMut(DirEntry) -> bool,
+    ) -> Result<()> {
         let inode = self.inode(ino)?;
         let st = rlock(&inode.st);
         if st.dead {
@@ -634,14 +780,24 @@ impl DaxFs {
         }
         let mut off = offset;
         if off == 0 {
-            if !f(DirEntry { ino, kind: FileKind::Dir, name: b".".to_vec(), next_offset: 1 }) {
+            if !f(DirEntry {
+                ino,
+                kind: FileKind::Dir,
+                name: b".".to_vec(),
+                next_offset: 1,
+            }) {
                 return Ok(());
             }
             off = 1;
         }
         if off == 1 {
             let p = st.d.parent.max(ROOT_INO);
-            if !f(DirEntry { ino: p, kind: FileKind::Dir, name: b"..".to_vec(), next_offset: 2 }) {
+            if !f(DirEntry {
+                ino: p,
+                kind: FileKind::Dir,
+                name: b"..".to_vec(),
+                next_offset: 2,
+            }) {
                 return Ok(());
             }
             off = 2;
@@ -656,13 +812,19 @@ impl DaxFs {
                 s = 1;
             }
             let e = st.ext.find(b).ok_or(Errno::EIO)?;
-            self.dev.read((e.pblk + (b - e.lblk)) * BLOCK_SIZE, &mut buf);
+            self.dev
+                .read((e.pblk + (b - e.lblk)) * BLOCK_SIZE, &mut buf);
             while s < DIR_SLOTS_PER_BLOCK {
                 match decode_dirent(&buf, s) {
                     Ok(Some(de)) => {
                         let next = 2 + b * DIR_SLOTS_PER_BLOCK as u64 + (s + de.nslots) as u64;
                         let kind = FileKind::from_dtype(de.ftype).unwrap_or(FileKind::File);
-                        if !f(DirEntry { ino: de.ino, kind, name: de.name.to_vec(), next_offset: next }) {
+                        if !f(DirEntry {
+                            ino: de.ino,
+                            kind,
+                            name: de.name.to_vec(),
+                            next_offset: next,
+                        }) {
                             return Ok(());
                         }
                         s += de.nslots;
