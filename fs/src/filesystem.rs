@@ -162,9 +162,11 @@ impl DaxFs {
                         eprintln!("daxfs: {name}: primary superblock is bad ({primary}); using the backup");
                         sb
                     }
-                    Err(_) => return Err(err(format!(
+                    Err(_) => {
+                        return Err(err(format!(
                         "{name}: corrupt superblock: {primary} (backup also bad); run fsck.daxfs"
-                    ))),
+                    )))
+                    }
                 }
             }
         };

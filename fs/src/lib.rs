@@ -22,3 +22,6 @@ pub mod xattr;
 pub use error::{Errno, Result};
 pub use filesystem::DaxFs;
 pub use types::*;
+
+/// The root directory's inode number (also FUSE's).
+pub const ROOT: u64 = format::ROOT_INO;
