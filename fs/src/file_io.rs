@@ -267,31 +267,25 @@ impl DaxFs {
         let mapped_end =
             match self.fill_holes(ino, &mut st, blk(off), blk(end - 1), (off, end), &mut tx) {
                 Ok(e) => e,
-                Err(e) => {
-                    self.abort(tx);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.fail_op(ino, &mut st, tx, e)),
             };
         end = end.min(mapped_end * BLOCK_SIZE);
         if end <= off {
-            self.abort(tx);
-            return Err(Errno::ENOSPC);
+            return Err(self.fail_op(ino, &mut st, tx, Errno::ENOSPC));
         }
         // Copy, one extent at a time, with the blocks pinned during the copy.
         let mut pos = off;
         while pos < end {
             let lb = blk(pos);
             let Some(e) = st.ext.find(lb) else {
-                self.abort(tx);
-                return Err(Errno::EIO);
+                return Err(self.fail_op(ino, &mut st, tx, Errno::EIO));
             };
             let ext_end = (e.end() * BLOCK_SIZE).min(end);
             let pstart = e.pblk + (lb - e.lblk);
             let mut pins = Pins::new(self);
             if let Err(err) = pins.pin(pstart, blk(ext_end - 1) - lb + 1) {
                 drop(pins);
-                self.abort(tx);
-                return Err(err);
+                return Err(self.fail_op(ino, &mut st, tx, err));
             }
             let src = &data[(pos - off) as usize..(ext_end - off) as usize];
             self.dev
@@ -480,17 +474,7 @@ impl DaxFs {
             Ok(())
         })();
         if let Err(e) = res {
-            // Nothing is committed; the blocks allocated so far go back. Extent-map
-            // changes made before the failure cannot be rolled back piecemeal, so keep
-            // memory and media consistent by committing what was done when the extent
-            // map changed, else abort.
-            if st.ext.take_dirty().is_empty() {
-                self.abort(tx);
-                return Err(e);
-            }
-            self.log_inode(ino, &mut st, &mut tx);
-            self.commit(tx)?;
-            return Err(e);
+            return Err(self.fail_op(ino, &mut st, tx, e));
         }
         self.log_inode(ino, &mut st, &mut tx);
         self.commit(tx)

@@ -814,6 +814,21 @@ impl DaxFs {
         Ok(())
     }
 
+    /// Ends a failed change of one inode: when memory already changed (extent slots,
+    /// new metadata blocks), commits that consistent partial state instead of
+    /// pretending nothing happened; else returns the allocations. Returns `e`.
+    pub(crate) fn fail_op(&self, ino: u64, st: &mut InodeState, mut tx: Tx, e: Errno) -> Errno {
+        if st.ext.has_dirty() || !tx.txn.is_empty() {
+            self.log_inode(ino, st, &mut tx);
+            if self.commit(tx).is_err() {
+                return Errno::EIO;
+            }
+        } else {
+            self.abort(tx);
+        }
+        e
+    }
+
     /// Undoes the in-memory allocations of a transaction that will not be committed.
     pub(crate) fn abort(&self, tx: Tx) {
         let mut space = lock(&self.space);
@@ -893,8 +908,7 @@ impl DaxFs {
             }
             if size != st.d.size {
                 if let Err(e) = self.truncate_locked(ino, &mut st, size, &mut tx) {
-                    self.abort(tx);
-                    return Err(e);
+                    return Err(self.fail_op(ino, &mut st, tx, e));
                 }
                 st.d.mtime = t;
             }

@@ -231,8 +231,17 @@ impl DaxFs {
             Ok(())
         })();
         if let Err(e) = res {
+            // The new inode's blocks go back; the parent may have gained a metadata
+            // block: commit that consistent state rather than forget it.
+            let held: Vec<Extent> = st.ext.iter().collect();
+            for x in held {
+                self.release_blocks(x.pblk, x.len as u64, &mut tx);
+            }
+            for b in st.ext.extent_blocks().to_vec() {
+                self.release_blocks(b, 1, &mut tx);
+            }
             drop(st);
-            self.abort(tx);
+            let e = self.fail_op(parent, &mut pst, tx, e);
             self.unget_inode(ino);
             return Err(e);
         }
@@ -387,8 +396,7 @@ impl DaxFs {
         let ftype = l.get(ino).kind().map(|k| k.dtype()).unwrap_or(libc::DT_REG);
         let mut tx = Tx::new();
         if let Err(e) = self.dir_add(newparent, l.get(newparent), newname, ino, ftype, &mut tx) {
-            self.abort(tx);
-            return Err(e);
+            return Err(self.fail_op(newparent, l.get(newparent), tx, e));
         }
         let t = now();
         {
@@ -482,7 +490,11 @@ impl DaxFs {
             self.log_inode(parent, p, &mut tx);
         }
         if let Err(e) = self.drop_link(&child, l.get(child_ino), &mut tx, t) {
+            // The entry is gone from memory but not from media: stop accepting changes
+            // until a remount reloads the committed state.
+            drop(l);
             self.abort(tx);
+            self.failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
         drop(l);
@@ -673,10 +685,15 @@ impl DaxFs {
             Ok(())
         })();
         if let Err(e) = res {
+            if e == Errno::ENOSPC {
+                // Only dir_add can run out of space, and it runs before any entry
+                // changes: commit the metadata block it may have added.
+                return Err(self.fail_op(newparent, l.get(newparent), tx, e));
+            }
             drop(l);
             self.abort(tx);
-            // The in-memory directory may be half-changed: nothing was committed, so
-            // the only safe course is to stop accepting changes.
+            // The in-memory directories may be half-changed and nothing was committed:
+            // the only safe course is to stop accepting changes until a remount.
             self.failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
