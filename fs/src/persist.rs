@@ -95,10 +95,14 @@ pub fn supports(instr: FlushInstr) -> bool {
 /// The best flush instruction of this CPU: CLWB, else CLFLUSHOPT, else CLFLUSH.
 /// Detected once and cached.
 pub fn flush_instr() -> FlushInstr {
-    [FlushInstr::Clwb, FlushInstr::ClflushOpt, FlushInstr::Clflush]
-        .into_iter()
-        .find(|&i| supports(i))
-        .unwrap_or(FlushInstr::None)
+    [
+        FlushInstr::Clwb,
+        FlushInstr::ClflushOpt,
+        FlushInstr::Clflush,
+    ]
+    .into_iter()
+    .find(|&i| supports(i))
+    .unwrap_or(FlushInstr::None)
 }
 
 /// Writes back every cache line overlapping `ptr..ptr+len` with the best instruction.
@@ -339,7 +343,10 @@ mod tests {
                         &src[src_off..src_off + len],
                         "len {len} dst_off {dst_off} src_off {src_off}"
                     );
-                    assert!(dst[dst_off + len..].iter().all(|&b| b == 0xAA), "tail clobbered");
+                    assert!(
+                        dst[dst_off + len..].iter().all(|&b| b == 0xAA),
+                        "tail clobbered"
+                    );
                 }
             }
         }
