@@ -745,9 +745,8 @@ impl Device {
     /// The caller must hold a reference (pin) on every block in the range, so the
     /// blocks are not freed and reused while the slice lives, and must accept that
     /// other writers may store to them concurrently (as with any shared mapping of a
-    /// device): the contents can change under the slice. The range must not be written
-    /// through `write`/`write_nt`/`slice_mut` of overlapping bytes while the slice is
-    /// used as a source for another write of the same bytes.
+    /// device): the contents can change under the slice, so it must not be relied on
+    /// to stay equal to what was validated (copy first what must be checked).
     pub unsafe fn slice(&self, off: u64, len: usize) -> &[u8] {
         let at = self.check(off, len as u64, false);
         // SAFETY: inside the live mapping (checked), which lives as long as `self`; the
