@@ -139,12 +139,10 @@ struct Support {
 fn probe(dir: &Path) -> Result<Support, String> {
     let file = dir.join(".fsx-probe");
     let mut lacks = Vec::new();
-    for mode in [
-        FallocMode::Zero,
-        FallocMode::ZeroKeep,
-        FallocMode::Collapse,
-        FallocMode::Insert,
-    ] {
+    for mode in FallocMode::ALL {
+        if mode == FallocMode::PunchNoKeep {
+            continue; // EOPNOTSUPP from the VFS everywhere; that is what the op checks
+        }
         std::fs::write(&file, vec![1u8; 3 * BLOCK as usize])
             .map_err(|e| format!("{}: {e}", file.display()))?;
         let f = std::fs::OpenOptions::new()
@@ -197,6 +195,8 @@ struct Plan {
     emulate: Vec<FallocMode>,
     disabled: Vec<Kind>,
     grow_cap: u64,
+    /// Capabilities left out because a side lacks them, repeated in the summary.
+    untested: Vec<String>,
 }
 
 fn plan(args: &Args, rdir: &Path, sdir: &Path) -> Result<Plan, String> {
@@ -232,16 +232,17 @@ fn plan(args: &Args, rdir: &Path, sdir: &Path) -> Result<Plan, String> {
             emulate = ref_only;
         }
     }
+    let mut untested = Vec::new();
     if !s.lacks.is_empty() {
-        println!(
-            "fsx: NOTE: subject lacks {} (EOPNOTSUPP): disabled, NOT TESTED",
-            names(&s.lacks)
-        );
+        let what = format!("fallocate {}", names(&s.lacks));
+        println!("fsx: NOTE: subject lacks {what} (EOPNOTSUPP): disabled, NOT TESTED");
         disabled.extend(s.lacks.iter().map(|m| Kind::Falloc(*m)));
+        untested.push(what);
     }
     if !r.xattr {
-        println!("fsx: reference does not support user xattrs: xattr ops disabled");
+        println!("fsx: NOTE: reference does not support user xattrs: disabled, NOT TESTED");
         disabled.push(Kind::Xattr);
+        untested.push("xattrs".to_string());
     } else if !s.xattr {
         println!("fsx: NOTE: subject rejects user xattrs while the reference accepts them");
     }
@@ -249,6 +250,7 @@ fn plan(args: &Args, rdir: &Path, sdir: &Path) -> Result<Plan, String> {
         emulate,
         disabled,
         grow_cap: 2 * args.max_size,
+        untested,
     })
 }
 
@@ -266,7 +268,9 @@ fn replay_fresh(args: &Args, plan: &Plan, seed: u64, steps: &[Step]) -> Option<F
     };
     let mut r = DirFs::new(rdir.clone(), plan.emulate.clone(), plan.grow_cap);
     let mut s = DirFs::new(sdir.clone(), Vec::new(), plan.grow_cap);
-    let result = run::run(steps, &mut r, &mut s, &mut |_, _, _, _| {}).err();
+    let result = run::run(steps, &mut r, &mut s, &mut |_, _, _, _| {})
+        .err()
+        .map(|b| *b);
     for d in [&rdir, &sdir] {
         if let Err(e) = std::fs::remove_dir_all(d) {
             eprintln!("fsx: could not remove {}: {e}", d.display());
@@ -275,7 +279,14 @@ fn replay_fresh(args: &Args, plan: &Plan, seed: u64, steps: &[Step]) -> Option<F
     result
 }
 
-fn read_replay(path: &Path) -> Result<(Option<u64>, Option<u64>, Vec<Step>), String> {
+/// A parsed replay file: header settings and the steps.
+struct ReplayFile {
+    seed: Option<u64>,
+    max_size: Option<u64>,
+    steps: Vec<Step>,
+}
+
+fn read_replay(path: &Path) -> Result<ReplayFile, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let (mut seed, mut max_size, mut steps) = (None, None, Vec::new());
@@ -298,7 +309,11 @@ fn read_replay(path: &Path) -> Result<(Option<u64>, Option<u64>, Vec<Step>), Str
         steps
             .push(ops::parse_step(line).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?);
     }
-    Ok((seed, max_size, steps))
+    Ok(ReplayFile {
+        seed,
+        max_size,
+        steps,
+    })
 }
 
 fn write_replay(
@@ -367,20 +382,19 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
         Some(p) => Some(read_replay(p)?),
         None => None,
     };
-    let seed = match (&replayed, args.seed) {
-        (_, Some(s)) => s,
-        (Some((Some(s), _, _)), None) => *s,
-        _ => time_seed(),
-    };
-    if let Some((_, Some(m), _)) = &replayed {
-        args.max_size = *m;
+    let seed = args
+        .seed
+        .or(replayed.as_ref().and_then(|r| r.seed))
+        .unwrap_or_else(time_seed);
+    if let Some(m) = replayed.as_ref().and_then(|r| r.max_size) {
+        args.max_size = m;
     }
     let name = format!("fsx.{seed}");
     let rdir = fresh_dir(&args.reference, &name)?;
     let sdir = fresh_dir(&args.subject, &name)?;
     let plan = plan(&args, &rdir, &sdir)?;
     let steps: Vec<Step> = match replayed {
-        Some((_, _, steps)) => steps,
+        Some(r) => r.steps,
         None => {
             let cfg = GenConfig {
                 files: args.files,
@@ -426,6 +440,9 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
             for d in [&rdir, &sdir] {
                 std::fs::remove_dir_all(d).map_err(|e| format!("removing {}: {e}", d.display()))?;
             }
+            if !plan.untested.is_empty() {
+                println!("fsx: NOT TESTED: {}", plan.untested.join("; "));
+            }
             println!(
                 "fsx: seed {seed}: {n} ops, all results identical ({:.1}s, {:.0} ops/s)",
                 secs,
@@ -433,7 +450,7 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Err(f) => f,
+        Err(f) => *f,
     };
 
     println!("fsx: seed {seed}: {}", failure.describe());
@@ -489,8 +506,27 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     for st in &minimal {
         println!("  {st}");
     }
-    let replay_path = args.reference.join(format!("fsx.{seed}.replay"));
-    match write_replay(&replay_path, seed, &args, &failure, &minimal) {
+    let mut replay_path = args.reference.join(format!("fsx.{seed}.replay"));
+    if args.replay.as_deref() == Some(replay_path.as_path()) {
+        replay_path = args.reference.join(format!("fsx.{seed}.shrunk.replay"));
+    }
+    if args.replay.is_some() && minimal.len() == steps.len() {
+        println!("fsx: the replayed sequence did not shrink further; no new replay file");
+    } else {
+        write_and_announce(&replay_path, seed, &args, &failure, &minimal);
+    }
+    println!("fsx: seed {seed}: {}", failure.summary());
+    Ok(ExitCode::from(1))
+}
+
+fn write_and_announce(
+    replay_path: &Path,
+    seed: u64,
+    args: &Args,
+    failure: &Failure,
+    minimal: &[Step],
+) {
+    match write_replay(replay_path, seed, args, failure, minimal) {
         Ok(()) => println!(
             "fsx: replay file {} (fsx --ref {} --subject {} --replay {})",
             replay_path.display(),
@@ -500,8 +536,6 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
         ),
         Err(e) => println!("fsx: could not write {}: {e}", replay_path.display()),
     }
-    println!("fsx: seed {seed}: {}", failure.summary());
-    Ok(ExitCode::from(1))
 }
 
 fn main() -> ExitCode {

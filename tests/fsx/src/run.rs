@@ -170,13 +170,14 @@ fn compare_entry(path: &str, r: &Entry, s: &Entry, diffs: &mut Vec<String>) {
 
 /// Applies `steps` to both sides in order, stopping at the first disagreement, then
 /// compares the final trees. `observe` sees every step with both outcomes (for progress
-/// and --verbose). Returns the number of steps run.
+/// and --verbose). Returns the number of steps run. (The failure is boxed: it is large
+/// and rare.)
 pub fn run<'a>(
     steps: impl IntoIterator<Item = &'a Step>,
     reference: &mut dyn Fs,
     subject: &mut dyn Fs,
     observe: &mut dyn FnMut(usize, &Step, &Outcome, &Outcome),
-) -> Result<usize, Failure> {
+) -> Result<usize, Box<Failure>> {
     let mut count = 0;
     for (pos, step) in steps.into_iter().enumerate() {
         let r = reference.apply(step);
@@ -184,20 +185,21 @@ pub fn run<'a>(
         observe(pos, step, &r, &s);
         count = pos + 1;
         if !agree(&r, &s) {
-            return Err(Failure::Op {
+            return Err(Box::new(Failure::Op {
                 pos,
                 step: step.clone(),
                 reference: r,
                 subject: s,
-            });
+            }));
         }
     }
-    let rt = reference.snapshot().map_err(Failure::Walk)?;
-    let st = subject.snapshot().map_err(Failure::Walk)?;
+    let walk = |e| Box::new(Failure::Walk(e));
+    let rt = reference.snapshot().map_err(walk)?;
+    let st = subject.snapshot().map_err(walk)?;
     let diffs = compare_trees(&rt, &st);
     if diffs.is_empty() {
         Ok(count)
     } else {
-        Err(Failure::Final { diffs })
+        Err(Box::new(Failure::Final { diffs }))
     }
 }

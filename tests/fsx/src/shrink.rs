@@ -265,7 +265,9 @@ mod tests {
 
     fn replay_fakes(steps: &[Step]) -> Option<Failure> {
         let (mut r, mut s) = (FakeFs::new(false), FakeFs::new(true));
-        run(steps, &mut r, &mut s, &mut |_, _, _, _| {}).err()
+        run(steps, &mut r, &mut s, &mut |_, _, _, _| {})
+            .err()
+            .map(|b| *b)
     }
 
     #[test]
