@@ -621,6 +621,18 @@ impl Generator {
         }
     }
 
+    /// A file name from a pool half again as large as the data ops' pool: link and
+    /// rename targets that usually do not exist yet, and unlinks that clean them up.
+    fn wide_file_path(&mut self) -> String {
+        let n = self.cfg.files + self.cfg.files / 2 + 1;
+        let f = self.rng.below(n);
+        if self.rng.pct(75) {
+            format!("f{f}")
+        } else {
+            format!("d{}/f{f}", self.rng.below(2))
+        }
+    }
+
     /// A directory name: `d0`..`d2`, or nested one level.
     fn dir_path(&mut self) -> String {
         if self.rng.pct(70) {
@@ -771,8 +783,13 @@ impl Generator {
                     path: self.file_path(),
                 },
                 "rename" => {
-                    let from = self.any_path();
-                    let to = self.any_path();
+                    // Mostly file→file or dir→dir: mixing kinds is mostly errors, and
+                    // directories renamed onto file names starve the data ops.
+                    let (from, to) = match self.rng.below(10) {
+                        0..=5 => (self.wide_file_path(), self.wide_file_path()),
+                        6..=7 => (self.dir_path(), self.dir_path()),
+                        _ => (self.any_path(), self.any_path()),
+                    };
                     let flags = match self.rng.below(4) {
                         0 => RenameFlags::NoReplace,
                         1 => RenameFlags::Exchange,
@@ -782,10 +799,14 @@ impl Generator {
                 }
                 "link" => Op::Link {
                     from: self.file_path(),
-                    to: self.file_path(),
+                    to: self.wide_file_path(),
                 },
                 "unlink" => Op::Unlink {
-                    path: self.any_path(),
+                    path: if self.rng.pct(80) {
+                        self.wide_file_path()
+                    } else {
+                        self.dir_path()
+                    },
                 },
                 "mkdir" => Op::Mkdir {
                     path: if self.rng.pct(90) {
