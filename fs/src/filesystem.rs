@@ -471,11 +471,9 @@ impl DaxFs {
         img[..n].copy_from_slice(&raw[byte0..byte0 + n]);
         // Bits past the end of the data area read as used.
         let total = self.geo.data_blocks;
-        for bit in 0..BITS_PER_BITMAP_BLOCK {
-            let b = first_bit + bit;
-            if b >= total {
-                img[(bit / 8) as usize] |= 1 << (bit % 8);
-            }
+        for bit in total.saturating_sub(first_bit).min(BITS_PER_BITMAP_BLOCK)..BITS_PER_BITMAP_BLOCK
+        {
+            img[(bit / 8) as usize] |= 1 << (bit % 8);
         }
         for r in freeing {
             let s = r.start.max(first_bit);
