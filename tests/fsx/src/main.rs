@@ -235,7 +235,12 @@ fn plan(args: &Args, rdir: &Path, sdir: &Path) -> Result<Plan, String> {
     let mut untested = Vec::new();
     if !s.lacks.is_empty() {
         let what = format!("fallocate {}", names(&s.lacks));
-        println!("fsx: NOTE: subject lacks {what} (EOPNOTSUPP): disabled, NOT TESTED");
+        let who = if s.lacks.iter().all(|m| r.lacks.contains(m)) {
+            "subject (and reference)"
+        } else {
+            "subject"
+        };
+        println!("fsx: NOTE: {who} lacks {what} (EOPNOTSUPP): disabled, NOT TESTED");
         disabled.extend(s.lacks.iter().map(|m| Kind::Falloc(*m)));
         untested.push(what);
     }
