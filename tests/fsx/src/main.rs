@@ -185,6 +185,9 @@ fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf, String> {
     let p = base.join(name);
     if p.exists() {
         std::fs::remove_dir_all(&p).map_err(|e| format!("removing stale {}: {e}", p.display()))?;
+        if !name.ends_with(".shrink") {
+            println!("fsx: removed stale {} from an earlier run", p.display());
+        }
     }
     std::fs::create_dir(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
     Ok(p)
@@ -394,7 +397,12 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     if let Some(m) = replayed.as_ref().and_then(|r| r.max_size) {
         args.max_size = m;
     }
-    let name = format!("fsx.{seed}");
+    // A replay gets its own trees so that it never replaces the ones a failing run kept.
+    let name = if args.replay.is_some() {
+        format!("fsx.{seed}.replayed")
+    } else {
+        format!("fsx.{seed}")
+    };
     let rdir = fresh_dir(&args.reference, &name)?;
     let sdir = fresh_dir(&args.subject, &name)?;
     let plan = plan(&args, &rdir, &sdir)?;
