@@ -519,6 +519,23 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     for st in &minimal {
         println!("  {st}");
     }
+    // The shrunk sequence fails at the same op, but its values may differ from the long
+    // run's: show (and record) what the reproducer itself gives.
+    let original = failure.summary();
+    let failure = if args.no_shrink || minimal.len() == ran.len() {
+        failure
+    } else {
+        match replay_fresh(&args, &plan, seed, &minimal) {
+            Some(f) => {
+                println!("fsx: the reproducer gives: {}", f.describe());
+                f
+            }
+            None => {
+                println!("fsx: WARNING: the shrunk sequence no longer fails (flaky failure?)");
+                failure
+            }
+        }
+    };
     let mut replay_path = args.reference.join(format!("fsx.{seed}.replay"));
     if args.replay.as_deref() == Some(replay_path.as_path()) {
         replay_path = args.reference.join(format!("fsx.{seed}.shrunk.replay"));
@@ -528,7 +545,10 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     } else {
         write_and_announce(&replay_path, seed, &args, &failure, &minimal);
     }
-    println!("fsx: seed {seed}: {}", failure.summary());
+    println!(
+        "fsx: seed {seed}: {original} (reproducer: {} ops)",
+        minimal.len()
+    );
     Ok(ExitCode::from(1))
 }
 
