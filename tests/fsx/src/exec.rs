@@ -693,11 +693,22 @@ impl Fs for DirFs {
                 // SAFETY: a and b are NUL-terminated paths alive for the call.
                 unsafe { libc::renameat2(libc::AT_FDCWD, a, libc::AT_FDCWD, b, flags.bits()) }
             }),
-            // SAFETY (closures below): the pointer is a NUL-terminated path alive for the call.
-            Op::Link { from, to } => self.two(from, to, |a, b| unsafe { libc::link(a, b) }),
-            Op::Unlink { path } => self.simple(path, |p| unsafe { libc::unlink(p) }),
-            Op::Mkdir { path } => self.simple(path, |p| unsafe { libc::mkdir(p, 0o755) }),
-            Op::Rmdir { path } => self.simple(path, |p| unsafe { libc::rmdir(p) }),
+            Op::Link { from, to } => self.two(from, to, |a, b| {
+                // SAFETY: `two` passes NUL-terminated paths alive for the call.
+                unsafe { libc::link(a, b) }
+            }),
+            Op::Unlink { path } => self.simple(path, |p| {
+                // SAFETY: `simple` passes a NUL-terminated path alive for the call.
+                unsafe { libc::unlink(p) }
+            }),
+            Op::Mkdir { path } => self.simple(path, |p| {
+                // SAFETY: `simple` passes a NUL-terminated path alive for the call.
+                unsafe { libc::mkdir(p, 0o755) }
+            }),
+            Op::Rmdir { path } => self.simple(path, |p| {
+                // SAFETY: `simple` passes a NUL-terminated path alive for the call.
+                unsafe { libc::rmdir(p) }
+            }),
             Op::SetXattr {
                 path,
                 name,
@@ -725,8 +736,10 @@ impl Fs for DirFs {
             }
             Op::RemoveXattr { path, name } => {
                 let n = cstr(xattr_name(*name))?;
-                // SAFETY: p and n are NUL-terminated.
-                self.simple(path, |p| unsafe { libc::lremovexattr(p, n.as_ptr()) })
+                self.simple(path, |p| {
+                    // SAFETY: p (from `simple`) and n are NUL-terminated and alive.
+                    unsafe { libc::lremovexattr(p, n.as_ptr()) }
+                })
             }
             Op::ListXattr { path } => self.listxattr(path),
         }

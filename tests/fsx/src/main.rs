@@ -185,6 +185,9 @@ fn fresh_dir(base: &Path, name: &str) -> Result<PathBuf, String> {
     let p = base.join(name);
     if p.exists() {
         std::fs::remove_dir_all(&p).map_err(|e| format!("removing stale {}: {e}", p.display()))?;
+        if !name.ends_with(".shrink") {
+            println!("fsx: removed stale {} from an earlier run", p.display());
+        }
     }
     std::fs::create_dir(&p).map_err(|e| format!("creating {}: {e}", p.display()))?;
     Ok(p)
@@ -235,7 +238,12 @@ fn plan(args: &Args, rdir: &Path, sdir: &Path) -> Result<Plan, String> {
     let mut untested = Vec::new();
     if !s.lacks.is_empty() {
         let what = format!("fallocate {}", names(&s.lacks));
-        println!("fsx: NOTE: subject lacks {what} (EOPNOTSUPP): disabled, NOT TESTED");
+        let who = if s.lacks.iter().all(|m| r.lacks.contains(m)) {
+            "subject (and reference)"
+        } else {
+            "subject"
+        };
+        println!("fsx: NOTE: {who} lacks {what} (EOPNOTSUPP): disabled, NOT TESTED");
         disabled.extend(s.lacks.iter().map(|m| Kind::Falloc(*m)));
         untested.push(what);
     }
@@ -389,7 +397,12 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     if let Some(m) = replayed.as_ref().and_then(|r| r.max_size) {
         args.max_size = m;
     }
-    let name = format!("fsx.{seed}");
+    // A replay gets its own trees so that it never replaces the ones a failing run kept.
+    let name = if args.replay.is_some() {
+        format!("fsx.{seed}.replayed")
+    } else {
+        format!("fsx.{seed}")
+    };
     let rdir = fresh_dir(&args.reference, &name)?;
     let sdir = fresh_dir(&args.subject, &name)?;
     let plan = plan(&args, &rdir, &sdir)?;
@@ -506,6 +519,23 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     for st in &minimal {
         println!("  {st}");
     }
+    // The shrunk sequence fails at the same op, but its values may differ from the long
+    // run's: show (and record) what the reproducer itself gives.
+    let original = failure.summary();
+    let failure = if args.no_shrink || minimal.len() == ran.len() {
+        failure
+    } else {
+        match replay_fresh(&args, &plan, seed, &minimal) {
+            Some(f) => {
+                println!("fsx: the reproducer gives: {}", f.describe());
+                f
+            }
+            None => {
+                println!("fsx: WARNING: the shrunk sequence no longer fails (flaky failure?)");
+                failure
+            }
+        }
+    };
     let mut replay_path = args.reference.join(format!("fsx.{seed}.replay"));
     if args.replay.as_deref() == Some(replay_path.as_path()) {
         replay_path = args.reference.join(format!("fsx.{seed}.shrunk.replay"));
@@ -515,7 +545,10 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
     } else {
         write_and_announce(&replay_path, seed, &args, &failure, &minimal);
     }
-    println!("fsx: seed {seed}: {}", failure.summary());
+    println!(
+        "fsx: seed {seed}: {original} (reproducer: {} ops)",
+        minimal.len()
+    );
     Ok(ExitCode::from(1))
 }
 

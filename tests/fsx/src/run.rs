@@ -203,3 +203,90 @@ pub fn run<'a>(
         Err(Box::new(Failure::Final { diffs }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Errno, FileKind, StatInfo};
+    use crate::ops::Op;
+
+    fn file(data: &[u8]) -> Entry {
+        Entry {
+            stat: StatInfo {
+                kind: FileKind('-'),
+                mode: 0o644,
+                nlink: 1,
+                size: Some(data.len() as u64),
+            },
+            data: Some(data.to_vec()),
+            xattrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn identical_trees_have_no_differences() {
+        let t: Tree = [("f0".to_string(), file(b"abc"))].into_iter().collect();
+        assert!(compare_trees(&t, &t.clone()).is_empty());
+    }
+
+    #[test]
+    fn tree_differences_name_the_path_and_what_differs() {
+        let r: Tree = [
+            ("f0".to_string(), file(b"abcd")),
+            ("f1".to_string(), file(b"x")),
+        ]
+        .into_iter()
+        .collect();
+        let mut s: Tree = [
+            ("f0".to_string(), file(b"abXd")),
+            ("f2".to_string(), file(b"y")),
+        ]
+        .into_iter()
+        .collect();
+        if let Some(e) = s.get_mut("f0") {
+            e.xattrs.push(("user.a".into(), vec![1]));
+        }
+        let d = compare_trees(&r, &s);
+        assert_eq!(d.len(), 4, "{d:#?}");
+        assert!(d[0].starts_with("f0: contents differ: first difference at byte 2"));
+        assert!(d[1].starts_with("f0: xattrs differ"));
+        assert!(d[2].starts_with("f1: only in reference"));
+        assert!(d[3].starts_with("f2: only in subject"));
+    }
+
+    #[test]
+    fn data_diff_reports_length_differences_after_a_common_prefix() {
+        assert_eq!(
+            data_diff(b"abc", b"abcde"),
+            "same bytes up to 3, lengths differ: reference 3 / subject 5"
+        );
+    }
+
+    #[test]
+    fn invalid_outcomes_never_agree_even_when_equal() {
+        let bad: Outcome = Ok(Value::Invalid("x".into()));
+        assert!(!agree(&bad, &bad.clone()));
+        assert!(agree(&Err(Errno(2)), &Err(Errno(2))));
+        assert!(!agree(&Err(Errno(2)), &Ok(Value::Done)));
+    }
+
+    #[test]
+    fn op_failure_description_shows_both_results_and_the_first_differing_byte() {
+        let f = Failure::Op {
+            pos: 3,
+            step: Step {
+                no: 17,
+                op: Op::Read {
+                    path: "f0".into(),
+                    off: 0,
+                    len: 4,
+                },
+            },
+            reference: Ok(Value::Data(b"abcd".to_vec())),
+            subject: Ok(Value::Data(b"abce".to_vec())),
+        };
+        let text = f.describe();
+        assert!(text.starts_with("op #3 (op no 17): read f0 off=0 len=4\n  reference: 4 bytes"));
+        assert!(text.contains("first difference at byte 3: reference [64] / subject [65]"));
+    }
+}
