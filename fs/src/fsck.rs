@@ -54,6 +54,8 @@ pub struct FsckStats {
     pub blocks_used: u64,
     pub data_blocks: u64,
     pub journal_pending: u64,
+    /// Unlinked inodes waiting to be reclaimed by a mount.
+    pub orphans: u64,
 }
 
 /// Result of [`check`].
@@ -104,12 +106,13 @@ impl FsckReport {
 
     /// Whether mounting (and cleanly unmounting) would bring the image to a clean,
     /// consistent state: it has no unrepairable error, and something for a mount to
-    /// do (a repairable finding, a journal to apply, or an unclean state).
+    /// do (a repairable finding, a journal to apply, orphans, or an unclean state).
     pub fn mount_would_repair(&self) -> bool {
         self.superblock.is_some()
             && self.count(Severity::Error) == 0
             && (self.count(Severity::Repairable) > 0
                 || self.stats.journal_pending > 0
+                || self.stats.orphans > 0
                 || self
                     .superblock
                     .as_ref()
@@ -728,7 +731,6 @@ impl Checker<'_> {
 
     /// Directory entries against inodes: types, link counts, parents, reachability.
     fn check_namespace(&mut self) {
-        let unclean = self.sb.state != STATE_CLEAN;
         match self.nodes.get(&ROOT_INO) {
             None => {
                 self.r.error("root directory (inode 1) is missing");
@@ -826,15 +828,12 @@ impl Checker<'_> {
                         n.links
                     ));
                 } else {
-                    // An unlinked-but-open file at a crash: the mount frees it.
-                    let sev = if unclean {
-                        Severity::Note
-                    } else {
-                        Severity::Repairable
-                    };
+                    // Unlinked while open, then a crash or an unmount with the handle
+                    // still open: a designed state, which the next mount reclaims.
+                    self.r.stats.orphans += 1;
                     self.r.add(
-                        sev,
-                        format!("inode {ino}: orphan (unlinked), reclaimed at the next mount"),
+                        Severity::Note,
+                        format!("inode {ino}: orphan (unlinked while open), reclaimed at the next mount"),
                     );
                 }
                 continue;
