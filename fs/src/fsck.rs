@@ -101,7 +101,8 @@ impl FsckReport {
 
     /// No inconsistency at all (notes allowed).
     pub fn is_clean(&self) -> bool {
-        self.superblock.is_some() && self.count(Severity::Error) + self.count(Severity::Repairable) == 0
+        self.superblock.is_some()
+            && self.count(Severity::Error) + self.count(Severity::Repairable) == 0
     }
 
     /// Whether mounting (and cleanly unmounting) would bring the image to a clean,
@@ -387,6 +388,24 @@ impl Checker<'_> {
         true
     }
 
+    /// Drops (reporting it) an extent whose logical range is impossible, so nothing
+    /// downstream does arithmetic on it.
+    fn sane_extent(&mut self, ino: u64, e: Option<Extent>) -> Option<Extent> {
+        let e = e?;
+        let ok = e.len as u64 <= MAX_EXTENT_LEN
+            && e.lblk
+                .checked_add(e.len as u64)
+                .is_some_and(|end| end <= MAX_FILE_SIZE / BLOCK_SIZE);
+        if !ok {
+            self.r.error(format!(
+                "inode {ino}: extent at logical block {} (+{}) is beyond the maximum file size",
+                e.lblk, e.len
+            ));
+            return None;
+        }
+        Some(e)
+    }
+
     fn scan_inodes(&mut self, progress: Progress) {
         let sb = self.sb.clone();
         let per_block = BLOCK_SIZE / INODE_SIZE;
@@ -455,8 +474,9 @@ impl Checker<'_> {
         let mut chain_ok = true;
         while next != 0 {
             if !seen.insert(next) {
-                self.r
-                    .error(format!("inode {ino}: extent block chain loops at block {next}"));
+                self.r.error(format!(
+                    "inode {ino}: extent block chain loops at block {next}"
+                ));
                 chain_ok = false;
                 break;
             }
@@ -478,11 +498,10 @@ impl Checker<'_> {
             for j in 0..EXTENTS_PER_BLOCK {
                 let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
                 match Extent::decode(&buf[o..o + EXTENT_SIZE]) {
-                    Ok(e) => slots.push(e),
+                    Ok(e) => slots.push(self.sane_extent(ino, e)),
                     Err(e) => {
-                        self.r.error(format!(
-                            "inode {ino}: extent block {next} slot {j}: {e}"
-                        ));
+                        self.r
+                            .error(format!("inode {ino}: extent block {next} slot {j}: {e}"));
                         slots.push(None);
                     }
                 }
@@ -491,7 +510,13 @@ impl Checker<'_> {
             next = nx;
         }
         let nblocks_chain = chain.len() as u64;
-        let ext = match ExtentMap::load(&d.inline, chain) {
+        let mut inline = d.inline;
+        for e in inline.iter_mut() {
+            if e.len != 0 && self.sane_extent(ino, Some(*e)).is_none() {
+                e.len = 0;
+            }
+        }
+        let ext = match ExtentMap::load(&inline, chain) {
             Ok(m) => m,
             Err(e) => {
                 self.r.error(format!("inode {ino}: {e}"));
@@ -508,13 +533,6 @@ impl Checker<'_> {
         let mut mapped = 0u64;
         let exts: Vec<Extent> = ext.iter().collect();
         for e in &exts {
-            if e.len as u64 > MAX_EXTENT_LEN || e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
-                self.r.error(format!(
-                    "inode {ino}: extent at logical block {} (+{}) is beyond the maximum file size",
-                    e.lblk, e.len
-                ));
-                continue;
-            }
             if self.claim(ino, e.pblk, e.len as u64, "extent") {
                 mapped += e.len as u64;
             }
@@ -561,7 +579,7 @@ impl Checker<'_> {
 
     fn check_dir(&mut self, ino: u64, d: &DiskInode, ext: &ExtentMap) {
         let nblocks = d.size / BLOCK_SIZE;
-        if d.size % BLOCK_SIZE != 0 || ext.mapped_blocks() != nblocks {
+        if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
             self.r.error(format!(
                 "directory {ino}: size {} does not match its {} mapped blocks",
                 d.size,
@@ -576,7 +594,7 @@ impl Checker<'_> {
                     .error(format!("directory {ino}: block {b} is a hole"));
                 continue;
             };
-            let pblk = e.pblk + (b - e.lblk);
+            let pblk = e.pblk.saturating_add(b - e.lblk);
             if !self.sb.is_data_block(pblk) {
                 continue; // reported by claim
             }
@@ -590,9 +608,8 @@ impl Checker<'_> {
                 match decode_dirent(&buf, s) {
                     Ok(None) => s += 1,
                     Err(err) => {
-                        self.r.error(format!(
-                            "directory {ino}: block {b} slot {s}: {err}"
-                        ));
+                        self.r
+                            .error(format!("directory {ino}: block {b} slot {s}: {err}"));
                         s += 1;
                     }
                     Ok(Some(de)) => {
@@ -637,10 +654,8 @@ impl Checker<'_> {
                         } else {
                             format!("by inodes {owner} and {}", c.ino)
                         };
-                        self.r.add(
-                            Severity::Error,
-                            format!("block {} is used {who}", c.start),
-                        );
+                        self.r
+                            .add(Severity::Error, format!("block {} is used {who}", c.start));
                     }
                 }
                 if c.start + c.len > end {
@@ -651,10 +666,8 @@ impl Checker<'_> {
             }
         }
         if reported > 20 {
-            self.r.error(format!(
-                "... {} more blocks used twice",
-                reported - 20
-            ));
+            self.r
+                .error(format!("... {} more blocks used twice", reported - 20));
         }
     }
 
@@ -947,9 +960,13 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -977,7 +994,7 @@ pub fn mount_point_of(device: &Path) -> Option<PathBuf> {
         let source = right.split(' ').nth(1);
         if let (Some(mp), Some(src)) = (mountpoint, source) {
             let src = PathBuf::from(unescape_mountinfo(src));
-            if names.iter().any(|n| *n == src) {
+            if names.contains(&src) {
                 return Some(PathBuf::from(unescape_mountinfo(mp)));
             }
         }

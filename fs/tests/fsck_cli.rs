@@ -131,7 +131,10 @@ fn corrupt_inode_checksum_is_reported_and_n_changes_nothing() {
         "{}",
         text(&o)
     );
-    assert!(std::fs::read(&d.path).unwrap() == before, "-n modified the device");
+    assert!(
+        std::fs::read(&d.path).unwrap() == before,
+        "-n modified the device"
+    );
 }
 
 #[test]
@@ -231,7 +234,11 @@ fn leaked_bitmap_blocks_are_repairable() {
     // Mark the last data block used in the bitmap (bit data_blocks-1), resealed.
     let bit = sb.data_blocks - 1;
     let off = sb.bitmap_block_offset(bit / daxfs::format::BITS_PER_BITMAP_BLOCK);
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&d.path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&d.path)
+        .unwrap();
     let mut blk = vec![0u8; BLOCK_SIZE as usize];
     f.read_exact_at(&mut blk, off).unwrap();
     let b = bit % daxfs::format::BITS_PER_BITMAP_BLOCK;
@@ -241,7 +248,11 @@ fn leaked_bitmap_blocks_are_repairable() {
     drop(f);
     let o = fsck(&["-n"], &d.path);
     assert_eq!(code(&o), 4, "{}", text(&o));
-    assert!(text(&o).contains("marked used but belong to no inode"), "{}", text(&o));
+    assert!(
+        text(&o).contains("marked used but belong to no inode"),
+        "{}",
+        text(&o)
+    );
     let o = fsck(&["-y"], &d.path);
     assert_eq!(code(&o), 1, "{}", text(&o));
     let o = fsck(&["-n"], &d.path);

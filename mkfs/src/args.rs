@@ -46,7 +46,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.chars().take_while(|c| c.is_ascii_digit()).count();
     if digits == 0 {
-        return Err(format!("invalid size {s:?}: expected a number with an optional K/M/G/T suffix"));
+        return Err(format!(
+            "invalid size {s:?}: expected a number with an optional K/M/G/T suffix"
+        ));
     }
     let (num, suffix) = t.split_at(digits);
     let n: u64 = num

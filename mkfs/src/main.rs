@@ -106,7 +106,9 @@ fn plan_size(path: &Path, size: u64, quiet: bool) -> Result<SizeAction, String> 
                     "{name} is a device; --size only creates or grows regular files (a device's size is fixed)"
                 ))
             } else if !ft.is_file() {
-                Err(format!("{name} is not a regular file; --size cannot size it"))
+                Err(format!(
+                    "{name} is not a regular file; --size cannot size it"
+                ))
             } else if m.len() > rounded {
                 Err(format!(
                     "{name} is {} bytes; refusing to shrink it to {rounded} (remove it first, or choose a larger --size)",
@@ -298,7 +300,10 @@ fn print_geometry(path: &Path, sb: &Superblock, size: u64, kind: &str) {
     println!("journal       {}", human(sb.journal_blocks * BLOCK_SIZE));
     println!("regions:");
     println!("{}", region("superblocks", 0, 2, "primary + backup"));
-    println!("{}", region("journal", sb.journal_start, sb.journal_blocks, ""));
+    println!(
+        "{}",
+        region("journal", sb.journal_start, sb.journal_blocks, "")
+    );
     println!(
         "{}",
         region(

@@ -73,7 +73,10 @@ pub fn identify(head: &[u8], size: u64) -> Option<String> {
         (at(head, 0, b"LUKS\xba\xbe"), "a LUKS encrypted volume"),
         (at(head, 0, b"XFSB"), "an XFS filesystem"),
         (at(head, 0, b"hsqs"), "a squashfs filesystem"),
-        (at(head, 1080, &[0x53, 0xEF]), "an ext2/ext3/ext4 filesystem"),
+        (
+            at(head, 1080, &[0x53, 0xEF]),
+            "an ext2/ext3/ext4 filesystem",
+        ),
         (at(head, 65600, b"_BHRfS_M"), "a btrfs filesystem"),
         (
             at(head, 4086, b"SWAPSPACE2") || at(head, 4086, b"SWAP-SPACE"),

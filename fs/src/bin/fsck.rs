@@ -170,7 +170,10 @@ fn print_findings(name: &str, r: &FsckReport, quiet_notes: bool) {
         println!("{name}: {tag}: {}", f.what);
     }
     if r.findings_dropped > 0 {
-        println!("{name}: ... and {} more problems", r.findings_dropped);
+        println!(
+            "{name}: ... and {} more",
+            plural(r.findings_dropped, "problem")
+        );
     }
     for fix in &r.repaired {
         println!("{name}: repaired: {fix}");
@@ -181,8 +184,23 @@ fn summary(name: &str, r: &FsckReport) {
     let s = &r.stats;
     println!(
         "{name}: {}/{} inodes ({} files, {} directories, {} symlinks, {} other), {}/{} data blocks",
-        s.inodes_used, s.inodes_total, s.files, s.dirs, s.symlinks, s.others, s.blocks_used, s.data_blocks
+        s.inodes_used,
+        s.inodes_total,
+        s.files,
+        s.dirs,
+        s.symlinks,
+        s.others,
+        s.blocks_used,
+        s.data_blocks
     );
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn problems(r: &FsckReport) -> u64 {
@@ -196,7 +214,10 @@ fn run(o: &Opts) -> Result<i32, String> {
         return Err(format!("{name}: no such file or device"));
     }
     if let Some(mp) = mount_point_of(path) {
-        return Err(format!("{name} is mounted on {}; unmount it first", mp.display()));
+        return Err(format!(
+            "{name} is mounted on {}; unmount it first",
+            mp.display()
+        ));
     }
     let repair = o.mode != Mode::Check;
     let dev = open(path, repair)?;
@@ -227,7 +248,10 @@ fn run(o: &Opts) -> Result<i32, String> {
             println!("{name}: clean");
             return Ok(EXIT_OK);
         }
-        println!("{name}: {n} problems found; nothing changed (run fsck.daxfs -y {name} to repair)");
+        println!(
+            "{name}: {} found; nothing changed (run fsck.daxfs -y {name} to repair)",
+            plural(n, "problem")
+        );
         return Ok(EXIT_UNCORRECTED);
     }
 
@@ -262,7 +286,7 @@ fn run(o: &Opts) -> Result<i32, String> {
         if o.mode == Mode::Preen {
             println!("{name}: UNEXPECTED INCONSISTENCY; RUN fsck.daxfs MANUALLY (without -p)");
         }
-        println!("{name}: {left} problems left uncorrected");
+        println!("{name}: {} left uncorrected", plural(left, "problem"));
         return Ok(EXIT_UNCORRECTED);
     }
     if modified {
