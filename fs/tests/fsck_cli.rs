@@ -290,3 +290,102 @@ fn conflicting_options_are_a_usage_error() {
     let o = Command::new(FSCK).output().expect("run fsck-daxfs");
     assert_eq!(code(&o), 16);
 }
+
+fn read_inode(path: &Path, ino: u64) -> daxfs::format::DiskInode {
+    let f = std::fs::File::open(path).expect("open image");
+    let mut b = [0u8; 256];
+    f.read_exact_at(&mut b, superblock(path).inode_offset(ino))
+        .expect("read inode");
+    daxfs::format::DiskInode::decode(&b)
+        .expect("valid inode")
+        .expect("allocated inode")
+}
+
+/// Rewrites an inode with a valid checksum: a consistent-looking but wrong record.
+fn write_inode(path: &Path, ino: u64, d: &daxfs::format::DiskInode) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&d.encode(), superblock(path).inode_offset(ino))
+        .unwrap();
+}
+
+fn lookup(d: &TestDev, name: &[u8]) -> u64 {
+    let fs = d.mount();
+    let ino = fs.lookup(ROOT, name).unwrap().ino;
+    fs.shutdown().unwrap();
+    ino
+}
+
+#[test]
+fn corrupt_directory_entry_is_reported() {
+    let d = TestDev::new(64 << 20);
+    populate(&d);
+    let root = read_inode(&d.path, ROOT);
+    // Slot 1 of the root's first block holds an entry; flip a byte of its name.
+    flip(&d.path, root.inline[0].pblk * BLOCK_SIZE + 64 + 17);
+    let o = fsck(&["-n"], &d.path);
+    assert_eq!(code(&o), 4, "{}", text(&o));
+    assert!(
+        text(&o).contains("directory 1: block 0 slot 1"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn block_shared_by_two_files_is_reported() {
+    let d = TestDev::new(64 << 20);
+    let small = populate(&d);
+    let mut a = read_inode(&d.path, small);
+    let b = read_inode(&d.path, lookup(&d, b"big"));
+    // Point "small"'s data at a block of "big" (keeping the bitmap as it was).
+    a.inline[0].pblk = b.inline[0].pblk;
+    write_inode(&d.path, small, &a);
+    let o = fsck(&["-n"], &d.path);
+    assert_eq!(code(&o), 4, "{}", text(&o));
+    assert!(text(&o).contains("is used by inodes"), "{}", text(&o));
+}
+
+#[test]
+fn wrong_link_count_is_reported() {
+    let d = TestDev::new(64 << 20);
+    populate(&d);
+    let ino = lookup(&d, b"deep-link");
+    let mut i = read_inode(&d.path, ino);
+    assert_eq!(i.nlink, 2);
+    i.nlink = 3;
+    write_inode(&d.path, ino, &i);
+    let o = fsck(&["-n"], &d.path);
+    assert_eq!(code(&o), 4, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("inode {ino}: link count is 3 but should be 2")),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn disconnected_directory_is_reported() {
+    let d = TestDev::new(64 << 20);
+    populate(&d);
+    // Erase every entry of the root directory: its subtrees keep their link counts
+    // but nothing reaches them.
+    let root = read_inode(&d.path, ROOT);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&d.path)
+        .unwrap();
+    let pblk = root.inline[0].pblk;
+    f.write_all_at(
+        &vec![0u8; (BLOCK_SIZE - 64) as usize],
+        pblk * BLOCK_SIZE + 64,
+    )
+    .unwrap();
+    drop(f);
+    let o = fsck(&["-n"], &d.path);
+    assert_eq!(code(&o), 4, "{}", text(&o));
+    assert!(
+        text(&o).contains("not reachable from the root"),
+        "{}",
+        text(&o)
+    );
+}

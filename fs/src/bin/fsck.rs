@@ -248,8 +248,13 @@ fn run(o: &Opts) -> Result<i32, String> {
             println!("{name}: clean");
             return Ok(EXIT_OK);
         }
+        let hint = if first.count(Severity::Error) == 0 {
+            format!("run fsck.daxfs -y {name} to repair")
+        } else {
+            "fsck.daxfs -y repairs only superblock copies, the bitmap and orphans".to_string()
+        };
         println!(
-            "{name}: {} found; nothing changed (run fsck.daxfs -y {name} to repair)",
+            "{name}: {} found; nothing changed ({hint})",
             plural(n, "problem")
         );
         return Ok(EXIT_UNCORRECTED);
