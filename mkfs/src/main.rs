@@ -208,9 +208,24 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let exists = !matches!(action, SizeAction::Create(_));
     if exists {
-        if std::fs::metadata(path).is_err() {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("{name}: no such file or device (to create an emulated device file, add --size SIZE)")
+            } else {
+                format!("{name}: {e}")
+            }
+        })?;
+        // Probing opens the path: refuse what is not a device before that (a fifo would
+        // block the open).
+        let ft = meta.file_type();
+        if !(ft.is_file() || ft.is_block_device() || ft.is_char_device()) {
             return Err(format!(
-                "{name}: no such file or device (to create an emulated device file, add --size SIZE)"
+                "{name} is not a device or regular file (it is a {})",
+                if ft.is_dir() {
+                    "directory"
+                } else {
+                    "fifo, socket or other special file"
+                }
             ));
         }
         safety_checks(path, a.force)?;
