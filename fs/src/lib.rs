@@ -13,6 +13,7 @@ pub mod extent_map;
 pub mod file_io;
 pub mod filesystem;
 pub mod format;
+pub mod fsck;
 pub mod mkfs;
 pub mod namespace;
 pub mod persist;

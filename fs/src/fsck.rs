@@ -1,0 +1,1104 @@
+//! Offline consistency checking (the work behind fsck.daxfs), plus two helpers the
+//! mkfs and fsck binaries share: "is this device mounted" and a progress display.
+//!
+//! [`check`] never writes the structures it checks: the journal is replayed into an
+//! in-memory overlay of the device, so a check sees exactly what the next mount would
+//! see, and `-n` changes nothing. The only repair made here is the superblock pair
+//! (restore the primary from a good backup, or the backup from the primary); leaked
+//! blocks, a stale bitmap and orphans are repaired by a mount (`DaxFs::load` rebuilds
+//! the bitmap from the extent maps and reclaims orphans), which the fsck binary runs.
+
+use crate::device::Device;
+use crate::extent_map::{ExtentMap, MAX_EXTENT_LEN};
+use crate::filesystem::MAX_FILE_SIZE;
+use crate::format::*;
+use crate::types::FileKind;
+use daxfs_journal::{Journal, Media, StopReason};
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Findings beyond this many are counted, not kept (a wrecked image would otherwise
+/// produce millions of lines).
+const MAX_FINDINGS: usize = 1000;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Informational: normal after an unclean stop; the next mount takes care of it.
+    Note,
+    /// An inconsistency a mount repairs (bitmap out of date, leaked blocks, orphans).
+    Repairable,
+    /// Corruption neither a mount nor this fsck repairs.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub what: String,
+}
+
+/// Counts of what the check saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FsckStats {
+    pub inodes_used: u64,
+    pub inodes_total: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub others: u64,
+    pub blocks_used: u64,
+    pub data_blocks: u64,
+    pub journal_pending: u64,
+    /// Unlinked inodes waiting to be reclaimed by a mount.
+    pub orphans: u64,
+}
+
+/// Result of [`check`].
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    /// The superblock the check used (None: no usable superblock).
+    pub superblock: Option<Superblock>,
+    /// No daxfs magic in either superblock copy: not a daxfs filesystem at all.
+    pub not_daxfs: bool,
+    pub findings: Vec<Finding>,
+    /// Findings not kept in `findings` because there were too many.
+    pub findings_dropped: u64,
+    /// Repairs made (superblock only).
+    pub repaired: Vec<String>,
+    pub stats: FsckStats,
+}
+
+impl FsckReport {
+    fn add(&mut self, severity: Severity, what: impl Into<String>) {
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(Finding {
+                severity,
+                what: what.into(),
+            });
+        } else {
+            self.findings_dropped += 1;
+        }
+    }
+    fn error(&mut self, what: impl Into<String>) {
+        self.add(Severity::Error, what);
+    }
+
+    /// Number of findings of exactly `s` (kept ones; dropped ones are all counted as
+    /// errors, the conservative reading).
+    pub fn count(&self, s: Severity) -> u64 {
+        let kept = self.findings.iter().filter(|f| f.severity == s).count() as u64;
+        if s == Severity::Error {
+            kept + self.findings_dropped
+        } else {
+            kept
+        }
+    }
+
+    /// No inconsistency at all (notes allowed).
+    pub fn is_clean(&self) -> bool {
+        self.superblock.is_some()
+            && self.count(Severity::Error) + self.count(Severity::Repairable) == 0
+    }
+
+    /// Whether mounting (and cleanly unmounting) would bring the image to a clean,
+    /// consistent state: it has no unrepairable error, and something for a mount to
+    /// do (a repairable finding, a journal to apply, orphans, or an unclean state).
+    pub fn mount_would_repair(&self) -> bool {
+        self.superblock.is_some()
+            && self.count(Severity::Error) == 0
+            && (self.count(Severity::Repairable) > 0
+                || self.stats.journal_pending > 0
+                || self.stats.orphans > 0
+                || self
+                    .superblock
+                    .as_ref()
+                    .is_some_and(|sb| sb.state != STATE_CLEAN))
+    }
+}
+
+/// Progress callback: (stage, done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
+// ---------------------------------------------------------------------------
+// Overlay: the device as the next mount will see it, without writing it.
+
+/// A copy-on-write view of the device: reads come from the device unless a page was
+/// written through the overlay (journal replay). Out-of-range accesses never panic:
+/// reads return zeros, writes are dropped and counted.
+struct Overlay {
+    dev: Arc<Device>,
+    size: u64,
+    pages: Mutex<HashMap<u64, Box<[u8]>>>,
+    out_of_range: AtomicU64,
+}
+
+impl Overlay {
+    fn new(dev: Arc<Device>) -> Overlay {
+        let size = dev.size();
+        Overlay {
+            dev,
+            size,
+            pages: Mutex::new(HashMap::new()),
+            out_of_range: AtomicU64::new(0),
+        }
+    }
+
+    fn in_range(&self, off: u64, len: u64) -> bool {
+        off.checked_add(len).is_some_and(|e| e <= self.size)
+    }
+
+    /// Reads `buf.len()` bytes at `off`; false (and `buf` zeroed) when out of range.
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> bool {
+        if !self.in_range(off, buf.len() as u64) {
+            buf.fill(0);
+            return false;
+        }
+        self.dev.read(off, buf);
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        if pages.is_empty() {
+            return true;
+        }
+        let end = off + buf.len() as u64;
+        let mut p = off / BLOCK_SIZE;
+        while p * BLOCK_SIZE < end {
+            if let Some(page) = pages.get(&p) {
+                let ps = p * BLOCK_SIZE;
+                let s = off.max(ps);
+                let e = end.min(ps + BLOCK_SIZE);
+                buf[(s - off) as usize..(e - off) as usize]
+                    .copy_from_slice(&page[(s - ps) as usize..(e - ps) as usize]);
+            }
+            p += 1;
+        }
+        true
+    }
+
+    fn block(&self, pblk: u64, buf: &mut [u8]) -> bool {
+        match pblk.checked_mul(BLOCK_SIZE) {
+            Some(off) => self.read_at(off, buf),
+            None => false,
+        }
+    }
+}
+
+impl Media for Overlay {
+    fn read(&self, off: u64, buf: &mut [u8]) {
+        if !self.read_at(off, buf) {
+            self.out_of_range.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn write(&self, off: u64, data: &[u8]) {
+        if !self.in_range(off, data.len() as u64) {
+            self.out_of_range.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        let end = off + data.len() as u64;
+        let mut p = off / BLOCK_SIZE;
+        while p * BLOCK_SIZE < end {
+            let ps = p * BLOCK_SIZE;
+            let page = pages.entry(p).or_insert_with(|| {
+                let mut b = vec![0u8; BLOCK_SIZE as usize].into_boxed_slice();
+                self.dev.read(ps, &mut b);
+                b
+            });
+            let s = off.max(ps);
+            let e = end.min(ps + BLOCK_SIZE);
+            page[(s - ps) as usize..(e - ps) as usize]
+                .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
+            p += 1;
+        }
+    }
+    fn flush(&self, _off: u64, _len: u64) {}
+    fn fence(&self) {}
+}
+
+// ---------------------------------------------------------------------------
+// Superblocks
+
+/// The two superblock copies as found on the device.
+struct SbPair {
+    primary: Result<Superblock, FormatError>,
+    backup: Result<Superblock, FormatError>,
+    any_magic: bool,
+}
+
+fn read_superblocks(dev: &Device) -> SbPair {
+    let size = dev.size();
+    let mut p = [0u8; SB_SIZE];
+    let mut b = [0u8; SB_SIZE];
+    if size >= SB_SIZE as u64 {
+        dev.read(0, &mut p);
+    }
+    if size >= BLOCK_SIZE + SB_SIZE as u64 {
+        dev.read(BLOCK_SIZE, &mut b);
+    }
+    SbPair {
+        primary: Superblock::decode(&p, size),
+        backup: Superblock::decode(&b, size),
+        any_magic: Superblock::has_magic(&p) || Superblock::has_magic(&b),
+    }
+}
+
+/// The superblock fields that must agree between the copies (state, mount time and
+/// mount count legitimately differ while mounted or after an unclean stop).
+fn same_geometry(a: &Superblock, b: &Superblock) -> bool {
+    let strip = |s: &Superblock| Superblock {
+        state: 0,
+        mount_time: 0,
+        mount_count: 0,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+fn write_sb(dev: &Device, off: u64, sb: &Superblock) -> Result<(), String> {
+    if !dev.writable() {
+        return Err("device is open read-only".into());
+    }
+    dev.write(off, &sb.encode());
+    dev.persist(off, SB_SIZE as u64);
+    dev.sync_all().map_err(|e| format!("sync: {e}"))
+}
+
+/// Checks both superblock copies; with `repair`, rewrites a bad copy from the good one.
+fn check_superblocks(dev: &Device, repair: bool, r: &mut FsckReport) -> Option<Superblock> {
+    let pair = read_superblocks(dev);
+    if !pair.any_magic {
+        r.not_daxfs = true;
+        return None;
+    }
+    match (pair.primary, pair.backup) {
+        (Ok(p), Ok(b)) => {
+            if !same_geometry(&p, &b) {
+                r.error("primary and backup superblocks describe different filesystems");
+                if repair {
+                    match write_sb(dev, BLOCK_SIZE, &p) {
+                        Ok(()) => r
+                            .repaired
+                            .push("rewrote the backup superblock from the primary".into()),
+                        Err(e) => r.error(format!("could not rewrite the backup superblock: {e}")),
+                    }
+                }
+            }
+            Some(p)
+        }
+        (Ok(p), Err(e)) => {
+            r.error(format!("backup superblock (block 1) is bad: {e}"));
+            if repair {
+                match write_sb(dev, BLOCK_SIZE, &p) {
+                    Ok(()) => r
+                        .repaired
+                        .push("restored the backup superblock from the primary".into()),
+                    Err(e) => r.error(format!("could not restore the backup superblock: {e}")),
+                }
+            }
+            Some(p)
+        }
+        (Err(e), Ok(b)) => {
+            r.error(format!("primary superblock (block 0) is bad: {e}"));
+            if repair {
+                match write_sb(dev, 0, &b) {
+                    Ok(()) => r
+                        .repaired
+                        .push("restored the primary superblock from the backup".into()),
+                    Err(e) => r.error(format!("could not restore the primary superblock: {e}")),
+                }
+            }
+            Some(b)
+        }
+        (Err(p), Err(b)) => {
+            r.error(format!(
+                "both superblocks are bad (primary: {p}; backup: {b}); cannot check further"
+            ));
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The structural check
+
+/// What one allocated inode looks like, for the cross-inode checks.
+struct Node {
+    kind: FileKind,
+    nlink: u32,
+    parent: u64,
+    orphan_flag: bool,
+    /// Directory entries naming this inode.
+    links: u32,
+    /// For directories: subdirectory entries in it.
+    subdirs: u32,
+    /// For directories: the directory whose entry names it (first one seen).
+    named_by: Option<u64>,
+}
+
+/// A range of data-area blocks one inode claims.
+struct Claim {
+    start: u64,
+    len: u64,
+    ino: u64,
+}
+
+struct DirEntryRec {
+    dir: u64,
+    child: u64,
+    ftype: u8,
+    name: Box<[u8]>,
+}
+
+struct Checker<'a> {
+    img: &'a Overlay,
+    sb: Superblock,
+    r: FsckReport,
+    nodes: HashMap<u64, Node>,
+    claims: Vec<Claim>,
+    entries: Vec<DirEntryRec>,
+}
+
+fn name_str(n: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(n))
+}
+
+impl Checker<'_> {
+    /// Claims `len` blocks at `pblk` for `ino`; reports ranges outside the data area.
+    fn claim(&mut self, ino: u64, pblk: u64, len: u64, what: &str) -> bool {
+        let ok = len > 0
+            && self.sb.is_data_block(pblk)
+            && pblk
+                .checked_add(len - 1)
+                .is_some_and(|l| self.sb.is_data_block(l));
+        if !ok {
+            self.r.error(format!(
+                "inode {ino}: {what} at block {pblk} (+{len}) lies outside the data area ({}..{})",
+                self.sb.data_start, self.sb.total_blocks
+            ));
+            return false;
+        }
+        self.claims.push(Claim {
+            start: pblk,
+            len,
+            ino,
+        });
+        true
+    }
+
+    /// Drops (reporting it) an extent whose logical range is impossible, so nothing
+    /// downstream does arithmetic on it.
+    fn sane_extent(&mut self, ino: u64, e: Option<Extent>) -> Option<Extent> {
+        let e = e?;
+        let ok = e.len as u64 <= MAX_EXTENT_LEN
+            && e.lblk
+                .checked_add(e.len as u64)
+                .is_some_and(|end| end <= MAX_FILE_SIZE / BLOCK_SIZE);
+        if !ok {
+            self.r.error(format!(
+                "inode {ino}: extent at logical block {} (+{}) is beyond the maximum file size",
+                e.lblk, e.len
+            ));
+            return None;
+        }
+        Some(e)
+    }
+
+    fn scan_inodes(&mut self, progress: Progress) {
+        let sb = self.sb.clone();
+        let per_block = BLOCK_SIZE / INODE_SIZE;
+        let mut tbl = vec![0u8; BLOCK_SIZE as usize];
+        let total = sb.inode_table_blocks;
+        let step = (total / 100).max(1);
+        for tb in 0..total {
+            if !self.img.block(sb.inode_table_start + tb, &mut tbl) {
+                self.r.error("inode table extends past the device end");
+                return;
+            }
+            for k in 0..per_block {
+                let ino = tb * per_block + k;
+                if ino >= sb.inode_count {
+                    break;
+                }
+                let slot = &tbl[(k * INODE_SIZE) as usize..((k + 1) * INODE_SIZE) as usize];
+                if ino == 0 {
+                    if slot.iter().any(|&b| b != 0) {
+                        self.r.error("inode slot 0 (reserved) is not zero");
+                    }
+                    continue;
+                }
+                match DiskInode::decode(slot) {
+                    Ok(None) => {}
+                    Ok(Some(d)) => self.check_inode(ino, d),
+                    Err(e) => self.r.error(format!("inode {ino}: {e}")),
+                }
+            }
+            if tb % step == 0 || tb + 1 == total {
+                progress("inodes", tb + 1, total);
+            }
+        }
+    }
+
+    fn check_inode(&mut self, ino: u64, d: DiskInode) {
+        let Some(kind) = FileKind::from_mode(d.mode) else {
+            self.r
+                .error(format!("inode {ino}: invalid mode {:o}", d.mode));
+            return;
+        };
+        self.r.stats.inodes_used += 1;
+        match kind {
+            FileKind::File => self.r.stats.files += 1,
+            FileKind::Dir => self.r.stats.dirs += 1,
+            FileKind::Symlink => self.r.stats.symlinks += 1,
+            _ => self.r.stats.others += 1,
+        }
+        self.nodes.insert(
+            ino,
+            Node {
+                kind,
+                nlink: d.nlink,
+                parent: d.parent,
+                orphan_flag: d.flags & IFLAG_ORPHAN != 0,
+                links: 0,
+                subdirs: 0,
+                named_by: None,
+            },
+        );
+        // Extent block chain.
+        let mut chain = Vec::new();
+        let mut next = d.extent_block;
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        let mut seen = HashSet::new();
+        let mut chain_ok = true;
+        while next != 0 {
+            if !seen.insert(next) {
+                self.r.error(format!(
+                    "inode {ino}: extent block chain loops at block {next}"
+                ));
+                chain_ok = false;
+                break;
+            }
+            if !self.claim(ino, next, 1, "extent block") {
+                chain_ok = false;
+                break;
+            }
+            self.img.block(next, &mut buf);
+            let nx = match decode_extent_block_header(&buf, ino) {
+                Ok(nx) => nx,
+                Err(e) => {
+                    self.r
+                        .error(format!("inode {ino}: extent block {next}: {e}"));
+                    chain_ok = false;
+                    break;
+                }
+            };
+            let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
+            for j in 0..EXTENTS_PER_BLOCK {
+                let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
+                match Extent::decode(&buf[o..o + EXTENT_SIZE]) {
+                    Ok(e) => slots.push(self.sane_extent(ino, e)),
+                    Err(e) => {
+                        self.r
+                            .error(format!("inode {ino}: extent block {next} slot {j}: {e}"));
+                        slots.push(None);
+                    }
+                }
+            }
+            chain.push((next, slots));
+            next = nx;
+        }
+        let nblocks_chain = chain.len() as u64;
+        let mut inline = d.inline;
+        for e in inline.iter_mut() {
+            if e.len != 0 && self.sane_extent(ino, Some(*e)).is_none() {
+                e.len = 0;
+            }
+        }
+        let ext = match ExtentMap::load(&inline, chain) {
+            Ok(m) => m,
+            Err(e) => {
+                self.r.error(format!("inode {ino}: {e}"));
+                return;
+            }
+        };
+        if chain_ok && ext.len() as u64 != d.extent_count as u64 {
+            self.r.error(format!(
+                "inode {ino}: extent count is {} but {} extents are stored",
+                d.extent_count,
+                ext.len()
+            ));
+        }
+        let mut mapped = 0u64;
+        let exts: Vec<Extent> = ext.iter().collect();
+        for e in &exts {
+            if self.claim(ino, e.pblk, e.len as u64, "extent") {
+                mapped += e.len as u64;
+            }
+        }
+        let mut owned = mapped + nblocks_chain;
+        if d.xattr_block != 0 && self.claim(ino, d.xattr_block, 1, "xattr block") {
+            owned += 1;
+            self.img.block(d.xattr_block, &mut buf);
+            if let Err(e) = decode_xattr_block(&buf, ino) {
+                self.r.error(format!("inode {ino}: {e}"));
+            }
+        }
+        if chain_ok && owned != d.blocks {
+            self.r.error(format!(
+                "inode {ino}: block count is {} but it owns {owned} blocks",
+                d.blocks
+            ));
+        }
+        match kind {
+            FileKind::Dir => self.check_dir(ino, &d, &ext),
+            FileKind::Symlink => {
+                if d.size == 0 || d.size >= BLOCK_SIZE {
+                    self.r.error(format!(
+                        "symlink {ino}: target length {} is out of range",
+                        d.size
+                    ));
+                } else if ext.find(0).is_none() {
+                    self.r
+                        .error(format!("symlink {ino}: target block is missing"));
+                }
+            }
+            FileKind::File => {}
+            _ => {
+                if !exts.is_empty() || d.size != 0 {
+                    self.r.error(format!(
+                        "inode {ino}: a {kind:?} node has data (size {}, {} extents)",
+                        d.size,
+                        exts.len()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn check_dir(&mut self, ino: u64, d: &DiskInode, ext: &ExtentMap) {
+        let nblocks = d.size / BLOCK_SIZE;
+        if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
+            self.r.error(format!(
+                "directory {ino}: size {} does not match its {} mapped blocks",
+                d.size,
+                ext.mapped_blocks()
+            ));
+        }
+        let mut names: HashSet<Box<[u8]>> = HashSet::new();
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        for b in 0..nblocks {
+            let Some(e) = ext.find(b) else {
+                self.r
+                    .error(format!("directory {ino}: block {b} is a hole"));
+                continue;
+            };
+            let pblk = e.pblk.saturating_add(b - e.lblk);
+            if !self.sb.is_data_block(pblk) {
+                continue; // reported by claim
+            }
+            self.img.block(pblk, &mut buf);
+            if let Err(err) = check_dir_block_header(&buf, ino, b) {
+                self.r.error(err.to_string());
+                continue;
+            }
+            let mut s = 1;
+            while s < DIR_SLOTS_PER_BLOCK {
+                match decode_dirent(&buf, s) {
+                    Ok(None) => s += 1,
+                    Err(err) => {
+                        self.r
+                            .error(format!("directory {ino}: block {b} slot {s}: {err}"));
+                        s += 1;
+                    }
+                    Ok(Some(de)) => {
+                        if de.ino == 0 || de.ino >= self.sb.inode_count {
+                            self.r.error(format!(
+                                "directory {ino}: entry {} names inode {} out of range",
+                                name_str(de.name),
+                                de.ino
+                            ));
+                        } else if !names.insert(de.name.into()) {
+                            self.r.error(format!(
+                                "directory {ino}: duplicate entry {}",
+                                name_str(de.name)
+                            ));
+                        } else {
+                            self.entries.push(DirEntryRec {
+                                dir: ino,
+                                child: de.ino,
+                                ftype: de.ftype,
+                                name: de.name.into(),
+                            });
+                        }
+                        s += de.nslots;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Blocks claimed twice, by one inode or two.
+    fn check_overlaps(&mut self) {
+        self.claims.sort_unstable_by_key(|c| (c.start, c.len));
+        let mut reported = 0;
+        let mut far: Option<(u64, u64)> = None; // (end, ino) of the furthest-reaching claim
+        for c in &self.claims {
+            if let Some((end, owner)) = far {
+                if c.start < end {
+                    reported += 1;
+                    if reported <= 20 {
+                        let who = if owner == c.ino {
+                            format!("twice by inode {owner}")
+                        } else {
+                            format!("by inodes {owner} and {}", c.ino)
+                        };
+                        self.r
+                            .add(Severity::Error, format!("block {} is used {who}", c.start));
+                    }
+                }
+                if c.start + c.len > end {
+                    far = Some((c.start + c.len, c.ino));
+                }
+            } else {
+                far = Some((c.start + c.len, c.ino));
+            }
+        }
+        if reported > 20 {
+            self.r
+                .error(format!("... {} more blocks used twice", reported - 20));
+        }
+    }
+
+    /// The bitmap against the blocks the extent maps use.
+    fn check_bitmap(&mut self, progress: Progress) {
+        let sb = self.sb.clone();
+        let n = sb.data_blocks;
+        let mut used = vec![0u64; n.div_ceil(64) as usize];
+        for c in &self.claims {
+            for b in c.start - sb.data_start..c.start - sb.data_start + c.len {
+                used[(b / 64) as usize] |= 1 << (b % 64);
+            }
+        }
+        self.r.stats.blocks_used = used.iter().map(|w| w.count_ones() as u64).sum();
+        let is_used = |b: u64| used[(b / 64) as usize] & (1 << (b % 64)) != 0;
+        let mut img = vec![0u8; BLOCK_SIZE as usize];
+        let (mut leaked, mut unmarked, mut tail_bad) = (0u64, 0u64, 0u64);
+        let mut first_unmarked = None;
+        let step = (sb.bitmap_blocks / 100).max(1);
+        for i in 0..sb.bitmap_blocks {
+            if !self.img.read_at(sb.bitmap_block_offset(i), &mut img) {
+                self.r.error("bitmap extends past the device end");
+                return;
+            }
+            if let Err(e) = check_bitmap_block(&img, i) {
+                self.r.error(format!("{e} (a mount refuses this image)"));
+                continue;
+            }
+            let first = i * BITS_PER_BITMAP_BLOCK;
+            for bit in 0..BITS_PER_BITMAP_BLOCK {
+                let on = img[(bit / 8) as usize] & (1 << (bit % 8)) != 0;
+                let b = first + bit;
+                if b >= n {
+                    if !on {
+                        tail_bad += 1;
+                    }
+                    continue;
+                }
+                match (on, is_used(b)) {
+                    (true, false) => leaked += 1,
+                    (false, true) => {
+                        unmarked += 1;
+                        first_unmarked.get_or_insert(sb.data_start + b);
+                    }
+                    _ => {}
+                }
+            }
+            if i % step == 0 || i + 1 == sb.bitmap_blocks {
+                progress("bitmap", i + 1, sb.bitmap_blocks);
+            }
+        }
+        if unmarked > 0 {
+            self.r.add(
+                Severity::Repairable,
+                format!(
+                    "bitmap: {unmarked} blocks in use are marked free (first: block {})",
+                    first_unmarked.unwrap_or(0)
+                ),
+            );
+        }
+        if leaked > 0 {
+            self.r.add(
+                Severity::Repairable,
+                format!("bitmap: {leaked} blocks are marked used but belong to no inode"),
+            );
+        }
+        if tail_bad > 0 {
+            self.r.add(
+                Severity::Repairable,
+                format!("bitmap: {tail_bad} bits past the end of the data area are clear"),
+            );
+        }
+    }
+
+    /// Directory entries against inodes: types, link counts, parents, reachability.
+    fn check_namespace(&mut self) {
+        match self.nodes.get(&ROOT_INO) {
+            None => {
+                self.r.error("root directory (inode 1) is missing");
+                return;
+            }
+            Some(n) if n.kind != FileKind::Dir => {
+                self.r.error("root inode 1 is not a directory");
+                return;
+            }
+            Some(n) if n.parent != ROOT_INO => {
+                let p = n.parent;
+                self.r
+                    .error(format!("root directory: parent is {p}, not itself"));
+            }
+            Some(_) => {}
+        }
+        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+        let entries = std::mem::take(&mut self.entries);
+        for e in &entries {
+            let Some(child) = self.nodes.get_mut(&e.child) else {
+                self.r.error(format!(
+                    "directory {}: entry {} names free inode {}",
+                    e.dir,
+                    name_str(&e.name),
+                    e.child
+                ));
+                continue;
+            };
+            if child.kind.dtype() != e.ftype {
+                self.r.error(format!(
+                    "directory {}: entry {} says type {} but inode {} is a {:?}",
+                    e.dir,
+                    name_str(&e.name),
+                    e.ftype,
+                    e.child,
+                    child.kind
+                ));
+            }
+            child.links += 1;
+            let is_dir = child.kind == FileKind::Dir;
+            if is_dir {
+                if e.child == ROOT_INO {
+                    self.r.error(format!(
+                        "directory {}: entry {} names the root directory",
+                        e.dir,
+                        name_str(&e.name)
+                    ));
+                    continue;
+                }
+                match child.named_by {
+                    None => child.named_by = Some(e.dir),
+                    Some(first) => {
+                        self.r.error(format!(
+                            "directory {} is named by directories {first} and {} (hard link to a directory)",
+                            e.child, e.dir
+                        ));
+                        continue;
+                    }
+                }
+                if child.parent != e.dir {
+                    let p = child.parent;
+                    self.r.error(format!(
+                        "directory {}: parent field is {p} but it is in directory {}",
+                        e.child, e.dir
+                    ));
+                }
+                if let Some(d) = self.nodes.get_mut(&e.dir) {
+                    d.subdirs += 1;
+                }
+            }
+            children.entry(e.dir).or_default().push(e.child);
+        }
+        // Reachability from the root.
+        let mut reached = HashSet::new();
+        let mut stack = vec![ROOT_INO];
+        reached.insert(ROOT_INO);
+        while let Some(d) = stack.pop() {
+            for &c in children.get(&d).map(|v| v.as_slice()).unwrap_or(&[]) {
+                if reached.insert(c) && self.nodes.get(&c).is_some_and(|n| n.kind == FileKind::Dir)
+                {
+                    stack.push(c);
+                }
+            }
+        }
+        let mut inos: Vec<u64> = self.nodes.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            let Some(n) = self.nodes.get(&ino) else {
+                continue;
+            };
+            if n.nlink == 0 {
+                if n.links > 0 {
+                    self.r.error(format!(
+                        "inode {ino}: link count is 0 but {} directory entries name it",
+                        n.links
+                    ));
+                } else {
+                    // Unlinked while open, then a crash or an unmount with the handle
+                    // still open: a designed state, which the next mount reclaims.
+                    self.r.stats.orphans += 1;
+                    self.r.add(
+                        Severity::Note,
+                        format!("inode {ino}: orphan (unlinked while open), reclaimed at the next mount"),
+                    );
+                }
+                continue;
+            }
+            if n.orphan_flag {
+                self.r.error(format!(
+                    "inode {ino}: marked orphan but its link count is {}",
+                    n.nlink
+                ));
+            }
+            if !reached.contains(&ino) {
+                self.r.error(format!(
+                    "inode {ino}: not reachable from the root directory (link count {})",
+                    n.nlink
+                ));
+                continue;
+            }
+            let want = if n.kind == FileKind::Dir {
+                2 + n.subdirs
+            } else {
+                n.links
+            };
+            if n.nlink != want {
+                self.r.error(format!(
+                    "inode {ino}: link count is {} but should be {want}",
+                    n.nlink
+                ));
+            }
+        }
+    }
+}
+
+/// Checks the filesystem on `dev`. With `repair`, a bad superblock copy is rewritten
+/// from the good one (the device must be writable); nothing else is written. The
+/// journal is replayed into memory first, so the check sees what a mount would.
+pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport {
+    let mut r = FsckReport::default();
+    let Some(sb) = check_superblocks(dev, repair, &mut r) else {
+        return r;
+    };
+    r.superblock = Some(sb.clone());
+    r.stats.inodes_total = sb.inode_count - 1;
+    r.stats.data_blocks = sb.data_blocks;
+    if sb.ro_compat != 0 {
+        r.add(
+            Severity::Note,
+            format!(
+                "unknown read-only-compatible features {:#x}: only read-only mounts",
+                sb.ro_compat
+            ),
+        );
+    }
+    if sb.state != STATE_CLEAN {
+        r.add(
+            Severity::Note,
+            "filesystem was not cleanly unmounted (or is mounted)",
+        );
+    }
+    let img = Arc::new(Overlay::new(dev.clone()));
+    let media: Arc<dyn Media> = img.clone();
+    match Journal::open(
+        media,
+        sb.journal_start * BLOCK_SIZE,
+        sb.journal_blocks * BLOCK_SIZE,
+    ) {
+        Ok((_journal, rep)) => {
+            r.stats.journal_pending = rep.transactions_replayed;
+            if rep.transactions_replayed > 0 {
+                r.add(
+                    Severity::Note,
+                    format!(
+                        "journal: {} committed transactions not yet applied (checked as replayed; the next mount applies them)",
+                        rep.transactions_replayed
+                    ),
+                );
+            }
+            if let StopReason::InvalidRecord { sequence } = rep.stopped_reason {
+                r.error(format!(
+                    "journal: transaction {sequence} is intact but has an invalid record"
+                ));
+            }
+        }
+        Err(e) => {
+            r.error(format!("journal: {e} (a mount refuses this image)"));
+        }
+    }
+    if img.out_of_range.load(Ordering::Relaxed) > 0 {
+        r.error("journal: replay touched bytes past the device end");
+    }
+    let mut c = Checker {
+        img: &img,
+        sb,
+        r,
+        nodes: HashMap::new(),
+        claims: Vec::new(),
+        entries: Vec::new(),
+    };
+    c.scan_inodes(&mut *progress);
+    c.check_overlaps();
+    c.check_bitmap(progress);
+    c.check_namespace();
+    c.r
+}
+
+// ---------------------------------------------------------------------------
+// Shared helpers of the binaries
+
+fn unescape_mountinfo(s: &str) -> String {
+    // Spaces, tabs, newlines and backslashes are written as \ooo octal escapes.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mount point where `device` (or its canonical path) is mounted as a source,
+/// according to /proc/self/mountinfo; None if it is not (or mountinfo is unreadable).
+pub fn mount_point_of(device: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut names = vec![device.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(device) {
+        names.push(real);
+    }
+    for line in text.lines() {
+        // "id parent maj:min root mountpoint opts [optional...] - fstype source superopts"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mountpoint = left.split(' ').nth(4);
+        let source = right.split(' ').nth(1);
+        if let (Some(mp), Some(src)) = (mountpoint, source) {
+            let src = PathBuf::from(unescape_mountinfo(src));
+            if names.contains(&src) {
+                return Some(PathBuf::from(unescape_mountinfo(mp)));
+            }
+        }
+    }
+    None
+}
+
+/// A progress display on stderr for the binaries: one line updated in place when
+/// stderr is a terminal, otherwise a line per quarter. The binaries enable it only
+/// for large devices (small ones finish before anyone could read it).
+pub struct ProgressMeter {
+    enabled: bool,
+    tty: bool,
+    stage: String,
+    last_pct: Option<u64>,
+    last_draw: Option<Instant>,
+    open_line: bool,
+}
+
+impl ProgressMeter {
+    pub fn new(enabled: bool) -> ProgressMeter {
+        ProgressMeter {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            stage: String::new(),
+            last_pct: None,
+            last_draw: None,
+            open_line: false,
+        }
+    }
+
+    /// Reports `done` of `total` for `stage`.
+    pub fn update(&mut self, stage: &str, done: u64, total: u64) {
+        if !self.enabled || total == 0 {
+            return;
+        }
+        if stage != self.stage {
+            self.finish();
+            self.stage = stage.to_string();
+            self.last_pct = None;
+        }
+        let pct = done.min(total) * 100 / total;
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let due = self
+                .last_draw
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
+            if self.last_pct != Some(pct) && (due || pct == 100) {
+                let _ = write!(err, "\r{stage}: {pct:3}%");
+                let _ = err.flush();
+                self.last_pct = Some(pct);
+                self.last_draw = Some(Instant::now());
+                self.open_line = true;
+            }
+        } else {
+            let quarter = pct / 25;
+            if self.last_pct.is_none_or(|q| q != quarter) {
+                let _ = writeln!(err, "{stage}: {pct}%");
+                self.last_pct = Some(quarter);
+            }
+        }
+    }
+
+    /// Ends an in-place line, if one is open.
+    pub fn finish(&mut self) {
+        if self.open_line {
+            let _ = writeln!(std::io::stderr());
+            self.open_line = false;
+        }
+    }
+}
+
+impl Drop for ProgressMeter {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_decode() {
+        assert_eq!(unescape_mountinfo("/mnt/a\\040b"), "/mnt/a b");
+        assert_eq!(unescape_mountinfo("plain"), "plain");
+        assert_eq!(unescape_mountinfo("trail\\04"), "trail\\04");
+    }
+
+    #[test]
+    fn geometry_comparison_ignores_mount_state() {
+        let p = MkfsParams {
+            label: "x".into(),
+            journal_bytes: 0,
+            inodes: 0,
+            uuid: [3; 16],
+            now_ns: 5,
+        };
+        let a = Superblock::layout(64 << 20, &p).unwrap_or_else(|e| panic!("{e}"));
+        let mut b = a.clone();
+        b.state = STATE_MOUNTED;
+        b.mount_count = 9;
+        assert!(same_geometry(&a, &b));
+        b.inode_count += 1;
+        assert!(!same_geometry(&a, &b));
+    }
+}
