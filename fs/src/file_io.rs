@@ -397,7 +397,7 @@ impl DaxFs {
         let res = (|| -> Result<()> {
             let size = st.d.size;
             if collapse || insert {
-                if offset % BLOCK_SIZE != 0 || len % BLOCK_SIZE != 0 {
+                if !offset.is_multiple_of(BLOCK_SIZE) || !len.is_multiple_of(BLOCK_SIZE) {
                     return Err(Errno::EINVAL);
                 }
                 if collapse {

@@ -407,7 +407,7 @@ impl DaxFs {
         ext: &ExtentMap,
     ) -> std::result::Result<DirIndex, String> {
         let nblocks = d.size / BLOCK_SIZE;
-        if d.size % BLOCK_SIZE != 0 || ext.mapped_blocks() != nblocks {
+        if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
             return Err(format!(
                 "directory {ino}: size {} does not match its blocks",
                 d.size

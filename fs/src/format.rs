@@ -310,7 +310,7 @@ impl Superblock {
             && self.inode_table_blocks == (self.inode_count * INODE_SIZE).div_ceil(BLOCK_SIZE)
             && self.bitmap_start == self.inode_table_start + self.inode_table_blocks
             && self.data_start >= self.bitmap_start.saturating_add(self.bitmap_blocks)
-            && self.data_start % DATA_ALIGN_BLOCKS == 0
+            && self.data_start.is_multiple_of(DATA_ALIGN_BLOCKS)
             && self.data_start < self.total_blocks
             && self.data_blocks == self.total_blocks - self.data_start
             && self.bitmap_blocks == self.data_blocks.div_ceil(BITS_PER_BITMAP_BLOCK)

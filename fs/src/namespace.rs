@@ -469,10 +469,8 @@ impl DaxFs {
             match (want_dir, c.is_dir()) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
-                (true, true) => {
-                    if c.dir.as_ref().is_some_and(|d| !d.is_empty()) {
-                        return Err(Errno::ENOTEMPTY);
-                    }
+                (true, true) if c.dir.as_ref().is_some_and(|d| !d.is_empty()) => {
+                    return Err(Errno::ENOTEMPTY);
                 }
                 _ => {}
             }
@@ -614,10 +612,8 @@ impl DaxFs {
                 match (src_is_dir, dst_is_dir) {
                     (true, false) => return Err(Errno::ENOTDIR),
                     (false, true) => return Err(Errno::EISDIR),
-                    (true, true) => {
-                        if l.get(d.ino).dir.as_ref().is_some_and(|x| !x.is_empty()) {
-                            return Err(Errno::ENOTEMPTY);
-                        }
+                    (true, true) if l.get(d.ino).dir.as_ref().is_some_and(|x| !x.is_empty()) => {
+                        return Err(Errno::ENOTEMPTY);
                     }
                     _ => {}
                 }

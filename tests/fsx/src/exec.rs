@@ -628,7 +628,7 @@ fn emulate_falloc(fd: &Fd, mode: FallocMode, off: u64, len: u64, size: u64) -> O
     if len == 0 {
         return Err(Errno(libc::EINVAL));
     }
-    let aligned = off % BLOCK == 0 && len % BLOCK == 0;
+    let aligned = off.is_multiple_of(BLOCK) && len.is_multiple_of(BLOCK);
     match mode {
         FallocMode::Zero | FallocMode::ZeroKeep => {
             let end = off + len;

@@ -437,7 +437,7 @@ fn real_main(argv: &[String]) -> Result<ExitCode, Fail> {
                 println!("{step} => reference {} / subject {}", show(ro), show(so));
             }
         }
-        if (pos + 1) % 5000 == 0 {
+        if (pos + 1).is_multiple_of(5000) {
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             println!(
                 "fsx: seed {seed}: {}/{total} ops, {:.0} ops/s",
