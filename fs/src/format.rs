@@ -396,11 +396,13 @@ impl Extent {
         if get_u32(b, 20) != crc(&b[..20]) {
             return bad("extent: checksum mismatch");
         }
-        Ok(Some(Extent {
-            lblk: get_u64(b, 0),
-            pblk: get_u64(b, 8),
-            len,
-        }))
+        let (lblk, pblk) = (get_u64(b, 0), get_u64(b, 8));
+        // Far beyond any device or file: rejecting them here keeps every later
+        // `lblk + len` / `pblk + len` free of overflow.
+        if lblk >= 1 << 52 || pblk >= 1 << 52 {
+            return bad("extent: block number out of range");
+        }
+        Ok(Some(Extent { lblk, pblk, len }))
     }
 }
 
