@@ -2,6 +2,8 @@
 pub mod error;
 pub mod filesystem;
 pub mod format;
+pub mod fuse_adapter;
+pub mod mount_options;
 pub mod types;
 
 pub use error::{Errno, Result};
