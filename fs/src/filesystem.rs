@@ -1,187 +1,1033 @@
-//! The core filesystem API: every operation of the mount, tested without a mount.
-//! (Stub signatures; the bodies are being written.)
-#![allow(unused_variables, dead_code)]
+//! The core filesystem: mount (load and validate metadata), the in-memory inode table,
+//! transactions over the journal, attributes and statfs. Namespace operations live in
+//! `namespace.rs`, file data in `file_io.rs`, xattrs in `xattr.rs`; all of them are
+//! `impl DaxFs` blocks over the state defined here.
+//!
+//! Concurrency: namespace-changing operations serialise on `ns` and then take the
+//! write locks of the inodes they change; data operations take one inode's lock. The
+//! allocator and the journal have their own mutexes, always taken after inode locks and
+//! never while holding the other's (journal → space only inside `commit`).
 
-use crate::error::Result;
+use crate::device::{Device, DeviceOptions};
+use crate::dir::{DirIndex, DirSlot};
+use crate::error::{Errno, Result};
+use crate::extent_map::{ExtentMap, SlotLoc};
+use crate::format::*;
 use crate::types::*;
+use daxfs_alloc::{FreeSpace, RefTable};
+use daxfs_journal::{Journal, Media, Transaction};
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::Path;
-
-/// A mounted daxfs instance. Thread-safe: all methods take `&self`.
-pub struct DaxFs {}
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// lseek whence values handled by [`DaxFs::lseek`].
 pub const SEEK_DATA: i32 = libc::SEEK_DATA;
 pub const SEEK_HOLE: i32 = libc::SEEK_HOLE;
 
+/// Largest file size: 16 TiB, as ext4 with 4 KiB blocks.
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
+/// Most hard links to one inode, as ext4.
+pub const MAX_LINKS: u32 = 65000;
+
+/// One inode in memory: its record, its extent map, and for directories the index.
+pub(crate) struct Inode {
+    pub ino: u64,
+    pub st: RwLock<InodeState>,
+    /// Open file handles (an unlinked inode lives until the last one is released).
+    pub opens: AtomicU32,
+}
+
+pub(crate) struct InodeState {
+    pub d: DiskInode,
+    pub ext: ExtentMap,
+    pub dir: Option<DirIndex>,
+    pub xattrs: XattrList,
+    /// Freed: stale handles see ENOENT.
+    pub dead: bool,
+}
+
+impl InodeState {
+    pub fn kind(&self) -> Option<FileKind> {
+        FileKind::from_mode(self.d.mode)
+    }
+    pub fn is_dir(&self) -> bool {
+        self.d.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// A metadata transaction being built: journal records plus the block allocations
+/// and frees it carries (frees are applied in memory only after the commit is durable).
+pub(crate) struct Tx {
+    pub txn: Transaction,
+    /// Data-area block ranges (indexes) allocated in memory for this transaction.
+    pub allocs: Vec<Range<u64>>,
+    /// Data-area block ranges to free once the transaction is durable.
+    pub frees: Vec<Range<u64>>,
+    /// Inode slots to return to the free list after commit.
+    pub freed_inos: Vec<u64>,
+}
+
+impl Tx {
+    pub fn new() -> Tx {
+        Tx {
+            txn: Transaction::new(),
+            allocs: Vec::new(),
+            frees: Vec::new(),
+            freed_inos: Vec::new(),
+        }
+    }
+}
+
+/// A mounted daxfs instance. Thread-safe: all methods take `&self`.
+pub struct DaxFs {
+    pub(crate) dev: Arc<Device>,
+    pub(crate) sb: Mutex<Superblock>,
+    /// Immutable geometry (a copy of the superblock at mount).
+    pub(crate) geo: Superblock,
+    pub(crate) opts: FsOptions,
+    pub(crate) journal: Mutex<Journal>,
+    pub(crate) space: Mutex<FreeSpace>,
+    pub(crate) refs: RefTable,
+    pub(crate) inodes: RwLock<HashMap<u64, Arc<Inode>>>,
+    /// Free inode numbers, highest first (pop gives the lowest).
+    pub(crate) free_inos: Mutex<Vec<u64>>,
+    /// Serialises namespace changes (create, unlink, rename, link, ...).
+    pub(crate) ns: Mutex<()>,
+    pub(crate) generation: AtomicU32,
+    /// Set after a failed commit: the in-memory state can no longer be trusted to
+    /// match the media, so every later change fails with EIO.
+    pub(crate) failed: AtomicBool,
+    pub(crate) stats: FsCounters,
+    pub(crate) shut_down: AtomicBool,
+}
+
+#[derive(Default)]
+pub(crate) struct FsCounters {
+    pub layout_breaks: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+/// Recovers a poisoned lock: a panic in another thread must not take the filesystem
+/// down with it; the data it protects is kept consistent by transactions.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+pub(crate) fn rlock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+pub(crate) fn wlock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn err(msg: impl Into<String>) -> String {
+    msg.into()
+}
+
 impl DaxFs {
     /// Opens the device, validates the superblock, replays the journal, loads metadata,
     /// reclaims orphans. Errors are human-readable (bad device, corrupt image, in use).
     pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
-        todo!()
-    }
-    /// Makes everything durable and marks the filesystem clean. Called at unmount.
-    pub fn shutdown(&self) -> Result<()> {
-        todo!()
-    }
-    pub fn options(&self) -> &FsOptions {
-        todo!()
-    }
-    pub fn statfs(&self) -> StatFs {
-        todo!()
+        let dev = Device::open(
+            device,
+            DeviceOptions {
+                writable: true,
+                exclusive: true,
+                populate: true,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let dev = Arc::new(dev);
+        let size = dev.size();
+        let name = device.display().to_string();
+        let mut buf = [0u8; SB_SIZE];
+        dev.read(0, &mut buf);
+        let sb = match Superblock::decode(&buf, size) {
+            Ok(sb) => sb,
+            Err(primary) => {
+                if !Superblock::has_magic(&buf) {
+                    let mut b2 = [0u8; SB_SIZE];
+                    if size >= 2 * BLOCK_SIZE {
+                        dev.read(BLOCK_SIZE, &mut b2);
+                    }
+                    if !Superblock::has_magic(&b2) {
+                        return Err(err(format!("{name}: not a daxfs filesystem (no superblock; format it with mkfs.daxfs)")));
+                    }
+                }
+                let mut b2 = [0u8; SB_SIZE];
+                dev.read(BLOCK_SIZE, &mut b2);
+                match Superblock::decode(&b2, size) {
+                    Ok(sb) => {
+                        eprintln!("daxfs: {name}: primary superblock is bad ({primary}); using the backup");
+                        sb
+                    }
+                    Err(_) => {
+                        return Err(err(format!(
+                        "{name}: corrupt superblock: {primary} (backup also bad); run fsck.daxfs"
+                    )))
+                    }
+                }
+            }
+        };
+        if sb.ro_compat != 0 && !opts.read_only {
+            return Err(err(format!(
+                "{name}: unknown read-only-compatible features {:#x}: mount with -o ro",
+                sb.ro_compat
+            )));
+        }
+        let media: Arc<dyn Media> = dev.clone();
+        let (journal, _report) = Journal::open(
+            media,
+            sb.journal_start * BLOCK_SIZE,
+            sb.journal_blocks * BLOCK_SIZE,
+        )
+        .map_err(|e| format!("{name}: journal: {e}; run fsck.daxfs"))?;
+        let refs = RefTable::new(sb.data_blocks);
+        let fs = DaxFs {
+            dev,
+            sb: Mutex::new(sb.clone()),
+            geo: sb.clone(),
+            opts,
+            journal: Mutex::new(journal),
+            space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
+            refs,
+            inodes: RwLock::new(HashMap::new()),
+            free_inos: Mutex::new(Vec::new()),
+            ns: Mutex::new(()),
+            generation: AtomicU32::new(now().nsec),
+            failed: AtomicBool::new(false),
+            stats: FsCounters::default(),
+            shut_down: AtomicBool::new(false),
+        };
+        fs.load()
+            .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
+        if !fs.opts.read_only {
+            let mut sbm = lock(&fs.sb);
+            sbm.state = STATE_MOUNTED;
+            sbm.mount_count += 1;
+            sbm.mount_time = {
+                let t = now();
+                t.sec as u64 * 1_000_000_000 + t.nsec as u64
+            };
+            let enc = sbm.encode();
+            fs.dev.write(0, &enc);
+            fs.dev.persist(0, SB_SIZE as u64);
+        }
+        Ok(fs)
     }
 
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
-        todo!()
-    }
-    pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        todo!()
-    }
-    pub fn setattr(&self, ino: u64, cred: &Cred, changes: &SetAttr) -> Result<Attr> {
-        todo!()
-    }
-    /// Creates a node of any type. `mode` includes the S_IFMT bits (umask already applied).
-    pub fn mknod(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        rdev: u32,
-        cred: &Cred,
-    ) -> Result<Attr> {
-        todo!()
-    }
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cred: &Cred) -> Result<Attr> {
-        todo!()
-    }
-    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cred: &Cred) -> Result<Attr> {
-        todo!()
-    }
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        todo!()
-    }
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        todo!()
-    }
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
-        todo!()
-    }
-    /// `flags`: 0, libc::RENAME_NOREPLACE or libc::RENAME_EXCHANGE.
-    pub fn rename(
-        &self,
-        parent: u64,
-        name: &[u8],
-        newparent: u64,
-        newname: &[u8],
-        flags: u32,
-    ) -> Result<()> {
-        todo!()
-    }
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
-        todo!()
+    /// Reads every inode, extent map, directory and xattr block; rebuilds the free-space
+    /// map from the extent maps and checks it against the on-media bitmap.
+    fn load(&self) -> std::result::Result<(), String> {
+        let g = &self.geo;
+        let mut used = FreeSpace::new_all_free(g.data_blocks);
+        let mut claim = |pblk: u64, len: u64, what: &str| -> std::result::Result<(), String> {
+            if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
+                return Err(format!(
+                    "{what}: block {pblk}+{len} is outside the data area"
+                ));
+            }
+            let r = pblk - g.data_start..pblk - g.data_start + len;
+            if r.clone().any(|b| used.is_used(b)) {
+                return Err(format!("{what}: block {pblk}+{len} is used twice"));
+            }
+            used.mark_used(r).map_err(|e| e.to_string())
+        };
+        let mut inodes = HashMap::new();
+        let mut free = Vec::new();
+        let mut slot = [0u8; INODE_SIZE as usize];
+        let mut orphans = Vec::new();
+        for ino in 1..g.inode_count {
+            self.dev.read(g.inode_offset(ino), &mut slot);
+            let d = match DiskInode::decode(&slot).map_err(|e| format!("inode {ino}: {e}"))? {
+                None => {
+                    free.push(ino);
+                    continue;
+                }
+                Some(d) => d,
+            };
+            if FileKind::from_mode(d.mode).is_none() {
+                return Err(format!("inode {ino}: invalid mode {:o}", d.mode));
+            }
+            // Extent blocks chain.
+            let mut chain = Vec::new();
+            let mut next = d.extent_block;
+            let mut blockbuf = vec![0u8; BLOCK_SIZE as usize];
+            while next != 0 {
+                if chain.len() as u64 > g.data_blocks {
+                    return Err(format!("inode {ino}: extent block chain loops"));
+                }
+                claim(next, 1, &format!("inode {ino} extent block"))?;
+                self.dev.read(next * BLOCK_SIZE, &mut blockbuf);
+                let nx = decode_extent_block_header(&blockbuf, ino)
+                    .map_err(|e| format!("inode {ino}: {e}"))?;
+                let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
+                for j in 0..EXTENTS_PER_BLOCK {
+                    let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
+                    slots.push(
+                        Extent::decode(&blockbuf[o..o + EXTENT_SIZE])
+                            .map_err(|e| format!("inode {ino}: {e}"))?,
+                    );
+                }
+                chain.push((next, slots));
+                next = nx;
+            }
+            let ext = ExtentMap::load(&d.inline, chain).map_err(|e| format!("inode {ino}: {e}"))?;
+            for e in ext.iter() {
+                if e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
+                    return Err(format!("inode {ino}: extent beyond the maximum file size"));
+                }
+                claim(e.pblk, e.len as u64, &format!("inode {ino}"))?;
+            }
+            let mut xattrs = Vec::new();
+            if d.xattr_block != 0 {
+                claim(d.xattr_block, 1, &format!("inode {ino} xattr block"))?;
+                self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
+                xattrs = decode_xattr_block(&blockbuf, ino).map_err(|e| e.to_string())?;
+            }
+            let dir = if d.mode & libc::S_IFMT == libc::S_IFDIR {
+                Some(self.load_dir(ino, &d, &ext)?)
+            } else {
+                None
+            };
+            if d.nlink == 0 {
+                orphans.push(ino);
+            }
+            let st = InodeState {
+                d,
+                ext,
+                dir,
+                xattrs,
+                dead: false,
+            };
+            inodes.insert(
+                ino,
+                Arc::new(Inode {
+                    ino,
+                    st: RwLock::new(st),
+                    opens: AtomicU32::new(0),
+                }),
+            );
+        }
+        // Every directory entry must name a live inode of the type it says.
+        let root = inodes.get(&ROOT_INO).ok_or("root directory is missing")?;
+        if !rlock(&root.st).is_dir() {
+            return Err("root inode is not a directory".into());
+        }
+        for inode in inodes.values() {
+            let st = rlock(&inode.st);
+            if let Some(dir) = &st.dir {
+                for (name, e) in dir.iter() {
+                    let Some(child) = inodes.get(&e.ino) else {
+                        return Err(format!(
+                            "directory {}: entry {:?} names free inode {}",
+                            inode.ino,
+                            String::from_utf8_lossy(name),
+                            e.ino
+                        ));
+                    };
+                    if child.ino != inode.ino {
+                        let cst = rlock(&child.st);
+                        if cst.kind().map(|k| k.dtype()) != Some(e.ftype) {
+                            return Err(format!(
+                                "directory {}: entry type mismatch for inode {}",
+                                inode.ino, e.ino
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // The on-media bitmap must agree with the extent maps; a crash may leave blocks
+        // marked used that no committed extent references: those are reclaimed here.
+        let mut img = vec![0u8; BLOCK_SIZE as usize];
+        let mut mismatched = 0u64;
+        for i in 0..g.bitmap_blocks {
+            self.dev.read(g.bitmap_block_offset(i), &mut img);
+            check_bitmap_block(&img, i).map_err(|e| e.to_string())?;
+            let want = self.bitmap_image(&used, i, &[]);
+            if want != img {
+                mismatched += 1;
+            }
+        }
+        *lock(&self.space) = used;
+        for (&ino, inode) in &inodes {
+            let st = rlock(&inode.st);
+            for e in st.ext.iter() {
+                for b in e.pblk..e.pblk + e.len as u64 {
+                    self.refs.map(b - g.data_start);
+                }
+            }
+            for &b in st.ext.extent_blocks() {
+                self.refs.map(b - g.data_start);
+            }
+            if st.d.xattr_block != 0 {
+                self.refs.map(st.d.xattr_block - g.data_start);
+            }
+            let _ = ino;
+        }
+        free.reverse();
+        *lock(&self.free_inos) = free;
+        *wlock(&self.inodes) = inodes;
+        if !self.opts.read_only {
+            if mismatched > 0 {
+                // Rewrite the bitmap from the extent maps, through the journal.
+                let mut tx = Tx::new();
+                {
+                    let space = lock(&self.space);
+                    for i in 0..g.bitmap_blocks {
+                        let im = self.bitmap_image(&space, i, &[]);
+                        tx.txn.write(g.bitmap_block_offset(i), &im);
+                    }
+                }
+                self.commit(tx)
+                    .map_err(|e| format!("rewriting the bitmap: {e}"))?;
+            }
+            for ino in orphans {
+                let Some(inode) = self.inode(ino).ok() else {
+                    continue;
+                };
+                let mut tx = Tx::new();
+                let mut st = wlock(&inode.st);
+                self.free_inode(&inode, &mut st, &mut tx)
+                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                drop(st);
+                self.commit(tx)
+                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+            }
+        }
+        Ok(())
     }
 
-    /// Opens an inode (counts open handles: an unlinked file lives until the last release).
-    /// `flags` are open(2) flags; O_TRUNC truncates.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<()> {
-        todo!()
-    }
-    /// Creates (or with !O_EXCL opens an existing) regular file and opens it.
-    pub fn create(
-        &self,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        flags: i32,
-        cred: &Cred,
-    ) -> Result<Attr> {
-        todo!()
-    }
-    /// Drops one open handle; the last release of an unlinked inode frees it.
-    pub fn release(&self, ino: u64) -> Result<()> {
-        todo!()
-    }
-
-    /// Zero-copy read: calls `f` with the pieces of the file range, straight out of the
-    /// device mapping (holes as zeros), while the blocks are pinned. The pieces add up to
-    /// the bytes available (short at EOF, empty past it).
-    pub fn read_with<R>(
+    fn load_dir(
         &self,
         ino: u64,
-        offset: u64,
-        len: u32,
-        f: impl FnOnce(&[&[u8]]) -> R,
-    ) -> Result<R> {
-        todo!()
+        d: &DiskInode,
+        ext: &ExtentMap,
+    ) -> std::result::Result<DirIndex, String> {
+        let nblocks = d.size / BLOCK_SIZE;
+        if d.size % BLOCK_SIZE != 0 || ext.mapped_blocks() != nblocks {
+            return Err(format!(
+                "directory {ino}: size {} does not match its blocks",
+                d.size
+            ));
+        }
+        let mut idx = DirIndex::new();
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        for b in 0..nblocks {
+            let e = ext
+                .find(b)
+                .ok_or_else(|| format!("directory {ino}: block {b} is a hole"))?;
+            let pblk = e.pblk + (b - e.lblk);
+            self.dev.read(pblk * BLOCK_SIZE, &mut buf);
+            check_dir_block_header(&buf, ino, b).map_err(|e| e.to_string())?;
+            let bi = idx.add_block();
+            debug_assert_eq!(bi as u64, b);
+            let mut s = 1;
+            while s < DIR_SLOTS_PER_BLOCK {
+                match decode_dirent(&buf, s)
+                    .map_err(|e| format!("directory {ino} block {b} slot {s}: {e}"))?
+                {
+                    None => s += 1,
+                    Some(de) => {
+                        if de.ino == 0 || de.ino >= self.geo.inode_count {
+                            return Err(format!(
+                                "directory {ino}: entry names inode {} out of range",
+                                de.ino
+                            ));
+                        }
+                        idx.load_entry(
+                            de.name,
+                            DirSlot {
+                                ino: de.ino,
+                                ftype: de.ftype,
+                                block: b as u32,
+                                slot: s as u8,
+                            },
+                        )
+                        .map_err(|e| format!("directory {ino}: {e}"))?;
+                        s += de.nslots;
+                    }
+                }
+            }
+        }
+        Ok(idx)
     }
-    /// Convenience read into a buffer; returns the bytes read.
-    pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        todo!()
-    }
-    /// Writes `data` at `offset` (or at EOF when `append`), durable before it returns.
-    /// Returns the bytes written (short on ENOSPC after some progress).
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<usize> {
-        todo!()
-    }
-    pub fn fsync(&self, ino: u64, datasync: bool) -> Result<()> {
-        todo!()
-    }
-    /// fallocate(2) with its mode bits (FALLOC_FL_KEEP_SIZE, PUNCH_HOLE, ZERO_RANGE,
-    /// COLLAPSE_RANGE, INSERT_RANGE).
-    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
-        todo!()
-    }
-    /// lseek for SEEK_DATA / SEEK_HOLE (others are handled by the kernel).
-    pub fn lseek(&self, ino: u64, offset: i64, whence: i32) -> Result<i64> {
-        todo!()
-    }
-    pub fn copy_file_range(
+
+    /// The full on-media image of bitmap block `index` for the in-memory map `space`,
+    /// with the data-area ranges `freeing` shown as free.
+    pub(crate) fn bitmap_image(
         &self,
-        ino_in: u64,
-        off_in: u64,
-        ino_out: u64,
-        off_out: u64,
-        len: u64,
-    ) -> Result<u64> {
-        todo!()
+        space: &FreeSpace,
+        index: u64,
+        freeing: &[Range<u64>],
+    ) -> Vec<u8> {
+        let mut img = vec![0u8; BLOCK_SIZE as usize];
+        let raw = space.raw_bytes();
+        let first_bit = index * BITS_PER_BITMAP_BLOCK;
+        let byte0 = (first_bit / 8) as usize;
+        let n = (BITMAP_BYTES_PER_BLOCK as usize).min(raw.len().saturating_sub(byte0));
+        img[..n].copy_from_slice(&raw[byte0..byte0 + n]);
+        // Bits past the end of the data area read as used.
+        let total = self.geo.data_blocks;
+        for bit in total.saturating_sub(first_bit).min(BITS_PER_BITMAP_BLOCK)..BITS_PER_BITMAP_BLOCK
+        {
+            img[(bit / 8) as usize] |= 1 << (bit % 8);
+        }
+        for r in freeing {
+            let s = r.start.max(first_bit);
+            let e = r.end.min(first_bit + BITS_PER_BITMAP_BLOCK);
+            for b in s..e {
+                let bit = b - first_bit;
+                img[(bit / 8) as usize] &= !(1 << (bit % 8));
+            }
+        }
+        seal_bitmap_block(&mut img, index);
+        img
     }
 
-    /// Lists entries from cookie `offset` (0 = start; "." and ".." come first); `f` returns
-    /// false when its buffer is full (the entry it was given is then not consumed).
-    pub fn readdir(&self, ino: u64, offset: u64, f: impl FnMut(DirEntry) -> bool) -> Result<()> {
-        todo!()
-    }
-    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
-        todo!()
+    /// Makes everything durable and marks the filesystem clean. Called at unmount.
+    pub fn shutdown(&self) -> Result<()> {
+        if self.shut_down.swap(true, Ordering::SeqCst) || self.opts.read_only {
+            return Ok(());
+        }
+        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Errno::EIO);
+        }
+        let mut sb = lock(&self.sb);
+        sb.state = STATE_CLEAN;
+        let enc = sb.encode();
+        self.dev.write(0, &enc);
+        self.dev.write(BLOCK_SIZE, &enc);
+        self.dev.persist(0, BLOCK_SIZE + SB_SIZE as u64);
+        self.dev.sync_all().map_err(|_| Errno::EIO)?;
+        Ok(())
     }
 
-    /// `flags`: 0, libc::XATTR_CREATE or libc::XATTR_REPLACE.
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        todo!()
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
     }
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        todo!()
+
+    pub fn superblock(&self) -> Superblock {
+        lock(&self.sb).clone()
     }
-    /// NUL-separated names, as listxattr(2).
-    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        todo!()
+
+    pub fn statfs(&self) -> StatFs {
+        let bfree = lock(&self.space).free_blocks();
+        let ffree = lock(&self.free_inos).len() as u64;
+        StatFs {
+            blocks: self.geo.data_blocks,
+            bfree,
+            bavail: bfree,
+            files: self.geo.inode_count - 1,
+            ffree,
+            bsize: BLOCK_SIZE as u32,
+            namelen: NAME_MAX as u32,
+            frsize: BLOCK_SIZE as u32,
+        }
     }
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        todo!()
+
+    /// Block reference counts and allocator violations, for `daxfs stats`.
+    pub fn ref_table(&self) -> &RefTable {
+        &self.refs
     }
+
+    // -----------------------------------------------------------------------
+    // Inode table
+
+    pub(crate) fn inode(&self, ino: u64) -> Result<Arc<Inode>> {
+        rlock(&self.inodes).get(&ino).cloned().ok_or(Errno::ENOENT)
+    }
+
+    pub(crate) fn check_writable(&self) -> Result<()> {
+        if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn attr_of(&self, ino: u64, st: &InodeState) -> Attr {
+        let d = &st.d;
+        Attr {
+            ino,
+            generation: d.generation as u64,
+            size: d.size,
+            blocks: d.blocks * (BLOCK_SIZE / 512),
+            atime: d.atime,
+            mtime: d.mtime,
+            ctime: d.ctime,
+            btime: d.btime,
+            kind: st.kind().unwrap_or(FileKind::File),
+            perm: (d.mode & 0o7777) as u16,
+            nlink: d.nlink,
+            uid: d.uid,
+            gid: d.gid,
+            rdev: d.rdev as u32,
+            blksize: BLOCK_SIZE as u32,
+            dax: d.flags & IFLAG_DAX != 0,
+        }
+    }
+
+    /// Allocates an inode number and builds its in-memory state (not yet committed).
+    pub(crate) fn new_inode(
+        &self,
+        mode: u32,
+        cred: &Cred,
+        parent: &InodeState,
+        rdev: u64,
+    ) -> Result<Arc<Inode>> {
+        let ino = lock(&self.free_inos).pop().ok_or(Errno::ENOSPC)?;
+        let t = now();
+        let mut d = DiskInode::empty();
+        d.mode = mode;
+        d.uid = cred.uid;
+        d.gid = cred.gid;
+        // setgid directories: new inodes take the directory's group, subdirectories
+        // keep the setgid bit (inode_init_owner).
+        if parent.d.mode & libc::S_ISGID != 0 {
+            d.gid = parent.d.gid;
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                d.mode |= libc::S_ISGID;
+            }
+        } else if mode & libc::S_IFMT != libc::S_IFDIR
+            && mode & (libc::S_ISGID | libc::S_IXGRP) == (libc::S_ISGID | libc::S_IXGRP)
+            && cred.uid != 0
+            && cred.gid != d.gid
+        {
+            d.mode &= !libc::S_ISGID;
+        }
+        d.nlink = 1;
+        d.generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        d.atime = t;
+        d.mtime = t;
+        d.ctime = t;
+        d.btime = t;
+        d.rdev = rdev;
+        // FS_XFLAG_DAX is inherited from the parent directory.
+        d.flags = parent.d.flags & IFLAG_DAX;
+        let dir = if mode & libc::S_IFMT == libc::S_IFDIR {
+            d.nlink = 2;
+            Some(DirIndex::new())
+        } else {
+            None
+        };
+        let st = InodeState {
+            d,
+            ext: ExtentMap::new(),
+            dir,
+            xattrs: Vec::new(),
+            dead: false,
+        };
+        Ok(Arc::new(Inode {
+            ino,
+            st: RwLock::new(st),
+            opens: AtomicU32::new(0),
+        }))
+    }
+
+    /// Returns an inode number taken by `new_inode` whose creation did not happen.
+    pub(crate) fn unget_inode(&self, ino: u64) {
+        lock(&self.free_inos).push(ino);
+    }
+
+    /// Writes an inode's record (with its inline extent slots) and its dirty extent
+    /// slots into the transaction.
+    pub(crate) fn log_inode(&self, ino: u64, st: &mut InodeState, tx: &mut Tx) {
+        for (loc, e) in st.ext.take_dirty() {
+            if let SlotLoc::Device(off) = loc {
+                tx.txn.write(off, &e.encode());
+            }
+        }
+        st.d.inline = st.ext.inline_slots();
+        st.d.extent_count = st.ext.len() as u32;
+        tx.txn.write(self.geo.inode_offset(ino), &st.d.encode());
+    }
+
+    /// Frees an inode: all its blocks and its slot (the directory entries naming it
+    /// are the caller's). The blocks are freed after the transaction is durable.
+    pub(crate) fn free_inode(&self, inode: &Inode, st: &mut InodeState, tx: &mut Tx) -> Result<()> {
+        let all: Vec<Extent> = st.ext.iter().collect();
+        if let Some(last) = all.last() {
+            self.break_layouts(inode.ino, st, 0, last.end())?;
+        }
+        for e in all {
+            self.release_blocks(e.pblk, e.len as u64, tx);
+        }
+        if let Some(r) = st.ext.remove_range(0, u64::MAX) {
+            let _ = r;
+        }
+        let _ = st.ext.take_dirty();
+        for b in st.ext.take_blocks() {
+            self.release_blocks(b, 1, tx);
+        }
+        if st.d.xattr_block != 0 {
+            self.release_blocks(st.d.xattr_block, 1, tx);
+        }
+        st.d = DiskInode::empty();
+        st.xattrs.clear();
+        st.dir = None;
+        st.dead = true;
+        tx.txn.write(
+            self.geo.inode_offset(inode.ino),
+            &[0u8; INODE_SIZE as usize],
+        );
+        tx.freed_inos.push(inode.ino);
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Blocks
+
+    /// Allocates up to `want` contiguous data blocks near `goal` (device block numbers),
+    /// zeroed on media, counted into `tx`. Returns (pblk, len).
+    pub(crate) fn alloc_blocks(
+        &self,
+        goal: u64,
+        want: u64,
+        zero: bool,
+        tx: &mut Tx,
+    ) -> Result<(u64, u64)> {
+        let g = &self.geo;
+        let goal_idx = goal
+            .saturating_sub(g.data_start)
+            .min(g.data_blocks.saturating_sub(1));
+        let want = want.clamp(1, crate::extent_map::MAX_EXTENT_LEN);
+        let align = if want >= DATA_ALIGN_BLOCKS {
+            DATA_ALIGN_BLOCKS
+        } else {
+            1
+        };
+        let r = lock(&self.space)
+            .allocate(goal_idx, want, align, &self.refs)
+            .ok_or(Errno::ENOSPC)?;
+        let pblk = g.data_start + r.start;
+        let len = r.end - r.start;
+        for b in r.clone() {
+            self.refs.map(b);
+        }
+        tx.allocs.push(r);
+        if zero {
+            self.dev.zero_persist(pblk * BLOCK_SIZE, len * BLOCK_SIZE);
+        }
+        Ok((pblk, len))
+    }
+
+    /// Takes blocks out of use: their references drop to 0 now (the caller broke the
+    /// layouts), the allocator sees them free only after the transaction is durable.
+    pub(crate) fn release_blocks(&self, pblk: u64, len: u64, tx: &mut Tx) {
+        let s = pblk - self.geo.data_start;
+        for b in s..s + len {
+            if !self.refs.unmap(b) {
+                self.refs.note_violation();
+            }
+        }
+        tx.frees.push(s..s + len);
+    }
+
+    /// Makes sure the extent map has `n` free slots, adding extent blocks as needed.
+    pub(crate) fn reserve_slots(
+        &self,
+        ino: u64,
+        st: &mut InodeState,
+        n: usize,
+        tx: &mut Tx,
+    ) -> Result<()> {
+        while st.ext.free_slots() < n {
+            let goal = st
+                .ext
+                .extent_blocks()
+                .last()
+                .copied()
+                .unwrap_or(self.geo.data_start);
+            let (pblk, _) = self.alloc_blocks(goal, 1, true, tx)?;
+            tx.txn
+                .write(pblk * BLOCK_SIZE, &encode_extent_block_header(0, ino));
+            match st.ext.extent_blocks().last() {
+                Some(&prev) => tx
+                    .txn
+                    .write(prev * BLOCK_SIZE, &encode_extent_block_header(pblk, ino)),
+                None => st.d.extent_block = pblk,
+            }
+            st.ext.add_block(pblk);
+            st.d.blocks += 1;
+        }
+        Ok(())
+    }
+
+    /// Commits a transaction: journals the records plus the bitmap blocks its
+    /// allocations and frees touch; once durable, applies the frees in memory (after a
+    /// checkpoint, so no older journal record can be replayed over a reused block).
+    pub(crate) fn commit(&self, mut tx: Tx) -> Result<()> {
+        let mut journal = lock(&self.journal);
+        let touched: BTreeSet<u64> = tx
+            .allocs
+            .iter()
+            .chain(tx.frees.iter())
+            .filter(|r| r.start < r.end)
+            .flat_map(|r| (r.start / BITS_PER_BITMAP_BLOCK)..=((r.end - 1) / BITS_PER_BITMAP_BLOCK))
+            .collect();
+        {
+            let space = lock(&self.space);
+            for &i in &touched {
+                let img = self.bitmap_image(&space, i, &tx.frees);
+                tx.txn.write(self.geo.bitmap_block_offset(i), &img);
+            }
+        }
+        if tx.txn.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = journal.commit(&tx.txn) {
+            self.failed.store(true, Ordering::SeqCst);
+            eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
+            return Err(Errno::EIO);
+        }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if !tx.frees.is_empty() {
+            if journal.checkpoint().is_err() {
+                self.failed.store(true, Ordering::SeqCst);
+                return Err(Errno::EIO);
+            }
+            let mut space = lock(&self.space);
+            for r in tx.frees.drain(..) {
+                if space.free(r).is_err() {
+                    self.refs.note_violation();
+                }
+            }
+        }
+        drop(journal);
+        if !tx.freed_inos.is_empty() {
+            let mut inodes = wlock(&self.inodes);
+            let mut free = lock(&self.free_inos);
+            for ino in tx.freed_inos.drain(..) {
+                inodes.remove(&ino);
+                free.push(ino);
+            }
+            free.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        Ok(())
+    }
+
+    /// Ends a failed change of one inode: when memory already changed (extent slots,
+    /// new metadata blocks), commits that consistent partial state instead of
+    /// pretending nothing happened; else returns the allocations. Returns `e`.
+    pub(crate) fn fail_op(&self, ino: u64, st: &mut InodeState, mut tx: Tx, e: Errno) -> Errno {
+        if st.ext.has_dirty() || !tx.txn.is_empty() {
+            self.log_inode(ino, st, &mut tx);
+            if self.commit(tx).is_err() {
+                return Errno::EIO;
+            }
+        } else {
+            self.abort(tx);
+        }
+        e
+    }
+
+    /// Undoes the in-memory allocations of a transaction that will not be committed.
+    pub(crate) fn abort(&self, tx: Tx) {
+        let mut space = lock(&self.space);
+        for r in tx.allocs {
+            for b in r.clone() {
+                self.refs.unmap(b);
+            }
+            let _ = space.free(r);
+        }
+    }
+
+    /// Waits until no block of logical range `start..end` of the inode is pinned
+    /// (reference count above 1), so the range can be unmapped and freed. New pins of
+    /// this inode cannot start meanwhile: the caller holds the inode's write lock.
+    pub(crate) fn break_layouts(
+        &self,
+        _ino: u64,
+        st: &InodeState,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.opts.layout_timeout;
+        let mut lb = start;
+        let mut counted = false;
+        while let Some(e) = st.ext.find_or_next(lb) {
+            if e.lblk >= end {
+                break;
+            }
+            let s = e.lblk.max(start);
+            let t = e.end().min(end);
+            for l in s..t {
+                let b = e.pblk + (l - e.lblk) - self.geo.data_start;
+                if self.refs.count(b) > 1 {
+                    if !counted {
+                        self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
+                        counted = true;
+                    }
+                    if !self.refs.wait_idle(b, Some(deadline)) {
+                        return Err(Errno::EBUSY);
+                    }
+                }
+            }
+            lb = e.end();
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Attributes
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let inode = self.inode(ino)?;
+        let st = rlock(&inode.st);
+        if st.dead {
+            return Err(Errno::ENOENT);
+        }
+        Ok(self.attr_of(ino, &st))
+    }
+
+    pub fn setattr(&self, ino: u64, _cred: &Cred, c: &SetAttr) -> Result<Attr> {
+        self.check_writable()?;
+        let inode = self.inode(ino)?;
+        let mut st = wlock(&inode.st);
+        if st.dead {
+            return Err(Errno::ENOENT);
+        }
+        let t = now();
+        let mut tx = Tx::new();
+        if let Some(size) = c.size {
+            match st.kind() {
+                Some(FileKind::File) => {}
+                Some(FileKind::Dir) => return Err(Errno::EISDIR),
+                _ => return Err(Errno::EINVAL),
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(Errno::EFBIG);
+            }
+            if size != st.d.size {
+                if let Err(e) = self.truncate_locked(ino, &mut st, size, &mut tx) {
+                    return Err(self.fail_op(ino, &mut st, tx, e));
+                }
+                st.d.mtime = t;
+            }
+            st.d.ctime = t;
+        }
+        if let Some(mode) = c.mode {
+            st.d.mode = (st.d.mode & libc::S_IFMT) | (mode & 0o7777);
+            st.d.ctime = t;
+        }
+        if let Some(uid) = c.uid {
+            st.d.uid = uid;
+            st.d.ctime = t;
+        }
+        if let Some(gid) = c.gid {
+            st.d.gid = gid;
+            st.d.ctime = t;
+        }
+        if let Some(a) = c.atime {
+            st.d.atime = match a {
+                SetTime::Now => t,
+                SetTime::At(x) => x,
+            };
+            st.d.ctime = t;
+        }
+        if let Some(m) = c.mtime {
+            st.d.mtime = match m {
+                SetTime::Now => t,
+                SetTime::At(x) => x,
+            };
+            st.d.ctime = t;
+        }
+        if let Some(ct) = c.ctime {
+            st.d.ctime = ct;
+        }
+        self.log_inode(ino, &mut st, &mut tx);
+        self.commit(tx)?;
+        Ok(self.attr_of(ino, &st))
+    }
+
     /// access(2) check by mode bits for `cred` (mask: R_OK/W_OK/X_OK/F_OK).
     pub fn access(&self, ino: u64, mask: i32, cred: &Cred) -> Result<()> {
-        todo!()
+        let inode = self.inode(ino)?;
+        let st = rlock(&inode.st);
+        if st.dead {
+            return Err(Errno::ENOENT);
+        }
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        if mask & libc::W_OK != 0 && self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        let mode = st.d.mode;
+        if cred.uid == 0 {
+            // root: read/write always; execute if any x bit is set or it is a directory.
+            if mask & libc::X_OK != 0 && mode & 0o111 == 0 && !st.is_dir() {
+                return Err(Errno::EACCES);
+            }
+            return Ok(());
+        }
+        let bits = if cred.uid == st.d.uid {
+            (mode >> 6) & 7
+        } else if cred.gid == st.d.gid {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        let want = (if mask & libc::R_OK != 0 { 4 } else { 0 })
+            | (if mask & libc::W_OK != 0 { 2 } else { 0 })
+            | (if mask & libc::X_OK != 0 { 1 } else { 0 });
+        if bits & want == want {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        }
     }
 
     /// FS_XFLAG_DAX of an inode (FS_IOC_FSGETXATTR / FSSETXATTR).
     pub fn get_dax_flag(&self, ino: u64) -> Result<bool> {
-        todo!()
+        Ok(self.getattr(ino)?.dax)
     }
+
     pub fn set_dax_flag(&self, ino: u64, dax: bool) -> Result<()> {
-        todo!()
+        self.check_writable()?;
+        let inode = self.inode(ino)?;
+        let mut st = wlock(&inode.st);
+        if st.dead {
+            return Err(Errno::ENOENT);
+        }
+        if dax {
+            st.d.flags |= IFLAG_DAX;
+        } else {
+            st.d.flags &= !IFLAG_DAX;
+        }
+        st.d.ctime = now();
+        let mut tx = Tx::new();
+        self.log_inode(ino, &mut st, &mut tx);
+        self.commit(tx)
     }
-    /// Whether the kernel may cache this inode's data (dax=never, or dax=inode without the flag).
+
+    /// Whether the kernel may cache this inode's data (dax=never, or dax=inode without
+    /// the flag).
     pub fn kernel_may_cache(&self, ino: u64) -> bool {
-        todo!()
+        match self.opts.dax {
+            DaxMode::Always => false,
+            DaxMode::Never => true,
+            DaxMode::Inode => !self.get_dax_flag(ino).unwrap_or(false),
+        }
+    }
+
+    /// Counters for `daxfs stats`: (commits, layout breaks).
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.stats.commits.load(Ordering::Relaxed),
+            self.stats.layout_breaks.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for DaxFs {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
     }
 }

@@ -434,7 +434,7 @@ pub fn decode_extent_block_header(b: &[u8], owner: u64) -> Result<u64, FormatErr
 // ---------------------------------------------------------------------------
 // Inodes
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Timespec {
     pub sec: i64,
     pub nsec: u32,

@@ -1,0 +1,862 @@
+//! Namespace operations: lookup, create (every node type), link, unlink, rmdir,
+//! rename with its flags, readdir. Each change is one transaction covering the
+//! directory entries, the inodes and the blocks involved.
+
+use crate::dir::DirSlot;
+use crate::error::{Errno, Result};
+use crate::filesystem::*;
+use crate::format::*;
+use crate::types::*;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLockWriteGuard};
+
+/// Longest symlink target (PATH_MAX − 1).
+pub const SYMLINK_MAX: usize = 4095;
+
+pub(crate) fn check_name(name: &[u8]) -> Result<()> {
+    if name.len() > NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    if name == b"." || name == b".." {
+        return Err(Errno::EEXIST);
+    }
+    Ok(())
+}
+
+/// Write locks on a set of inodes, taken in inode-number order.
+struct Locked<'a> {
+    guards: BTreeMap<u64, RwLockWriteGuard<'a, InodeState>>,
+}
+
+impl<'a> Locked<'a> {
+    fn new(inodes: &'a [&'a Arc<Inode>]) -> Result<Locked<'a>> {
+        let mut sorted: Vec<&Arc<Inode>> = inodes.to_vec();
+        sorted.sort_by_key(|i| i.ino);
+        sorted.dedup_by_key(|i| i.ino);
+        let mut guards = BTreeMap::new();
+        for i in sorted {
+            let g = wlock(&i.st);
+            if g.dead {
+                return Err(Errno::ENOENT);
+            }
+            guards.insert(i.ino, g);
+        }
+        Ok(Locked { guards })
+    }
+    fn get(&mut self, ino: u64) -> &mut InodeState {
+        // Every inode passed to `new` is present.
+        self.guards
+            .get_mut(&ino)
+            .map(|g| &mut **g)
+            .expect("inode locked by Locked::new")
+    }
+}
+
+impl DaxFs {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let dir = self.inode(parent)?;
+        let ino = {
+            let st = rlock(&dir.st);
+            if st.dead {
+                return Err(Errno::ENOENT);
+            }
+            let idx = st.dir.as_ref().ok_or(Errno::ENOTDIR)?;
+            if name == b"." {
+                parent
+            } else if name == b".." {
+                st.d.parent.max(ROOT_INO)
+            } else {
+                idx.get(name).ok_or(Errno::ENOENT)?.ino
+            }
+        };
+        self.getattr(ino)
+    }
+
+    /// Adds a directory entry (allocating a directory block when none has room).
+    pub(crate) fn dir_add(
+        &self,
+        dino: u64,
+        dst: &mut InodeState,
+        name: &[u8],
+        ino: u64,
+        ftype: u8,
+        tx: &mut Tx,
+    ) -> Result<()> {
+        let (block, slot) = match dst
+            .dir
+            .as_ref()
+            .ok_or(Errno::ENOTDIR)?
+            .find_space(name.len())
+        {
+            Some(x) => x,
+            None => {
+                let index = dst.d.size / BLOCK_SIZE;
+                if index >= u32::MAX as u64 {
+                    return Err(Errno::ENOSPC);
+                }
+                self.reserve_slots(dino, dst, 1, tx)?;
+                let goal = dst
+                    .ext
+                    .last()
+                    .map(|e| e.pblk + e.len as u64)
+                    .unwrap_or(self.geo.data_start);
+                let (pblk, _) = self.alloc_blocks(goal, 1, true, tx)?;
+                tx.txn
+                    .write(pblk * BLOCK_SIZE, &encode_dir_block_header(dino, index));
+                if !dst.ext.insert(Extent {
+                    lblk: index,
+                    pblk,
+                    len: 1,
+                }) {
+                    return Err(Errno::EIO);
+                }
+                dst.d.size += BLOCK_SIZE;
+                dst.d.blocks += 1;
+                let Some(idx) = dst.dir.as_mut() else {
+                    return Err(Errno::ENOTDIR);
+                };
+                (idx.add_block(), 1)
+            }
+        };
+        let e = dst.ext.find(block as u64).ok_or(Errno::EIO)?;
+        let pblk = e.pblk + (block as u64 - e.lblk);
+        tx.txn.write(
+            pblk * BLOCK_SIZE + slot as u64 * DIR_SLOT as u64,
+            &encode_dirent(ino, ftype, name),
+        );
+        if let Some(idx) = dst.dir.as_mut() {
+            idx.insert(
+                name,
+                DirSlot {
+                    ino,
+                    ftype,
+                    block,
+                    slot,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes a directory entry; returns what it named.
+    pub(crate) fn dir_remove(
+        &self,
+        dst: &mut InodeState,
+        name: &[u8],
+        tx: &mut Tx,
+    ) -> Result<DirSlot> {
+        let idx = dst.dir.as_mut().ok_or(Errno::ENOTDIR)?;
+        let (e, nslots) = idx.remove(name).ok_or(Errno::ENOENT)?;
+        let ex = dst.ext.find(e.block as u64).ok_or(Errno::EIO)?;
+        let pblk = ex.pblk + (e.block as u64 - ex.lblk);
+        tx.txn.write(
+            pblk * BLOCK_SIZE + e.slot as u64 * DIR_SLOT as u64,
+            &vec![0u8; nslots * DIR_SLOT],
+        );
+        Ok(e)
+    }
+
+    /// Rewrites the entry `name` of a directory to name another inode.
+    fn dir_retarget(
+        &self,
+        dst: &mut InodeState,
+        name: &[u8],
+        ino: u64,
+        ftype: u8,
+        tx: &mut Tx,
+    ) -> Result<()> {
+        let idx = dst.dir.as_mut().ok_or(Errno::ENOTDIR)?;
+        let (mut e, _) = idx.remove(name).ok_or(Errno::ENOENT)?;
+        e.ino = ino;
+        e.ftype = ftype;
+        idx.insert(name, e);
+        let ex = dst.ext.find(e.block as u64).ok_or(Errno::EIO)?;
+        let pblk = ex.pblk + (e.block as u64 - ex.lblk);
+        tx.txn.write(
+            pblk * BLOCK_SIZE + e.slot as u64 * DIR_SLOT as u64,
+            &encode_dirent(ino, ftype, name),
+        );
+        Ok(())
+    }
+
+    /// Creates an inode of any type under `parent`; `init` fills in its content
+    /// (symlink target) inside the same transaction.
+    fn create_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        cred: &Cred,
+        target: Option<&[u8]>,
+    ) -> Result<Attr> {
+        self.check_writable()?;
+        check_name(name)?;
+        let kind = FileKind::from_mode(mode).ok_or(Errno::EINVAL)?;
+        let _ns = lock(&self.ns);
+        let pdir = self.inode(parent)?;
+        let mut pst = wlock(&pdir.st);
+        if pst.dead {
+            return Err(Errno::ENOENT);
+        }
+        let idx = pst.dir.as_ref().ok_or(Errno::ENOTDIR)?;
+        if pst.d.nlink == 0 {
+            return Err(Errno::ENOENT);
+        }
+        if idx.get(name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if kind == FileKind::Dir && pst.d.nlink >= MAX_LINKS {
+            return Err(Errno::EMLINK);
+        }
+        let inode = self.new_inode(mode, cred, &pst, rdev)?;
+        let ino = inode.ino;
+        let mut tx = Tx::new();
+        let mut st = wlock(&inode.st);
+        if kind == FileKind::Dir {
+            st.d.parent = parent;
+        }
+        let res = (|| -> Result<()> {
+            if let Some(t) = target {
+                self.store_symlink(ino, &mut st, t, &mut tx)?;
+            }
+            self.dir_add(parent, &mut pst, name, ino, kind.dtype(), &mut tx)?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            // The new inode's blocks go back; the parent may have gained a metadata
+            // block: commit that consistent state rather than forget it.
+            let held: Vec<Extent> = st.ext.iter().collect();
+            for x in held {
+                self.release_blocks(x.pblk, x.len as u64, &mut tx);
+            }
+            for b in st.ext.extent_blocks().to_vec() {
+                self.release_blocks(b, 1, &mut tx);
+            }
+            drop(st);
+            let e = self.fail_op(parent, &mut pst, tx, e);
+            self.unget_inode(ino);
+            return Err(e);
+        }
+        let t = st.d.ctime;
+        if kind == FileKind::Dir {
+            pst.d.nlink += 1;
+        }
+        pst.d.mtime = t;
+        pst.d.ctime = t;
+        self.log_inode(ino, &mut st, &mut tx);
+        self.log_inode(parent, &mut pst, &mut tx);
+        wlock(&self.inodes).insert(ino, inode.clone());
+        if let Err(e) = self.commit(tx) {
+            wlock(&self.inodes).remove(&ino);
+            return Err(e);
+        }
+        Ok(self.attr_of(ino, &st))
+    }
+
+    /// Writes a symlink target into a data block through the journal.
+    fn store_symlink(
+        &self,
+        ino: u64,
+        st: &mut InodeState,
+        target: &[u8],
+        tx: &mut Tx,
+    ) -> Result<()> {
+        if target.len() > SYMLINK_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        self.reserve_slots(ino, st, 1, tx)?;
+        let (pblk, _) = self.alloc_blocks(self.geo.data_start, 1, true, tx)?;
+        tx.txn.write(pblk * BLOCK_SIZE, target);
+        st.ext.insert(Extent {
+            lblk: 0,
+            pblk,
+            len: 1,
+        });
+        st.d.size = target.len() as u64;
+        st.d.blocks += 1;
+        Ok(())
+    }
+
+    /// Creates a node of any type. `mode` includes the S_IFMT bits (umask applied).
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        let mode = if mode & libc::S_IFMT == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
+        match FileKind::from_mode(mode) {
+            Some(FileKind::Dir) | Some(FileKind::Symlink) | None => return Err(Errno::EINVAL),
+            _ => {}
+        }
+        let dev = match FileKind::from_mode(mode) {
+            Some(FileKind::CharDev) | Some(FileKind::BlockDev) => rdev as u64,
+            _ => 0,
+        };
+        self.create_node(parent, name, mode, dev, cred, None)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, cred: &Cred) -> Result<Attr> {
+        self.create_node(parent, name, libc::S_IFDIR | (mode & 0o7777), 0, cred, None)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], cred: &Cred) -> Result<Attr> {
+        self.create_node(parent, name, libc::S_IFLNK | 0o777, 0, cred, Some(target))
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let inode = self.inode(ino)?;
+        let st = rlock(&inode.st);
+        if st.dead {
+            return Err(Errno::ENOENT);
+        }
+        if st.kind() != Some(FileKind::Symlink) {
+            return Err(Errno::EINVAL);
+        }
+        let e = st.ext.find(0).ok_or(Errno::EIO)?;
+        let len = (st.d.size as usize).min(SYMLINK_MAX);
+        let mut out = vec![0u8; len];
+        self.dev.read(e.pblk * BLOCK_SIZE, &mut out);
+        Ok(out)
+    }
+
+    /// Creates (or without O_EXCL opens an existing) regular file and opens it.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        cred: &Cred,
+    ) -> Result<Attr> {
+        let attr =
+            match self.create_node(parent, name, libc::S_IFREG | (mode & 0o7777), 0, cred, None) {
+                Ok(a) => a,
+                Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
+                    let a = self.lookup(parent, name)?;
+                    if a.kind == FileKind::Dir {
+                        return Err(Errno::EISDIR);
+                    }
+                    self.open(a.ino, flags)?;
+                    return self.getattr(a.ino);
+                }
+                Err(e) => return Err(e),
+            };
+        self.open(attr.ino, flags & !libc::O_TRUNC)?;
+        Ok(attr)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr> {
+        self.check_writable()?;
+        check_name(newname)?;
+        let _ns = lock(&self.ns);
+        let pdir = self.inode(newparent)?;
+        let inode = self.inode(ino)?;
+        let set = [&pdir, &inode];
+        let mut l = Locked::new(&set)?;
+        {
+            let st = l.get(ino);
+            if st.is_dir() {
+                return Err(Errno::EPERM);
+            }
+            if st.d.nlink >= MAX_LINKS {
+                return Err(Errno::EMLINK);
+            }
+            if st.d.nlink == 0 {
+                return Err(Errno::ENOENT);
+            }
+        }
+        {
+            let p = l.get(newparent);
+            let idx = p.dir.as_ref().ok_or(Errno::ENOTDIR)?;
+            if idx.get(newname).is_some() {
+                return Err(Errno::EEXIST);
+            }
+            if p.d.nlink == 0 {
+                return Err(Errno::ENOENT);
+            }
+        }
+        let ftype = l.get(ino).kind().map(|k| k.dtype()).unwrap_or(libc::DT_REG);
+        let mut tx = Tx::new();
+        if let Err(e) = self.dir_add(newparent, l.get(newparent), newname, ino, ftype, &mut tx) {
+            return Err(self.fail_op(newparent, l.get(newparent), tx, e));
+        }
+        let t = now();
+        {
+            let p = l.get(newparent);
+            p.d.mtime = t;
+            p.d.ctime = t;
+            self.log_inode(newparent, p, &mut tx);
+        }
+        let st = l.get(ino);
+        st.d.nlink += 1;
+        st.d.ctime = t;
+        self.log_inode(ino, st, &mut tx);
+        let attr = self.attr_of(ino, st);
+        self.commit(tx)?;
+        Ok(attr)
+    }
+
+    /// Drops one link of `child` (whose entry was removed): frees it when it was the
+    /// last link and no handle is open, else marks it an orphan when needed.
+    fn drop_link(
+        &self,
+        child: &Inode,
+        st: &mut InodeState,
+        tx: &mut Tx,
+        t: Timespec,
+    ) -> Result<()> {
+        if st.is_dir() {
+            st.d.nlink = 0;
+        } else {
+            st.d.nlink = st.d.nlink.saturating_sub(1);
+        }
+        st.d.ctime = t;
+        if st.d.nlink == 0 {
+            if child.opens.load(Ordering::SeqCst) == 0 {
+                return self.free_inode(child, st, tx);
+            }
+            st.d.flags |= IFLAG_ORPHAN;
+        }
+        self.log_inode(child.ino, st, tx);
+        Ok(())
+    }
+
+    fn remove_entry(&self, parent: u64, name: &[u8], want_dir: bool) -> Result<()> {
+        self.check_writable()?;
+        if name.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if name == b"." {
+            return Err(Errno::EINVAL);
+        }
+        if name == b".." {
+            return Err(Errno::ENOTEMPTY);
+        }
+        let _ns = lock(&self.ns);
+        let pdir = self.inode(parent)?;
+        let child_ino = {
+            let p = rlock(&pdir.st);
+            p.dir
+                .as_ref()
+                .ok_or(Errno::ENOTDIR)?
+                .get(name)
+                .ok_or(Errno::ENOENT)?
+                .ino
+        };
+        let child = self.inode(child_ino)?;
+        let set = [&pdir, &child];
+        let mut l = Locked::new(&set)?;
+        {
+            let c = l.get(child_ino);
+            match (want_dir, c.is_dir()) {
+                (true, false) => return Err(Errno::ENOTDIR),
+                (false, true) => return Err(Errno::EISDIR),
+                (true, true) => {
+                    if c.dir.as_ref().is_some_and(|d| !d.is_empty()) {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut tx = Tx::new();
+        let t = now();
+        {
+            let p = l.get(parent);
+            self.dir_remove(p, name, &mut tx)?;
+            if want_dir {
+                p.d.nlink = p.d.nlink.saturating_sub(1);
+            }
+            p.d.mtime = t;
+            p.d.ctime = t;
+            self.log_inode(parent, p, &mut tx);
+        }
+        if let Err(e) = self.drop_link(&child, l.get(child_ino), &mut tx, t) {
+            // The entry is gone from memory but not from media: stop accepting changes
+            // until a remount reloads the committed state.
+            drop(l);
+            self.abort(tx);
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        drop(l);
+        self.commit(tx)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove_entry(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.remove_entry(parent, name, true)
+    }
+
+    /// True if directory `anc` is `ino` or one of its ancestors.
+    fn is_ancestor(&self, anc: u64, mut ino: u64) -> bool {
+        for _ in 0..self.geo.inode_count {
+            if ino == anc {
+                return true;
+            }
+            if ino == ROOT_INO {
+                return false;
+            }
+            let Ok(i) = self.inode(ino) else { return false };
+            let p = rlock(&i.st).d.parent;
+            if p == 0 || p == ino {
+                return false;
+            }
+            ino = p;
+        }
+        false
+    }
+
+    /// `flags`: 0, libc::RENAME_NOREPLACE or libc::RENAME_EXCHANGE.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        if name.len() > NAME_MAX || newname.len() > NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
+            return Err(Errno::EINVAL);
+        }
+        for n in [name, newname] {
+            if n == b"." || n == b".." {
+                return Err(if noreplace || exchange {
+                    Errno::EINVAL
+                } else {
+                    Errno::EBUSY
+                });
+            }
+            check_name(n)?;
+        }
+        let _ns = lock(&self.ns);
+        let sp = self.inode(parent)?;
+        let dp = self.inode(newparent)?;
+        let (src_ino, src_type) = {
+            let p = rlock(&sp.st);
+            let e = p
+                .dir
+                .as_ref()
+                .ok_or(Errno::ENOTDIR)?
+                .get(name)
+                .ok_or(Errno::ENOENT)?;
+            (e.ino, e.ftype)
+        };
+        let dst = {
+            let p = rlock(&dp.st);
+            p.dir.as_ref().ok_or(Errno::ENOTDIR)?.get(newname)
+        };
+        if exchange && dst.is_none() {
+            return Err(Errno::ENOENT);
+        }
+        if let Some(d) = dst {
+            if noreplace {
+                return Err(Errno::EEXIST);
+            }
+            if d.ino == src_ino {
+                // Two links to one inode: rename does nothing.
+                return Ok(());
+            }
+        }
+        let src_is_dir = src_type == libc::DT_DIR;
+        let dst_is_dir = dst.is_some_and(|d| d.ftype == libc::DT_DIR);
+        // A directory may not move below itself.
+        if src_is_dir && parent != newparent && self.is_ancestor(src_ino, newparent) {
+            return Err(Errno::EINVAL);
+        }
+        if exchange
+            && dst_is_dir
+            && parent != newparent
+            && self.is_ancestor(dst.map(|d| d.ino).unwrap_or(0), parent)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let src = self.inode(src_ino)?;
+        let dsti = match dst {
+            Some(d) => Some(self.inode(d.ino)?),
+            None => None,
+        };
+        let mut set: Vec<&Arc<Inode>> = vec![&sp, &dp, &src];
+        if let Some(d) = &dsti {
+            set.push(d);
+        }
+        let mut l = Locked::new(&set)?;
+        if !exchange {
+            if let Some(d) = dst {
+                match (src_is_dir, dst_is_dir) {
+                    (true, false) => return Err(Errno::ENOTDIR),
+                    (false, true) => return Err(Errno::EISDIR),
+                    (true, true) => {
+                        if l.get(d.ino).dir.as_ref().is_some_and(|x| !x.is_empty()) {
+                            return Err(Errno::ENOTEMPTY);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if src_is_dir && !dst_is_dir && parent != newparent && l.get(newparent).d.nlink >= MAX_LINKS
+        {
+            return Err(Errno::EMLINK);
+        }
+        let t = now();
+        let mut tx = Tx::new();
+        let res = (|| -> Result<()> {
+            if exchange {
+                let d = dst.ok_or(Errno::ENOENT)?;
+                self.dir_retarget(l.get(parent), name, d.ino, d.ftype, &mut tx)?;
+                self.dir_retarget(l.get(newparent), newname, src_ino, src_type, &mut tx)?;
+                if parent != newparent {
+                    if src_is_dir {
+                        l.get(src_ino).d.parent = newparent;
+                    }
+                    if dst_is_dir {
+                        l.get(d.ino).d.parent = parent;
+                    }
+                    if src_is_dir != dst_is_dir {
+                        let (gain, lose) = if src_is_dir {
+                            (newparent, parent)
+                        } else {
+                            (parent, newparent)
+                        };
+                        l.get(gain).d.nlink += 1;
+                        let lp = l.get(lose);
+                        lp.d.nlink = lp.d.nlink.saturating_sub(1);
+                    }
+                }
+                l.get(d.ino).d.ctime = t;
+            } else {
+                // The step that can fail for lack of space comes first.
+                if let Some(d) = dst {
+                    self.dir_retarget(l.get(newparent), newname, src_ino, src_type, &mut tx)?;
+                    let di = dsti.as_ref().ok_or(Errno::EIO)?;
+                    if dst_is_dir {
+                        // The replaced directory's ".." link to newparent goes away.
+                        let np = l.get(newparent);
+                        np.d.nlink = np.d.nlink.saturating_sub(1);
+                    }
+                    self.drop_link(di, l.get(d.ino), &mut tx, t)?;
+                } else {
+                    self.dir_add(
+                        newparent,
+                        l.get(newparent),
+                        newname,
+                        src_ino,
+                        src_type,
+                        &mut tx,
+                    )?;
+                }
+                self.dir_remove(l.get(parent), name, &mut tx)?;
+                if src_is_dir && parent != newparent {
+                    l.get(src_ino).d.parent = newparent;
+                    let op = l.get(parent);
+                    op.d.nlink = op.d.nlink.saturating_sub(1);
+                    l.get(newparent).d.nlink += 1;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            if e == Errno::ENOSPC {
+                // Only dir_add can run out of space, and it runs before any entry
+                // changes: commit the metadata block it may have added.
+                return Err(self.fail_op(newparent, l.get(newparent), tx, e));
+            }
+            drop(l);
+            self.abort(tx);
+            // The in-memory directories may be half-changed and nothing was committed:
+            // the only safe course is to stop accepting changes until a remount.
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        l.get(src_ino).d.ctime = t;
+        for p in [parent, newparent] {
+            let st = l.get(p);
+            st.d.mtime = t;
+            st.d.ctime = t;
+        }
+        let mut logged = Vec::new();
+        for ino in [parent, newparent, src_ino]
+            .into_iter()
+            .chain(dst.map(|d| d.ino))
+        {
+            if logged.contains(&ino) {
+                continue;
+            }
+            logged.push(ino);
+            let st = l.get(ino);
+            if !st.dead {
+                self.log_inode(ino, st, &mut tx);
+            }
+        }
+        drop(l);
+        self.commit(tx)
+    }
+
+    /// Opens an inode (counts open handles: an unlinked file lives until the last
+    /// release). `flags` are open(2) flags; O_TRUNC truncates.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<()> {
+        let inode = self.inode(ino)?;
+        {
+            let st = rlock(&inode.st);
+            if st.dead {
+                return Err(Errno::ENOENT);
+            }
+            let acc = flags & libc::O_ACCMODE;
+            if st.is_dir() && acc != libc::O_RDONLY {
+                return Err(Errno::EISDIR);
+            }
+            if acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+                self.check_writable()?;
+            }
+        }
+        inode.opens.fetch_add(1, Ordering::SeqCst);
+        if flags & libc::O_TRUNC != 0 && rlock(&inode.st).kind() == Some(FileKind::File) {
+            let c = SetAttr {
+                size: Some(0),
+                ..Default::default()
+            };
+            if let Err(e) = self.setattr(ino, &Cred::root(), &c) {
+                inode.opens.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops one open handle; the last release of an unlinked inode frees it.
+    pub fn release(&self, ino: u64) -> Result<()> {
+        let Ok(inode) = self.inode(ino) else {
+            return Ok(());
+        };
+        let prev = inode.opens.fetch_sub(1, Ordering::SeqCst);
+        if prev == 0 {
+            inode.opens.store(0, Ordering::SeqCst);
+            return Ok(());
+        }
+        if prev == 1 {
+            let _ns = lock(&self.ns);
+            let mut st = wlock(&inode.st);
+            if !st.dead
+                && st.d.nlink == 0
+                && inode.opens.load(Ordering::SeqCst) == 0
+                && !self.opts.read_only
+            {
+                let mut tx = Tx::new();
+                self.free_inode(&inode, &mut st, &mut tx)?;
+                drop(st);
+                self.commit(tx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists entries from cookie `offset` (0 = start; "." and ".." come first); `f`
+    /// returns false when its buffer is full (that entry is then not consumed).
+    pub fn readdir(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut f: impl FnMut(DirEntry) -> bool,
+    ) -> Result<()> {
+        let inode = self.inode(ino)?;
+        let st = rlock(&inode.st);
+        if st.dead {
+            return Ok(());
+        }
+        if st.dir.is_none() {
+            return Err(Errno::ENOTDIR);
+        }
+        let mut off = offset;
+        if off == 0 {
+            if !f(DirEntry {
+                ino,
+                kind: FileKind::Dir,
+                name: b".".to_vec(),
+                next_offset: 1,
+            }) {
+                return Ok(());
+            }
+            off = 1;
+        }
+        if off == 1 {
+            let p = st.d.parent.max(ROOT_INO);
+            if !f(DirEntry {
+                ino: p,
+                kind: FileKind::Dir,
+                name: b"..".to_vec(),
+                next_offset: 2,
+            }) {
+                return Ok(());
+            }
+            off = 2;
+        }
+        let mut pos = off - 2;
+        let nblocks = st.d.size / BLOCK_SIZE;
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        while pos / DIR_SLOTS_PER_BLOCK as u64 <= nblocks.saturating_sub(1) && nblocks > 0 {
+            let b = pos / DIR_SLOTS_PER_BLOCK as u64;
+            let mut s = (pos % DIR_SLOTS_PER_BLOCK as u64) as usize;
+            if s == 0 {
+                s = 1;
+            }
+            let e = st.ext.find(b).ok_or(Errno::EIO)?;
+            self.dev
+                .read((e.pblk + (b - e.lblk)) * BLOCK_SIZE, &mut buf);
+            while s < DIR_SLOTS_PER_BLOCK {
+                match decode_dirent(&buf, s) {
+                    Ok(Some(de)) => {
+                        let next = 2 + b * DIR_SLOTS_PER_BLOCK as u64 + (s + de.nslots) as u64;
+                        let kind = FileKind::from_dtype(de.ftype).unwrap_or(FileKind::File);
+                        if !f(DirEntry {
+                            ino: de.ino,
+                            kind,
+                            name: de.name.to_vec(),
+                            next_offset: next,
+                        }) {
+                            return Ok(());
+                        }
+                        s += de.nslots;
+                    }
+                    Ok(None) => s += 1,
+                    Err(_) => return Err(Errno::EIO),
+                }
+            }
+            pos = (b + 1) * DIR_SLOTS_PER_BLOCK as u64;
+        }
+        Ok(())
+    }
+
+    pub fn fsyncdir(&self, ino: u64) -> Result<()> {
+        // Every namespace change is committed before it returns.
+        self.inode(ino).map(|_| ())
+    }
+}
