@@ -805,6 +805,13 @@ impl Filesystem for FuseAdapter {
         if whence != SEEK_DATA && whence != SEEK_HOLE {
             return reply.error(Errno::EINVAL);
         }
+        if self.writeback {
+            // The kernel sends FUSE_LSEEK without writing back its dirty pages first, so
+            // the core would answer from stale sizes and extents (ENXIO for a file whose
+            // data is still in the page cache). ENOSYS makes the kernel answer from its
+            // own i_size for the rest of the connection: no holes reported, but correct.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.lseek(ino.0, offset, whence) {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(errno(e)),
