@@ -1,1 +1,664 @@
-fn main() {}
+//! `daxfs`: mounts a daxfs device through FUSE, and is mount(8)'s helper for `fuse.daxfs`.
+//!
+//! - `daxfs mount DEVICE MOUNTPOINT [-o OPTS] [-f]`, or `daxfs DEVICE MOUNTPOINT -o OPTS`
+//!   (how fuse3's `mount.fuse3` runs a filesystem named by its subtype).
+//! - Invoked as `mount.daxfs` or `mount.fuse.daxfs` (a symlink to this binary in /sbin),
+//!   it takes mount(8)'s helper syntax `DEVICE MOUNTPOINT [-sfnv] [-o OPTS] [-t TYPE]`, so
+//!   `mount -t fuse.daxfs DEVICE DIR -o ...` and fstab lines work.
+//!
+//! Without `-f` the process daemonises and the command returns only once the mount is live
+//! (the daemon reports readiness, or its error, through a pipe). SIGINT, SIGTERM and SIGHUP
+//! unmount; once the session ends (signal, `umount`, `fusermount3 -u`) the filesystem is
+//! shut down cleanly and the daemon exits 0.
+
+use daxfs::fuse_adapter::FuseAdapter;
+use daxfs::mount_options::MountConfig;
+use daxfs::DaxFs;
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const USAGE: &str = "\
+usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
+       daxfs DEVICE MOUNTPOINT [-o OPTIONS] [-f]
+       daxfs help [mount] | --help | --version
+
+Commands:
+  mount    mount a daxfs device through FUSE (see 'daxfs help mount')
+  pin      pin a file range for zero-copy access (not implemented yet)
+  stats    show filesystem statistics (not implemented yet)
+";
+
+const MOUNT_HELP: &str = "\
+usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
+
+Mounts the daxfs on DEVICE (a /dev/daxX.Y, a /dev/pmemN or an emulated pmem file) at
+MOUNTPOINT. Returns once the mount is live and serves it from a background process;
+-f stays in the foreground. 'umount MOUNTPOINT', 'fusermount3 -u MOUNTPOINT', SIGINT and
+SIGTERM unmount cleanly.
+
+Options (-o, comma-separated, may be repeated):
+  ro, rw                 read-only / read-write (default rw)
+  dax=always|never|inode always: no kernel page cache for file data (default);
+                         never: the kernel may cache file data (writeback cache);
+                         inode: per file, from FS_XFLAG_DAX (inherited from the directory)
+  threads=N              FUSE worker threads (default: number of cores)
+  layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
+  allow_other            let every user use the mount (permission checks still apply)
+  allow_root             let root use the mount too
+  default_permissions    kernel permission checks (default on);
+  nodefault_permissions  turns them off
+  fsname=NAME            source shown in /proc/mounts (default: the device path)
+  subtype=NAME           type shown as fuse.NAME (default daxfs)
+  log=FILE               where the background process writes its messages
+  auto_unmount           unmount when the daemon dies (needs allow_other or allow_root)
+  dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, sync, async, dirsync
+                         the usual mount flags (FUSE defaults: nodev, nosuid)
+  defaults, _netdev, nofail, auto, noauto, user, users, nouser, x-*, comment=
+                         fstab-only options, ignored
+
+mount(8) and fstab:
+  ln -s \"$(command -v daxfs)\" /sbin/mount.fuse.daxfs
+  mount -t fuse.daxfs /dev/shm/pmem.img /mnt/pmem -o dax=never
+  fstab: /dev/shm/pmem.img  /mnt/pmem  fuse.daxfs  dax=always,nofail  0 0
+Without that symlink, mount(8) falls back to fuse3's mount.fuse3, which runs
+'daxfs DEVICE MOUNTPOINT -o OPTIONS' found on mount's PATH (/usr/local/bin, /usr/bin, ...).
+";
+
+/// A command failure: the message (one line) and the exit status.
+struct Failure(String, i32);
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure(msg.into(), 1))
+}
+
+fn main() {
+    // A bug must not print a backtrace at the user: one line, then the usual exit.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("daxfs: internal error: {info}");
+    }));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let prog = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "daxfs".to_string());
+    let rest = args.get(1..).unwrap_or(&[]);
+    let code = match run(&prog, rest) {
+        Ok(()) => 0,
+        Err(Failure(msg, code)) => {
+            if !msg.is_empty() {
+                eprintln!("{prog}: {msg}");
+            }
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
+    if prog.starts_with("mount.") {
+        return mount(parse_mount_args(args, true)?);
+    }
+    let Some(first) = args.first() else {
+        eprint!("{USAGE}");
+        return Err(Failure(String::new(), 1));
+    };
+    match first.to_str() {
+        Some("mount") => mount(parse_mount_args(&args[1..], false)?),
+        Some("help") => match args.get(1).and_then(|a| a.to_str()) {
+            None => say(USAGE),
+            Some("mount") => say(MOUNT_HELP),
+            Some(other) => fail(format!(
+                "no help for '{other}'; commands: mount, pin, stats"
+            )),
+        },
+        Some("--help") | Some("-h") => say(USAGE),
+        Some("--version") | Some("-V") => say(&format!("daxfs {VERSION}\n")),
+        // Subcommands added by later issues.
+        Some(cmd @ ("pin" | "stats")) => Err(Failure(format!("'{cmd}' is not implemented yet"), 2)),
+        Some(opt) if opt.starts_with('-') => {
+            fail(format!("unknown option '{opt}' (see 'daxfs --help')"))
+        }
+        // `daxfs DEVICE MOUNTPOINT -o OPTS`: how mount.fuse3 runs us for type fuse.daxfs.
+        _ if looks_like_path(first) => mount(parse_mount_args(args, false)?),
+        _ => fail(format!(
+            "unknown command '{}' (see 'daxfs --help')",
+            first.to_string_lossy()
+        )),
+    }
+}
+
+/// Prints to stdout (help, version) and succeeds.
+fn say(text: &str) -> Result<(), Failure> {
+    print!("{text}");
+    Ok(())
+}
+
+fn looks_like_path(a: &OsStr) -> bool {
+    a.as_bytes().contains(&b'/') || Path::new(a).exists()
+}
+
+/// A parsed mount command.
+struct MountRequest {
+    device: PathBuf,
+    mountpoint: PathBuf,
+    cfg: MountConfig,
+    foreground: bool,
+    /// mount(8)'s `-f` ("fake"): check everything, mount nothing.
+    fake: bool,
+}
+
+/// Parses `DEVICE MOUNTPOINT [-o OPTS]... [-f]`; as a mount(8) helper (`helper`) also
+/// `-n -s -v` (ignored), `-t TYPE` (ignored) and `-f` meaning "fake".
+fn parse_mount_args(args: &[OsString], helper: bool) -> Result<MountRequest, Failure> {
+    let mut cfg = MountConfig::default();
+    let mut positional: Vec<&OsString> = Vec::new();
+    let (mut foreground, mut fake) = (false, false);
+    let mut it = args.iter();
+    let utf8 = |a: &OsStr| {
+        a.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Failure(format!("mount options must be UTF-8: {a:?}"), 1))
+    };
+    while let Some(arg) = it.next() {
+        let s = arg.to_string_lossy();
+        match s.as_ref() {
+            "-o" => match it.next() {
+                Some(v) => cfg.apply(&utf8(v)?).map_err(|e| Failure(e, 1))?,
+                None => return fail("option '-o' needs a value"),
+            },
+            "-f" if helper => fake = true,
+            "-f" => foreground = true,
+            "-h" | "--help" => {
+                print!("{MOUNT_HELP}");
+                std::process::exit(0);
+            }
+            "-n" | "-s" | "-v" if helper => {}
+            "-t" if helper => {
+                it.next();
+            }
+            "-N" if helper => return fail("mount namespaces (-N) are not supported"),
+            "--" => positional.extend(it.by_ref()),
+            o if o.starts_with("-o") => cfg.apply(&o[2..]).map_err(|e| Failure(e, 1))?,
+            o if o.starts_with('-') && o.len() > 1 => {
+                return fail(format!("unknown option '{o}' (see 'daxfs help mount')"))
+            }
+            _ => positional.push(arg),
+        }
+    }
+    cfg.check().map_err(|e| Failure(e, 1))?;
+    let (device, mountpoint) = match positional.as_slice() {
+        [d, m] => (*d, *m),
+        [] | [_] => return fail("mount needs a DEVICE and a MOUNTPOINT (see 'daxfs help mount')"),
+        _ => return fail("too many arguments (see 'daxfs help mount')"),
+    };
+    // The old mount.fuse spelling `daxfs#DEVICE` for type `fuse`.
+    let device = device
+        .as_bytes()
+        .strip_prefix(b"daxfs#")
+        .map(OsStr::from_bytes)
+        .unwrap_or(device);
+    Ok(MountRequest {
+        device: PathBuf::from(device),
+        mountpoint: PathBuf::from(mountpoint),
+        cfg,
+        foreground,
+        fake,
+    })
+}
+
+/// Checks the paths, then mounts in the foreground or through a daemon.
+fn mount(mut req: MountRequest) -> Result<(), Failure> {
+    req.device = std::fs::canonicalize(&req.device).or_else(|e| {
+        fail(format!(
+            "cannot open device {}: {}",
+            req.device.display(),
+            os_msg(&e)
+        ))
+    })?;
+    let mp = &req.mountpoint;
+    match std::fs::metadata(mp) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return fail(format!("mountpoint {} is not a directory", mp.display())),
+        Err(e) => return fail(format!("mountpoint {}: {}", mp.display(), os_msg(&e))),
+    }
+    req.mountpoint = std::fs::canonicalize(mp)
+        .or_else(|e| fail(format!("mountpoint {}: {}", mp.display(), os_msg(&e))))?;
+    if let Some(log) = &req.cfg.log {
+        // The daemon changes directory to /: anchor a relative log path here.
+        if log.is_relative() {
+            let cwd = std::env::current_dir().or_else(|e| {
+                fail(format!(
+                    "cannot resolve log={}: {}",
+                    log.display(),
+                    os_msg(&e)
+                ))
+            })?;
+            req.cfg.log = Some(cwd.join(log));
+        }
+    }
+    if req.fake {
+        return Ok(());
+    }
+    if req.foreground {
+        serve(&req, &mut None)
+    } else {
+        daemonise(&req)
+    }
+}
+
+/// An io::Error's message without Rust's " (os error N)" suffix.
+fn os_msg(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Forks; the child serves the mount and reports readiness through a pipe; the parent
+/// returns success only once the child said the mount is live and it shows in mountinfo.
+fn daemonise(req: &MountRequest) -> Result<(), Failure> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return fail(format!(
+            "pipe: {}",
+            os_msg(&std::io::Error::last_os_error())
+        ));
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet (nothing before this spawns one), so the child is
+    // a complete copy of the process.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return fail(format!(
+            "fork: {}",
+            os_msg(&std::io::Error::last_os_error())
+        ));
+    }
+    if pid == 0 {
+        drop(rd);
+        let mut ready = Some(File::from(wr));
+        let code = match daemon_setup(req).and_then(|()| serve(req, &mut ready)) {
+            Ok(()) => 0,
+            Err(Failure(msg, code)) => {
+                match ready.take() {
+                    Some(mut pipe) => {
+                        let _ = pipe.write_all(format!("ERR {msg}").as_bytes());
+                    }
+                    // Already detached from the caller: the log is all there is.
+                    None => eprintln!("daxfs: {msg}"),
+                }
+                code
+            }
+        };
+        std::process::exit(code);
+    }
+    drop(wr);
+    let mut msg = String::new();
+    let _ = File::from(rd).read_to_string(&mut msg);
+    if msg == "OK" {
+        if is_fuse_mountpoint(&req.mountpoint) {
+            return Ok(());
+        }
+        return fail(format!(
+            "the daemon reported {} as mounted but it is not in /proc/self/mountinfo",
+            req.mountpoint.display()
+        ));
+    }
+    let mut status = 0;
+    // SAFETY: pid is our child; status is a valid int to write to.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match msg.strip_prefix("ERR ") {
+        Some(err) => fail(err),
+        None => fail(format!(
+            "the mount daemon exited before the mount was ready ({})",
+            describe_status(status)
+        )),
+    }
+}
+
+fn describe_status(status: libc::c_int) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
+/// The daemon's own session, cwd and stdio (stdin from /dev/null, stdout/stderr to the
+/// log file or /dev/null): nothing ties it to the terminal or the caller's pipes.
+fn daemon_setup(req: &MountRequest) -> Result<(), Failure> {
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .or_else(|e| fail(format!("/dev/null: {}", os_msg(&e))))?;
+    let out = match &req.cfg.log {
+        Some(p) => File::options()
+            .create(true)
+            .append(true)
+            .open(p)
+            .or_else(|e| fail(format!("cannot open log {}: {}", p.display(), os_msg(&e))))?,
+        None => null
+            .try_clone()
+            .or_else(|e| fail(format!("/dev/null: {}", os_msg(&e))))?,
+    };
+    // SAFETY: plain syscalls on descriptors we own; dup2 onto 0/1/2 replaces the
+    // inherited stdio, which nothing in this process holds a reference to.
+    unsafe {
+        libc::setsid();
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(out.as_raw_fd(), 2);
+    }
+    std::env::set_current_dir("/").or_else(|e| fail(format!("chdir /: {}", os_msg(&e))))
+}
+
+/// Opens the filesystem, mounts it, reports readiness (when `ready` holds the pipe), serves
+/// until the session ends, then shuts the filesystem down.
+fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
+    // Before any thread exists, so every thread inherits the mask and only the signal
+    // thread (sigwait) ever sees these signals.
+    let sigs = block_signals()?;
+    let device = &req.device;
+    let fs = DaxFs::mount(device, req.cfg.fs_options())
+        .map(Arc::new)
+        .or_else(|e| fail(format!("cannot mount {}: {e}", device.display())))?;
+    let adapter = FuseAdapter::new(fs.clone());
+    let notifier = adapter.notifier_slot();
+    let config = req.cfg.fuser_config(&device.to_string_lossy());
+    let mut session = match fuser::Session::new(adapter, &req.mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = fs.shutdown();
+            return fail(mount_error(&req.mountpoint, &e));
+        }
+    };
+    if let Ok(mut slot) = notifier.lock() {
+        *slot = Some(session.notifier());
+    }
+    spawn_signal_thread(sigs, session.unmount_callable(), req.mountpoint.clone())?;
+    if let Some(mut pipe) = ready.take() {
+        // The caller's exit status depends on this message; if it is gone, it has
+        // already given up on us, so serving on is all that is left to do.
+        let _ = pipe.write_all(b"OK");
+    }
+    let served = session.run();
+    let shut = fs.shutdown();
+    match (served, shut) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), _) => fail(format!(
+            "FUSE session on {} failed: {e}",
+            req.mountpoint.display()
+        )),
+        (Ok(()), Err(e)) => fail(format!("shutdown of {} failed: {e}", device.display())),
+    }
+}
+
+/// A Session::new error in the words a user needs.
+fn mount_error(mountpoint: &Path, e: &std::io::Error) -> String {
+    let at = mountpoint.display();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if e.kind() == std::io::ErrorKind::NotFound {
+        if !Path::new("/dev/fuse").exists() {
+            return format!("cannot mount on {at}: /dev/fuse does not exist (try 'modprobe fuse')");
+        }
+        if !root {
+            return format!(
+                "cannot mount on {at}: not running as root and fusermount3 was not found \
+                 (install fuse3)"
+            );
+        }
+    }
+    let msg = e.to_string();
+    format!("cannot mount on {at}: {}", msg.trim())
+}
+
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn block_signals() -> Result<libc::sigset_t, Failure> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any other use,
+    // and pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            let e = std::io::Error::from_raw_os_error(rc);
+            return fail(format!("cannot block signals: {}", os_msg(&e)));
+        }
+        Ok(set)
+    }
+}
+
+/// Waits for SIGINT/SIGTERM/SIGHUP and unmounts, which ends the session loop. A busy mount
+/// is detached lazily (as `fusermount3 -u -z`): it disappears from the namespace at once
+/// and the session ends when its last user lets go.
+fn spawn_signal_thread(
+    set: libc::sigset_t,
+    mut unmounter: fuser::SessionUnmounter,
+    mountpoint: PathBuf,
+) -> Result<(), Failure> {
+    let spawned = std::thread::Builder::new()
+        .name("daxfs-signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: set was initialised by block_signals; sig is a valid int.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if let Err(e) = unmounter.unmount() {
+                eprintln!(
+                    "daxfs: unmount of {} failed ({e}); detaching it lazily",
+                    mountpoint.display()
+                );
+                lazy_unmount(&mountpoint);
+            }
+        });
+    match spawned {
+        Ok(_) => Ok(()),
+        Err(e) => fail(format!("cannot start the signal thread: {e}")),
+    }
+}
+
+fn lazy_unmount(mountpoint: &Path) {
+    let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        eprintln!(
+            "daxfs: lazy unmount of {} failed: {}",
+            mountpoint.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Whether /proc/self/mountinfo lists a FUSE mount at `mountpoint` (canonical path).
+fn is_fuse_mountpoint(mountpoint: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = mountpoint.as_os_str().as_bytes();
+    info.lines().any(|line| {
+        let mut halves = line.splitn(2, " - ");
+        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        let at = left.split(' ').nth(4).map(unescape_mountinfo);
+        let fstype = right.split(' ').next().unwrap_or("");
+        at.as_deref() == Some(want) && (fstype == "fuse" || fstype.starts_with("fuse."))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = |c: &u8| (b'0'..=b'7').contains(c);
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(octal) {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    fn parsed(a: &[&str], helper: bool) -> MountRequest {
+        match parse_mount_args(&args(a), helper) {
+            Ok(r) => r,
+            Err(Failure(m, _)) => panic!("{a:?}: {m}"),
+        }
+    }
+
+    fn failure(a: &[&str], helper: bool) -> String {
+        match parse_mount_args(&args(a), helper) {
+            Ok(_) => panic!("{a:?} should fail"),
+            Err(Failure(m, code)) => {
+                assert_eq!(code, 1);
+                m
+            }
+        }
+    }
+
+    #[test]
+    fn mount_takes_device_mountpoint_options_and_foreground_in_any_order() {
+        let r = parsed(&["-o", "ro", "/dev/x", "-f", "/mnt", "-odax=never"], false);
+        assert_eq!(r.device, PathBuf::from("/dev/x"));
+        assert_eq!(r.mountpoint, PathBuf::from("/mnt"));
+        assert!(r.cfg.read_only && r.foreground && !r.fake);
+        assert_eq!(r.cfg.dax, daxfs::DaxMode::Never);
+    }
+
+    #[test]
+    fn helper_syntax_ignores_n_s_v_and_type_and_treats_f_as_fake() {
+        let r = parsed(
+            &[
+                "/dev/x",
+                "/mnt",
+                "-n",
+                "-s",
+                "-v",
+                "-t",
+                "fuse.daxfs",
+                "-o",
+                "rw",
+                "-f",
+            ],
+            true,
+        );
+        assert!(r.fake && !r.foreground);
+        assert_eq!(r.mountpoint, PathBuf::from("/mnt"));
+    }
+
+    #[test]
+    fn mount_fuse3_style_options_are_accepted() {
+        // What mount.fuse3 passes as root for `-o rw,dax=never,noatime,nofail,x-foo`.
+        let r = parsed(
+            &[
+                "/dev/x",
+                "/mnt",
+                "-o",
+                "rw,dax=never,noatime,x-foo,dev,suid",
+            ],
+            false,
+        );
+        assert_eq!(r.cfg.dev, Some(true));
+        assert_eq!(r.cfg.suid, Some(true));
+    }
+
+    #[test]
+    fn old_fuse_source_spelling_is_stripped() {
+        assert_eq!(
+            parsed(&["daxfs#/dev/x", "/mnt"], true).device,
+            PathBuf::from("/dev/x")
+        );
+    }
+
+    #[test]
+    fn missing_or_extra_paths_and_bad_options_fail_with_one_line() {
+        assert!(failure(&["/dev/x"], false).contains("DEVICE and a MOUNTPOINT"));
+        assert!(failure(&["/a", "/b", "/c"], false).contains("too many"));
+        assert!(failure(&["/a", "/b", "-o"], false).contains("needs a value"));
+        assert!(failure(&["/a", "/b", "-o", "bogus"], false).contains("'bogus'"));
+        assert!(failure(&["/a", "/b", "-x"], false).contains("unknown option '-x'"));
+        assert!(failure(&["/a", "/b", "-n"], false).contains("unknown option '-n'"));
+        assert!(failure(&["/a", "/b", "-N", "/proc/1/ns/mnt"], true).contains("namespaces"));
+    }
+
+    #[test]
+    fn unknown_words_are_commands_but_paths_are_implicit_mounts() {
+        assert!(looks_like_path(OsStr::new("/dev/shm/img")));
+        assert!(looks_like_path(OsStr::new("./img")));
+        assert!(!looks_like_path(OsStr::new("no-such-subcommand")));
+    }
+
+    #[test]
+    fn pin_and_stats_are_reserved_and_exit_2() {
+        for cmd in ["pin", "stats"] {
+            match run("daxfs", &args(&[cmd])) {
+                Err(Failure(m, 2)) => assert!(m.contains("not implemented yet")),
+                _ => panic!("{cmd} should exit 2"),
+            }
+        }
+    }
+
+    #[test]
+    fn mount_rejects_a_missing_device_and_a_non_directory_mountpoint() {
+        match mount(parsed(&["/nonexistent/dev", "/"], false)) {
+            Err(Failure(m, 1)) => assert!(m.contains("cannot open device /nonexistent/dev"), "{m}"),
+            _ => panic!("missing device accepted"),
+        }
+        match mount(parsed(&["/proc/self/exe", "/proc/self/exe"], false)) {
+            Err(Failure(m, 1)) => assert!(m.contains("is not a directory"), "{m}"),
+            _ => panic!("file mountpoint accepted"),
+        }
+    }
+
+    #[test]
+    fn mountinfo_octal_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo("/mnt/a\\040b\\134c"),
+            b"/mnt/a b\\c".to_vec()
+        );
+        assert_eq!(unescape_mountinfo("/plain\\04"), b"/plain\\04".to_vec());
+    }
+
+    #[test]
+    fn the_root_filesystem_is_not_a_fuse_mountpoint() {
+        assert!(!is_fuse_mountpoint(Path::new("/")));
+    }
+}

@@ -1,0 +1,1067 @@
+//! The FUSE adapter: serves a [`DaxFs`] through fuser.
+//!
+//! Thin by design (design notes §4): every request becomes one core call and every core
+//! [`Errno`](crate::Errno) becomes the reply's errno. What lives here is only what FUSE
+//! itself asks for:
+//!
+//! - connection setup in `init` (capabilities, maximum request sizes);
+//! - the per-open kernel caching decision (`FOPEN_DIRECT_IO` when the inode must bypass
+//!   the kernel page cache, [`DaxFs::kernel_may_cache`]);
+//! - file handles: the core has no handle objects, so the handle value *is* the open(2)
+//!   flags of the open — no table, no lock;
+//! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
+//!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR.
+//!
+//! Notes on kernel behaviour this relies on:
+//! - umask: the kernel applies the caller's umask to the mode of mknod/mkdir/create before
+//!   sending it, unless FUSE_DONT_MASK is negotiated (never here; it also is not implied
+//!   since FUSE_POSIX_ACL is not requested either). fuser passes the umask as a separate
+//!   argument for information only, so it is ignored: applying it again would be wrong
+//!   only in the harmless direction, but it is not ours to apply.
+//! - O_APPEND: without the writeback cache, the kernel computes the write offset from its
+//!   cached i_size and sends the file's current `f_flags` with every write; the core is
+//!   told `append` when those flags hold O_APPEND so it appends at the true EOF. With the
+//!   writeback cache (dax=never) the kernel owns the offset and writes come from the page
+//!   cache (FUSE_WRITE_CACHE), so `append` is never set.
+//! - Data reads: [`DaxFs::read_with`] hands out slices of the device mapping; a range in
+//!   one piece is replied straight from the mapping (zero copy). fuser 0.18 has no
+//!   vectored data reply, so a range in several pieces (fragmented extents, holes) is
+//!   gathered into one buffer first.
+
+use crate::error::Errno as CoreErrno;
+use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
+use crate::types::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
+};
+use std::borrow::Cow;
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// How long the kernel may trust entries and attributes it was given. Every change goes
+/// through this kernel, so the TTL only bounds staleness from changes the core makes on
+/// its own (orphan reclaim, layout breaks); precise invalidation comes with the notifier.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
+
+/// Where the session's [`fuser::Notifier`] is put once the session exists, so that cache
+/// invalidations can be sent to the kernel later.
+pub type NotifierSlot = Arc<Mutex<Option<fuser::Notifier>>>;
+
+/// ioctl numbers of `struct fsxattr` (linux/fs.h): `_IOR('X', 31, struct fsxattr)` and
+/// `_IOW('X', 32, struct fsxattr)`.
+pub const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+/// `struct fsxattr` is five u32 fields and 8 bytes of padding.
+pub const FSXATTR_SIZE: usize = 28;
+pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
+
+/// The kernel's cap on pages per request when /proc/sys/fs/fuse/max_pages_limit is absent
+/// (FUSE_MAX_MAX_PAGES before Linux 6.13).
+const DEFAULT_MAX_PAGES: u32 = 256;
+
+/// A copy_file_range reply carries a u32 byte count; stay below it, page aligned.
+const MAX_COPY_CHUNK: u64 = 0xffff_f000;
+
+/// Directory entries fetched per batch in readdirplus (see there).
+const READDIRPLUS_BATCH: usize = 64;
+
+/// A [`DaxFs`] served through fuser.
+pub struct FuseAdapter {
+    fs: Arc<DaxFs>,
+    ttl: Duration,
+    /// FUSE_WRITEBACK_CACHE was negotiated in `init`.
+    writeback: bool,
+    notifier: NotifierSlot,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<DaxFs>) -> FuseAdapter {
+        FuseAdapter {
+            fs,
+            ttl: DEFAULT_TTL,
+            writeback: false,
+            notifier: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The slot to store the session's notifier in (`session.notifier()`), taken before the
+    /// adapter is moved into the session.
+    pub fn notifier_slot(&self) -> NotifierSlot {
+        self.notifier.clone()
+    }
+
+    pub fn fs(&self) -> &Arc<DaxFs> {
+        &self.fs
+    }
+
+    fn entry(&self, reply: ReplyEntry, r: crate::Result<Attr>) {
+        match r {
+            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// Caching mode of a new open of `ino`.
+    fn fopen_flags(&self, ino: u64) -> FopenFlags {
+        open_reply_flags(self.fs.kernel_may_cache(ino))
+    }
+
+    /// `lookup` of "." and "..": the kernel sends them only for NFS export
+    /// (FUSE_EXPORT_SUPPORT); the core's lookup deals in real names.
+    fn lookup_dot(&self, parent: u64, name: &[u8]) -> Option<crate::Result<Attr>> {
+        match name {
+            b"." => Some(self.fs.getattr(parent)),
+            b".." => {
+                let mut dotdot = None;
+                let r = self.fs.readdir(parent, 0, |e| {
+                    if e.name == b".." {
+                        dotdot = Some(e.ino);
+                        return false;
+                    }
+                    true
+                });
+                Some(match (r, dotdot) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(ino)) => self.fs.getattr(ino),
+                    (Ok(()), None) => Err(CoreErrno::ENOENT),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A core errno as fuser's.
+pub fn errno(e: CoreErrno) -> Errno {
+    Errno::from_i32(e.0)
+}
+
+pub fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDev => FileType::CharDevice,
+        FileKind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+pub fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: to_system_time(a.atime),
+        mtime: to_system_time(a.mtime),
+        ctime: to_system_time(a.ctime),
+        crtime: to_system_time(a.btime),
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+pub fn cred(req: &Request) -> Cred {
+    Cred {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+pub fn set_time(t: TimeOrNow) -> SetTime {
+    match t {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(t) => SetTime::At(crate::types::from_system_time(t)),
+    }
+}
+
+/// The file handle given to the kernel for an open with open(2) `flags`.
+pub fn handle_for(flags: i32) -> FileHandle {
+    FileHandle(u64::from(flags as u32))
+}
+
+/// The open(2) flags a handle was opened with.
+pub fn handle_flags(fh: FileHandle) -> i32 {
+    fh.0 as u32 as i32
+}
+
+/// `FOPEN_*` flags of an open reply: bypass the kernel page cache for DAX inodes (and let
+/// their direct writes run in parallel; the core is thread-safe), keep the cache across
+/// opens otherwise (every change goes through this kernel, so it stays valid).
+pub fn open_reply_flags(kernel_may_cache: bool) -> FopenFlags {
+    if kernel_may_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    }
+}
+
+/// Whether a write must go to the true EOF. `req_flags` are the file's current flags as
+/// the kernel sends them with each write (they follow fcntl(F_SETFL)); `fh_flags` those of
+/// the open, used when the kernel sends none (ABI < 7.9).
+pub fn write_appends(
+    req_flags: i32,
+    fh_flags: i32,
+    write_flags: WriteFlags,
+    writeback: bool,
+) -> bool {
+    if writeback || write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+        // The kernel computed the offset itself (writeback cache), or this is a page
+        // cache flush of some earlier write: its offset is exact.
+        return false;
+    }
+    let flags = if req_flags != 0 { req_flags } else { fh_flags };
+    flags & libc::O_APPEND != 0
+}
+
+/// The pieces of a read as one slice: borrowed when there is at most one piece (zero
+/// copy), gathered otherwise.
+pub fn gather<'a>(pieces: &[&'a [u8]]) -> Cow<'a, [u8]> {
+    match pieces {
+        [] => Cow::Borrowed(&[]),
+        [one] => Cow::Borrowed(one),
+        many => Cow::Owned(many.concat()),
+    }
+}
+
+/// How an xattr value (or name list) answers a request with buffer `size`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum XattrAnswer<'a> {
+    /// `size` 0 is a probe: answer with the length.
+    Size(u32),
+    Data(&'a [u8]),
+    /// The buffer is too small.
+    Range,
+}
+
+pub fn xattr_answer(value: &[u8], size: u32) -> XattrAnswer<'_> {
+    if size == 0 {
+        match u32::try_from(value.len()) {
+            Ok(n) => XattrAnswer::Size(n),
+            Err(_) => XattrAnswer::Range,
+        }
+    } else if value.len() > size as usize {
+        XattrAnswer::Range
+    } else {
+        XattrAnswer::Data(value)
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, r: crate::Result<Vec<u8>>, size: u32) {
+    match r {
+        Err(e) => reply.error(errno(e)),
+        Ok(v) => match xattr_answer(&v, size) {
+            XattrAnswer::Size(n) => reply.size(n),
+            XattrAnswer::Data(d) => reply.data(d),
+            XattrAnswer::Range => reply.error(Errno::ERANGE),
+        },
+    }
+}
+
+/// `struct fsxattr` with only `fsx_xflags` set (the core keeps no extent size hints or
+/// project ids).
+pub fn encode_fsxattr(dax: bool) -> [u8; FSXATTR_SIZE] {
+    let mut b = [0u8; FSXATTR_SIZE];
+    let xflags = if dax { FS_XFLAG_DAX } else { 0 };
+    b[0..4].copy_from_slice(&xflags.to_ne_bytes());
+    b
+}
+
+/// The DAX flag an FS_IOC_FSSETXATTR argument asks for. Anything else it asks for that the
+/// core does not keep (other xflags, extent size hints, project ids) is EOPNOTSUPP, as
+/// ext4 answers for xflags it does not support; a short argument is EINVAL.
+pub fn decode_fsxattr(b: &[u8]) -> Result<bool, Errno> {
+    if b.len() < FSXATTR_SIZE {
+        return Err(Errno::EINVAL);
+    }
+    let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let (xflags, extsize, projid, cowextsize) = (word(0), word(4), word(12), word(16));
+    if xflags & !FS_XFLAG_DAX != 0 || extsize != 0 || projid != 0 || cowextsize != 0 {
+        return Err(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+    Ok(xflags & FS_XFLAG_DAX != 0)
+}
+
+/// Pages per request the kernel accepts (fs.fuse.max_pages_limit, Linux 6.13+).
+fn kernel_max_pages() -> u32 {
+    std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .unwrap_or(DEFAULT_MAX_PAGES)
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Requests as large as the kernel allows: fewer round trips per large read/write.
+        let want = kernel_max_pages().saturating_mul(page_size());
+        if let Err(max) = config.set_max_write(want) {
+            // Above fuser's own buffer size: take its maximum instead.
+            let _ = config.set_max_write(max);
+        }
+        let dax = self.fs.options().dax;
+        let mut want = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_HAS_IOCTL_DIR
+            // Shared mmap of FOPEN_DIRECT_IO files (Linux 6.6+); without it mmap(MAP_SHARED)
+            // of a file under dax=always fails with ENODEV.
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+        if dax != DaxMode::Always {
+            // Cached data is dropped when the attributes say the file changed.
+            want |= InitFlags::FUSE_AUTO_INVAL_DATA;
+        }
+        if dax == DaxMode::Never {
+            want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let granted = want & config.capabilities();
+        // Cannot fail: only capabilities the kernel offers are asked for.
+        let _ = config.add_capabilities(granted);
+        self.writeback = granted.contains(InitFlags::FUSE_WRITEBACK_CACHE);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.as_bytes();
+        let r = match self.lookup_dot(parent.0, name) {
+            Some(r) => r,
+            None => self.fs.lookup(parent.0, name),
+        };
+        self.entry(reply, r);
+    }
+
+    // forget / batch_forget: the core keeps every inode reachable by number while it
+    // exists, so lookup counts need no tracking; the trait's defaults do nothing.
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let changes = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(crate::types::from_system_time),
+        };
+        match self.fs.setattr(ino.0, &cred(req), &changes) {
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32, // already applied by the kernel (no FUSE_DONT_MASK)
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .fs
+            .mknod(parent.0, name.as_bytes(), mode, rdev, &cred(req));
+        self.entry(reply, r);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32, // already applied by the kernel (no FUSE_DONT_MASK)
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .fs
+            .mkdir(parent.0, name.as_bytes(), mode & 0o7777, &cred(req));
+        self.entry(reply, r);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.unlink(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.rmdir(parent.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = self.fs.symlink(
+            parent.0,
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            &cred(req),
+        );
+        self.entry(reply, r);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        // Whiteouts are overlayfs's business; unknown bits are invalid as renameat2 says.
+        let supported = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        if !supported.contains(flags) {
+            return reply.error(Errno::EINVAL);
+        }
+        match self.fs.rename(
+            parent.0,
+            name.as_bytes(),
+            newparent.0,
+            newname.as_bytes(),
+            flags.bits(),
+        ) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = self.fs.link(ino.0, newparent.0, newname.as_bytes());
+        self.entry(reply, r);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0, flags.0) {
+            Ok(()) => reply.opened(handle_for(flags.0), self.fopen_flags(ino.0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32, // already applied by the kernel (no FUSE_DONT_MASK)
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self
+            .fs
+            .create(parent.0, name.as_bytes(), mode, flags, &cred(req))
+        {
+            Ok(a) => reply.created(
+                &self.ttl,
+                &file_attr(&a),
+                Generation(a.generation),
+                handle_for(flags),
+                self.fopen_flags(a.ino),
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        // The reply is sent from inside read_with, while the core holds the blocks: the
+        // bytes go from the device mapping to the kernel without an intermediate copy.
+        let mut reply = Some(reply);
+        let r = self.fs.read_with(ino.0, offset, size, |pieces| {
+            if let Some(reply) = reply.take() {
+                reply.data(&gather(pieces));
+            }
+        });
+        if let (Err(e), Some(reply)) = (r, reply) {
+            reply.error(errno(e));
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let append = write_appends(flags.0, handle_flags(fh), write_flags, self.writeback);
+        match self.fs.write(ino.0, offset, data, append) {
+            // Never more than the request's size, which is at most max_write (u32).
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes are durable before they reply; close has nothing left to push.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.release(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsync(ino.0, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Directory streams are stateless: readdir cookies are stable in the core.
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let r = self.fs.readdir(ino.0, offset, |e| {
+            let full = reply.add(
+                INodeNo(e.ino),
+                e.next_offset,
+                file_type(e.kind),
+                OsStr::from_bytes(&e.name),
+            );
+            !full
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // Entries are fetched in small batches and their attributes read after the
+        // core's readdir has returned: getattr is never called from inside the core's
+        // directory walk (which may hold the directory's lock). Entries fetched but not
+        // fitting the buffer are simply fetched again by the next call (stable cookies).
+        let mut offset = offset;
+        loop {
+            let mut batch = Vec::with_capacity(READDIRPLUS_BATCH);
+            if let Err(e) = self.fs.readdir(ino.0, offset, |e| {
+                batch.push(e);
+                batch.len() < READDIRPLUS_BATCH
+            }) {
+                return reply.error(errno(e));
+            }
+            let exhausted = batch.len() < READDIRPLUS_BATCH;
+            for e in batch {
+                offset = e.next_offset;
+                let attr = match self.fs.getattr(e.ino) {
+                    Ok(a) => a,
+                    // Removed since the walk: leave it out, as a later readdir would.
+                    Err(_) => continue,
+                };
+                let full = reply.add(
+                    INodeNo(e.ino),
+                    e.next_offset,
+                    OsStr::from_bytes(&e.name),
+                    &self.ttl,
+                    &file_attr(&attr),
+                    Generation(attr.generation),
+                );
+                if full {
+                    return reply.ok();
+                }
+            }
+            if exhausted {
+                return reply.ok();
+            }
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fsyncdir(ino.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            // A macOS resource-fork offset; never sent by Linux.
+            return reply.error(Errno::EINVAL);
+        }
+        match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.fs.getxattr(ino.0, name.as_bytes()), size);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.fs.listxattr(ino.0), size);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.fs.removexattr(ino.0, name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.fs.access(ino.0, mask.bits(), &cred(req)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.fallocate(ino.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        // The kernel resolves SEEK_SET/CUR/END itself and sends only these two.
+        if whence != SEEK_DATA && whence != SEEK_HOLE {
+            return reply.error(Errno::EINVAL);
+        }
+        if self.writeback {
+            // The kernel sends FUSE_LSEEK without writing back its dirty pages first, so
+            // the core would answer from stale sizes and extents (ENXIO for a file whose
+            // data is still in the page cache). ENOSYS makes the kernel answer from its
+            // own i_size for the rest of the connection: no holes reported, but correct.
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.fs.lseek(ino.0, offset, whence) {
+            Ok(off) => reply.offset(off),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        if !flags.is_empty() {
+            return reply.error(Errno::EINVAL);
+        }
+        // A short copy is allowed; callers loop.
+        let len = len.min(MAX_COPY_CHUNK);
+        match self
+            .fs
+            .copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
+        {
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        match cmd {
+            FS_IOC_FSGETXATTR => {
+                if (out_size as usize) < FSXATTR_SIZE {
+                    return reply.error(Errno::EINVAL);
+                }
+                match self.fs.get_dax_flag(ino.0) {
+                    Ok(dax) => reply.ioctl(0, &encode_fsxattr(dax)),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
+            FS_IOC_FSSETXATTR => match decode_fsxattr(in_data) {
+                Ok(dax) => match self.fs.set_dax_flag(ino.0, dax) {
+                    Ok(()) => reply.ioctl(0, &[]),
+                    Err(e) => reply.error(errno(e)),
+                },
+                Err(e) => reply.error(e),
+            },
+            _ => reply.error(Errno::from_i32(libc::ENOTTY)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Timespec;
+
+    fn attr(kind: FileKind) -> Attr {
+        Attr {
+            ino: 42,
+            generation: 7,
+            size: 5000,
+            blocks: 16,
+            atime: Timespec { sec: 1, nsec: 2 },
+            mtime: Timespec { sec: 3, nsec: 4 },
+            ctime: Timespec { sec: 5, nsec: 6 },
+            btime: Timespec { sec: 7, nsec: 8 },
+            kind,
+            perm: 0o4755,
+            nlink: 2,
+            uid: 1000,
+            gid: 100,
+            rdev: 0x0801,
+            blksize: 4096,
+            dax: false,
+        }
+    }
+
+    #[test]
+    fn core_errno_becomes_the_same_fuse_errno() {
+        for e in [CoreErrno::ENOENT, CoreErrno::ENOTEMPTY, CoreErrno::EXDEV] {
+            assert_eq!(errno(e).code(), e.0);
+        }
+    }
+
+    #[test]
+    fn file_attr_copies_every_field_with_nanosecond_times() {
+        let a = file_attr(&attr(FileKind::File));
+        assert_eq!(a.ino, INodeNo(42));
+        assert_eq!((a.size, a.blocks, a.perm, a.nlink), (5000, 16, 0o4755, 2));
+        assert_eq!((a.uid, a.gid, a.rdev, a.blksize), (1000, 100, 0x0801, 4096));
+        assert_eq!(a.kind, FileType::RegularFile);
+        let secs = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_nanos())
+        };
+        assert_eq!(secs(a.atime), Some(1_000_000_002));
+        assert_eq!(secs(a.mtime), Some(3_000_000_004));
+        assert_eq!(secs(a.ctime), Some(5_000_000_006));
+        assert_eq!(secs(a.crtime), Some(7_000_000_008));
+    }
+
+    #[test]
+    fn every_file_kind_maps_to_its_fuse_type() {
+        let pairs = [
+            (FileKind::File, FileType::RegularFile),
+            (FileKind::Dir, FileType::Directory),
+            (FileKind::Symlink, FileType::Symlink),
+            (FileKind::Fifo, FileType::NamedPipe),
+            (FileKind::Socket, FileType::Socket),
+            (FileKind::CharDev, FileType::CharDevice),
+            (FileKind::BlockDev, FileType::BlockDevice),
+        ];
+        for (k, t) in pairs {
+            assert_eq!(file_type(k), t);
+        }
+    }
+
+    #[test]
+    fn utime_now_and_specific_times_map_to_set_time() {
+        assert_eq!(set_time(TimeOrNow::Now), SetTime::Now);
+        let t = SystemTime::UNIX_EPOCH + Duration::new(10, 20);
+        assert_eq!(
+            set_time(TimeOrNow::SpecificTime(t)),
+            SetTime::At(Timespec { sec: 10, nsec: 20 })
+        );
+    }
+
+    #[test]
+    fn file_handle_carries_the_open_flags() {
+        for f in [
+            libc::O_RDONLY,
+            libc::O_WRONLY | libc::O_APPEND,
+            libc::O_RDWR | libc::O_DIRECT | libc::O_LARGEFILE,
+        ] {
+            assert_eq!(handle_flags(handle_for(f)), f);
+        }
+    }
+
+    #[test]
+    fn dax_inodes_open_direct_io_and_cacheable_ones_keep_cache() {
+        let d = open_reply_flags(false);
+        assert!(d.contains(FopenFlags::FOPEN_DIRECT_IO));
+        assert!(!d.contains(FopenFlags::FOPEN_KEEP_CACHE));
+        let c = open_reply_flags(true);
+        assert!(c.contains(FopenFlags::FOPEN_KEEP_CACHE));
+        assert!(!c.contains(FopenFlags::FOPEN_DIRECT_IO));
+    }
+
+    #[test]
+    fn write_appends_when_the_file_flags_say_o_append() {
+        let none = WriteFlags::empty();
+        let wa = libc::O_WRONLY | libc::O_APPEND;
+        assert!(write_appends(wa, wa, none, false));
+        assert!(!write_appends(libc::O_WRONLY, libc::O_WRONLY, none, false));
+    }
+
+    #[test]
+    fn write_follows_the_current_flags_after_fcntl_clears_o_append() {
+        let opened = libc::O_WRONLY | libc::O_APPEND;
+        assert!(!write_appends(
+            libc::O_WRONLY,
+            opened,
+            WriteFlags::empty(),
+            false
+        ));
+    }
+
+    #[test]
+    fn write_uses_the_open_flags_when_the_kernel_sends_none() {
+        let opened = libc::O_WRONLY | libc::O_APPEND;
+        assert!(write_appends(0, opened, WriteFlags::empty(), false));
+    }
+
+    #[test]
+    fn writeback_cache_writes_never_append() {
+        let wa = libc::O_WRONLY | libc::O_APPEND;
+        assert!(!write_appends(wa, wa, WriteFlags::empty(), true));
+        assert!(!write_appends(wa, wa, WriteFlags::FUSE_WRITE_CACHE, false));
+    }
+
+    #[test]
+    fn a_single_read_piece_is_borrowed_not_copied() {
+        let data = [1u8, 2, 3];
+        assert!(matches!(gather(&[&data[..]]), Cow::Borrowed(b) if b.as_ptr() == data.as_ptr()));
+        assert!(matches!(gather(&[]), Cow::Borrowed(b) if b.is_empty()));
+    }
+
+    #[test]
+    fn several_read_pieces_are_gathered_in_order() {
+        let (a, b) = ([1u8, 2], [0u8; 3]);
+        assert_eq!(&*gather(&[&a[..], &b[..], &a[..1]]), &[1, 2, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn xattr_size_zero_is_a_length_probe() {
+        assert_eq!(xattr_answer(b"abcd", 0), XattrAnswer::Size(4));
+        assert_eq!(xattr_answer(b"", 0), XattrAnswer::Size(0));
+    }
+
+    #[test]
+    fn xattr_too_small_buffer_is_erange_and_exact_fit_is_data() {
+        assert_eq!(xattr_answer(b"abcd", 3), XattrAnswer::Range);
+        assert_eq!(xattr_answer(b"abcd", 4), XattrAnswer::Data(b"abcd"));
+        assert_eq!(xattr_answer(b"abcd", 100), XattrAnswer::Data(b"abcd"));
+    }
+
+    #[test]
+    fn fsxattr_ioctl_numbers_match_linux() {
+        // _IOC(dir, 'X', nr, 28): dir read = 2, write = 1, in bits 30..31.
+        let ioc =
+            |dir: u32, nr: u32| (dir << 30) | ((FSXATTR_SIZE as u32) << 16) | (0x58 << 8) | nr;
+        assert_eq!(FS_IOC_FSGETXATTR, ioc(2, 31));
+        assert_eq!(FS_IOC_FSSETXATTR, ioc(1, 32));
+    }
+
+    #[test]
+    fn fsxattr_round_trips_the_dax_flag() {
+        assert_eq!(decode_fsxattr(&encode_fsxattr(true)), Ok(true));
+        assert_eq!(decode_fsxattr(&encode_fsxattr(false)), Ok(false));
+        assert_eq!(&encode_fsxattr(true)[..4], &FS_XFLAG_DAX.to_ne_bytes());
+    }
+
+    #[test]
+    fn fsxattr_with_other_xflags_or_hints_is_eopnotsupp() {
+        let mut b = encode_fsxattr(true);
+        b[0..4].copy_from_slice(&(FS_XFLAG_DAX | 0x8/* IMMUTABLE */).to_ne_bytes());
+        assert_eq!(decode_fsxattr(&b), Err(Errno::from_i32(libc::EOPNOTSUPP)));
+        let mut b = encode_fsxattr(false);
+        b[12..16].copy_from_slice(&5u32.to_ne_bytes()); // fsx_projid
+        assert_eq!(decode_fsxattr(&b), Err(Errno::from_i32(libc::EOPNOTSUPP)));
+    }
+
+    #[test]
+    fn short_fsxattr_argument_is_einval() {
+        assert_eq!(decode_fsxattr(&[0u8; 27]), Err(Errno::EINVAL));
+    }
+}
