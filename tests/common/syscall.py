@@ -46,6 +46,12 @@ class Usage(Exception):
     pass
 
 
+def num(text):
+    """An integer, optionally with a k/m/g/t suffix (powers of 1024), as xfs_io takes."""
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}.get(text[-1:].lower(), 1)
+    return int(text[:-1] if mult > 1 else text, 0) * mult
+
+
 def flags_of(table, spec):
     value = 0
     for name in spec.split(","):
@@ -130,7 +136,7 @@ def op_mknod(path, kind, mode="0644", major="0", minor="0"):
 
 
 def op_truncate(path, length):
-    os.truncate(path, int(length, 0))
+    os.truncate(path, num(length))
     return "OK"
 
 
@@ -209,7 +215,7 @@ def op_lseek(path, whence, offset):
     w = {"set": os.SEEK_SET, "end": os.SEEK_END, "data": os.SEEK_DATA, "hole": os.SEEK_HOLE}[whence]
     fd = os.open(path, os.O_RDONLY)
     try:
-        return str(os.lseek(fd, int(offset, 0), w))
+        return str(os.lseek(fd, num(offset), w))
     finally:
         os.close(fd)
 
@@ -218,7 +224,7 @@ def op_fallocate(path, spec, offset, length):
     fd = os.open(path, os.O_RDWR)
     try:
         libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-        check(libc.fallocate(fd, flags_of(FALLOC_FLAGS, spec), int(offset, 0), int(length, 0)))
+        check(libc.fallocate(fd, flags_of(FALLOC_FLAGS, spec), num(offset), num(length)))
     finally:
         os.close(fd)
     return "OK"
@@ -229,7 +235,7 @@ def op_copy_file_range(src, soff, dst, doff, length):
     try:
         fo = os.open(dst, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            return str(os.copy_file_range(fi, fo, int(length, 0), int(soff, 0), int(doff, 0)))
+            return str(os.copy_file_range(fi, fo, num(length), num(soff), num(doff)))
         finally:
             os.close(fo)
     finally:
