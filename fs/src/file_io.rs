@@ -245,6 +245,20 @@ impl DaxFs {
     /// Writes `data` at `offset` (or at EOF when `append`), durable before it returns.
     /// Returns the bytes written (short on ENOSPC after some progress).
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<usize> {
+        self.write_as(ino, offset, data, append, &Cred::root())
+    }
+
+    /// `write` on behalf of `cred`: a writer other than root also clears the file's
+    /// setuid bit, and its setgid bit when group execute is set (file_remove_privs),
+    /// so a modified file cannot keep privileges.
+    pub fn write_as(
+        &self,
+        ino: u64,
+        offset: u64,
+        data: &[u8],
+        append: bool,
+        cred: &Cred,
+    ) -> Result<usize> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
         let mut st = wlock(&inode.st);
@@ -294,6 +308,14 @@ impl DaxFs {
             pos = ext_end;
         }
         let t = now();
+        if cred.uid != 0 {
+            let m = st.d.mode;
+            let mut kill = libc::S_ISUID;
+            if m & libc::S_IXGRP != 0 {
+                kill |= libc::S_ISGID;
+            }
+            st.d.mode &= !kill;
+        }
         st.d.size = st.d.size.max(end);
         st.d.mtime = t;
         st.d.ctime = t;

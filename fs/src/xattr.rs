@@ -110,6 +110,23 @@ impl DaxFs {
             .ok_or(Errno::ENODATA)
     }
 
+    /// listxattr(2) as `cred` sees it: trusted.* names are visible to root only
+    /// (the VFS checks get/set of trusted.*, but listing is the filesystem's job).
+    pub fn listxattr_as(&self, ino: u64, cred: &Cred) -> Result<Vec<u8>> {
+        let all = self.listxattr(ino)?;
+        if cred.uid == 0 {
+            return Ok(all);
+        }
+        let mut out = Vec::with_capacity(all.len());
+        for name in all.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+            if !name.starts_with(b"trusted.") {
+                out.extend_from_slice(name);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
     /// NUL-separated names, as listxattr(2).
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let inode = self.inode(ino)?;
