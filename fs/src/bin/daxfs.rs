@@ -448,6 +448,20 @@ fn mount_error(mountpoint: &Path, e: &std::io::Error) -> String {
             );
         }
     }
+    if !root && e.kind() == std::io::ErrorKind::PermissionDenied {
+        // fuser opens /dev/fuse itself and turns to fusermount3 only when mount(2) says
+        // EPERM, so a /dev/fuse without rw for this user fails here.
+        let dev_fuse = CString::new("/dev/fuse").ok();
+        // SAFETY: the path is a valid NUL-terminated string.
+        let usable = dev_fuse
+            .is_some_and(|p| unsafe { libc::access(p.as_ptr(), libc::R_OK | libc::W_OK) } == 0);
+        if !usable {
+            return format!(
+                "cannot mount on {at}: /dev/fuse is not readable and writable by this user \
+                 (run as root, or make /dev/fuse mode 0666 as distributions do)"
+            );
+        }
+    }
     let msg = e.to_string();
     format!("cannot mount on {at}: {}", msg.trim())
 }
