@@ -1065,3 +1065,308 @@ mod tests {
         assert_eq!(decode_fsxattr(&[0u8; 27]), Err(Errno::EINVAL));
     }
 }
+
+/// The adapter behind a real FUSE mount, in-process (fuser's background session): what the
+/// kernel actually sends, end to end. Needs root and /dev/fuse; skipped (loudly) without.
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+    use crate::device::{Device, DeviceOptions};
+    use crate::format::MkfsParams;
+    use crate::types::FsOptions;
+    use std::fs;
+    use std::os::unix::ffi::OsStringExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A formatted emulated device mounted at a fresh directory; unmounted and removed on
+    /// drop, also when the test fails.
+    struct Mounted {
+        session: Option<fuser::BackgroundSession>,
+        fs: Arc<DaxFs>,
+        dev: PathBuf,
+        dir: PathBuf,
+    }
+
+    impl Mounted {
+        fn new(dax: DaxMode) -> Option<Mounted> {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            if !root
+                || fs::File::options()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/fuse")
+                    .is_err()
+            {
+                eprintln!("SKIPPED: mounting needs root and /dev/fuse");
+                return None;
+            }
+            static N: AtomicU32 = AtomicU32::new(0);
+            let tag = format!(
+                "{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            );
+            let dev = PathBuf::from(format!("/dev/shm/daxfs-fuse-test-{tag}.img"));
+            let dir = std::env::temp_dir().join(format!("daxfs-fuse-test-{tag}"));
+            let mut m = Mounted {
+                session: None,
+                fs: Arc::new(Self::format_and_open(&dev, dax)),
+                dev,
+                dir,
+            };
+            fs::create_dir(&m.dir).expect("mountpoint");
+            let mut cfg = fuser::Config::default();
+            cfg.mount_options = vec![
+                fuser::MountOption::FSName(m.dev.display().to_string()),
+                fuser::MountOption::DefaultPermissions,
+            ];
+            cfg.n_threads = Some(2);
+            let adapter = FuseAdapter::new(m.fs.clone());
+            m.session = Some(fuser::spawn_mount(adapter, &m.dir, &cfg).expect("mount"));
+            Some(m)
+        }
+
+        fn format_and_open(dev: &Path, dax: DaxMode) -> DaxFs {
+            let f = fs::File::create(dev).expect("device file");
+            f.set_len(64 << 20).expect("device size");
+            drop(f);
+            let opts = DeviceOptions {
+                writable: true,
+                exclusive: true,
+                populate: false,
+            };
+            let d = Device::open(dev, opts).expect("open device");
+            let p = MkfsParams {
+                label: "fuse-test".into(),
+                journal_bytes: 0,
+                inodes: 0,
+                uuid: [7; 16],
+                now_ns: 0,
+            };
+            crate::mkfs::format_device(&d, &p, true, &mut |_, _, _| {}).expect("format");
+            drop(d);
+            let o = FsOptions {
+                dax,
+                ..FsOptions::default()
+            };
+            DaxFs::mount(dev, o).expect("core mount")
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.join(name)
+        }
+    }
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            if let Some(s) = self.session.take() {
+                let _ = s.umount_and_join();
+            }
+            let _ = self.fs.shutdown();
+            let _ = fs::remove_dir(&self.dir);
+            let _ = fs::remove_file(&self.dev);
+        }
+    }
+
+    fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn files_written_through_the_mount_read_back_and_list() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        fs::write(m.path("a"), b"hello").expect("write");
+        assert_eq!(fs::read(m.path("a")).expect("read"), b"hello");
+        fs::create_dir(m.path("d")).expect("mkdir");
+        let mut names: Vec<_> = fs::read_dir(&m.dir)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "d"]);
+        fs::rename(m.path("a"), m.path("d/b")).expect("rename");
+        assert_eq!(fs::metadata(m.path("d/b")).expect("stat").len(), 5);
+        assert_eq!(errno_of(fs::remove_dir(m.path("d"))), Some(libc::ENOTEMPTY));
+    }
+
+    #[test]
+    fn a_large_read_spanning_many_extents_comes_back_whole() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        let data: Vec<u8> = (0..(3u32 << 20))
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
+        let f = fs::File::create(m.path("big")).expect("create");
+        // Odd chunks first, then even ones: the file's extents interleave.
+        use std::os::unix::fs::FileExt;
+        for pass in 0..2 {
+            for (i, c) in data.chunks(64 << 10).enumerate() {
+                if i % 2 == pass {
+                    f.write_all_at(c, (i * (64 << 10)) as u64).expect("pwrite");
+                }
+            }
+        }
+        drop(f);
+        assert!(fs::read(m.path("big")).expect("read") == data);
+    }
+
+    #[test]
+    fn o_append_writes_land_at_the_true_end_of_file() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        fs::write(m.path("log"), b"0123").expect("write");
+        let mut a = fs::File::options()
+            .append(true)
+            .open(m.path("log"))
+            .expect("open append");
+        let b = fs::File::options()
+            .write(true)
+            .open(m.path("log"))
+            .expect("open");
+        b.write_all_at(b"xy", 8)
+            .expect("extend through another handle");
+        a.write_all(b"AB").expect("append");
+        assert_eq!(fs::read(m.path("log")).expect("read"), b"0123\0\0\0\0xyAB");
+    }
+
+    #[test]
+    fn umask_is_applied_once_by_the_kernel() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        // In a child shell: umask is per process, and other tests run in this one.
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 027 && : > \"$1/f\" && mkdir \"$1/d\"")
+            .arg("sh")
+            .arg(&m.dir)
+            .status()
+            .expect("sh");
+        assert!(st.success());
+        let mode = |p: &str| fs::metadata(m.path(p)).expect("stat").mode() & 0o7777;
+        // The shell creates with 0o666 and mkdir with 0o777.
+        assert_eq!(mode("f"), 0o640);
+        assert_eq!(mode("d"), 0o750);
+    }
+
+    #[test]
+    fn xattrs_probe_size_and_report_erange() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        fs::write(m.path("x"), b"").expect("create");
+        let p = std::ffi::CString::new(m.path("x").into_os_string().into_vec()).expect("path");
+        let (name, value) = (c"user.k", b"value");
+        // SAFETY: valid C strings and a buffer of the given length.
+        unsafe {
+            let r = libc::setxattr(p.as_ptr(), name.as_ptr(), value.as_ptr().cast(), 5, 0);
+            assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+            assert_eq!(
+                libc::getxattr(p.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0),
+                5
+            );
+            let mut small = [0u8; 2];
+            let r = libc::getxattr(p.as_ptr(), name.as_ptr(), small.as_mut_ptr().cast(), 2);
+            assert_eq!(r, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ERANGE)
+            );
+            let mut buf = [0u8; 16];
+            let r = libc::getxattr(p.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 16);
+            assert_eq!(&buf[..r as usize], value);
+        }
+    }
+
+    #[test]
+    fn fsxattr_ioctl_sets_and_reads_the_dax_flag() {
+        let Some(m) = Mounted::new(DaxMode::Inode) else {
+            return;
+        };
+        fs::write(m.path("f"), b"data").expect("create");
+        let f = fs::File::open(m.path("f")).expect("open");
+        let get = |f: &fs::File| {
+            let mut b = [0u8; FSXATTR_SIZE];
+            // SAFETY: the buffer is the size the ioctl number encodes.
+            let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR as _, b.as_mut_ptr()) };
+            assert_eq!(r, 0, "FSGETXATTR: {}", std::io::Error::last_os_error());
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) & FS_XFLAG_DAX != 0
+        };
+        use std::os::fd::AsRawFd;
+        assert!(!get(&f));
+        let b = encode_fsxattr(true);
+        // SAFETY: as above.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSSETXATTR as _, b.as_ptr()) };
+        assert_eq!(r, 0, "FSSETXATTR: {}", std::io::Error::last_os_error());
+        assert!(get(&f));
+        assert!(!m
+            .fs
+            .kernel_may_cache(fs::metadata(m.path("f")).expect("stat").ino()));
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_and_whiteout_is_invalid() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        fs::write(m.path("a"), b"a").expect("a");
+        fs::write(m.path("b"), b"b").expect("b");
+        let c =
+            |n: &str| std::ffi::CString::new(m.path(n).into_os_string().into_vec()).expect("path");
+        let rename = |flags: libc::c_uint| {
+            // SAFETY: valid C strings.
+            let r = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    c("a").as_ptr(),
+                    libc::AT_FDCWD,
+                    c("b").as_ptr(),
+                    flags,
+                )
+            };
+            if r == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+            }
+        };
+        assert_eq!(rename(libc::RENAME_NOREPLACE), libc::EEXIST);
+        assert_eq!(rename(libc::RENAME_EXCHANGE), 0);
+        assert_eq!(fs::read(m.path("a")).expect("a"), b"b");
+        // The VFS may refuse RENAME_WHITEOUT before asking us (EPERM without CAP_MKNOD).
+        assert!(matches!(
+            rename(libc::RENAME_WHITEOUT),
+            libc::EINVAL | libc::EPERM
+        ));
+    }
+
+    #[test]
+    fn seek_data_and_hole_find_the_written_block() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(m.path("s"))
+            .expect("create");
+        f.write_all_at(&[1u8; 4096], 1 << 20).expect("pwrite");
+        // SAFETY: lseek on an open fd.
+        let seek = |w| unsafe { libc::lseek(f.as_raw_fd(), 0, w) };
+        assert_eq!(seek(libc::SEEK_DATA), 1 << 20);
+        assert_eq!(seek(libc::SEEK_HOLE), 0);
+    }
+}

@@ -307,7 +307,8 @@ fn daemonise(req: &MountRequest) -> Result<(), Failure> {
     let mut msg = String::new();
     let _ = File::from(rd).read_to_string(&mut msg);
     if msg == "OK" {
-        if is_fuse_mountpoint(&req.mountpoint) {
+        let fuse = |t: &str| t == "fuse" || t.starts_with("fuse.");
+        if mount_at(&req.mountpoint).is_some_and(|(t, _)| fuse(&t)) {
             return Ok(());
         }
         return fail(format!(
@@ -375,7 +376,14 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     let device = &req.device;
     let fs = DaxFs::mount(device, req.cfg.fs_options())
         .map(Arc::new)
-        .or_else(|e| fail(format!("cannot mount {}: {e}", device.display())))?;
+        .or_else(|e| {
+            // The core's messages usually start with the device path already.
+            let dev = device.display().to_string();
+            fail(match e.strip_prefix(&format!("{dev}: ")) {
+                Some(rest) => format!("cannot mount {dev}: {rest}"),
+                None => format!("cannot mount {dev}: {e}"),
+            })
+        })?;
     let adapter = FuseAdapter::new(fs.clone());
     let notifier = adapter.notifier_slot();
     let config = req.cfg.fuser_config(&device.to_string_lossy());
@@ -389,7 +397,12 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     if let Ok(mut slot) = notifier.lock() {
         *slot = Some(session.notifier());
     }
-    spawn_signal_thread(sigs, session.unmount_callable(), req.mountpoint.clone())?;
+    let ours = OurMount {
+        mountpoint: req.mountpoint.clone(),
+        fstype: format!("fuse.{}", req.cfg.subtype),
+        source: config_source(&config).into_bytes(),
+    };
+    spawn_signal_thread(sigs, session.unmount_callable(), ours)?;
     if let Some(mut pipe) = ready.take() {
         // The caller's exit status depends on this message; if it is gone, it has
         // already given up on us, so serving on is all that is left to do.
@@ -407,6 +420,18 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     }
 }
 
+/// The source (fsname) a fuser configuration mounts with.
+fn config_source(config: &fuser::Config) -> String {
+    config
+        .mount_options
+        .iter()
+        .find_map(|o| match o {
+            fuser::MountOption::FSName(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// A Session::new error in the words a user needs.
 fn mount_error(mountpoint: &Path, e: &std::io::Error) -> String {
     let at = mountpoint.display();
@@ -420,6 +445,20 @@ fn mount_error(mountpoint: &Path, e: &std::io::Error) -> String {
             return format!(
                 "cannot mount on {at}: not running as root and fusermount3 was not found \
                  (install fuse3)"
+            );
+        }
+    }
+    if !root && e.kind() == std::io::ErrorKind::PermissionDenied {
+        // fuser opens /dev/fuse itself and turns to fusermount3 only when mount(2) says
+        // EPERM, so a /dev/fuse without rw for this user fails here.
+        let dev_fuse = CString::new("/dev/fuse").ok();
+        // SAFETY: the path is a valid NUL-terminated string.
+        let usable = dev_fuse
+            .is_some_and(|p| unsafe { libc::access(p.as_ptr(), libc::R_OK | libc::W_OK) } == 0);
+        if !usable {
+            return format!(
+                "cannot mount on {at}: /dev/fuse is not readable and writable by this user \
+                 (run as root, or make /dev/fuse mode 0666 as distributions do)"
             );
         }
     }
@@ -447,13 +486,31 @@ fn block_signals() -> Result<libc::sigset_t, Failure> {
     }
 }
 
-/// Waits for SIGINT/SIGTERM/SIGHUP and unmounts, which ends the session loop. A busy mount
-/// is detached lazily (as `fusermount3 -u -z`): it disappears from the namespace at once
-/// and the session ends when its last user lets go.
+/// What identifies our mount in /proc/self/mountinfo.
+struct OurMount {
+    mountpoint: PathBuf,
+    fstype: String,
+    source: Vec<u8>,
+}
+
+impl OurMount {
+    fn still_mounted(&self) -> bool {
+        mount_at(&self.mountpoint)
+            .is_some_and(|(fstype, source)| fstype == self.fstype && source == self.source)
+    }
+}
+
+/// Waits for SIGINT/SIGTERM/SIGHUP and unmounts, which ends the session loop.
+///
+/// fuser's unmount is tried first; it is not always final: with `auto_unmount` it only
+/// closes fusermount3's socket (and fusermount3 then unmounts only a dead connection), and
+/// a busy mount stays. So if our mount is still there afterwards it is unmounted here,
+/// lazily when busy (as `fusermount3 -u -z`): it leaves the namespace at once and the
+/// session ends when its last user lets go.
 fn spawn_signal_thread(
     set: libc::sigset_t,
     mut unmounter: fuser::SessionUnmounter,
-    mountpoint: PathBuf,
+    ours: OurMount,
 ) -> Result<(), Failure> {
     let spawned = std::thread::Builder::new()
         .name("daxfs-signals".into())
@@ -464,11 +521,10 @@ fn spawn_signal_thread(
                 continue;
             }
             if let Err(e) = unmounter.unmount() {
-                eprintln!(
-                    "daxfs: unmount of {} failed ({e}); detaching it lazily",
-                    mountpoint.display()
-                );
-                lazy_unmount(&mountpoint);
+                eprintln!("daxfs: unmount of {}: {e}", ours.mountpoint.display());
+            }
+            if ours.still_mounted() {
+                unmount_path(&ours.mountpoint);
             }
         });
     match spawned {
@@ -477,34 +533,59 @@ fn spawn_signal_thread(
     }
 }
 
-fn lazy_unmount(mountpoint: &Path) {
+/// umount, lazily if busy; through fusermount3 when not privileged.
+fn unmount_path(mountpoint: &Path) {
     let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
+    let last_errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     // SAFETY: c is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        eprintln!(
-            "daxfs: lazy unmount of {} failed: {}",
-            mountpoint.display(),
-            std::io::Error::last_os_error()
-        );
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return;
     }
+    let mut errno = last_errno();
+    if errno == libc::EBUSY {
+        eprintln!(
+            "daxfs: {} is busy; detaching it lazily",
+            mountpoint.display()
+        );
+        // SAFETY: as above.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return;
+        }
+        errno = last_errno();
+    }
+    if errno == libc::EPERM {
+        let r = std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(mountpoint)
+            .status();
+        if matches!(r, Ok(s) if s.success()) {
+            return;
+        }
+    }
+    eprintln!(
+        "daxfs: cannot unmount {}: {}",
+        mountpoint.display(),
+        std::io::Error::from_raw_os_error(errno)
+    );
 }
 
-/// Whether /proc/self/mountinfo lists a FUSE mount at `mountpoint` (canonical path).
-fn is_fuse_mountpoint(mountpoint: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+/// The filesystem type and source of the topmost mount at `mountpoint` (a canonical path),
+/// from /proc/self/mountinfo.
+fn mount_at(mountpoint: &Path) -> Option<(String, Vec<u8>)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.as_os_str().as_bytes();
-    info.lines().any(|line| {
-        let mut halves = line.splitn(2, " - ");
-        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
-            return false;
-        };
-        let at = left.split(' ').nth(4).map(unescape_mountinfo);
-        let fstype = right.split(' ').next().unwrap_or("");
-        at.as_deref() == Some(want) && (fstype == "fuse" || fstype.starts_with("fuse."))
+    // Later lines are mounted later: the last match is the one on top.
+    info.lines().rev().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if unescape_mountinfo(left.split(' ').nth(4)?) != want {
+            return None;
+        }
+        let mut r = right.split(' ');
+        let fstype = r.next()?.to_string();
+        let source = unescape_mountinfo(r.next()?);
+        Some((fstype, source))
     })
 }
 
@@ -658,7 +739,9 @@ mod tests {
     }
 
     #[test]
-    fn the_root_filesystem_is_not_a_fuse_mountpoint() {
-        assert!(!is_fuse_mountpoint(Path::new("/")));
+    fn mount_at_finds_the_mount_on_top_of_a_path() {
+        let (fstype, _) = mount_at(Path::new("/proc")).unwrap_or_default();
+        assert_eq!(fstype, "proc");
+        assert_eq!(mount_at(Path::new("/proc/self")), None);
     }
 }
