@@ -187,7 +187,23 @@ pub fn cred(req: &Request) -> Cred {
 pub fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(crate::types::from_system_time(t)),
+        TimeOrNow::SpecificTime(t) => SetTime::At(wire_time(t)),
+    }
+}
+
+/// The (seconds, nanoseconds) the kernel sent, from the SystemTime fuser made of them.
+/// fuser 0.18 turns a negative wire time (s, ns) into `EPOCH - (|s| + ns)` instead of
+/// `EPOCH - |s| + ns`; undo exactly that so times before 1970 keep their value.
+pub fn wire_time(t: std::time::SystemTime) -> crate::format::Timespec {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(_) => crate::types::from_system_time(t),
+        Err(e) => {
+            let d = e.duration();
+            crate::format::Timespec {
+                sec: -(d.as_secs() as i64),
+                nsec: d.subsec_nanos(),
+            }
+        }
     }
 }
 
@@ -393,7 +409,7 @@ impl Filesystem for FuseAdapter {
             size,
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
-            ctime: ctime.map(crate::types::from_system_time),
+            ctime: ctime.map(wire_time),
         };
         match self.fs.setattr(ino.0, &cred(req), &changes) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
@@ -567,7 +583,7 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -578,7 +594,7 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let append = write_appends(flags.0, handle_flags(fh), write_flags, self.writeback);
-        match self.fs.write(ino.0, offset, data, append) {
+        match self.fs.write_as(ino.0, offset, data, append, &cred(req)) {
             // Never more than the request's size, which is at most max_write (u32).
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(errno(e)),
@@ -758,8 +774,8 @@ impl Filesystem for FuseAdapter {
         reply_xattr(reply, self.fs.getxattr(ino.0, name.as_bytes()), size);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        reply_xattr(reply, self.fs.listxattr(ino.0), size);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, self.fs.listxattr_as(ino.0, &cred(req)), size);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {

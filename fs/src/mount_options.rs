@@ -256,8 +256,14 @@ impl MountConfig {
         let pair = |v: Option<bool>, yes: MountOption, no: MountOption| {
             v.map(|b| if b { yes } else { no })
         };
-        o.extend(pair(self.dev, MountOption::Dev, MountOption::NoDev));
-        o.extend(pair(self.suid, MountOption::Suid, MountOption::NoSuid));
+        // Mounted by root, device nodes and set-id bits work as on any local
+        // filesystem mounted by root (mount(8)'s defaults); others keep FUSE's nodev,nosuid.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let dev = self.dev.or(root.then_some(true));
+        let suid = self.suid.or(root.then_some(true));
+        o.extend(pair(dev, MountOption::Dev, MountOption::NoDev));
+        o.extend(pair(suid, MountOption::Suid, MountOption::NoSuid));
         o.extend(pair(self.exec, MountOption::Exec, MountOption::NoExec));
         o.extend(pair(self.atime, MountOption::Atime, MountOption::NoAtime));
         o.extend(pair(self.sync, MountOption::Sync, MountOption::Async));
@@ -461,12 +467,22 @@ mod tests {
     }
 
     #[test]
-    fn unset_generic_flags_leave_fuse_defaults() {
+    fn unset_generic_flags_leave_defaults() {
         let o = parse("").fuser_config("/d").mount_options;
-        assert!(!o.iter().any(|x| matches!(
-            x,
-            MountOption::Dev | MountOption::Suid | MountOption::NoExec | MountOption::Sync
-        )));
+        assert!(!o
+            .iter()
+            .any(|x| matches!(x, MountOption::NoExec | MountOption::Sync)));
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(o.contains(&MountOption::Dev), root);
+        assert_eq!(o.contains(&MountOption::Suid), root);
+    }
+
+    #[test]
+    fn nodev_and_nosuid_override_the_root_default() {
+        let o = parse("nodev,nosuid").fuser_config("/d").mount_options;
+        assert!(o.contains(&MountOption::NoDev) && o.contains(&MountOption::NoSuid));
+        assert!(!o.contains(&MountOption::Dev) && !o.contains(&MountOption::Suid));
     }
 
     #[test]
