@@ -357,6 +357,14 @@ impl DaxFs {
             self.release_blocks(pblk, n, tx);
             st.d.blocks = st.d.blocks.saturating_sub(n);
         }
+        // No extent left: the extent blocks go too (st_blocks back to 0, as ext4).
+        if st.ext.is_empty() {
+            for b in st.ext.take_blocks() {
+                self.release_blocks(b, 1, tx);
+                st.d.blocks = st.d.blocks.saturating_sub(1);
+            }
+            st.d.extent_block = 0;
+        }
         Ok(())
     }
 
