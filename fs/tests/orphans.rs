@@ -93,7 +93,8 @@ fn unlinked_directory_held_open_reads_as_empty() {
     assert_eq!(fs.getattr(a.ino).unwrap().nlink, 0);
     assert!(list(&fs, a.ino).is_empty());
     assert_eq!(
-        fs.create(a.ino, b"x", 0o644, libc::O_RDWR, &root()).unwrap_err(),
+        fs.create(a.ino, b"x", 0o644, libc::O_RDWR, &root())
+            .unwrap_err(),
         Errno::ENOENT
     );
     fs.release(a.ino).unwrap();

@@ -33,7 +33,10 @@ fn rename_into_another_directory_moves_the_entry() {
 fn rename_of_missing_source_is_enoent() {
     let d = TestDev::new(32 * MB);
     let fs = d.mount();
-    assert_eq!(fs.rename(ROOT, b"a", ROOT, b"b", 0).unwrap_err(), Errno::ENOENT);
+    assert_eq!(
+        fs.rename(ROOT, b"a", ROOT, b"b", 0).unwrap_err(),
+        Errno::ENOENT
+    );
 }
 
 #[test]
@@ -89,7 +92,10 @@ fn rename_directory_over_non_empty_directory_is_enotempty() {
     fs.mkdir(ROOT, b"a", 0o755, &root()).unwrap();
     let b = fs.mkdir(ROOT, b"b", 0o755, &root()).unwrap();
     mkfile(&fs, b.ino, b"f", b"");
-    assert_eq!(fs.rename(ROOT, b"a", ROOT, b"b", 0).unwrap_err(), Errno::ENOTEMPTY);
+    assert_eq!(
+        fs.rename(ROOT, b"a", ROOT, b"b", 0).unwrap_err(),
+        Errno::ENOTEMPTY
+    );
     assert!(fs.lookup(ROOT, b"a").is_ok());
     assert!(fs.lookup(b.ino, b"f").is_ok());
 }
@@ -100,7 +106,10 @@ fn rename_file_over_directory_is_eisdir() {
     let fs = d.mount();
     mkfile(&fs, ROOT, b"f", b"");
     fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap();
-    assert_eq!(fs.rename(ROOT, b"f", ROOT, b"d", 0).unwrap_err(), Errno::EISDIR);
+    assert_eq!(
+        fs.rename(ROOT, b"f", ROOT, b"d", 0).unwrap_err(),
+        Errno::EISDIR
+    );
 }
 
 #[test]
@@ -109,7 +118,10 @@ fn rename_directory_over_file_is_enotdir() {
     let fs = d.mount();
     mkfile(&fs, ROOT, b"f", b"");
     fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap();
-    assert_eq!(fs.rename(ROOT, b"d", ROOT, b"f", 0).unwrap_err(), Errno::ENOTDIR);
+    assert_eq!(
+        fs.rename(ROOT, b"d", ROOT, b"f", 0).unwrap_err(),
+        Errno::ENOTDIR
+    );
 }
 
 #[test]
@@ -119,8 +131,14 @@ fn rename_directory_into_its_own_subdirectory_is_einval() {
     let a = fs.mkdir(ROOT, b"a", 0o755, &root()).unwrap();
     let b = fs.mkdir(a.ino, b"b", 0o755, &root()).unwrap();
     let c = fs.mkdir(b.ino, b"c", 0o755, &root()).unwrap();
-    assert_eq!(fs.rename(ROOT, b"a", c.ino, b"a", 0).unwrap_err(), Errno::EINVAL);
-    assert_eq!(fs.rename(ROOT, b"a", a.ino, b"x", 0).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        fs.rename(ROOT, b"a", c.ino, b"a", 0).unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        fs.rename(ROOT, b"a", a.ino, b"x", 0).unwrap_err(),
+        Errno::EINVAL
+    );
     assert_eq!(fs.lookup(ROOT, b"a").unwrap().ino, a.ino);
 }
 
@@ -132,7 +150,8 @@ fn rename_noreplace_onto_existing_name_is_eexist() {
     mkfile(&fs, ROOT, b"b", b"");
     let e = fs.rename(ROOT, b"a", ROOT, b"b", libc::RENAME_NOREPLACE);
     assert_eq!(e.unwrap_err(), Errno::EEXIST);
-    fs.rename(ROOT, b"a", ROOT, b"c", libc::RENAME_NOREPLACE).unwrap();
+    fs.rename(ROOT, b"a", ROOT, b"c", libc::RENAME_NOREPLACE)
+        .unwrap();
     assert!(fs.lookup(ROOT, b"c").is_ok());
 }
 
@@ -142,7 +161,8 @@ fn rename_exchange_swaps_two_files() {
     let fs = d.mount();
     let a = mkfile(&fs, ROOT, b"a", b"A");
     let b = mkfile(&fs, ROOT, b"b", b"B");
-    fs.rename(ROOT, b"a", ROOT, b"b", libc::RENAME_EXCHANGE).unwrap();
+    fs.rename(ROOT, b"a", ROOT, b"b", libc::RENAME_EXCHANGE)
+        .unwrap();
     assert_eq!(fs.lookup(ROOT, b"a").unwrap().ino, b);
     assert_eq!(fs.lookup(ROOT, b"b").unwrap().ino, a);
     assert_eq!(read_all(&fs, fs.lookup(ROOT, b"a").unwrap().ino), b"B");
