@@ -80,7 +80,10 @@ fn punch_hole_zeros_the_range_and_frees_whole_blocks() {
 fn punch_hole_without_keep_size_is_eopnotsupp() {
     let d = TestDev::new(32 * MB);
     let (fs, f) = with_file(&d, &[1u8; 8192]);
-    assert_eq!(fs.fallocate(f, 0, 4096, PUNCH_HOLE).unwrap_err(), Errno::EOPNOTSUPP);
+    assert_eq!(
+        fs.fallocate(f, 0, 4096, PUNCH_HOLE).unwrap_err(),
+        Errno::EOPNOTSUPP
+    );
 }
 
 #[test]
@@ -138,16 +141,28 @@ fn collapse_range_shifts_later_data_down() {
 fn collapse_range_unaligned_is_einval() {
     let d = TestDev::new(32 * MB);
     let (fs, f) = with_file(&d, &[1u8; 10 * 4096]);
-    assert_eq!(fs.fallocate(f, 100, BS, COLLAPSE_RANGE).unwrap_err(), Errno::EINVAL);
-    assert_eq!(fs.fallocate(f, 0, 100, COLLAPSE_RANGE).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        fs.fallocate(f, 100, BS, COLLAPSE_RANGE).unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        fs.fallocate(f, 0, 100, COLLAPSE_RANGE).unwrap_err(),
+        Errno::EINVAL
+    );
 }
 
 #[test]
 fn collapse_range_reaching_eof_is_einval() {
     let d = TestDev::new(32 * MB);
     let (fs, f) = with_file(&d, &[1u8; 4 * 4096]);
-    assert_eq!(fs.fallocate(f, 2 * BS, 2 * BS, COLLAPSE_RANGE).unwrap_err(), Errno::EINVAL);
-    assert_eq!(fs.fallocate(f, 2 * BS, 4 * BS, COLLAPSE_RANGE).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        fs.fallocate(f, 2 * BS, 2 * BS, COLLAPSE_RANGE).unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        fs.fallocate(f, 2 * BS, 4 * BS, COLLAPSE_RANGE).unwrap_err(),
+        Errno::EINVAL
+    );
     assert_eq!(fs.getattr(f).unwrap().size, 4 * BS);
 }
 
@@ -168,8 +183,14 @@ fn insert_range_shifts_data_up_leaving_a_hole() {
 fn insert_range_at_or_past_eof_is_einval() {
     let d = TestDev::new(32 * MB);
     let (fs, f) = with_file(&d, &[1u8; 4 * 4096]);
-    assert_eq!(fs.fallocate(f, 4 * BS, BS, INSERT_RANGE).unwrap_err(), Errno::EINVAL);
-    assert_eq!(fs.fallocate(f, 8 * BS, BS, INSERT_RANGE).unwrap_err(), Errno::EINVAL);
+    assert_eq!(
+        fs.fallocate(f, 4 * BS, BS, INSERT_RANGE).unwrap_err(),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        fs.fallocate(f, 8 * BS, BS, INSERT_RANGE).unwrap_err(),
+        Errno::EINVAL
+    );
 }
 
 #[test]
@@ -192,7 +213,10 @@ fn collapse_and_insert_survive_remount() {
 fn unknown_mode_bits_are_eopnotsupp() {
     let d = TestDev::new(32 * MB);
     let (fs, f) = with_file(&d, b"abc");
-    assert_eq!(fs.fallocate(f, 0, BS, 0x4000).unwrap_err(), Errno::EOPNOTSUPP);
+    assert_eq!(
+        fs.fallocate(f, 0, BS, 0x4000).unwrap_err(),
+        Errno::EOPNOTSUPP
+    );
 }
 
 #[test]
