@@ -204,9 +204,6 @@ impl DaxFs {
                 Some(e) if e.lblk <= lb => lb = e.end(),
                 next => {
                     let hole_end = next.map(|e| e.lblk).unwrap_or(u64::MAX).min(last + 1);
-                    if let Err(e) = self.reserve_slots(ino, st, 1, tx) {
-                        return if lb > first { Ok(lb) } else { Err(e) };
-                    }
                     let goal = st
                         .ext
                         .prev_before(lb)
@@ -216,6 +213,12 @@ impl DaxFs {
                         Ok(x) => x,
                         Err(e) => return if lb > first { Ok(lb) } else { Err(e) },
                     };
+                    // The slot comes second: a new extent block is a change to the
+                    // inode that an aborted transaction could not undo.
+                    if let Err(e) = self.reserve_slots(ino, st, 1, tx) {
+                        self.unalloc_last(tx);
+                        return if lb > first { Ok(lb) } else { Err(e) };
+                    }
                     // Zero what the write will not cover.
                     let bs = lb * BLOCK_SIZE;
                     let be = (lb + n) * BLOCK_SIZE;

@@ -825,6 +825,16 @@ impl DaxFs {
         }
     }
 
+    /// Gives back the latest allocation of `tx` (the step that needed it failed).
+    pub(crate) fn unalloc_last(&self, tx: &mut Tx) {
+        if let Some(r) = tx.allocs.pop() {
+            for b in r.clone() {
+                self.refs.unmap(b);
+            }
+            let _ = lock(&self.space).free(r);
+        }
+    }
+
     /// Waits until no block of logical range `start..end` of the inode is pinned
     /// (reference count above 1), so the range can be unmapped and freed. New pins of
     /// this inode cannot start meanwhile: the caller holds the inode's write lock.

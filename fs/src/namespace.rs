@@ -101,13 +101,18 @@ impl DaxFs {
                 if index >= u32::MAX as u64 {
                     return Err(Errno::ENOSPC);
                 }
-                self.reserve_slots(dino, dst, 1, tx)?;
                 let goal = dst
                     .ext
                     .last()
                     .map(|e| e.pblk + e.len as u64)
                     .unwrap_or(self.geo.data_start);
                 let (pblk, _) = self.alloc_blocks(goal, 1, true, tx)?;
+                // The slot comes second: a new extent block is a change to the
+                // directory that an aborted transaction could not undo.
+                if let Err(e) = self.reserve_slots(dino, dst, 1, tx) {
+                    self.unalloc_last(tx);
+                    return Err(e);
+                }
                 tx.txn
                     .write(pblk * BLOCK_SIZE, &encode_dir_block_header(dino, index));
                 if !dst.ext.insert(Extent {
