@@ -312,6 +312,11 @@ impl ExtentMap {
         }
     }
 
+    /// Whether slots changed since the last `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Slots changed since the last call, with their current content and location.
     pub fn take_dirty(&mut self) -> Vec<(SlotLoc, Extent)> {
         let mut d = std::mem::take(&mut self.dirty);

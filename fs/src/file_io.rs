@@ -494,8 +494,8 @@ impl DaxFs {
             // Nothing is committed; the blocks allocated so far go back. Extent-map
             // changes made before the failure cannot be rolled back piecemeal, so keep
             // memory and media consistent by committing what was done when the extent
-            // map changed, else abort.
-            if st.ext.take_dirty().is_empty() {
+            // map changed (or an extent block was added), else abort.
+            if !st.ext.is_dirty() && tx.allocs.is_empty() {
                 self.abort(tx);
                 return Err(e);
             }
