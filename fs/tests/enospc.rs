@@ -308,3 +308,43 @@ fn enospc_when_a_directory_needs_a_new_block_leaves_no_trace() {
     assert_eq!(list(&fs, dir).len(), 64);
     census_ok(&fs);
 }
+
+#[test]
+fn fallocate_running_out_of_space_keeps_memory_and_media_in_agreement() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    let dir = fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap().ino;
+    // Fragment the free space: 1-block files, every other one removed.
+    let mut i = 0;
+    loop {
+        let name = format!("f{i}");
+        let Ok(a) = fs.create(dir, name.as_bytes(), 0o644, libc::O_RDWR, &root()) else {
+            break;
+        };
+        let r = fs.write(a.ino, 0, &[1u8; 4096], false);
+        fs.release(a.ino).unwrap();
+        if r.is_err() {
+            fs.unlink(dir, name.as_bytes()).unwrap();
+            break;
+        }
+        i += 1;
+    }
+    for j in (0..i).step_by(2) {
+        fs.unlink(dir, format!("f{j}").as_bytes()).unwrap();
+    }
+    let f = mkfile(&fs, ROOT, b"pre", b"");
+    let e = fs.fallocate(f, 0, 64 * MB, 0).unwrap_err();
+    assert_eq!(e, Errno::ENOSPC);
+    let blocks = fs.getattr(f).unwrap().blocks;
+    assert!(
+        blocks > 100 * 8,
+        "partial allocation kept ({blocks} sectors)"
+    );
+    let free = fs.statfs().bfree;
+    census_ok(&fs);
+    drop(fs);
+    let fs = d.mount();
+    assert_eq!(fs.getattr(f).unwrap().blocks, blocks);
+    assert_eq!(fs.statfs().bfree, free);
+    census_ok(&fs);
+}
