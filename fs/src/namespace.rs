@@ -622,6 +622,24 @@ impl DaxFs {
         }
         let t = now();
         let mut tx = Tx::new();
+        // A move to a new name needs a new entry, the one step that can fail for lack
+        // of space; dir_add changes nothing when it fails, so do it first and leave
+        // the filesystem writable on ENOSPC.
+        if !exchange && dst.is_none() {
+            let r = self.dir_add(
+                newparent,
+                l.get(newparent),
+                newname,
+                src_ino,
+                src_type,
+                &mut tx,
+            );
+            if let Err(e) = r {
+                drop(l);
+                self.abort(tx);
+                return Err(e);
+            }
+        }
         let res = (|| -> Result<()> {
             if exchange {
                 let d = dst.ok_or(Errno::ENOENT)?;
@@ -657,15 +675,6 @@ impl DaxFs {
                         np.d.nlink = np.d.nlink.saturating_sub(1);
                     }
                     self.drop_link(di, l.get(d.ino), &mut tx, t)?;
-                } else {
-                    self.dir_add(
-                        newparent,
-                        l.get(newparent),
-                        newname,
-                        src_ino,
-                        src_type,
-                        &mut tx,
-                    )?;
                 }
                 self.dir_remove(l.get(parent), name, &mut tx)?;
                 if src_is_dir && parent != newparent {
