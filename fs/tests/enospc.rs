@@ -348,3 +348,37 @@ fn fallocate_running_out_of_space_keeps_memory_and_media_in_agreement() {
     assert_eq!(fs.statfs().bfree, free);
     census_ok(&fs);
 }
+
+#[test]
+fn rename_into_a_full_directory_on_a_full_device_is_enospc_and_changes_nothing() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    let dir = fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap().ino;
+    for i in 0..63 {
+        fs.mknod(
+            dir,
+            format!("e{i:02}").as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            &root(),
+        )
+        .unwrap();
+    }
+    let f = mkfile(&fs, ROOT, b"mover", b"data");
+    fill(&fs, b"big");
+    assert_eq!(
+        fs.rename(ROOT, b"mover", dir, b"moved", 0).unwrap_err(),
+        Errno::ENOSPC
+    );
+    assert_eq!(fs.link(f, dir, b"moved").unwrap_err(), Errno::ENOSPC);
+    assert_eq!(fs.lookup(ROOT, b"mover").unwrap().ino, f);
+    assert_eq!(fs.lookup(dir, b"moved").unwrap_err(), Errno::ENOENT);
+    // The filesystem still takes changes.
+    fs.unlink(ROOT, b"big").unwrap();
+    fs.rename(ROOT, b"mover", dir, b"moved", 0).unwrap();
+    assert_eq!(read_all(&fs, f), b"data");
+    census_ok(&fs);
+    drop(fs);
+    let fs = d.mount();
+    assert_eq!(fs.lookup(dir, b"moved").unwrap().ino, f);
+}
