@@ -91,8 +91,8 @@ pub struct DaxFs {
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
     pub(crate) inodes: RwLock<HashMap<u64, Arc<Inode>>>,
-    /// Free inode numbers, highest first (pop gives the lowest).
-    pub(crate) free_inos: Mutex<Vec<u64>>,
+    /// Free inode numbers (the lowest is handed out first).
+    pub(crate) free_inos: Mutex<BTreeSet<u64>>,
     /// Serialises namespace changes (create, unlink, rename, link, ...).
     pub(crate) ns: Mutex<()>,
     pub(crate) generation: AtomicU32,
@@ -193,7 +193,7 @@ impl DaxFs {
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
             inodes: RwLock::new(HashMap::new()),
-            free_inos: Mutex::new(Vec::new()),
+            free_inos: Mutex::new(BTreeSet::new()),
             ns: Mutex::new(()),
             generation: AtomicU32::new(now().nsec),
             failed: AtomicBool::new(false),
@@ -367,8 +367,7 @@ impl DaxFs {
             }
             let _ = ino;
         }
-        free.reverse();
-        *lock(&self.free_inos) = free;
+        *lock(&self.free_inos) = free.into_iter().collect();
         *wlock(&self.inodes) = inodes;
         if !self.opts.read_only {
             if mismatched > 0 {
@@ -583,7 +582,7 @@ impl DaxFs {
         parent: &InodeState,
         rdev: u64,
     ) -> Result<Arc<Inode>> {
-        let ino = lock(&self.free_inos).pop().ok_or(Errno::ENOSPC)?;
+        let ino = lock(&self.free_inos).pop_first().ok_or(Errno::ENOSPC)?;
         let t = now();
         let mut d = DiskInode::empty();
         d.mode = mode;
@@ -634,7 +633,7 @@ impl DaxFs {
 
     /// Returns an inode number taken by `new_inode` whose creation did not happen.
     pub(crate) fn unget_inode(&self, ino: u64) {
-        lock(&self.free_inos).push(ino);
+        lock(&self.free_inos).insert(ino);
     }
 
     /// Writes an inode's record (with its inline extent slots) and its dirty extent
@@ -807,9 +806,8 @@ impl DaxFs {
             let mut free = lock(&self.free_inos);
             for ino in tx.freed_inos.drain(..) {
                 inodes.remove(&ino);
-                free.push(ino);
+                free.insert(ino);
             }
-            free.sort_unstable_by(|a, b| b.cmp(a));
         }
         Ok(())
     }
