@@ -602,6 +602,10 @@ impl DaxFs {
             set.push(d);
         }
         let mut l = Locked::new(&set)?;
+        // A removed directory (still open somewhere) takes no new entries.
+        if l.get(newparent).d.nlink == 0 {
+            return Err(Errno::ENOENT);
+        }
         if !exchange {
             if let Some(d) = dst {
                 match (src_is_dir, dst_is_dir) {
