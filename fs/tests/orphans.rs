@@ -100,3 +100,21 @@ fn unlinked_directory_held_open_reads_as_empty() {
     fs.release(a.ino).unwrap();
     assert_eq!(fs.getattr(a.ino).unwrap_err(), Errno::ENOENT);
 }
+
+#[test]
+fn rename_into_a_removed_directory_is_enoent() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let a = fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap();
+    let f = mkfile(&fs, ROOT, b"f", b"data");
+    fs.open(a.ino, libc::O_RDONLY).unwrap();
+    fs.rmdir(ROOT, b"d").unwrap();
+    assert_eq!(
+        fs.rename(ROOT, b"f", a.ino, b"f", 0).unwrap_err(),
+        Errno::ENOENT
+    );
+    assert_eq!(fs.link(f, a.ino, b"g").unwrap_err(), Errno::ENOENT);
+    fs.release(a.ino).unwrap();
+    assert_eq!(fs.lookup(ROOT, b"f").unwrap().ino, f);
+    assert_eq!(read_all(&fs, f), b"data");
+}
