@@ -312,8 +312,8 @@ impl ExtentMap {
         }
     }
 
-    /// True if slots changed since the last `take_dirty`.
-    pub fn has_dirty(&self) -> bool {
+    /// Whether slots changed since the last `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
 

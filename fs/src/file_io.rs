@@ -204,9 +204,6 @@ impl DaxFs {
                 Some(e) if e.lblk <= lb => lb = e.end(),
                 next => {
                     let hole_end = next.map(|e| e.lblk).unwrap_or(u64::MAX).min(last + 1);
-                    if let Err(e) = self.reserve_slots(ino, st, 1, tx) {
-                        return if lb > first { Ok(lb) } else { Err(e) };
-                    }
                     let goal = st
                         .ext
                         .prev_before(lb)
@@ -216,6 +213,12 @@ impl DaxFs {
                         Ok(x) => x,
                         Err(e) => return if lb > first { Ok(lb) } else { Err(e) },
                     };
+                    // The slot comes second: a new extent block is a change to the
+                    // inode that an aborted transaction could not undo.
+                    if let Err(e) = self.reserve_slots(ino, st, 1, tx) {
+                        self.unalloc_last(tx);
+                        return if lb > first { Ok(lb) } else { Err(e) };
+                    }
                     // Zero what the write will not cover.
                     let bs = lb * BLOCK_SIZE;
                     let be = (lb + n) * BLOCK_SIZE;
@@ -372,6 +375,14 @@ impl DaxFs {
         for (pblk, n) in removed {
             self.release_blocks(pblk, n, tx);
             st.d.blocks = st.d.blocks.saturating_sub(n);
+        }
+        // No extent left: the extent blocks go too (st_blocks back to 0, as ext4).
+        if st.ext.is_empty() {
+            for b in st.ext.take_blocks() {
+                self.release_blocks(b, 1, tx);
+                st.d.blocks = st.d.blocks.saturating_sub(1);
+            }
+            st.d.extent_block = 0;
         }
         Ok(())
     }

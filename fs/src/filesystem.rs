@@ -91,8 +91,8 @@ pub struct DaxFs {
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
     pub(crate) inodes: RwLock<HashMap<u64, Arc<Inode>>>,
-    /// Free inode numbers, highest first (pop gives the lowest).
-    pub(crate) free_inos: Mutex<Vec<u64>>,
+    /// Free inode numbers (the lowest is handed out first).
+    pub(crate) free_inos: Mutex<BTreeSet<u64>>,
     /// Serialises namespace changes (create, unlink, rename, link, ...).
     pub(crate) ns: Mutex<()>,
     pub(crate) generation: AtomicU32,
@@ -193,7 +193,7 @@ impl DaxFs {
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
             inodes: RwLock::new(HashMap::new()),
-            free_inos: Mutex::new(Vec::new()),
+            free_inos: Mutex::new(BTreeSet::new()),
             ns: Mutex::new(()),
             generation: AtomicU32::new(now().nsec),
             failed: AtomicBool::new(false),
@@ -367,8 +367,7 @@ impl DaxFs {
             }
             let _ = ino;
         }
-        free.reverse();
-        *lock(&self.free_inos) = free;
+        *lock(&self.free_inos) = free.into_iter().collect();
         *wlock(&self.inodes) = inodes;
         if !self.opts.read_only {
             if mismatched > 0 {
@@ -581,7 +580,7 @@ impl DaxFs {
         parent: &InodeState,
         rdev: u64,
     ) -> Result<Arc<Inode>> {
-        let ino = lock(&self.free_inos).pop().ok_or(Errno::ENOSPC)?;
+        let ino = lock(&self.free_inos).pop_first().ok_or(Errno::ENOSPC)?;
         let t = now();
         let mut d = DiskInode::empty();
         d.mode = mode;
@@ -632,7 +631,7 @@ impl DaxFs {
 
     /// Returns an inode number taken by `new_inode` whose creation did not happen.
     pub(crate) fn unget_inode(&self, ino: u64) {
-        lock(&self.free_inos).push(ino);
+        lock(&self.free_inos).insert(ino);
     }
 
     /// Writes an inode's record (with its inline extent slots) and its dirty extent
@@ -805,9 +804,8 @@ impl DaxFs {
             let mut free = lock(&self.free_inos);
             for ino in tx.freed_inos.drain(..) {
                 inodes.remove(&ino);
-                free.push(ino);
+                free.insert(ino);
             }
-            free.sort_unstable_by(|a, b| b.cmp(a));
         }
         Ok(())
     }
@@ -816,7 +814,7 @@ impl DaxFs {
     /// new metadata blocks), commits that consistent partial state instead of
     /// pretending nothing happened; else returns the allocations. Returns `e`.
     pub(crate) fn fail_op(&self, ino: u64, st: &mut InodeState, mut tx: Tx, e: Errno) -> Errno {
-        if st.ext.has_dirty() || !tx.txn.is_empty() {
+        if st.ext.is_dirty() || !tx.txn.is_empty() {
             self.log_inode(ino, st, &mut tx);
             if self.commit(tx).is_err() {
                 return Errno::EIO;
@@ -835,6 +833,16 @@ impl DaxFs {
                 self.refs.unmap(b);
             }
             let _ = space.free(r);
+        }
+    }
+
+    /// Gives back the latest allocation of `tx` (the step that needed it failed).
+    pub(crate) fn unalloc_last(&self, tx: &mut Tx) {
+        if let Some(r) = tx.allocs.pop() {
+            for b in r.clone() {
+                self.refs.unmap(b);
+            }
+            let _ = lock(&self.space).free(r);
         }
     }
 

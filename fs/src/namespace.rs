@@ -101,13 +101,18 @@ impl DaxFs {
                 if index >= u32::MAX as u64 {
                     return Err(Errno::ENOSPC);
                 }
-                self.reserve_slots(dino, dst, 1, tx)?;
                 let goal = dst
                     .ext
                     .last()
                     .map(|e| e.pblk + e.len as u64)
                     .unwrap_or(self.geo.data_start);
                 let (pblk, _) = self.alloc_blocks(goal, 1, true, tx)?;
+                // The slot comes second: a new extent block is a change to the
+                // directory that an aborted transaction could not undo.
+                if let Err(e) = self.reserve_slots(dino, dst, 1, tx) {
+                    self.unalloc_last(tx);
+                    return Err(e);
+                }
                 tx.txn
                     .write(pblk * BLOCK_SIZE, &encode_dir_block_header(dino, index));
                 if !dst.ext.insert(Extent {
@@ -607,6 +612,10 @@ impl DaxFs {
             set.push(d);
         }
         let mut l = Locked::new(&set)?;
+        // A removed directory (still open somewhere) takes no new entries.
+        if l.get(newparent).d.nlink == 0 {
+            return Err(Errno::ENOENT);
+        }
         if !exchange {
             if let Some(d) = dst {
                 match (src_is_dir, dst_is_dir) {
@@ -625,6 +634,24 @@ impl DaxFs {
         }
         let t = now();
         let mut tx = Tx::new();
+        // A move to a new name needs a new entry, the one step that can fail for lack
+        // of space; dir_add changes nothing when it fails, so do it first and leave
+        // the filesystem writable on ENOSPC.
+        if !exchange && dst.is_none() {
+            let r = self.dir_add(
+                newparent,
+                l.get(newparent),
+                newname,
+                src_ino,
+                src_type,
+                &mut tx,
+            );
+            if let Err(e) = r {
+                drop(l);
+                self.abort(tx);
+                return Err(e);
+            }
+        }
         let res = (|| -> Result<()> {
             if exchange {
                 let d = dst.ok_or(Errno::ENOENT)?;
@@ -660,15 +687,6 @@ impl DaxFs {
                         np.d.nlink = np.d.nlink.saturating_sub(1);
                     }
                     self.drop_link(di, l.get(d.ino), &mut tx, t)?;
-                } else {
-                    self.dir_add(
-                        newparent,
-                        l.get(newparent),
-                        newname,
-                        src_ino,
-                        src_type,
-                        &mut tx,
-                    )?;
                 }
                 self.dir_remove(l.get(parent), name, &mut tx)?;
                 if src_is_dir && parent != newparent {

@@ -1,0 +1,120 @@
+//! Open-but-unlinked files (orphans): data stays readable until the last release,
+//! blocks come back after it, and an orphan left by an unclean stop is reclaimed at
+//! the next mount.
+mod common;
+use common::*;
+use daxfs::{Errno, ROOT};
+
+const MB: u64 = 1 << 20;
+
+/// A device whose root already has its first directory block (so later bfree
+/// figures only move with file data).
+fn setup(d: &TestDev) -> daxfs::DaxFs {
+    let fs = d.mount();
+    mkfile(&fs, ROOT, b"keep", b"");
+    fs
+}
+
+#[test]
+fn unlinked_open_file_stays_readable_until_release() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let data = pattern(300_000, 3);
+    let a = fs.create(ROOT, b"f", 0o644, libc::O_RDWR, &root()).unwrap();
+    fs.write(a.ino, 0, &data, false).unwrap();
+    fs.unlink(ROOT, b"f").unwrap();
+    assert_eq!(fs.lookup(ROOT, b"f").unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.getattr(a.ino).unwrap().nlink, 0);
+    assert_eq!(read_all(&fs, a.ino), data);
+    // Still writable through the handle.
+    fs.write(a.ino, 0, b"more", false).unwrap();
+    fs.release(a.ino).unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap_err(), Errno::ENOENT);
+}
+
+#[test]
+fn release_of_last_handle_frees_an_unlinked_files_blocks() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let s0 = fs.statfs();
+    let a = fs.create(ROOT, b"f", 0o644, libc::O_RDWR, &root()).unwrap();
+    fs.write(a.ino, 0, &pattern(2 << 20, 4), false).unwrap();
+    fs.open(a.ino, libc::O_RDONLY).unwrap();
+    fs.unlink(ROOT, b"f").unwrap();
+    assert!(fs.statfs().bfree < s0.bfree - 500);
+    fs.release(a.ino).unwrap();
+    // One handle is still open.
+    assert_eq!(fs.getattr(a.ino).unwrap().size, 2 << 20);
+    fs.release(a.ino).unwrap();
+    assert_eq!(fs.statfs(), s0);
+}
+
+#[test]
+fn orphan_left_by_dropping_the_fs_is_reclaimed_at_next_mount() {
+    let d = TestDev::new(32 * MB);
+    let (ino, s0) = {
+        let fs = setup(&d);
+        let s0 = fs.statfs();
+        let a = fs.create(ROOT, b"f", 0o644, libc::O_RDWR, &root()).unwrap();
+        fs.write(a.ino, 0, &pattern(3 << 20, 5), false).unwrap();
+        fs.unlink(ROOT, b"f").unwrap();
+        // Dropped with the handle still open: no release.
+        (a.ino, s0)
+    };
+    let fs = d.mount();
+    assert_eq!(fs.getattr(ino).unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs.statfs(), s0);
+}
+
+#[test]
+fn orphan_in_a_crash_image_is_reclaimed_at_mount() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let s0 = fs.statfs();
+    let a = fs.create(ROOT, b"f", 0o644, libc::O_RDWR, &root()).unwrap();
+    fs.write(a.ino, 0, &pattern(1 << 20, 6), false).unwrap();
+    fs.unlink(ROOT, b"f").unwrap();
+    let img = d.crash_image();
+    fs.release(a.ino).unwrap();
+    drop(fs);
+    let fs2 = img.mount();
+    assert_eq!(fs2.getattr(a.ino).unwrap_err(), Errno::ENOENT);
+    assert_eq!(fs2.statfs(), s0);
+    assert_eq!(fs2.ref_table().stats().violations, 0);
+}
+
+#[test]
+fn unlinked_directory_held_open_reads_as_empty() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let a = fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap();
+    fs.open(a.ino, libc::O_RDONLY).unwrap();
+    fs.rmdir(ROOT, b"d").unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap().nlink, 0);
+    assert!(list(&fs, a.ino).is_empty());
+    assert_eq!(
+        fs.create(a.ino, b"x", 0o644, libc::O_RDWR, &root())
+            .unwrap_err(),
+        Errno::ENOENT
+    );
+    fs.release(a.ino).unwrap();
+    assert_eq!(fs.getattr(a.ino).unwrap_err(), Errno::ENOENT);
+}
+
+#[test]
+fn rename_into_a_removed_directory_is_enoent() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let a = fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap();
+    let f = mkfile(&fs, ROOT, b"f", b"data");
+    fs.open(a.ino, libc::O_RDONLY).unwrap();
+    fs.rmdir(ROOT, b"d").unwrap();
+    assert_eq!(
+        fs.rename(ROOT, b"f", a.ino, b"f", 0).unwrap_err(),
+        Errno::ENOENT
+    );
+    assert_eq!(fs.link(f, a.ino, b"g").unwrap_err(), Errno::ENOENT);
+    fs.release(a.ino).unwrap();
+    assert_eq!(fs.lookup(ROOT, b"f").unwrap().ino, f);
+    assert_eq!(read_all(&fs, f), b"data");
+}
