@@ -73,12 +73,22 @@ class Timespec(ctypes.Structure):
 
 
 def timespec(spec):
+    """'now', 'omit', or a decimal number of seconds: -86400.25 is 1969-12-31 00:00:00 - 0.25 s
+    (the kernel's form: tv_sec = -86401, tv_nsec = 750000000)."""
     if spec == "now":
         return Timespec(0, UTIME_NOW)
     if spec == "omit":
         return Timespec(0, UTIME_OMIT)
-    sec, _, nsec = spec.partition(".")
-    return Timespec(int(sec), int(nsec.ljust(9, "0")[:9]) if nsec else 0)
+    sign = -1 if spec.startswith("-") else 1
+    sec, _, frac = spec.lstrip("+-").partition(".")
+    total = sign * (int(sec) * 10**9 + int(frac.ljust(9, "0")[:9] or 0))
+    return Timespec(total // 10**9, total % 10**9)
+
+
+def fmt_ns(ns):
+    """Nanoseconds since the epoch as an exact signed decimal: -86400250000000 -> -86400.250000000."""
+    sign = "-" if ns < 0 else ""
+    return f"{sign}{abs(ns) // 10**9}.{abs(ns) % 10**9:09d}"
 
 
 def op_open(path, spec, mode="0644"):
@@ -202,8 +212,7 @@ def op_stat(path, fields="mode,nlink,size"):
         elif f == "rdev":
             out.append(f"rdev={os.major(st.st_rdev)}:{os.minor(st.st_rdev)}")
         elif f in ("atime_ns", "mtime_ns", "ctime_ns"):
-            ns = getattr(st, "st_" + f)
-            out.append(f"{f[:5]}={ns // 10**9}.{ns % 10**9:09d}")
+            out.append(f"{f[:5]}={fmt_ns(getattr(st, 'st_' + f))}")
         elif hasattr(st, "st_" + f):
             out.append(f"{f}={getattr(st, 'st_' + f)}")
         else:
