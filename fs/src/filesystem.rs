@@ -138,9 +138,14 @@ impl DaxFs {
             },
         )
         .map_err(|e| e.to_string())?;
-        let dev = Arc::new(dev);
+        DaxFs::mount_device(Arc::new(dev), opts)
+    }
+
+    /// Mounts an already opened device (e.g. a memory device holding a crash image):
+    /// validates the superblock, replays the journal, loads metadata, reclaims orphans.
+    pub fn mount_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
         let size = dev.size();
-        let name = device.display().to_string();
+        let name = dev.path().display().to_string();
         let mut buf = [0u8; SB_SIZE];
         dev.read(0, &mut buf);
         let sb = match Superblock::decode(&buf, size) {
