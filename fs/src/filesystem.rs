@@ -208,16 +208,18 @@ impl DaxFs {
         fs.load()
             .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
         if !fs.opts.read_only {
-            let mut sbm = lock(&fs.sb);
-            sbm.state = STATE_MOUNTED;
-            sbm.mount_count += 1;
-            sbm.mount_time = {
-                let t = now();
-                t.sec as u64 * 1_000_000_000 + t.nsec as u64
+            let enc = {
+                let mut sbm = lock(&fs.sb);
+                sbm.state = STATE_MOUNTED;
+                sbm.mount_count += 1;
+                sbm.mount_time = {
+                    let t = now();
+                    t.sec as u64 * 1_000_000_000 + t.nsec as u64
+                };
+                sbm.encode()
             };
-            let enc = sbm.encode();
-            fs.dev.write(0, &enc);
-            fs.dev.persist(0, SB_SIZE as u64);
+            fs.write_superblock(0, &enc)
+                .map_err(|_| format!("{name}: could not update the superblock"))?;
         }
         Ok(fs)
     }
@@ -500,14 +502,26 @@ impl DaxFs {
         if self.failed.load(Ordering::SeqCst) {
             return Err(Errno::EIO);
         }
-        let mut sb = lock(&self.sb);
-        sb.state = STATE_CLEAN;
-        let enc = sb.encode();
-        self.dev.write(0, &enc);
-        self.dev.write(BLOCK_SIZE, &enc);
-        self.dev.persist(0, BLOCK_SIZE + SB_SIZE as u64);
+        let enc = {
+            let mut sb = lock(&self.sb);
+            sb.state = STATE_CLEAN;
+            sb.encode()
+        };
+        self.write_superblock(0, &enc)?;
+        self.write_superblock(BLOCK_SIZE, &enc)?;
+        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
         self.dev.sync_all().map_err(|_| Errno::EIO)?;
         Ok(())
+    }
+
+    /// Writes one superblock copy (at byte 0 or 4096) through the journal. A plain
+    /// store could be torn by a power cut (the fields and the crc sit in different cache
+    /// lines); journaled, a torn copy is rewritten by replay. One copy per transaction,
+    /// so a crash can never tear both.
+    fn write_superblock(&self, off: u64, enc: &[u8; SB_SIZE]) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.txn.write(off, enc);
+        self.commit(tx)
     }
 
     pub fn options(&self) -> &FsOptions {
