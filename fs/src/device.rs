@@ -547,7 +547,7 @@ impl Device {
         if size == 0 {
             return Err(DeviceError::Empty { path });
         }
-        if size % DEVICE_ALIGN != 0 {
+        if !size.is_multiple_of(DEVICE_ALIGN) {
             return Err(DeviceError::BadSize {
                 path,
                 size,
@@ -1438,6 +1438,86 @@ mod tests {
         dev.sync_all().expect("sync_all");
         drop(dev);
         assert!(!Device::is_locked_by_other(&path));
+    }
+
+    #[test]
+    fn memory_device_holds_a_copy_of_the_image() {
+        let mut img = vec![0u8; 8192];
+        img[5000] = 42;
+        let dev = Device::memory(&img).expect("memory device");
+        assert_eq!(dev.kind(), DeviceKind::Memory);
+        assert_eq!(dev.size(), 8192);
+        let mut b = [0u8; 1];
+        dev.read(5000, &mut b);
+        assert_eq!(b[0], 42);
+        assert!(dev.recorder().is_none());
+        assert!(matches!(
+            Device::memory(&[0u8; 100]),
+            Err(DeviceError::BadSize { .. })
+        ));
+    }
+
+    #[test]
+    fn recorded_store_is_durable_only_after_flush_and_fence() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        dev.write(70, &[1, 2, 3]);
+        assert_eq!(rec.durable_image()[70..73], [0, 0, 0]);
+        dev.flush(70, 3);
+        assert_eq!(rec.durable_image()[70..73], [0, 0, 0], "flush alone");
+        dev.fence();
+        assert_eq!(rec.durable_image()[70..73], [1, 2, 3]);
+        assert_eq!(rec.unpersisted_count(), 0);
+    }
+
+    #[test]
+    fn recorded_store_after_flush_is_not_made_durable_by_the_fence() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        dev.write(0, &[1]);
+        dev.flush(0, 1);
+        dev.write(0, &[2]);
+        dev.fence();
+        assert_eq!(rec.durable_image()[0], 1);
+        assert_eq!(rec.unpersisted_count(), 1);
+    }
+
+    #[test]
+    fn recorded_streaming_stores_and_persist_helpers_are_durable_at_their_fence() {
+        let (dev, rec) = Device::recording(64 << 10).expect("recording device");
+        dev.write_nt(4096, &[7u8; 100]);
+        assert_eq!(rec.durable_image()[4096], 0);
+        dev.fence();
+        assert_eq!(rec.durable_image()[4195], 7);
+        dev.write_persist(8192, &[9u8; NT_THRESHOLD]);
+        dev.write_persist(100, b"small");
+        dev.zero_persist(4096, 64);
+        let img = rec.durable_image();
+        assert_eq!((img[8192], img[100], img[4096], img[4160]), (9, b's', 0, 7));
+        assert_eq!(rec.unpersisted_count(), 0);
+    }
+
+    #[test]
+    fn fence_points_are_deltas_that_rebuild_every_crash_state() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        let base = rec.durable_image();
+        rec.set_recording(true);
+        dev.write(64, &[5]);
+        dev.write(200, &[6]);
+        dev.flush(64, 1);
+        dev.fence(); // point 0: lines 1 and 3 unpersisted; line 1 made durable
+        dev.fence(); // point 1: line 3 still unpersisted
+        let points = rec.take_points();
+        assert_eq!(points.len(), 2);
+        assert_eq!(rec.fence_count(), 2);
+        let lines: Vec<usize> = points[0].unpersisted.iter().map(|u| u.0).collect();
+        assert_eq!(lines, vec![1, 3]);
+        let mut durable = base;
+        let mut crash = durable.clone();
+        points[0].add_lines(&mut crash, &[1]);
+        assert_eq!((crash[64], crash[200]), (0, 6));
+        points[0].advance(&mut durable);
+        assert_eq!((durable[64], durable[200]), (5, 0));
+        assert_eq!(points[1].unpersisted.len(), 1);
+        assert!(points[1].made_durable.is_empty());
     }
 
     #[test]

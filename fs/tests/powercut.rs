@@ -217,7 +217,7 @@ fn observe(fs: &DaxFs) -> Result<Observed, String> {
                         .map_err(|x| format!("readlink {path}: {x:?}"))?,
                 ),
                 FileKind::File => {
-                    if !o.files.contains_key(&e.ino) {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = o.files.entry(e.ino) {
                         let mut buf = vec![0u8; a.size as usize];
                         let n = fs
                             .read(e.ino, 0, &mut buf)
@@ -235,14 +235,11 @@ fn observe(fs: &DaxFs) -> Result<Observed, String> {
                                 .map_err(|x| format!("getxattr {path}: {x:?}"))?;
                             xattrs.insert(xname.to_vec(), v);
                         }
-                        o.files.insert(
-                            e.ino,
-                            SeenFile {
-                                data: buf,
-                                xattrs,
-                                nlink: a.nlink,
-                            },
-                        );
+                        slot.insert(SeenFile {
+                            data: buf,
+                            xattrs,
+                            nlink: a.nlink,
+                        });
                     }
                     Seen::File(e.ino)
                 }
