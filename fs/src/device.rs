@@ -17,7 +17,13 @@
 //! validated first (block numbers checked against the device size). The bounds checks in
 //! this module are therefore last-resort invariant checks: an out-of-range access is a
 //! bug in the caller and panics with a message naming the device and the range.
+//!
+//! For crash tests a device can also live in anonymous memory ([`Device::memory`]), and
+//! can record its persistence ([`Device::recording`]): every store, cache-line flush and
+//! fence is fed to a [`Recorder`], which models x86 persistence per 64-byte line and
+//! keeps, at each fence, the crash states possible just before it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -25,6 +31,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::persist::{self, FlushInstr};
 
@@ -78,6 +85,8 @@ pub enum DeviceKind {
     Pmem,
     /// A regular file: emulated pmem.
     File,
+    /// Anonymous memory (crash tests): [`Device::memory`] and [`Device::recording`].
+    Memory,
 }
 
 /// How to open a device.
@@ -176,13 +185,15 @@ impl std::error::Error for DeviceError {
 enum Mapping {
     Memmap(memmap2::MmapRaw),
     Sync(SyncMap),
+    Anon(memmap2::MmapMut),
 }
 
 impl Mapping {
-    fn base(&self) -> *mut u8 {
+    fn base(&mut self) -> *mut u8 {
         match self {
             Mapping::Memmap(m) => m.as_mut_ptr(),
             Mapping::Sync(m) => m.ptr,
+            Mapping::Anon(m) => m.as_mut_ptr(),
         }
     }
 }
@@ -203,8 +214,9 @@ impl Drop for SyncMap {
 /// One mapped pmem device. Shared by all filesystem threads (`Send + Sync`).
 pub struct Device {
     path: PathBuf,
-    // Held for the flock and the mapping's lifetime; the lock goes with the fd.
-    _file: File,
+    // Held for the flock and the mapping's lifetime; the lock goes with the fd. None
+    // for memory devices.
+    _file: Option<File>,
     _map: Mapping,
     base: *mut u8,
     size: u64,
@@ -216,6 +228,8 @@ pub struct Device {
     flush_instr: FlushInstr,
     // First msync errno not yet reported by `take_error` (0 = none).
     error: AtomicI32,
+    // Persistence model fed by every store, flush and fence (recording devices only).
+    recorder: Option<Arc<Recorder>>,
 }
 
 // SAFETY: the Device owns its mapping for its whole life and never remaps it, so `base`
@@ -400,7 +414,8 @@ impl Device {
         }
 
         let (size, map_align) = match kind {
-            DeviceKind::File => {
+            // `open` classifies paths only as files, block devices or device-DAX.
+            DeviceKind::File | DeviceKind::Memory => {
                 let len = file.metadata().map_err(io_err(path, "stat"))?.len();
                 (len, DEVICE_ALIGN)
             }
@@ -479,6 +494,7 @@ impl Device {
                 Mapping::Memmap(m)
             }
         };
+        let mut map = map;
         let base = map.base();
         let map_sync = matches!(map, Mapping::Sync(_));
         let needs_msync =
@@ -486,7 +502,7 @@ impl Device {
 
         Ok(Device {
             path: path.to_path_buf(),
-            _file: file,
+            _file: Some(file),
             _map: map,
             base,
             size,
@@ -497,7 +513,102 @@ impl Device {
             needs_msync,
             flush_instr: persist::flush_instr(),
             error: AtomicI32::new(0),
+            recorder: None,
         })
+    }
+
+    /// A writable device in anonymous memory holding a copy of `image` (e.g. a crash
+    /// image, to mount without a file). Its path is `<memory>`. `image.len()` must be a
+    /// non-zero multiple of 4096.
+    pub fn memory(image: &[u8]) -> Result<Device, DeviceError> {
+        let dev = Device::anon(image.len() as u64, None)?;
+        // SAFETY: a fresh private mapping of exactly image.len() bytes that nothing else
+        // references yet; `image` is a distinct Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), dev.base, image.len()) };
+        Ok(dev)
+    }
+
+    /// A zero-filled memory device of `size` bytes whose stores, flushes and fences are
+    /// fed to the returned [`Recorder`] (x86 persistence model, see there). Reads and
+    /// [`slice`](Self::slice) see the volatile contents, as on real hardware.
+    pub fn recording(size: u64) -> Result<(Device, Arc<Recorder>), DeviceError> {
+        let len = usize::try_from(size).map_err(|_| DeviceError::BadSize {
+            path: PathBuf::from("<memory>"),
+            size,
+            multiple_of: DEVICE_ALIGN,
+        })?;
+        let rec = Arc::new(Recorder::new(len));
+        let dev = Device::anon(size, Some(rec.clone()))?;
+        Ok((dev, rec))
+    }
+
+    fn anon(size: u64, recorder: Option<Arc<Recorder>>) -> Result<Device, DeviceError> {
+        let path = PathBuf::from("<memory>");
+        if size == 0 {
+            return Err(DeviceError::Empty { path });
+        }
+        if !size.is_multiple_of(DEVICE_ALIGN) {
+            return Err(DeviceError::BadSize {
+                path,
+                size,
+                multiple_of: DEVICE_ALIGN,
+            });
+        }
+        let len = usize::try_from(size).map_err(|_| DeviceError::BadSize {
+            path: path.clone(),
+            size,
+            multiple_of: DEVICE_ALIGN,
+        })?;
+        let mut map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_anon()
+            .map_err(io_err(&path, "mmap anonymous memory"))?;
+        let base = map.as_mut_ptr();
+        Ok(Device {
+            path,
+            _file: None,
+            _map: Mapping::Anon(map),
+            base,
+            size,
+            kind: DeviceKind::Memory,
+            writable: true,
+            map_sync: false,
+            memory_backed: true,
+            needs_msync: false,
+            flush_instr: persist::flush_instr(),
+            error: AtomicI32::new(0),
+            recorder,
+        })
+    }
+
+    /// The persistence recorder of a [`recording`](Self::recording) device.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
+    }
+
+    /// Copies the (volatile) contents of the 64-byte lines covering `off..off+len`
+    /// for the recorder. Out-of-range lines cannot occur: callers checked the range.
+    fn record_flush(&self, rec: &Recorder, off: u64, len: u64) {
+        let Some(lines) = line_range(off, len) else {
+            return;
+        };
+        let mut g = rec.lock();
+        for line in lines {
+            if g.unpersisted.contains(&line) {
+                let content = self.line_content(line);
+                g.pending.insert(line, content);
+            }
+        }
+    }
+
+    fn line_content(&self, line: usize) -> [u8; LINE] {
+        let mut out = [0u8; LINE];
+        // SAFETY: `line` covers bytes of a range checked to lie inside the mapping, and
+        // the size is a multiple of 4096, so the whole line is inside it too.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base.add(line * LINE), out.as_mut_ptr(), LINE)
+        };
+        out
     }
 
     /// Whether another process (or another open in this one) holds the device's lock,
@@ -616,6 +727,9 @@ impl Device {
         // SAFETY: inside the live, writable mapping (checked). memmove, because `data`
         // may itself be a `slice` of the device (moving bytes within it).
         unsafe { std::ptr::copy(data.as_ptr(), self.base.add(at), data.len()) };
+        if let Some(rec) = &self.recorder {
+            rec.stored(off, data.len() as u64);
+        }
     }
 
     /// Stores `data` at `off` with non-temporal stores: durable after the next
@@ -631,10 +745,18 @@ impl Device {
             self.write(off, data);
             // SAFETY: inside the live mapping (checked).
             unsafe { persist::flush_lines(dst, data.len()) };
+            if let Some(rec) = &self.recorder {
+                self.record_flush(rec, off, data.len() as u64);
+            }
             return;
         }
         // SAFETY: inside the live, writable mapping (checked) and disjoint from `data`.
         unsafe { persist::copy_nontemporal(dst, data.as_ptr(), data.len()) };
+        if let Some(rec) = &self.recorder {
+            // A streaming store is durable at the next fence, as a flushed line.
+            rec.stored(off, data.len() as u64);
+            self.record_flush(rec, off, data.len() as u64);
+        }
     }
 
     /// Zeroes `len` bytes at `off` with ordinary stores (not yet durable).
@@ -642,6 +764,9 @@ impl Device {
         let at = self.check(off, len, true);
         // SAFETY: inside the live, writable mapping (checked).
         unsafe { std::ptr::write_bytes(self.base.add(at), 0, len as usize) };
+        if let Some(rec) = &self.recorder {
+            rec.stored(off, len);
+        }
     }
 
     /// Writes back the cache lines of `off..off+len` (and msyncs the range where the
@@ -656,11 +781,17 @@ impl Device {
         if self.needs_msync {
             self.msync(at, len as usize);
         }
+        if let Some(rec) = &self.recorder {
+            self.record_flush(rec, off, len);
+        }
     }
 
     /// Store fence: every flush and non-temporal store before it is durable after it.
     pub fn fence(&self) {
         persist::sfence();
+        if let Some(rec) = &self.recorder {
+            rec.fence(|line| self.line_content(line));
+        }
     }
 
     /// Flush + fence: `off..off+len` is durable on return.
@@ -690,6 +821,10 @@ impl Device {
         if len as usize >= NT_THRESHOLD {
             // SAFETY: inside the live, writable mapping (checked).
             unsafe { persist::zero_nontemporal(self.base.add(at), len as usize) };
+            if let Some(rec) = &self.recorder {
+                rec.stored(off, len);
+                self.record_flush(rec, off, len);
+            }
             if self.needs_msync {
                 self.msync(at, len as usize);
             }
@@ -760,12 +895,164 @@ impl Device {
     /// # Safety
     /// As for [`slice`](Self::slice), and the caller must not create another `&`/`&mut`
     /// to overlapping bytes while this one is in use.
+    /// On a recording device the lines are counted as stored when the slice is made
+    /// (stores through it are not seen individually); flush them after storing.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice_mut(&self, off: u64, len: usize) -> &mut [u8] {
         let at = self.check(off, len as u64, true);
+        if let Some(rec) = &self.recorder {
+            rec.stored(off, len as u64);
+        }
         // SAFETY: inside the live, writable mapping (checked); exclusivity is the
         // caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.base.add(at), len) }
+    }
+}
+
+/// Size of the persistence unit of a [`Recorder`] (a cache line).
+pub const LINE: usize = 64;
+
+/// Line indices covering `off..off+len`; None if empty.
+fn line_range(off: u64, len: u64) -> Option<std::ops::RangeInclusive<usize>> {
+    if len == 0 {
+        return None;
+    }
+    let end = off.checked_add(len)?;
+    Some((off as usize / LINE)..=((end - 1) as usize / LINE))
+}
+
+/// The crash states possible just before one fence of a recording device: what was
+/// durable, plus any subset of the `unpersisted` lines (stores may reach media early by
+/// cache eviction). Points are deltas, to keep a long recording small: the durable
+/// image before point *i* is the image at recording start with `made_durable` of every
+/// earlier point applied, in order.
+#[derive(Clone, Debug)]
+pub struct FencePoint {
+    /// 0-based index of the fence (value of [`Recorder::fence_count`] before it).
+    pub index: u64,
+    /// Lines written since they were last made durable, with their volatile contents
+    /// at the fence.
+    pub unpersisted: Vec<(usize, [u8; LINE])>,
+    /// Lines this fence made durable, with the contents that became durable.
+    pub made_durable: Vec<(usize, [u8; LINE])>,
+}
+
+impl FencePoint {
+    /// Copies the chosen unpersisted lines (indices into `unpersisted`) into `image`,
+    /// which holds the durable contents before this fence: the result is one crash
+    /// state of this point.
+    pub fn add_lines(&self, image: &mut [u8], chosen: &[usize]) {
+        for &i in chosen {
+            if let Some((line, content)) = self.unpersisted.get(i) {
+                copy_line(image, *line, content);
+            }
+        }
+    }
+
+    /// Moves `durable` (the durable contents before this fence) past the fence.
+    pub fn advance(&self, durable: &mut [u8]) {
+        for (line, content) in &self.made_durable {
+            copy_line(durable, *line, content);
+        }
+    }
+}
+
+fn copy_line(img: &mut [u8], line: usize, content: &[u8; LINE]) {
+    let start = line.saturating_mul(LINE);
+    let end = start.saturating_add(LINE).min(img.len());
+    if start < end {
+        img[start..end].copy_from_slice(&content[..end - start]);
+    }
+}
+
+struct RecState {
+    /// What a power cut now would keep if no unflushed store reached media.
+    durable: Vec<u8>,
+    /// Lines whose volatile contents may differ from the durable ones.
+    unpersisted: BTreeSet<usize>,
+    /// Lines flushed (or streamed) since the last fence, with their contents then.
+    pending: BTreeMap<usize, [u8; LINE]>,
+    fences: u64,
+    recording: bool,
+    points: Vec<FencePoint>,
+}
+
+/// The x86 persistence model of a recording device ([`Device::recording`]), per 64-byte
+/// line: a store changes only the volatile contents; a flush (clwb) snapshots the line
+/// as pending; a fence makes the pending snapshots durable. Non-temporal stores count as
+/// stored and flushed. With recording on, every fence keeps a [`FencePoint`].
+pub struct Recorder {
+    inner: Mutex<RecState>,
+}
+
+impl Recorder {
+    fn new(len: usize) -> Recorder {
+        Recorder {
+            inner: Mutex::new(RecState {
+                durable: vec![0; len],
+                unpersisted: BTreeSet::new(),
+                pending: BTreeMap::new(),
+                fences: 0,
+                recording: false,
+                points: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RecState> {
+        // A panicking test thread must not turn every later access into a panic.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stored(&self, off: u64, len: u64) {
+        if let Some(lines) = line_range(off, len) {
+            self.lock().unpersisted.extend(lines);
+        }
+    }
+
+    fn fence(&self, volatile: impl Fn(usize) -> [u8; LINE]) {
+        let mut g = self.lock();
+        let pending = std::mem::take(&mut g.pending);
+        if g.recording {
+            let point = FencePoint {
+                index: g.fences,
+                unpersisted: g.unpersisted.iter().map(|&l| (l, volatile(l))).collect(),
+                made_durable: pending.iter().map(|(&l, c)| (l, *c)).collect(),
+            };
+            g.points.push(point);
+        }
+        for (line, content) in pending {
+            copy_line(&mut g.durable, line, &content);
+            if volatile(line) == content {
+                g.unpersisted.remove(&line);
+            }
+        }
+        g.fences += 1;
+    }
+
+    /// What survives a power cut now if no unflushed store reached media.
+    pub fn durable_image(&self) -> Vec<u8> {
+        self.lock().durable.clone()
+    }
+
+    /// Starts or stops keeping a [`FencePoint`] at every fence.
+    pub fn set_recording(&self, on: bool) {
+        self.lock().recording = on;
+    }
+
+    /// Removes and returns the fence points kept so far (oldest first).
+    pub fn take_points(&self) -> Vec<FencePoint> {
+        std::mem::take(&mut self.lock().points)
+    }
+
+    /// Number of fences so far.
+    pub fn fence_count(&self) -> u64 {
+        self.lock().fences
+    }
+
+    /// Number of lines written but not yet durable.
+    pub fn unpersisted_count(&self) -> usize {
+        self.lock().unpersisted.len()
     }
 }
 
@@ -1151,6 +1438,86 @@ mod tests {
         dev.sync_all().expect("sync_all");
         drop(dev);
         assert!(!Device::is_locked_by_other(&path));
+    }
+
+    #[test]
+    fn memory_device_holds_a_copy_of_the_image() {
+        let mut img = vec![0u8; 8192];
+        img[5000] = 42;
+        let dev = Device::memory(&img).expect("memory device");
+        assert_eq!(dev.kind(), DeviceKind::Memory);
+        assert_eq!(dev.size(), 8192);
+        let mut b = [0u8; 1];
+        dev.read(5000, &mut b);
+        assert_eq!(b[0], 42);
+        assert!(dev.recorder().is_none());
+        assert!(matches!(
+            Device::memory(&[0u8; 100]),
+            Err(DeviceError::BadSize { .. })
+        ));
+    }
+
+    #[test]
+    fn recorded_store_is_durable_only_after_flush_and_fence() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        dev.write(70, &[1, 2, 3]);
+        assert_eq!(rec.durable_image()[70..73], [0, 0, 0]);
+        dev.flush(70, 3);
+        assert_eq!(rec.durable_image()[70..73], [0, 0, 0], "flush alone");
+        dev.fence();
+        assert_eq!(rec.durable_image()[70..73], [1, 2, 3]);
+        assert_eq!(rec.unpersisted_count(), 0);
+    }
+
+    #[test]
+    fn recorded_store_after_flush_is_not_made_durable_by_the_fence() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        dev.write(0, &[1]);
+        dev.flush(0, 1);
+        dev.write(0, &[2]);
+        dev.fence();
+        assert_eq!(rec.durable_image()[0], 1);
+        assert_eq!(rec.unpersisted_count(), 1);
+    }
+
+    #[test]
+    fn recorded_streaming_stores_and_persist_helpers_are_durable_at_their_fence() {
+        let (dev, rec) = Device::recording(64 << 10).expect("recording device");
+        dev.write_nt(4096, &[7u8; 100]);
+        assert_eq!(rec.durable_image()[4096], 0);
+        dev.fence();
+        assert_eq!(rec.durable_image()[4195], 7);
+        dev.write_persist(8192, &[9u8; NT_THRESHOLD]);
+        dev.write_persist(100, b"small");
+        dev.zero_persist(4096, 64);
+        let img = rec.durable_image();
+        assert_eq!((img[8192], img[100], img[4096], img[4160]), (9, b's', 0, 7));
+        assert_eq!(rec.unpersisted_count(), 0);
+    }
+
+    #[test]
+    fn fence_points_are_deltas_that_rebuild_every_crash_state() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        let base = rec.durable_image();
+        rec.set_recording(true);
+        dev.write(64, &[5]);
+        dev.write(200, &[6]);
+        dev.flush(64, 1);
+        dev.fence(); // point 0: lines 1 and 3 unpersisted; line 1 made durable
+        dev.fence(); // point 1: line 3 still unpersisted
+        let points = rec.take_points();
+        assert_eq!(points.len(), 2);
+        assert_eq!(rec.fence_count(), 2);
+        let lines: Vec<usize> = points[0].unpersisted.iter().map(|u| u.0).collect();
+        assert_eq!(lines, vec![1, 3]);
+        let mut durable = base;
+        let mut crash = durable.clone();
+        points[0].add_lines(&mut crash, &[1]);
+        assert_eq!((crash[64], crash[200]), (0, 6));
+        points[0].advance(&mut durable);
+        assert_eq!((durable[64], durable[200]), (5, 0));
+        assert_eq!(points[1].unpersisted.len(), 1);
+        assert!(points[1].made_durable.is_empty());
     }
 
     #[test]

@@ -138,9 +138,14 @@ impl DaxFs {
             },
         )
         .map_err(|e| e.to_string())?;
-        let dev = Arc::new(dev);
+        DaxFs::mount_device(Arc::new(dev), opts)
+    }
+
+    /// Mounts an already opened device (e.g. a memory device holding a crash image):
+    /// validates the superblock, replays the journal, loads metadata, reclaims orphans.
+    pub fn mount_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
         let size = dev.size();
-        let name = device.display().to_string();
+        let name = dev.path().display().to_string();
         let mut buf = [0u8; SB_SIZE];
         dev.read(0, &mut buf);
         let sb = match Superblock::decode(&buf, size) {
@@ -203,16 +208,18 @@ impl DaxFs {
         fs.load()
             .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
         if !fs.opts.read_only {
-            let mut sbm = lock(&fs.sb);
-            sbm.state = STATE_MOUNTED;
-            sbm.mount_count += 1;
-            sbm.mount_time = {
-                let t = now();
-                t.sec as u64 * 1_000_000_000 + t.nsec as u64
+            let enc = {
+                let mut sbm = lock(&fs.sb);
+                sbm.state = STATE_MOUNTED;
+                sbm.mount_count += 1;
+                sbm.mount_time = {
+                    let t = now();
+                    t.sec as u64 * 1_000_000_000 + t.nsec as u64
+                };
+                sbm.encode()
             };
-            let enc = sbm.encode();
-            fs.dev.write(0, &enc);
-            fs.dev.persist(0, SB_SIZE as u64);
+            fs.write_superblock(0, &enc)
+                .map_err(|_| format!("{name}: could not update the superblock"))?;
         }
         Ok(fs)
     }
@@ -238,6 +245,10 @@ impl DaxFs {
         let mut free = Vec::new();
         let mut slot = [0u8; INODE_SIZE as usize];
         let mut orphans = Vec::new();
+        self.dev.read(g.inode_offset(0), &mut slot);
+        if slot.iter().any(|&b| b != 0) {
+            return Err("inode slot 0 (reserved) is not zero".into());
+        }
         for ino in 1..g.inode_count {
             self.dev.read(g.inode_offset(ino), &mut slot);
             let d = match DiskInode::decode(&slot).map_err(|e| format!("inode {ino}: {e}"))? {
@@ -339,6 +350,7 @@ impl DaxFs {
                 }
             }
         }
+        check_links(&inodes)?;
         // The on-media bitmap must agree with the extent maps; a crash may leave blocks
         // marked used that no committed extent references: those are reclaimed here.
         let mut img = vec![0u8; BLOCK_SIZE as usize];
@@ -495,14 +507,26 @@ impl DaxFs {
         if self.failed.load(Ordering::SeqCst) {
             return Err(Errno::EIO);
         }
-        let mut sb = lock(&self.sb);
-        sb.state = STATE_CLEAN;
-        let enc = sb.encode();
-        self.dev.write(0, &enc);
-        self.dev.write(BLOCK_SIZE, &enc);
-        self.dev.persist(0, BLOCK_SIZE + SB_SIZE as u64);
+        let enc = {
+            let mut sb = lock(&self.sb);
+            sb.state = STATE_CLEAN;
+            sb.encode()
+        };
+        self.write_superblock(0, &enc)?;
+        self.write_superblock(BLOCK_SIZE, &enc)?;
+        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
         self.dev.sync_all().map_err(|_| Errno::EIO)?;
         Ok(())
+    }
+
+    /// Writes one superblock copy (at byte 0 or 4096) through the journal. A plain
+    /// store could be torn by a power cut (the fields and the crc sit in different cache
+    /// lines); journaled, a torn copy is rewritten by replay. One copy per transaction,
+    /// so a crash can never tear both.
+    fn write_superblock(&self, off: u64, enc: &[u8; SB_SIZE]) -> Result<()> {
+        let mut tx = Tx::new();
+        tx.txn.write(off, enc);
+        self.commit(tx)
     }
 
     pub fn options(&self) -> &FsOptions {
@@ -1032,6 +1056,103 @@ impl DaxFs {
             self.stats.layout_breaks.load(Ordering::Relaxed),
         )
     }
+}
+
+/// The namespace invariants every committed state keeps (fsck checks the same): link
+/// counts equal the entries naming an inode (directories: 2 + subdirectories), a
+/// directory has one entry and its parent field names that entry's directory, the root
+/// is named by no entry, every linked inode is reachable from the root, and only an
+/// unlinked inode carries the orphan flag. A wrong count would let an unlink free an
+/// inode that another entry still names, so a mount refuses such an image.
+fn check_links(inodes: &HashMap<u64, Arc<Inode>>) -> std::result::Result<(), String> {
+    struct N {
+        is_dir: bool,
+        nlink: u32,
+        parent: u64,
+        orphan: bool,
+        entries: Vec<u64>,
+    }
+    let nodes: HashMap<u64, N> = inodes
+        .iter()
+        .map(|(&ino, i)| {
+            let st = rlock(&i.st);
+            let entries = st
+                .dir
+                .as_ref()
+                .map(|d| d.iter().map(|(_, e)| e.ino).collect())
+                .unwrap_or_default();
+            let n = N {
+                is_dir: st.is_dir(),
+                nlink: st.d.nlink,
+                parent: st.d.parent,
+                orphan: st.d.flags & IFLAG_ORPHAN != 0,
+                entries,
+            };
+            (ino, n)
+        })
+        .collect();
+    let mut links: HashMap<u64, u32> = HashMap::new();
+    let mut subdirs: HashMap<u64, u32> = HashMap::new();
+    for (&dir, n) in &nodes {
+        for &child in &n.entries {
+            if child == ROOT_INO {
+                return Err(format!(
+                    "directory {dir}: an entry names the root directory"
+                ));
+            }
+            let count = links.entry(child).or_insert(0);
+            *count += 1;
+            if nodes.get(&child).is_some_and(|c| c.is_dir) {
+                if *count > 1 {
+                    return Err(format!("directory {child} has more than one name"));
+                }
+                if nodes.get(&child).map(|c| c.parent) != Some(dir) {
+                    return Err(format!(
+                        "directory {child}: parent field does not name directory {dir}, which contains it"
+                    ));
+                }
+                *subdirs.entry(dir).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut reached = BTreeSet::from([ROOT_INO]);
+    let mut stack = vec![ROOT_INO];
+    while let Some(d) = stack.pop() {
+        for &c in nodes.get(&d).map(|n| n.entries.as_slice()).unwrap_or(&[]) {
+            if reached.insert(c) && nodes.get(&c).is_some_and(|n| n.is_dir) {
+                stack.push(c);
+            }
+        }
+    }
+    for (&ino, n) in &nodes {
+        let named = links.get(&ino).copied().unwrap_or(0);
+        if n.nlink == 0 {
+            if named > 0 {
+                return Err(format!(
+                    "inode {ino}: link count is 0 but {named} entries name it"
+                ));
+            }
+            continue;
+        }
+        let want = if n.is_dir {
+            2 + subdirs.get(&ino).copied().unwrap_or(0)
+        } else {
+            named
+        };
+        if n.nlink != want {
+            return Err(format!(
+                "inode {ino}: link count is {} but should be {want}",
+                n.nlink
+            ));
+        }
+        if n.orphan {
+            return Err(format!("inode {ino}: marked orphan but linked"));
+        }
+        if !reached.contains(&ino) {
+            return Err(format!("inode {ino}: not reachable from the root"));
+        }
+    }
+    Ok(())
 }
 
 impl Drop for DaxFs {

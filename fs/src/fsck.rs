@@ -229,14 +229,17 @@ struct SbPair {
 }
 
 fn read_superblocks(dev: &Device) -> SbPair {
-    let size = dev.size();
+    read_superblocks_with(dev.size(), |off, buf| dev.read(off, buf))
+}
+
+fn read_superblocks_with(size: u64, read: impl Fn(u64, &mut [u8])) -> SbPair {
     let mut p = [0u8; SB_SIZE];
     let mut b = [0u8; SB_SIZE];
     if size >= SB_SIZE as u64 {
-        dev.read(0, &mut p);
+        read(0, &mut p);
     }
     if size >= BLOCK_SIZE + SB_SIZE as u64 {
-        dev.read(BLOCK_SIZE, &mut b);
+        read(BLOCK_SIZE, &mut b);
     }
     SbPair {
         primary: Superblock::decode(&p, size),
@@ -266,9 +269,47 @@ fn write_sb(dev: &Device, off: u64, sb: &Superblock) -> Result<(), String> {
     dev.sync_all().map_err(|e| format!("sync: {e}"))
 }
 
+/// When exactly one superblock copy is bad, whether replaying the journal (into
+/// memory) makes both good: the copy was torn by a crash while a journaled superblock
+/// update was being applied, and the next mount's replay rewrites it.
+fn torn_copy_healed_by_journal(dev: &Arc<Device>, pair: &SbPair) -> Option<Superblock> {
+    let good = match (&pair.primary, &pair.backup) {
+        (Ok(p), Err(_)) => p.clone(),
+        (Err(_), Ok(b)) => b.clone(),
+        _ => return None,
+    };
+    let img = Arc::new(Overlay::new(dev.clone()));
+    let media: Arc<dyn Media> = img.clone();
+    Journal::open(
+        media,
+        good.journal_start * BLOCK_SIZE,
+        good.journal_blocks * BLOCK_SIZE,
+    )
+    .ok()?;
+    let healed = read_superblocks_with(dev.size(), |off, buf| {
+        img.read_at(off, buf);
+    });
+    match (healed.primary, healed.backup) {
+        (Ok(p), Ok(b)) if same_geometry(&p, &b) => Some(p),
+        _ => None,
+    }
+}
+
 /// Checks both superblock copies; with `repair`, rewrites a bad copy from the good one.
-fn check_superblocks(dev: &Device, repair: bool, r: &mut FsckReport) -> Option<Superblock> {
+fn check_superblocks(dev: &Arc<Device>, repair: bool, r: &mut FsckReport) -> Option<Superblock> {
     let pair = read_superblocks(dev);
+    if let Some(sb) = torn_copy_healed_by_journal(dev, &pair) {
+        let which = if pair.primary.is_err() {
+            "primary"
+        } else {
+            "backup"
+        };
+        r.add(
+            Severity::Note,
+            format!("{which} superblock was torn by a crash; the journal holds its committed copy (the next mount applies it)"),
+        );
+        return Some(sb);
+    }
     if !pair.any_magic {
         r.not_daxfs = true;
         return None;

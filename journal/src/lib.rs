@@ -26,9 +26,9 @@ pub use mem_media::{FencePoint, MemMedia};
 pub use txn::Transaction;
 
 use layout::{
-    crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC, COMMIT_SIZE,
-    DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS, HEADER_SIZE, RECORD_HEADER_SIZE,
-    TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
+    crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC,
+    COMMIT_SIZE, DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS, HEADER_SIZE,
+    RECORD_HEADER_SIZE, TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
 };
 use txn::RecordRef;
 
@@ -280,7 +280,7 @@ impl Journal {
     /// Durability argument: the whole transaction (header, records, commit record) is
     /// written, flushed and fenced once. Without a fence between the records and the
     /// commit record, the commit record may reach media before some record line does,
-    /// but the commit record's CRC covers every byte before it, so such a torn
+    /// but the commit record's body checksum (CRC-32C) covers every byte before it, so such a torn
     /// transaction fails validation at replay and is skipped as a whole. Only after that
     /// fence are the records stored home, flushed and fenced; a crash in between is
     /// repaired by replay (records are idempotent physical writes, replayed in order).
@@ -405,7 +405,7 @@ impl Journal {
         }
 
         let c = (total - COMMIT_SIZE) as usize;
-        let body_crc = crc32fast::hash(&buf[..c]);
+        let body_crc = crc32c(&buf[..c]);
         let commit = &mut buf[c..];
         put_u32(commit, 0, COMMIT_MAGIC);
         put_u64(commit, 8, self.journal_id);
@@ -493,7 +493,7 @@ impl Journal {
             || get_u64(commit, 16) != seq
             || get_u64(commit, 24) != total
             || get_u32(commit, 32) != count
-            || get_u32(commit, 36) != crc32fast::hash(&buf[..c])
+            || get_u32(commit, 36) != crc32c(&buf[..c])
         {
             return torn;
         }
