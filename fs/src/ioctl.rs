@@ -6,6 +6,10 @@
 //! direction and size of the argument, so the kernel copies it in and out by itself.
 
 use crate::pin::FsStats;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
 
 /// ioctl type byte of daxfs (`_IOC_TYPE`).
 pub const DAXFS_IOC_MAGIC: u32 = 0xDA;
@@ -122,6 +126,69 @@ pub fn decode_stats(b: &[u8]) -> Option<FsStats> {
         violations: f(14)?,
         commits: f(15)?,
     })
+}
+
+// ---------------------------------------------------------------------------------
+// Client side (the `daxfs pin` and `daxfs stats` commands, or any program)
+
+/// Issues `cmd` with `arg` (the size its number encodes) on `file`.
+fn raw_ioctl(file: &File, cmd: u32, arg: *mut u8) -> io::Result<()> {
+    // SAFETY: `arg` points to a buffer of at least the size encoded in `cmd` (every
+    // caller passes one of this module's structures for its own number), valid for the
+    // whole call; the fd is open for the call (borrowed from `file`).
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), cmd as _, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// DAXFS_IOC_PIN: pins `length` bytes at `offset` of the open file, until
+/// [`unpin_file`] with the same range or until the open file is closed.
+pub fn pin_file(file: &File, offset: u64, length: u64) -> io::Result<()> {
+    let mut b = PinArg { offset, length }.encode();
+    raw_ioctl(file, DAXFS_IOC_PIN, b.as_mut_ptr())
+}
+
+/// DAXFS_IOC_UNPIN: releases a pin taken through `file` with the same range.
+pub fn unpin_file(file: &File, offset: u64, length: u64) -> io::Result<()> {
+    let mut b = PinArg { offset, length }.encode();
+    raw_ioctl(file, DAXFS_IOC_UNPIN, b.as_mut_ptr())
+}
+
+/// DAXFS_IOC_STATS on `path` (a daxfs mount point or anything in it). An error of kind
+/// `InvalidData` when the path answers the ioctl but not with daxfs's structure.
+pub fn read_stats(path: &Path) -> io::Result<FsStats> {
+    let f = File::open(path)?;
+    let mut b = [0u8; DAXFS_STATS_SIZE];
+    raw_ioctl(&f, DAXFS_IOC_STATS, b.as_mut_ptr())?;
+    decode_stats(&b).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))
+}
+
+/// `daxfs stats` output: one `name value` line per counter.
+pub fn format_stats(s: &FsStats) -> String {
+    let rows: [(&str, String); 18] = [
+        ("blocks_total", s.blocks_total.to_string()),
+        ("blocks_free", s.blocks_free.to_string()),
+        ("blocks_cached", s.blocks_cached.to_string()),
+        ("blocks_pinned", s.blocks_pinned.to_string()),
+        ("allocator_free", s.alloc_free.to_string()),
+        ("pins_taken", s.pins_taken.to_string()),
+        ("pins_released", s.pins_released.to_string()),
+        ("pins_active", s.pins_active().to_string()),
+        ("block_refs_taken", s.block_pins.to_string()),
+        ("block_refs_dropped", s.block_unpins.to_string()),
+        ("layout_breaks", s.layout_breaks.to_string()),
+        ("lease_breaks", s.lease_breaks.to_string()),
+        ("waits", s.waits.to_string()),
+        ("wait_seconds", format!("{:.3}", s.wait_ns as f64 / 1e9)),
+        ("timeouts", s.timeouts.to_string()),
+        ("violations", s.violations.to_string()),
+        ("journal_commits", s.commits.to_string()),
+        ("balanced", if s.balanced() { "yes" } else { "no" }.to_string()),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<20}{v}\n")).collect()
 }
 
 #[cfg(test)]
