@@ -56,44 +56,44 @@ impl DaxFs {
         }
     }
 
-    /// The first busy block (data-area index, count above 1) mapped in logical `ranges`.
-    fn first_busy(&self, st: &InodeState, ranges: &[Range<u64>]) -> Option<u64> {
-        for r in ranges {
-            let mut lb = r.start;
-            while let Some(e) = st.ext.find_or_next(lb) {
-                if e.lblk >= r.end {
-                    break;
-                }
-                for l in e.lblk.max(r.start)..e.end().min(r.end) {
-                    let b = e.pblk + (l - e.lblk) - self.geo.data_start;
-                    if self.refs.count(b) > 1 {
-                        return Some(b);
-                    }
-                }
-                lb = e.end();
+    /// The first busy block (data-area index, count above 1) mapped in logical range `r`.
+    fn first_busy(&self, st: &InodeState, r: &Range<u64>) -> Option<u64> {
+        let mut lb = r.start;
+        while let Some(e) = st.ext.find_or_next(lb) {
+            if e.lblk >= r.end {
+                break;
             }
+            for l in e.lblk.max(r.start)..e.end().min(r.end) {
+                let b = e.pblk + (l - e.lblk) - self.geo.data_start;
+                if self.refs.count(b) > 1 {
+                    return Some(b);
+                }
+            }
+            lb = e.end();
         }
         None
     }
 
     /// Takes `inode`'s layout and state locks exclusively and returns them once no block of
-    /// the logical block ranges `ranges(state)` is pinned (see the module docs). `ranges` is
-    /// evaluated again after every wait, on the state as it then is. EBUSY after
-    /// `layout_timeout` with nothing changed.
+    /// the logical block range `range(state)` is pinned (see the module docs; None: nothing
+    /// to break). `range` is evaluated again after every wait, on the state as it then is.
+    /// EBUSY after `layout_timeout` with nothing changed.
     pub(crate) fn break_layouts<'a>(
         &self,
         inode: &'a Inode,
-        ranges: impl Fn(&InodeState) -> Vec<Range<u64>>,
+        range: impl Fn(&InodeState) -> Option<Range<u64>>,
     ) -> Result<(LayoutGuard<'a>, RwLockWriteGuard<'a, InodeState>)> {
         let deadline = Instant::now() + self.opts.layout_timeout;
         let mut waited = false;
         loop {
             let layout = wlock(&inode.layout);
             let st = wlock(&inode.st);
-            let rs = ranges(&st);
-            let Some(busy) = self.first_busy(&st, &rs) else {
-                if !rs.is_empty() && self.cache_used(&st) {
-                    self.invalidate_cached(inode.ino, &rs);
+            let Some(r) = range(&st) else {
+                return Ok((layout, st));
+            };
+            let Some(busy) = self.first_busy(&st, &r) else {
+                if self.cache_used(&st) {
+                    self.invalidate_cached(inode.ino, &r);
                 }
                 return Ok((layout, st));
             };
@@ -113,15 +113,13 @@ impl DaxFs {
         }
     }
 
-    /// Asks the kernel to drop its cached pages of logical block `ranges` of `ino`.
-    fn invalidate_cached(&self, ino: u64, ranges: &[Range<u64>]) {
+    /// Asks the kernel to drop its cached pages of logical block range `r` of `ino`.
+    fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
         let Some(f) = rlock(&self.cache_inval).clone() else {
             return;
         };
-        let start = ranges.iter().map(|r| r.start).min().unwrap_or(0);
-        let end = ranges.iter().map(|r| r.end).max().unwrap_or(0);
-        let offset = start.saturating_mul(BLOCK_SIZE);
-        let len = match end.checked_mul(BLOCK_SIZE) {
+        let offset = r.start.saturating_mul(BLOCK_SIZE);
+        let len = match r.end.checked_mul(BLOCK_SIZE) {
             Some(e) if e < i64::MAX as u64 => e - offset,
             _ => 0, // to the end of the file
         };
@@ -134,7 +132,7 @@ impl DaxFs {
     /// that escaped the layout lock. It is counted as a violation and the change refused
     /// (EBUSY) rather than freeing a block that is in use.
     pub(crate) fn check_layout_idle(&self, st: &InodeState, start: u64, end: u64) -> Result<()> {
-        match self.first_busy(st, &[start..end]) {
+        match self.first_busy(st, &(start..end)) {
             None => Ok(()),
             Some(_) => {
                 self.refs.note_violation();

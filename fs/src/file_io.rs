@@ -426,9 +426,9 @@ impl DaxFs {
         // Blocks that leave the file (punch, zero) or move within it (collapse and insert
         // shift everything after `offset`): their layout is broken first. Ranges of
         // requests that will fail anyway (EINVAL below) are left alone.
-        let moving = |st: &InodeState| -> Vec<std::ops::Range<u64>> {
+        let moving = |st: &InodeState| -> Option<std::ops::Range<u64>> {
             if st.kind() != Some(FileKind::File) || end > MAX_FILE_SIZE {
-                return Vec::new();
+                return None;
             }
             let size = st.d.size;
             if collapse || insert {
@@ -439,15 +439,15 @@ impl DaxFs {
                     offset >= size
                 };
                 if aligned && !bad {
-                    return vec![blk(offset)..u64::MAX / BLOCK_SIZE];
+                    return Some(blk(offset)..u64::MAX / BLOCK_SIZE);
                 }
             } else if punch || zero {
                 let (first_full, end_full) = (offset.div_ceil(BLOCK_SIZE), blk(end));
                 if first_full < end_full {
-                    return vec![first_full..end_full];
+                    return Some(first_full..end_full);
                 }
             }
-            Vec::new()
+            None
         };
         let (_layout, mut st) = if punch || zero || collapse || insert {
             let (layout, st) = self.break_layouts(&inode, moving)?;

@@ -885,11 +885,8 @@ impl DaxFs {
         let (_layout, mut st) = match c.size {
             Some(size) => {
                 let (layout, st) = self.break_layouts(&inode, |st| {
-                    if st.kind() == Some(FileKind::File) && size < st.d.size {
-                        vec![size.div_ceil(BLOCK_SIZE)..u64::MAX / BLOCK_SIZE]
-                    } else {
-                        Vec::new()
-                    }
+                    (st.kind() == Some(FileKind::File) && size < st.d.size)
+                        .then(|| size.div_ceil(BLOCK_SIZE)..u64::MAX / BLOCK_SIZE)
                 })?;
                 (Some(layout), st)
             }

@@ -163,7 +163,8 @@ pub fn read_stats(path: &Path) -> io::Result<FsStats> {
     let f = File::open(path)?;
     let mut b = [0u8; DAXFS_STATS_SIZE];
     raw_ioctl(&f, DAXFS_IOC_STATS, b.as_mut_ptr())?;
-    decode_stats(&b).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))
+    decode_stats(&b)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))
 }
 
 /// `daxfs stats` output: one `name value` line per counter.
@@ -186,7 +187,10 @@ pub fn format_stats(s: &FsStats) -> String {
         ("timeouts", s.timeouts.to_string()),
         ("violations", s.violations.to_string()),
         ("journal_commits", s.commits.to_string()),
-        ("balanced", if s.balanced() { "yes" } else { "no" }.to_string()),
+        (
+            "balanced",
+            if s.balanced() { "yes" } else { "no" }.to_string(),
+        ),
     ];
     rows.iter().map(|(k, v)| format!("{k:<20}{v}\n")).collect()
 }

@@ -114,9 +114,15 @@ fn truncate_waits_until_the_mapping_is_dropped_then_frees_the_blocks() {
         });
         wait_until_waiting(&fs, waits0);
         thread::sleep(hold);
-        assert!(!t.is_finished(), "truncate returned while the mapping lived");
+        assert!(
+            !t.is_finished(),
+            "truncate returned while the mapping lived"
+        );
         // The pinned bytes are still the file's while the truncate waits.
-        assert_eq!(m.segments().concat(), &pattern(MB as usize, 2)[..64 * KB as usize]);
+        assert_eq!(
+            m.segments().concat(),
+            &pattern(MB as usize, 2)[..64 * KB as usize]
+        );
         let dropped_at = Instant::now();
         drop(m);
         (t.join().unwrap(), dropped_at)
@@ -196,7 +202,12 @@ fn unlinking_a_mapped_file_keeps_its_blocks_until_the_mapping_drops() {
     assert_eq!(fs.statfs().bfree, free0, "the orphan keeps its blocks");
     // Other files cannot get those blocks meanwhile.
     for i in 0..8 {
-        mkfile(&fs, ROOT, format!("g{i}").as_bytes(), &pattern(MB as usize, 9));
+        mkfile(
+            &fs,
+            ROOT,
+            format!("g{i}").as_bytes(),
+            &pattern(MB as usize, 9),
+        );
     }
     assert_eq!(m.segments().concat(), data);
     drop(m);

@@ -252,7 +252,11 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
     wait_for_signal(&set, hold);
     if let Err(e) = daxfs::ioctl::unpin_file(&f, offset, length) {
         // Closing the file releases the pin anyway.
-        eprintln!("daxfs: unpin {}: {} (released on close)", path.display(), os_msg(&e));
+        eprintln!(
+            "daxfs: unpin {}: {} (released on close)",
+            path.display(),
+            os_msg(&e)
+        );
     }
     drop(f);
     println!("unpinned {}", path.display());
@@ -270,7 +274,9 @@ fn wait_for_signal(set: &libc::sigset_t, timeout: Option<std::time::Duration>) {
                 tv_nsec: left.subsec_nanos() as libc::c_long,
             }
         });
-        let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: `set` is an initialised signal set, `tsp` null or pointing to `ts`
         // which outlives the call; no siginfo is asked for.
         let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), tsp) };
@@ -298,9 +304,7 @@ fn stats(args: &[OsString]) -> Result<(), Failure> {
             fail(format!("{}: {}", path.display(), os_msg(&e)))
         }
         Err(e) => match e.raw_os_error() {
-            Some(libc::EACCES | libc::EPERM) => {
-                fail(format!("{}: {}", path.display(), os_msg(&e)))
-            }
+            Some(libc::EACCES | libc::EPERM) => fail(format!("{}: {}", path.display(), os_msg(&e))),
             _ => fail(format!(
                 "{} is not a daxfs mount ({})",
                 path.display(),
