@@ -1304,7 +1304,10 @@ mod mount_tests {
             ];
             cfg.n_threads = Some(2);
             let adapter = FuseAdapter::new(m.fs.clone());
-            m.session = Some(fuser::spawn_mount(adapter, &m.dir, &cfg).expect("mount"));
+            let slot = adapter.notifier_slot();
+            let session = fuser::spawn_mount(adapter, &m.dir, &cfg).expect("mount");
+            *slot.lock().expect("notifier slot") = Some(session.notifier());
+            m.session = Some(session);
             Some(m)
         }
 
@@ -1526,6 +1529,68 @@ mod mount_tests {
             rename(libc::RENAME_WHITEOUT),
             libc::EINVAL | libc::EPERM
         ));
+    }
+
+    /// Polls `cond` for up to 5 s (FUSE release and notifications are asynchronous).
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    #[test]
+    fn pins_taken_through_a_handle_are_released_with_it() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        fs::write(m.path("f"), vec![7u8; 64 << 10]).expect("write");
+        let f = fs::File::open(m.path("f")).expect("open");
+        crate::ioctl::pin_file(&f, 0, 8192).expect("pin");
+        crate::ioctl::pin_file(&f, 4096, 4096).expect("second pin");
+        assert_eq!(m.fs.stats().pins_active(), 2);
+        let e = crate::ioctl::unpin_file(&f, 0, 4096).expect_err("no such pin");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        crate::ioctl::unpin_file(&f, 4096, 4096).expect("unpin");
+        assert_eq!(m.fs.stats().pins_active(), 1);
+        let e = crate::ioctl::pin_file(&f, 60 << 10, 8192).expect_err("past EOF");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        drop(f);
+        assert!(eventually(|| m.fs.stats().pins_active() == 0));
+        assert!(m.fs.stats().balanced(), "{:?}", m.fs.stats());
+    }
+
+    #[test]
+    fn stats_ioctl_answers_on_the_mount_root() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        let s = crate::ioctl::read_stats(&m.dir).expect("DAXFS_IOC_STATS");
+        assert_eq!(s.blocks_total, m.fs.stats().blocks_total);
+        assert!(s.balanced());
+    }
+
+    #[test]
+    fn a_layout_break_drops_the_kernels_cached_pages_of_the_range() {
+        let Some(m) = Mounted::new(DaxMode::Never) else {
+            return;
+        };
+        fs::write(m.path("c"), vec![b'a'; 8192]).expect("write");
+        // Cached by the kernel now.
+        assert_eq!(fs::read(m.path("c")).expect("read"), vec![b'a'; 8192]);
+        let ino = fs::metadata(m.path("c")).expect("stat").ino();
+        // Punched behind the kernel's back, through the core: only the notification
+        // (not the attribute TTL, 1 s) can make the kernel forget the old bytes this soon.
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        m.fs.fallocate(ino, 0, 4096, punch).expect("punch");
+        std::thread::sleep(Duration::from_millis(100));
+        let back = fs::read(m.path("c")).expect("read");
+        assert_eq!(&back[..4096], &[0u8; 4096][..], "stale cached bytes");
+        assert_eq!(&back[4096..], &[b'a'; 4096][..]);
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl DaxFs {
         if usize::try_from(len).is_err() {
             return Err(Errno::EINVAL);
         }
-        let pin = self.pin_range_inner(ino, offset, len, true)?;
+        let pin = self.pin_range(ino, offset, len)?;
         let epoch = pin.lease_epoch();
         Ok(PinnedMapping {
             fs: self,
@@ -171,9 +171,7 @@ impl Drop for PinnedMapping<'_> {
         if self.dirty {
             self.persist();
         }
+        // Also the open the pin held: the last one of an unlinked file frees it.
         self.fs.release_pin(&self.pin);
-        // The open the mapping held: the last one of an unlinked file frees it. A
-        // failure leaves an orphan that the next mount reclaims.
-        let _ = self.fs.release(self.pin.ino());
     }
 }

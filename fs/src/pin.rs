@@ -123,21 +123,10 @@ fn blk(off: u64) -> u64 {
 
 impl DaxFs {
     /// Pins bytes `offset..offset+len` of regular file `ino` (see the module docs for the
-    /// rules). Waits while the file's layout is being broken.
+    /// rules). Waits while the file's layout is being broken. The pin also counts as an
+    /// open handle of the file until it is released, so an unlinked file outlives its pins
+    /// (as it outlives its open descriptors) and is freed by the last release.
     pub fn pin_range(&self, ino: u64, offset: u64, len: u64) -> Result<RangePin> {
-        self.pin_range_inner(ino, offset, len, false)
-    }
-
-    /// As [`pin_range`](Self::pin_range); with `hold_open` the pin also counts as an open
-    /// handle (released by [`unpin_range`](Self::unpin_range)), so an unlinked file
-    /// outlives it.
-    pub(crate) fn pin_range_inner(
-        &self,
-        ino: u64,
-        offset: u64,
-        len: u64,
-        hold_open: bool,
-    ) -> Result<RangePin> {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
@@ -187,11 +176,9 @@ impl DaxFs {
             }
             blocks.push(s..s + n);
         }
-        if hold_open {
-            // Under the state lock: an unlink either saw this open (and keeps the inode
-            // as an orphan) or already freed the inode (then `dead` refused above).
-            inode.opens.fetch_add(1, Ordering::SeqCst);
-        }
+        // Under the state lock: an unlink either sees this open (and keeps the inode as
+        // an orphan) or already freed the inode (then `dead` refused above).
+        inode.opens.fetch_add(1, Ordering::SeqCst);
         inode.long_pins.fetch_add(1, Ordering::SeqCst);
         self.stats.pins_taken.fetch_add(1, Ordering::Relaxed);
         drop(st);
@@ -207,6 +194,7 @@ impl DaxFs {
     }
 
     /// Releases a pin; a block whose count drops to 1 wakes the truncates waiting on it.
+    /// The last release of an unlinked file frees it.
     pub fn unpin_range(&self, pin: RangePin) {
         self.release_pin(&pin);
     }
@@ -221,6 +209,9 @@ impl DaxFs {
         }
         pin.inode.0.long_pins.fetch_sub(1, Ordering::SeqCst);
         self.stats.pins_released.fetch_add(1, Ordering::Relaxed);
+        // The open the pin held. A failure to free an unlinked file here leaves an orphan
+        // that the next mount reclaims.
+        let _ = self.release(pin.ino);
     }
 
     /// Long-term pins currently held on `ino` (0 for an unknown inode).

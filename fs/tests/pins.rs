@@ -216,6 +216,20 @@ fn unlinking_a_mapped_file_keeps_its_blocks_until_the_mapping_drops() {
 }
 
 #[test]
+fn a_range_pin_holds_an_unlinked_file_until_it_is_unpinned() {
+    let d = TestDev::new(64 * MB);
+    let fs = d.mount();
+    let ino = mkfile(&fs, ROOT, b"f", &pattern(64 * KB as usize, 8));
+    let pin = fs.pin_range(ino, 0, 64 * KB).unwrap();
+    assert_eq!(fs.long_term_pins(ino), 1);
+    fs.unlink(ROOT, b"f").unwrap();
+    assert!(fs.getattr(ino).is_ok(), "an orphan while pinned");
+    fs.unpin_range(pin);
+    assert!(fs.getattr(ino).is_err(), "freed by the unpin");
+    assert_balanced(&fs);
+}
+
+#[test]
 fn a_mapping_sees_the_lease_break_of_a_waiting_truncate() {
     let d = TestDev::new(64 * MB);
     let fs = mount_with_timeout(&d, Duration::from_millis(100));
