@@ -114,7 +114,7 @@ impl DaxFs {
     }
 
     /// Asks the kernel to drop its cached pages of logical block range `r` of `ino`.
-    fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+    pub(crate) fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
         let Some(f) = rlock(&self.cache_inval).clone() else {
             return;
         };

@@ -998,6 +998,7 @@ impl DaxFs {
         if st.dead {
             return Err(Errno::ENOENT);
         }
+        let was_cached = self.cache_used(&st);
         if dax {
             st.d.flags |= IFLAG_DAX;
         } else {
@@ -1006,7 +1007,13 @@ impl DaxFs {
         st.d.ctime = now();
         let mut tx = Tx::new();
         self.log_inode(ino, &mut st, &mut tx);
-        self.commit(tx)
+        self.commit(tx)?;
+        if was_cached && !self.cache_used(&st) {
+            // New opens bypass the kernel's page cache from now on: pages cached by
+            // earlier opens must not outlive the change and go stale.
+            self.invalidate_cached(ino, &(0..u64::MAX / BLOCK_SIZE));
+        }
+        Ok(())
     }
 
     /// Whether the kernel may cache this inode's data (dax=never, or dax=inode without
