@@ -1,7 +1,9 @@
 //! File data: reads straight out of the device mapping, writes straight into it
 //! (flushed before they return), truncate, fallocate, SEEK_DATA/SEEK_HOLE and
 //! copy_file_range. Every byte of file data moves through `read_with` and
-//! `write`, the one place that pins the blocks it copies.
+//! `write`, the one place that pins the blocks it copies. Those pins are taken and
+//! dropped under the inode's state lock, so break_layouts (which frees only with that
+//! lock held exclusively) never has to wait for them.
 
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
@@ -369,7 +371,8 @@ impl DaxFs {
         if start >= end {
             return Ok(());
         }
-        self.break_layouts(ino, st, start, end)?;
+        // The caller broke the layout of this range (or nothing can pin the file).
+        self.check_layout_idle(st, start, end)?;
         self.reserve_slots(ino, st, 1, tx)?;
         let removed = st.ext.remove_range(start, end).ok_or(Errno::EIO)?;
         for (pblk, n) in removed {
@@ -420,7 +423,38 @@ impl DaxFs {
             return Err(Errno::EINVAL);
         }
         let inode = self.inode(ino)?;
-        let mut st = wlock(&inode.st);
+        // Blocks that leave the file (punch, zero) or move within it (collapse and insert
+        // shift everything after `offset`): their layout is broken first. Ranges of
+        // requests that will fail anyway (EINVAL below) are left alone.
+        let moving = |st: &InodeState| -> Option<std::ops::Range<u64>> {
+            if st.kind() != Some(FileKind::File) || end > MAX_FILE_SIZE {
+                return None;
+            }
+            let size = st.d.size;
+            if collapse || insert {
+                let aligned = offset.is_multiple_of(BLOCK_SIZE) && len.is_multiple_of(BLOCK_SIZE);
+                let bad = if collapse {
+                    end >= size
+                } else {
+                    offset >= size
+                };
+                if aligned && !bad {
+                    return Some(blk(offset)..u64::MAX / BLOCK_SIZE);
+                }
+            } else if punch || zero {
+                let (first_full, end_full) = (offset.div_ceil(BLOCK_SIZE), blk(end));
+                if first_full < end_full {
+                    return Some(first_full..end_full);
+                }
+            }
+            None
+        };
+        let (_layout, mut st) = if punch || zero || collapse || insert {
+            let (layout, st) = self.break_layouts(&inode, moving)?;
+            (Some(layout), st)
+        } else {
+            (None, wlock(&inode.st))
+        };
         Self::file_inode_check(&st)?;
         if end > MAX_FILE_SIZE {
             return Err(Errno::EFBIG);

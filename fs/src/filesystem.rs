@@ -37,6 +37,26 @@ pub(crate) struct Inode {
     pub st: RwLock<InodeState>,
     /// Open file handles (an unlinked inode lives until the last one is released).
     pub opens: AtomicU32,
+    /// The layout lock (design notes §3; the kernel's MMAPLOCK): taken exclusively by
+    /// break_layouts, shared by long-term pins. Always taken before `st`.
+    pub layout: RwLock<()>,
+    /// Lease breaks sent to this inode's long-term pin holders (see `break_layouts.rs`).
+    pub lease_breaks: AtomicU64,
+    /// Long-term pins (ioctl pins, pinned mappings) currently held on this inode.
+    pub long_pins: AtomicU32,
+}
+
+impl Inode {
+    pub(crate) fn new(ino: u64, st: InodeState) -> Inode {
+        Inode {
+            ino,
+            st: RwLock::new(st),
+            opens: AtomicU32::new(0),
+            layout: RwLock::new(()),
+            lease_breaks: AtomicU64::new(0),
+            long_pins: AtomicU32::new(0),
+        }
+    }
 }
 
 pub(crate) struct InodeState {
@@ -101,11 +121,19 @@ pub struct DaxFs {
     pub(crate) failed: AtomicBool,
     pub(crate) stats: FsCounters,
     pub(crate) shut_down: AtomicBool,
+    /// Drops the kernel's cached pages of a range (set by the FUSE adapter).
+    pub(crate) cache_inval: RwLock<Option<crate::break_layouts::CacheInvalidator>>,
 }
 
 #[derive(Default)]
 pub(crate) struct FsCounters {
+    /// break_layouts calls that found a busy block and had to wait.
     pub layout_breaks: AtomicU64,
+    /// Lease breaks signalled (one per busy pass of a break).
+    pub lease_breaks: AtomicU64,
+    /// Long-term pins taken and released (ioctl pins and pinned mappings).
+    pub pins_taken: AtomicU64,
+    pub pins_released: AtomicU64,
     pub commits: AtomicU64,
 }
 
@@ -204,6 +232,7 @@ impl DaxFs {
             failed: AtomicBool::new(false),
             stats: FsCounters::default(),
             shut_down: AtomicBool::new(false),
+            cache_inval: RwLock::new(None),
         };
         fs.load()
             .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
@@ -312,14 +341,7 @@ impl DaxFs {
                 xattrs,
                 dead: false,
             };
-            inodes.insert(
-                ino,
-                Arc::new(Inode {
-                    ino,
-                    st: RwLock::new(st),
-                    opens: AtomicU32::new(0),
-                }),
-            );
+            inodes.insert(ino, Arc::new(Inode::new(ino, st)));
         }
         // Every directory entry must name a live inode of the type it says.
         let root = inodes.get(&ROOT_INO).ok_or("root directory is missing")?;
@@ -646,11 +668,7 @@ impl DaxFs {
             xattrs: Vec::new(),
             dead: false,
         };
-        Ok(Arc::new(Inode {
-            ino,
-            st: RwLock::new(st),
-            opens: AtomicU32::new(0),
-        }))
+        Ok(Arc::new(Inode::new(ino, st)))
     }
 
     /// Returns an inode number taken by `new_inode` whose creation did not happen.
@@ -676,7 +694,9 @@ impl DaxFs {
     pub(crate) fn free_inode(&self, inode: &Inode, st: &mut InodeState, tx: &mut Tx) -> Result<()> {
         let all: Vec<Extent> = st.ext.iter().collect();
         if let Some(last) = all.last() {
-            self.break_layouts(inode.ino, st, 0, last.end())?;
+            // Nothing can pin a file that has no open handle and no pinned mapping (both
+            // hold `opens`), so there is nothing to wait for: only check.
+            self.check_layout_idle(st, 0, last.end())?;
         }
         for e in all {
             self.release_blocks(e.pblk, e.len as u64, tx);
@@ -870,42 +890,6 @@ impl DaxFs {
         }
     }
 
-    /// Waits until no block of logical range `start..end` of the inode is pinned
-    /// (reference count above 1), so the range can be unmapped and freed. New pins of
-    /// this inode cannot start meanwhile: the caller holds the inode's write lock.
-    pub(crate) fn break_layouts(
-        &self,
-        _ino: u64,
-        st: &InodeState,
-        start: u64,
-        end: u64,
-    ) -> Result<()> {
-        let deadline = std::time::Instant::now() + self.opts.layout_timeout;
-        let mut lb = start;
-        let mut counted = false;
-        while let Some(e) = st.ext.find_or_next(lb) {
-            if e.lblk >= end {
-                break;
-            }
-            let s = e.lblk.max(start);
-            let t = e.end().min(end);
-            for l in s..t {
-                let b = e.pblk + (l - e.lblk) - self.geo.data_start;
-                if self.refs.count(b) > 1 {
-                    if !counted {
-                        self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
-                        counted = true;
-                    }
-                    if !self.refs.wait_idle(b, Some(deadline)) {
-                        return Err(Errno::EBUSY);
-                    }
-                }
-            }
-            lb = e.end();
-        }
-        Ok(())
-    }
-
     // -----------------------------------------------------------------------
     // Attributes
 
@@ -921,7 +905,17 @@ impl DaxFs {
     pub fn setattr(&self, ino: u64, _cred: &Cred, c: &SetAttr) -> Result<Attr> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
-        let mut st = wlock(&inode.st);
+        // A size change may take blocks away: break the layout of what goes first.
+        let (_layout, mut st) = match c.size {
+            Some(size) => {
+                let (layout, st) = self.break_layouts(&inode, |st| {
+                    (st.kind() == Some(FileKind::File) && size < st.d.size)
+                        .then(|| size.div_ceil(BLOCK_SIZE)..u64::MAX / BLOCK_SIZE)
+                })?;
+                (Some(layout), st)
+            }
+            None => (None, wlock(&inode.st)),
+        };
         if st.dead {
             return Err(Errno::ENOENT);
         }
@@ -1028,6 +1022,7 @@ impl DaxFs {
         if st.dead {
             return Err(Errno::ENOENT);
         }
+        let was_cached = self.cache_used(&st);
         if dax {
             st.d.flags |= IFLAG_DAX;
         } else {
@@ -1036,7 +1031,13 @@ impl DaxFs {
         st.d.ctime = now();
         let mut tx = Tx::new();
         self.log_inode(ino, &mut st, &mut tx);
-        self.commit(tx)
+        self.commit(tx)?;
+        if was_cached && !self.cache_used(&st) {
+            // New opens bypass the kernel's page cache from now on: pages cached by
+            // earlier opens must not outlive the change and go stale.
+            self.invalidate_cached(ino, &(0..u64::MAX / BLOCK_SIZE));
+        }
+        Ok(())
     }
 
     /// Whether the kernel may cache this inode's data (dax=never, or dax=inode without

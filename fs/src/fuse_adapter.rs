@@ -7,8 +7,14 @@
 //! - connection setup in `init` (capabilities, maximum request sizes);
 //! - the per-open kernel caching decision (`FOPEN_DIRECT_IO` when the inode must bypass
 //!   the kernel page cache, [`DaxFs::kernel_may_cache`]);
-//! - file handles: the core has no handle objects, so the handle value *is* the open(2)
-//!   flags of the open — no table, no lock;
+//! - file handles: the low 32 bits of a handle are the open(2) flags of the open, the high
+//!   32 bits a serial number that makes it unique; the long-term pins taken through a
+//!   handle (DAXFS_IOC_PIN) are kept per handle and released with it (`release` arrives
+//!   when the last descriptor of the open file is closed, also when its process is
+//!   killed), so a dead pin holder never blocks a truncate for long;
+//! - the daxfs ioctls (`crate::ioctl`, `include/daxfs_ioctl.h`): PIN, UNPIN, STATS;
+//! - dropping the kernel's cached pages when break_layouts frees a range of a file the
+//!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
 //!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR.
 //!
@@ -30,6 +36,8 @@
 
 use crate::error::Errno as CoreErrno;
 use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
+use crate::ioctl::{PinArg, DAXFS_IOC_PIN, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN, DAXFS_STATS_SIZE};
+use crate::pin::RangePin;
 use crate::types::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -39,11 +47,13 @@ use fuser::{
     WriteFlags,
 };
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may trust entries and attributes it was given. Every change goes
@@ -80,15 +90,82 @@ pub struct FuseAdapter {
     /// FUSE_WRITEBACK_CACHE was negotiated in `init`.
     writeback: bool,
     notifier: NotifierSlot,
+    /// Serial of the next file handle (its high 32 bits).
+    next_handle: AtomicU64,
+    /// Long-term pins by file handle.
+    pins: Mutex<HashMap<u64, Vec<RangePin>>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<DaxFs>) -> FuseAdapter {
+        let notifier: NotifierSlot = Arc::new(Mutex::new(None));
+        fs.set_cache_invalidator(Some(cache_invalidator(notifier.clone())));
         FuseAdapter {
             fs,
             ttl: DEFAULT_TTL,
             writeback: false,
-            notifier: Arc::new(Mutex::new(None)),
+            notifier,
+            next_handle: AtomicU64::new(1),
+            pins: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new file handle for an open with open(2) `flags`.
+    fn new_handle(&self, flags: i32) -> FileHandle {
+        let serial = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        FileHandle((serial << 32) | handle_for(flags).0)
+    }
+
+    /// Runs `f` (an operation that may wait in break_layouts) on its own thread when the
+    /// inode holds long-term pins: their release (UNPIN, or the release of a handle)
+    /// arrives as another FUSE request, which must find a free worker thread even when
+    /// every worker is waiting. Without long-term pins a wait is only for in-flight
+    /// copies, which end on their own.
+    fn run_may_wait(&self, ino: u64, f: impl FnOnce() + Send + 'static) {
+        if self.fs.long_term_pins(ino) > 0 {
+            std::thread::spawn(f);
+        } else {
+            f();
+        }
+    }
+
+    /// DAXFS_IOC_PIN on handle `fh`.
+    fn ioctl_pin(&self, ino: u64, fh: u64, arg: PinArg) -> Result<(), Errno> {
+        let pin = self
+            .fs
+            .pin_range(ino, arg.offset, arg.length)
+            .map_err(errno)?;
+        lock_ignoring_poison(&self.pins)
+            .entry(fh)
+            .or_default()
+            .push(pin);
+        Ok(())
+    }
+
+    /// DAXFS_IOC_UNPIN on handle `fh`: releases one pin of exactly that range.
+    fn ioctl_unpin(&self, fh: u64, arg: PinArg) -> Result<(), Errno> {
+        let pin = {
+            let mut table = lock_ignoring_poison(&self.pins);
+            let list = table.get_mut(&fh).ok_or(Errno::EINVAL)?;
+            let i = list
+                .iter()
+                .position(|p| p.offset() == arg.offset && p.len() == arg.length)
+                .ok_or(Errno::EINVAL)?;
+            let pin = list.swap_remove(i);
+            if list.is_empty() {
+                table.remove(&fh);
+            }
+            pin
+        };
+        self.fs.unpin_range(pin);
+        Ok(())
+    }
+
+    /// Releases every pin of handle `fh` (the handle is being released).
+    fn release_pins(&self, fh: u64) {
+        let pins = lock_ignoring_poison(&self.pins).remove(&fh);
+        for pin in pins.into_iter().flatten() {
+            self.fs.unpin_range(pin);
         }
     }
 
@@ -151,6 +228,37 @@ impl FuseAdapter {
             _ => None,
         }
     }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The hook break_layouts calls to drop the kernel's cached pages of a range: it queues
+/// the range for a notifier thread, because it is called with inode locks held and the
+/// kernel may need the filesystem to answer requests before the notification completes.
+/// The thread ends when the hook is dropped (replaced, or the filesystem dropped).
+fn cache_invalidator(slot: NotifierSlot) -> crate::break_layouts::CacheInvalidator {
+    let (tx, rx) = mpsc::channel::<(u64, u64, u64)>();
+    let spawned = std::thread::Builder::new()
+        .name("daxfs-inval".into())
+        .spawn(move || {
+            for (ino, off, len) in rx {
+                if let Some(n) = lock_ignoring_poison(&slot).as_ref() {
+                    let off = i64::try_from(off).unwrap_or(i64::MAX);
+                    // len 0 is "to the end of the file" for the kernel too.
+                    let len = i64::try_from(len).unwrap_or(0);
+                    // ENOENT: the kernel has no cache of this inode; nothing to drop.
+                    let _ = n.inval_inode(INodeNo(ino), off, len);
+                }
+            }
+        });
+    let tx = spawned.ok().map(|_| Mutex::new(tx));
+    Arc::new(move |ino, off, len| {
+        if let Some(tx) = &tx {
+            let _ = lock_ignoring_poison(tx).send((ino, off, len));
+        }
+    })
 }
 
 /// A core errno as fuser's.
@@ -425,9 +533,16 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(set_time),
             ctime: ctime.map(wire_time),
         };
-        match self.fs.setattr(ino.0, &cred(req), &changes) {
-            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
+        let (fs, who, ttl) = (self.fs.clone(), cred(req), self.ttl);
+        let op = move || match fs.setattr(ino.0, &who, &changes) {
+            Ok(a) => reply.attr(&ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
+        };
+        if size.is_some() {
+            // A truncate may wait for pins.
+            self.run_may_wait(ino.0, op);
+        } else {
+            op();
         }
     }
 
@@ -541,7 +656,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
-            Ok(()) => reply.opened(handle_for(flags.0), self.fopen_flags(ino.0)),
+            Ok(()) => reply.opened(self.new_handle(flags.0), self.fopen_flags(ino.0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -564,7 +679,7 @@ impl Filesystem for FuseAdapter {
                 &self.ttl,
                 &file_attr(&a),
                 Generation(a.generation),
-                handle_for(flags),
+                self.new_handle(flags),
                 self.fopen_flags(a.ino),
             ),
             Err(e) => reply.error(errno(e)),
@@ -640,12 +755,14 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The handle's pins go first: the last release of an unlinked file frees it.
+        self.release_pins(fh.0);
         match self.fs.release(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -825,10 +942,13 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fallocate(ino.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        let fs = self.fs.clone();
+        self.run_may_wait(ino.0, move || {
+            match fs.fallocate(ino.0, offset, length, mode) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 
     fn lseek(
@@ -888,7 +1008,7 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: IoctlFlags,
         cmd: u32,
         in_data: &[u8],
@@ -896,6 +1016,26 @@ impl Filesystem for FuseAdapter {
         reply: ReplyIoctl,
     ) {
         match cmd {
+            DAXFS_IOC_PIN | DAXFS_IOC_UNPIN => {
+                let Some(arg) = PinArg::decode(in_data) else {
+                    return reply.error(Errno::EINVAL);
+                };
+                let r = if cmd == DAXFS_IOC_PIN {
+                    self.ioctl_pin(ino.0, fh.0, arg)
+                } else {
+                    self.ioctl_unpin(fh.0, arg)
+                };
+                match r {
+                    Ok(()) => reply.ioctl(0, &[]),
+                    Err(e) => reply.error(e),
+                }
+            }
+            DAXFS_IOC_STATS => {
+                if (out_size as usize) < DAXFS_STATS_SIZE {
+                    return reply.error(Errno::EINVAL);
+                }
+                reply.ioctl(0, &crate::ioctl::encode_stats(&self.fs.stats()));
+            }
             FS_IOC_FSGETXATTR => {
                 if (out_size as usize) < FSXATTR_SIZE {
                     return reply.error(Errno::EINVAL);
@@ -1164,7 +1304,10 @@ mod mount_tests {
             ];
             cfg.n_threads = Some(2);
             let adapter = FuseAdapter::new(m.fs.clone());
-            m.session = Some(fuser::spawn_mount(adapter, &m.dir, &cfg).expect("mount"));
+            let slot = adapter.notifier_slot();
+            let session = fuser::spawn_mount(adapter, &m.dir, &cfg).expect("mount");
+            *slot.lock().expect("notifier slot") = Some(session.notifier());
+            m.session = Some(session);
             Some(m)
         }
 
@@ -1386,6 +1529,68 @@ mod mount_tests {
             rename(libc::RENAME_WHITEOUT),
             libc::EINVAL | libc::EPERM
         ));
+    }
+
+    /// Polls `cond` for up to 5 s (FUSE release and notifications are asynchronous).
+    fn eventually(cond: impl Fn() -> bool) -> bool {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    #[test]
+    fn pins_taken_through_a_handle_are_released_with_it() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        fs::write(m.path("f"), vec![7u8; 64 << 10]).expect("write");
+        let f = fs::File::open(m.path("f")).expect("open");
+        crate::ioctl::pin_file(&f, 0, 8192).expect("pin");
+        crate::ioctl::pin_file(&f, 4096, 4096).expect("second pin");
+        assert_eq!(m.fs.stats().pins_active(), 2);
+        let e = crate::ioctl::unpin_file(&f, 0, 4096).expect_err("no such pin");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        crate::ioctl::unpin_file(&f, 4096, 4096).expect("unpin");
+        assert_eq!(m.fs.stats().pins_active(), 1);
+        let e = crate::ioctl::pin_file(&f, 60 << 10, 8192).expect_err("past EOF");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        drop(f);
+        assert!(eventually(|| m.fs.stats().pins_active() == 0));
+        assert!(m.fs.stats().balanced(), "{:?}", m.fs.stats());
+    }
+
+    #[test]
+    fn stats_ioctl_answers_on_the_mount_root() {
+        let Some(m) = Mounted::new(DaxMode::Always) else {
+            return;
+        };
+        let s = crate::ioctl::read_stats(&m.dir).expect("DAXFS_IOC_STATS");
+        assert_eq!(s.blocks_total, m.fs.stats().blocks_total);
+        assert!(s.balanced());
+    }
+
+    #[test]
+    fn a_layout_break_drops_the_kernels_cached_pages_of_the_range() {
+        let Some(m) = Mounted::new(DaxMode::Never) else {
+            return;
+        };
+        fs::write(m.path("c"), vec![b'a'; 8192]).expect("write");
+        // Cached by the kernel now.
+        assert_eq!(fs::read(m.path("c")).expect("read"), vec![b'a'; 8192]);
+        let ino = fs::metadata(m.path("c")).expect("stat").ino();
+        // Punched behind the kernel's back, through the core: only the notification
+        // (not the attribute TTL, 1 s) can make the kernel forget the old bytes this soon.
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        m.fs.fallocate(ino, 0, 4096, punch).expect("punch");
+        std::thread::sleep(Duration::from_millis(100));
+        let back = fs::read(m.path("c")).expect("read");
+        assert_eq!(&back[..4096], &[0u8; 4096][..], "stale cached bytes");
+        assert_eq!(&back[4096..], &[b'a'; 4096][..]);
     }
 
     #[test]

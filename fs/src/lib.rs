@@ -6,6 +6,7 @@
 //! `fsck.daxfs` binaries. Free space and page reference counts come from
 //! `daxfs-alloc`, the metadata journal from `daxfs-journal`.
 
+pub mod break_layouts;
 pub mod device;
 pub mod dir;
 pub mod error;
@@ -15,15 +16,20 @@ pub mod filesystem;
 pub mod format;
 pub mod fsck;
 pub mod fuse_adapter;
+pub mod ioctl;
+pub mod mapping;
 pub mod mkfs;
 pub mod mount_options;
 pub mod namespace;
 pub mod persist;
+pub mod pin;
 pub mod types;
 pub mod xattr;
 
 pub use error::{Errno, Result};
 pub use filesystem::DaxFs;
+pub use mapping::PinnedMapping;
+pub use pin::{FsStats, RangePin};
 pub use types::*;
 
 /// The root directory's inode number (also FUSE's).

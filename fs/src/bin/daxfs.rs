@@ -6,6 +6,10 @@
 //!   it takes mount(8)'s helper syntax `DEVICE MOUNTPOINT [-sfnv] [-o OPTS] [-t TYPE]`, so
 //!   `mount -t fuse.daxfs DEVICE DIR -o ...` and fstab lines work.
 //!
+//! - `daxfs pin FILE OFFSET LENGTH [--hold SECONDS]`: holds a long-term pin
+//!   (DAXFS_IOC_PIN) on a file range until the time passes or SIGINT/SIGTERM/SIGHUP.
+//! - `daxfs stats MOUNTPOINT`: the filesystem's counters (DAXFS_IOC_STATS).
+//!
 //! Without `-f` the process daemonises and the command returns only once the mount is live
 //! (the daemon reports readiness, or its error, through a pipe). SIGINT, SIGTERM and SIGHUP
 //! unmount; once the session ends (signal, `umount`, `fusermount3 -u`) the filesystem is
@@ -27,12 +31,38 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const USAGE: &str = "\
 usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
        daxfs DEVICE MOUNTPOINT [-o OPTIONS] [-f]
-       daxfs help [mount] | --help | --version
+       daxfs pin FILE OFFSET LENGTH [--hold SECONDS]
+       daxfs stats MOUNTPOINT
+       daxfs help [mount|pin|stats] | --help | --version
 
 Commands:
   mount    mount a daxfs device through FUSE (see 'daxfs help mount')
-  pin      pin a file range for zero-copy access (not implemented yet)
-  stats    show filesystem statistics (not implemented yet)
+  pin      hold a pin on a file range (see 'daxfs help pin')
+  stats    show the filesystem's block and pin counters (see 'daxfs help stats')
+";
+
+const PIN_HELP: &str = "\
+usage: daxfs pin FILE OFFSET LENGTH [--hold SECONDS]
+
+Pins LENGTH bytes at OFFSET of FILE (on a daxfs mount) with DAXFS_IOC_PIN: the blocks
+holding them stay in the file, and a truncate, hole punch or collapse that would take
+them waits (up to the mount's layout_timeout, then fails with EBUSY). Prints one line
+once pinned, holds the pin for SECONDS (default: until SIGINT, SIGTERM or SIGHUP), then
+unpins and exits 0. A killed holder's pin is released when its file is closed.
+
+OFFSET and LENGTH take k, m, g, t suffixes (powers of 1024). The range must be inside
+the file and allocated (ENXIO on a hole: fallocate it first).
+";
+
+const STATS_HELP: &str = "\
+usage: daxfs stats MOUNTPOINT
+
+Prints the counters of the daxfs mounted at MOUNTPOINT (DAXFS_IOC_STATS), one
+'name value' per line: blocks by reference count (free / cached / pinned) and the
+allocator's free count, long-term pins taken / released / active, block references
+taken / dropped, layout breaks, lease breaks, waits and their total time, timeouts,
+refcount violations, journal commits, and 'balanced' (nothing pinned, every reference
+dropped, census = allocator, no violation).
 ";
 
 const MOUNT_HELP: &str = "\
@@ -115,14 +145,16 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
         Some("help") => match args.get(1).and_then(|a| a.to_str()) {
             None => say(USAGE),
             Some("mount") => say(MOUNT_HELP),
+            Some("pin") => say(PIN_HELP),
+            Some("stats") => say(STATS_HELP),
             Some(other) => fail(format!(
                 "no help for '{other}'; commands: mount, pin, stats"
             )),
         },
         Some("--help") | Some("-h") => say(USAGE),
         Some("--version") | Some("-V") => say(&format!("daxfs {VERSION}\n")),
-        // Subcommands added by later issues.
-        Some(cmd @ ("pin" | "stats")) => Err(Failure(format!("'{cmd}' is not implemented yet"), 2)),
+        Some("pin") => pin(&args[1..]),
+        Some("stats") => stats(&args[1..]),
         Some(opt) if opt.starts_with('-') => {
             fail(format!("unknown option '{opt}' (see 'daxfs --help')"))
         }
@@ -132,6 +164,153 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
             "unknown command '{}' (see 'daxfs --help')",
             first.to_string_lossy()
         )),
+    }
+}
+
+/// A size argument: a decimal (or 0x hex) number with an optional k/m/g/t suffix.
+fn parse_size(what: &str, a: &OsStr) -> Result<u64, Failure> {
+    let bad = || Failure(format!("invalid {what} '{}'", a.to_string_lossy()), 1);
+    let s = a.to_str().ok_or_else(bad)?;
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if "kKmMgGtT".contains(c) => {
+            let shift = match c.to_ascii_lowercase() {
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                _ => 40,
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n = match num.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => num.parse(),
+    }
+    .map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// `daxfs pin FILE OFFSET LENGTH [--hold SECONDS]`.
+fn pin(args: &[OsString]) -> Result<(), Failure> {
+    let mut positional = Vec::new();
+    let mut hold: Option<std::time::Duration> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("-h" | "--help") => return say(PIN_HELP),
+            Some("--hold") => {
+                let v = it
+                    .next()
+                    .ok_or_else(|| Failure("option '--hold' needs SECONDS".into(), 1))?;
+                let secs = v
+                    .to_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                    .ok_or_else(|| {
+                        Failure(format!("invalid --hold '{}'", v.to_string_lossy()), 1)
+                    })?;
+                hold = Some(std::time::Duration::from_secs_f64(secs));
+            }
+            Some(o) if o.starts_with('-') && o.len() > 1 => {
+                return fail(format!("unknown option '{o}' (see 'daxfs help pin')"))
+            }
+            _ => positional.push(a),
+        }
+    }
+    let [file, offset, length] = positional.as_slice() else {
+        return fail("pin needs FILE OFFSET LENGTH (see 'daxfs help pin')");
+    };
+    let offset = parse_size("OFFSET", offset)?;
+    let length = parse_size("LENGTH", length)?;
+    let path = Path::new(file.as_os_str());
+    // Signals are blocked before the pin exists, so that one arriving at any point ends
+    // the hold through the normal unpin path below.
+    let set = block_signals()?;
+    let f = File::open(path)
+        .or_else(|e| fail(format!("cannot open {}: {}", path.display(), os_msg(&e))))?;
+    if let Err(e) = daxfs::ioctl::pin_file(&f, offset, length) {
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOTTY) => " (not a file on a daxfs mount)",
+            Some(libc::ENXIO) => " (the range has a hole: allocate it first)",
+            Some(libc::EINVAL) => " (empty range, or beyond the end of the file)",
+            _ => "",
+        };
+        return fail(format!(
+            "cannot pin {} bytes {offset}..{}: {}{hint}",
+            path.display(),
+            offset.saturating_add(length),
+            os_msg(&e)
+        ));
+    }
+    println!(
+        "pinned {} bytes {offset}..{} ({length} bytes)",
+        path.display(),
+        offset + length
+    );
+    let _ = std::io::stdout().flush();
+    wait_for_signal(&set, hold);
+    if let Err(e) = daxfs::ioctl::unpin_file(&f, offset, length) {
+        // Closing the file releases the pin anyway.
+        eprintln!(
+            "daxfs: unpin {}: {} (released on close)",
+            path.display(),
+            os_msg(&e)
+        );
+    }
+    drop(f);
+    println!("unpinned {}", path.display());
+    Ok(())
+}
+
+/// Sleeps until one of the blocked stop signals arrives or `timeout` passes.
+fn wait_for_signal(set: &libc::sigset_t, timeout: Option<std::time::Duration>) {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ts = deadline.map(|d| {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
+            }
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `set` is an initialised signal set, `tsp` null or pointing to `ts`
+        // which outlives the call; no siginfo is asked for.
+        let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), tsp) };
+        if r > 0 {
+            return;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // EAGAIN: the time is up.
+            _ => return,
+        }
+    }
+}
+
+/// `daxfs stats MOUNTPOINT`.
+fn stats(args: &[OsString]) -> Result<(), Failure> {
+    let path = match args {
+        [a] if a == "-h" || a == "--help" => return say(STATS_HELP),
+        [p] => Path::new(p.as_os_str()),
+        _ => return fail("stats needs one MOUNTPOINT (see 'daxfs help stats')"),
+    };
+    match daxfs::ioctl::read_stats(path) {
+        Ok(s) => say(&daxfs::ioctl::format_stats(&s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fail(format!("{}: {}", path.display(), os_msg(&e)))
+        }
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EACCES | libc::EPERM) => fail(format!("{}: {}", path.display(), os_msg(&e))),
+            _ => fail(format!(
+                "{} is not a daxfs mount ({})",
+                path.display(),
+                os_msg(&e)
+            )),
+        },
     }
 }
 
@@ -708,12 +887,31 @@ mod tests {
     }
 
     #[test]
-    fn pin_and_stats_are_reserved_and_exit_2() {
+    fn pin_and_stats_without_arguments_fail_with_usage() {
         for cmd in ["pin", "stats"] {
             match run("daxfs", &args(&[cmd])) {
-                Err(Failure(m, 2)) => assert!(m.contains("not implemented yet")),
-                _ => panic!("{cmd} should exit 2"),
+                Err(Failure(m, 1)) => assert!(m.contains(&format!("daxfs help {cmd}")), "{m}"),
+                _ => panic!("{cmd} without arguments should fail"),
             }
+        }
+    }
+
+    #[test]
+    fn pin_sizes_take_binary_suffixes_and_hex() {
+        let size = |s: &str| parse_size("X", OsStr::new(s)).ok();
+        assert_eq!(size("4096"), Some(4096));
+        assert_eq!(size("1m"), Some(1 << 20));
+        assert_eq!(size("2K"), Some(2048));
+        assert_eq!(size("0x10"), Some(16));
+        assert_eq!(size("1x"), None);
+        assert_eq!(size("16777216t"), None);
+    }
+
+    #[test]
+    fn stats_of_a_path_that_is_not_daxfs_is_refused() {
+        match run("daxfs", &args(&["stats", "/"])) {
+            Err(Failure(m, 1)) => assert!(m.contains("not a daxfs mount"), "{m}"),
+            _ => panic!("stats of / accepted"),
         }
     }
 

@@ -1,0 +1,143 @@
+//! break_layouts (design notes §3): before an operation takes blocks away from a file
+//! (truncate down, fallocate punch / zero / collapse / insert), wait until no block of the
+//! affected range is pinned, without holding the inode's locks while asleep.
+//!
+//! Locks: every inode has a layout lock (`Inode::layout`, the kernel's MMAPLOCK) taken
+//! before its state lock (`Inode::st`). Long-term pins (ioctl pins, pinned mappings) take
+//! both shared; in-flight reads and writes pin only under `st`, for the copy. So with both
+//! locks held exclusively, every reference above 1 on the file's blocks belongs to a
+//! long-term pin, and no new pin of any kind can start.
+//!
+//! [`DaxFs::break_layouts`] takes both exclusively and scans the range; while it finds a
+//! busy block it signals a lease break, drops both locks, sleeps on the block (futex, no
+//! polling) until the count drains to 1 or `layout_timeout` passes, retakes the locks and
+//! rescans from the start (pins may have started while the locks were dropped, and the
+//! range itself may have moved). It returns the locks only after a full pass under them
+//! found nothing busy: the caller then unmaps and frees in the same transaction as the
+//! extent change, with no window for a pin to start in between. A timeout is EBUSY before
+//! anything changed.
+//!
+//! Where the kernel may cache the file's data (dax=never, or dax=inode without
+//! FS_XFLAG_DAX), a successful break also asks the kernel to drop its cached pages of the
+//! range through the adapter's [`CacheInvalidator`]. It is sent once nothing is busy, so a
+//! read during the wait cannot re-cache data that is about to be freed afterwards.
+
+use crate::error::{Errno, Result};
+use crate::filesystem::*;
+use crate::format::{BLOCK_SIZE, IFLAG_DAX};
+use crate::types::DaxMode;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLockWriteGuard};
+use std::time::Instant;
+
+/// Drops the kernel's cached data of inode `ino`, bytes `offset..offset+len` (`len` 0: to
+/// the end of the file). Must not block on the filesystem: it is called with the inode's
+/// locks held (the FUSE adapter queues the notification to another thread).
+pub type CacheInvalidator = Arc<dyn Fn(u64, u64, u64) + Send + Sync>;
+
+/// The exclusive layout lock, held by the caller of [`DaxFs::break_layouts`] until its
+/// change is committed.
+pub(crate) type LayoutGuard<'a> = RwLockWriteGuard<'a, ()>;
+
+impl DaxFs {
+    /// Installs (or removes) the hook that drops the kernel's cached pages of a range.
+    pub fn set_cache_invalidator(&self, f: Option<CacheInvalidator>) {
+        *wlock(&self.cache_inval) = f;
+    }
+
+    /// Whether the kernel may cache this inode's data (decided from the state, for
+    /// callers that hold its lock).
+    pub(crate) fn cache_used(&self, st: &InodeState) -> bool {
+        match self.opts.dax {
+            DaxMode::Always => false,
+            DaxMode::Never => true,
+            DaxMode::Inode => st.d.flags & IFLAG_DAX == 0,
+        }
+    }
+
+    /// The first busy block (data-area index, count above 1) mapped in logical range `r`.
+    fn first_busy(&self, st: &InodeState, r: &Range<u64>) -> Option<u64> {
+        let mut lb = r.start;
+        while let Some(e) = st.ext.find_or_next(lb) {
+            if e.lblk >= r.end {
+                break;
+            }
+            for l in e.lblk.max(r.start)..e.end().min(r.end) {
+                let b = e.pblk + (l - e.lblk) - self.geo.data_start;
+                if self.refs.count(b) > 1 {
+                    return Some(b);
+                }
+            }
+            lb = e.end();
+        }
+        None
+    }
+
+    /// Takes `inode`'s layout and state locks exclusively and returns them once no block of
+    /// the logical block range `range(state)` is pinned (see the module docs; None: nothing
+    /// to break). `range` is evaluated again after every wait, on the state as it then is.
+    /// EBUSY after `layout_timeout` with nothing changed.
+    pub(crate) fn break_layouts<'a>(
+        &self,
+        inode: &'a Inode,
+        range: impl Fn(&InodeState) -> Option<Range<u64>>,
+    ) -> Result<(LayoutGuard<'a>, RwLockWriteGuard<'a, InodeState>)> {
+        let deadline = Instant::now() + self.opts.layout_timeout;
+        let mut waited = false;
+        loop {
+            let layout = wlock(&inode.layout);
+            let st = wlock(&inode.st);
+            let Some(r) = range(&st) else {
+                return Ok((layout, st));
+            };
+            let Some(busy) = self.first_busy(&st, &r) else {
+                if self.cache_used(&st) {
+                    self.invalidate_cached(inode.ino, &r);
+                }
+                return Ok((layout, st));
+            };
+            if !waited {
+                self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
+                waited = true;
+            }
+            // The lease break: holders of long-term pins on this inode can see it
+            // (PinnedMapping::layout_broken) and are expected to let go.
+            inode.lease_breaks.fetch_add(1, Ordering::SeqCst);
+            self.stats.lease_breaks.fetch_add(1, Ordering::Relaxed);
+            drop(st);
+            drop(layout);
+            if !self.refs.wait_idle(busy, Some(deadline)) {
+                return Err(Errno::EBUSY);
+            }
+        }
+    }
+
+    /// Asks the kernel to drop its cached pages of logical block range `r` of `ino`.
+    pub(crate) fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+        let Some(f) = rlock(&self.cache_inval).clone() else {
+            return;
+        };
+        let offset = r.start.saturating_mul(BLOCK_SIZE);
+        let len = match r.end.checked_mul(BLOCK_SIZE) {
+            Some(e) if e < i64::MAX as u64 => e - offset,
+            _ => 0, // to the end of the file
+        };
+        f(ino, offset, len);
+    }
+
+    /// The check made with the locks held right before blocks `start..end` (logical) are
+    /// freed. After [`break_layouts`](Self::break_layouts), or on a file that nothing can
+    /// pin (no open handle, no mapping), nothing can be busy: a busy block here is a pin
+    /// that escaped the layout lock. It is counted as a violation and the change refused
+    /// (EBUSY) rather than freeing a block that is in use.
+    pub(crate) fn check_layout_idle(&self, st: &InodeState, start: u64, end: u64) -> Result<()> {
+        match self.first_busy(st, &(start..end)) {
+            None => Ok(()),
+            Some(_) => {
+                self.refs.note_violation();
+                Err(Errno::EBUSY)
+            }
+        }
+    }
+}
