@@ -289,6 +289,23 @@ fn sysfs_u64(dir: &Path, names: &[&str]) -> Option<u64> {
     })
 }
 
+/// Takes the exclusive lock, allowing a holder that is just letting go a moment to do
+/// so: a process that forked while it held the device open keeps the lock (the open
+/// file description) until its child has exec'd, a few milliseconds at most. A daemon
+/// or mkfs really using the device holds it for good and is reported as busy.
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
+            Err(e) if is_would_block(&e) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     // SAFETY: flock on an fd this File owns; no memory is passed.
     if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
@@ -402,7 +419,7 @@ impl Device {
             _ => io_err(path, "open")(e),
         })?;
         if opts.exclusive {
-            flock(&file, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| {
+            lock_exclusive(&file).map_err(|e| {
                 if is_would_block(&e) {
                     DeviceError::Busy {
                         path: path.to_path_buf(),
