@@ -226,10 +226,17 @@ fn lib_bench(fs: &DaxFs, raw: &Device, size: usize, iters: usize) -> Res<()> {
 
     // The file to read: written in 1 MiB pieces, so its extents are what a normal
     // sequential writer gets.
-    let f = fs.create(ROOT, b"read", 0o644, libc::O_RDWR, &cred).map_err(e("create"))?;
+    let f = fs
+        .create(ROOT, b"read", 0o644, libc::O_RDWR, &cred)
+        .map_err(e("create"))?;
     for off in (0..size).step_by(CHUNK) {
-        fs.write(f.ino, off as u64, &src[off..off + CHUNK.min(size - off)], false)
-            .map_err(e("write"))?;
+        fs.write(
+            f.ino,
+            off as u64,
+            &src[off..off + CHUNK.min(size - off)],
+            false,
+        )
+        .map_err(e("write"))?;
     }
     raw.write(0, &src);
 
@@ -280,8 +287,11 @@ fn lib_bench(fs: &DaxFs, raw: &Device, size: usize, iters: usize) -> Res<()> {
 
     // 4 KiB overwrites of already mapped blocks (no allocation): a 1 MiB file, cycled.
     const BLOCKS: usize = 256;
-    let w = fs.create(ROOT, b"overwrite", 0o644, libc::O_RDWR, &cred).map_err(e("create"))?;
-    fs.write(w.ino, 0, &src[..BLOCKS * 4096], false).map_err(e("write"))?;
+    let w = fs
+        .create(ROOT, b"overwrite", 0o644, libc::O_RDWR, &cred)
+        .map_err(e("create"))?;
+    fs.write(w.ino, 0, &src[..BLOCKS * 4096], false)
+        .map_err(e("write"))?;
     let mut lat = Vec::with_capacity(iters);
     let warmup = iters / 10;
     for i in 0..iters + warmup {
