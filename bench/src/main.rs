@@ -8,7 +8,8 @@
 //! - `daxfs-bench lib DEVICE SCRATCH_DIR [SIZE_MIB [ITERS]]`: the library API on a
 //!   formatted device, no mount: zero-copy read bandwidth through `DaxFs::read_with`
 //!   against a plain memcpy of the same size, and 4 KiB overwrite + persist latency
-//!   through `DaxFs::write`, with the pieces that make it up timed alone.
+//!   through `DaxFs::write`, with the pieces that make it up timed alone; and the
+//!   core's own cost per create, lookup and unlink (no FUSE).
 //!
 //! Output is one `key value` line per figure (ops/s, GB/s or µs, named in the key) for
 //! bench/run to parse; errors go to stderr with exit status 1.
@@ -332,6 +333,41 @@ fn lib_bench(fs: &DaxFs, raw: &Device, size: usize, iters: usize) -> Res<()> {
         meta.push(t.elapsed().as_secs_f64() * 1e6);
     }
     println!("mtime_commit_median_us {:.3}", median(&mut meta));
+
+    // The core's own cost per namespace operation, without FUSE: what create, lookup
+    // and unlink through a mount cost at best once the round trips are gone.
+    let count = (iters / 10).max(1000);
+    let dir = fs.mkdir(ROOT, b"meta", 0o755, &cred).map_err(e("mkdir"))?;
+    let names: Vec<Vec<u8>> = (0..count)
+        .map(|i| format!("f{i:07}").into_bytes())
+        .collect();
+    let t = Instant::now();
+    for n in &names {
+        let a = fs
+            .create(dir.ino, n, 0o644, libc::O_RDWR | libc::O_EXCL, &cred)
+            .map_err(e("create"))?;
+        fs.release(a.ino).map_err(e("release"))?;
+    }
+    println!(
+        "core_create_us {:.3}",
+        t.elapsed().as_secs_f64() * 1e6 / count as f64
+    );
+    let t = Instant::now();
+    for n in &names {
+        fs.lookup(dir.ino, n).map_err(e("lookup"))?;
+    }
+    println!(
+        "core_lookup_us {:.3}",
+        t.elapsed().as_secs_f64() * 1e6 / count as f64
+    );
+    let t = Instant::now();
+    for n in &names {
+        fs.unlink(dir.ino, n).map_err(e("unlink"))?;
+    }
+    println!(
+        "core_unlink_us {:.3}",
+        t.elapsed().as_secs_f64() * 1e6 / count as f64
+    );
     Ok(())
 }
 
