@@ -37,6 +37,9 @@ pub(crate) struct Inode {
     pub st: RwLock<InodeState>,
     /// Open file handles (an unlinked inode lives until the last one is released).
     pub opens: AtomicU32,
+    /// References the kernel holds through entries it was given (FUSE lookup count,
+    /// see [`DaxFs::remember`]): an unlinked inode also lives until they are forgotten.
+    pub lookups: AtomicU64,
 }
 
 pub(crate) struct InodeState {
@@ -307,6 +310,7 @@ impl DaxFs {
                     ino,
                     st: RwLock::new(st),
                     opens: AtomicU32::new(0),
+                    lookups: AtomicU64::new(0),
                 }),
             );
         }
@@ -491,6 +495,9 @@ impl DaxFs {
         if self.shut_down.swap(true, Ordering::SeqCst) || self.opts.read_only {
             return Ok(());
         }
+        // Unlinked inodes the kernel still referenced when it went away: nothing can
+        // reach them any more, so free them now rather than at the next mount.
+        self.reclaim_orphans();
         lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
         if self.failed.load(Ordering::SeqCst) {
             return Err(Errno::EIO);
@@ -626,6 +633,7 @@ impl DaxFs {
             ino,
             st: RwLock::new(st),
             opens: AtomicU32::new(0),
+            lookups: AtomicU64::new(0),
         }))
     }
 

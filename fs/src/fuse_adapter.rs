@@ -116,8 +116,10 @@ impl FuseAdapter {
         });
     }
 
+    /// Replies with an entry, counting the kernel's new reference to it first (the
+    /// kernel will forget it later; see [`DaxFs::remember`]).
     fn entry(&self, reply: ReplyEntry, r: crate::Result<Attr>) {
-        match r {
+        match r.and_then(|a| self.fs.remember(a.ino).map(|()| a)) {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(errno(e)),
         }
@@ -388,8 +390,14 @@ impl Filesystem for FuseAdapter {
         self.entry(reply, r);
     }
 
-    // forget / batch_forget: the core keeps every inode reachable by number while it
-    // exists, so lookup counts need no tracking; the trait's defaults do nothing.
+    /// The kernel dropped `nlookup` references (batch_forget comes here through the
+    /// trait's default): an unlinked inode is freed once none are left.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Err(e) = self.fs.forget(ino.0, nlookup) {
+            // No reply to carry it; the inode stays an orphan until the next mount.
+            eprintln!("daxfs: freeing unlinked inode {} failed: {e}", ino.0);
+        }
+    }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
@@ -560,13 +568,20 @@ impl Filesystem for FuseAdapter {
             .fs
             .create(parent.0, name.as_bytes(), mode, flags, &cred(req))
         {
-            Ok(a) => reply.created(
-                &self.ttl,
-                &file_attr(&a),
-                Generation(a.generation),
-                handle_for(flags),
-                self.fopen_flags(a.ino),
-            ),
+            Ok(a) => {
+                if let Err(e) = self.fs.remember(a.ino) {
+                    // Removed by someone else before the reply: undo the open.
+                    let _ = self.fs.release(a.ino);
+                    return reply.error(errno(e));
+                }
+                reply.created(
+                    &self.ttl,
+                    &file_attr(&a),
+                    Generation(a.generation),
+                    handle_for(flags),
+                    self.fopen_flags(a.ino),
+                )
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -723,6 +738,11 @@ impl Filesystem for FuseAdapter {
                     // Removed since the walk: leave it out, as a later readdir would.
                     Err(_) => continue,
                 };
+                // The kernel takes a reference to every entry but "." and "..".
+                let counted = e.name != b"." && e.name != b"..";
+                if counted && self.fs.remember(e.ino).is_err() {
+                    continue;
+                }
                 let full = reply.add(
                     INodeNo(e.ino),
                     e.next_offset,
@@ -732,6 +752,10 @@ impl Filesystem for FuseAdapter {
                     Generation(attr.generation),
                 );
                 if full {
+                    // Not added: the kernel never saw it.
+                    if counted {
+                        let _ = self.fs.forget(e.ino, 1);
+                    }
                     return reply.ok();
                 }
             }
