@@ -931,6 +931,9 @@ impl DaxFs {
         if let Some(mode) = c.mode {
             st.d.mode = (st.d.mode & libc::S_IFMT) | (mode & 0o7777);
             st.d.ctime = t;
+            if let Err(e) = self.chmod_acl(ino, &mut st, &mut tx) {
+                return Err(self.fail_op(ino, &mut st, tx, e));
+            }
         }
         if let Some(uid) = c.uid {
             st.d.uid = uid;

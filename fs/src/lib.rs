@@ -6,6 +6,7 @@
 //! `fsck.daxfs` binaries. Free space and page reference counts come from
 //! `daxfs-alloc`, the metadata journal from `daxfs-journal`.
 
+pub mod acl;
 pub mod device;
 pub mod dir;
 pub mod error;

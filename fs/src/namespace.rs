@@ -238,6 +238,7 @@ impl DaxFs {
             if let Some(t) = target {
                 self.store_symlink(ino, &mut st, t, &mut tx)?;
             }
+            self.inherit_acls(&pst, ino, &mut st, &mut tx)?;
             self.dir_add(parent, &mut pst, name, ino, kind.dtype(), &mut tx)?;
             Ok(())
         })();
@@ -250,6 +251,9 @@ impl DaxFs {
             }
             for b in st.ext.extent_blocks().to_vec() {
                 self.release_blocks(b, 1, &mut tx);
+            }
+            if st.d.xattr_block != 0 {
+                self.release_blocks(st.d.xattr_block, 1, &mut tx);
             }
             drop(st);
             let e = self.fail_op(parent, &mut pst, tx, e);
