@@ -204,3 +204,23 @@ fn shutdown_frees_unlinked_inodes_the_kernel_never_forgot() {
     drop(dev);
     assert_eq!(d.mount().statfs(), s0);
 }
+
+/// generic/061's intermittent EIO: an inode number handed out again while the kernel
+/// still held the old inode made the kernel mark its inode bad (fuse_stale_inode), so
+/// I/O through it failed with EIO (or, worse, reached the new file).
+#[test]
+fn an_inode_number_the_kernel_still_holds_is_not_reused() {
+    let d = TestDev::new(32 * MB);
+    let fs = setup(&d);
+    let f = mkfile(&fs, ROOT, b"f", b"old");
+    fs.remember(f).unwrap();
+    fs.unlink(ROOT, b"f").unwrap();
+    let new: Vec<u64> = (0..4)
+        .map(|i| mkfile(&fs, ROOT, format!("n{i}").as_bytes(), b"new"))
+        .collect();
+    assert!(!new.contains(&f));
+    assert_eq!(read_all(&fs, f), b"old");
+    fs.forget(f, 1).unwrap();
+    // Free again: the lowest free number is handed out first.
+    assert_eq!(mkfile(&fs, ROOT, b"later", b""), f);
+}
