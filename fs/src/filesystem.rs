@@ -37,6 +37,9 @@ pub(crate) struct Inode {
     pub st: RwLock<InodeState>,
     /// Open file handles (an unlinked inode lives until the last one is released).
     pub opens: AtomicU32,
+    /// References the kernel holds through entries it was given (FUSE lookup count,
+    /// see [`DaxFs::remember`]): an unlinked inode also lives until they are forgotten.
+    pub lookups: AtomicU64,
     /// The layout lock (design notes §3; the kernel's MMAPLOCK): taken exclusively by
     /// break_layouts, shared by long-term pins. Always taken before `st`.
     pub layout: RwLock<()>,
@@ -55,6 +58,7 @@ impl Inode {
             layout: RwLock::new(()),
             lease_breaks: AtomicU64::new(0),
             long_pins: AtomicU32::new(0),
+            lookups: AtomicU64::new(0),
         }
     }
 }
@@ -525,6 +529,9 @@ impl DaxFs {
         if self.shut_down.swap(true, Ordering::SeqCst) || self.opts.read_only {
             return Ok(());
         }
+        // Unlinked inodes the kernel still referenced when it went away: nothing can
+        // reach them any more, so free them now rather than at the next mount.
+        self.reclaim_orphans();
         lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
         if self.failed.load(Ordering::SeqCst) {
             return Err(Errno::EIO);
@@ -941,6 +948,9 @@ impl DaxFs {
         if let Some(mode) = c.mode {
             st.d.mode = (st.d.mode & libc::S_IFMT) | (mode & 0o7777);
             st.d.ctime = t;
+            if let Err(e) = self.chmod_acl(ino, &mut st, &mut tx) {
+                return Err(self.fail_op(ino, &mut st, tx, e));
+            }
         }
         if let Some(uid) = c.uid {
             st.d.uid = uid;

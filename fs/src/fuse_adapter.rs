@@ -19,11 +19,14 @@
 //!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR.
 //!
 //! Notes on kernel behaviour this relies on:
-//! - umask: the kernel applies the caller's umask to the mode of mknod/mkdir/create before
-//!   sending it, unless FUSE_DONT_MASK is negotiated (never here; it also is not implied
-//!   since FUSE_POSIX_ACL is not requested either). fuser passes the umask as a separate
-//!   argument for information only, so it is ignored: applying it again would be wrong
-//!   only in the harmless direction, but it is not ours to apply.
+//! - POSIX ACLs: FUSE_POSIX_ACL is negotiated, so the kernel enforces ACLs (it reads
+//!   `system.posix_acl_*` through getxattr, implies default_permissions) and checks who may
+//!   set them; the core keeps the mode in line and does inheritance ([`crate::acl`]).
+//! - umask: with FUSE_POSIX_ACL the kernel leaves the umask to the filesystem, so
+//!   FUSE_DONT_MASK is negotiated with it: mknod/mkdir/create get the mode asked for and
+//!   the umask separately. The umask is applied here unless the parent directory has a
+//!   default ACL, which replaces it (the core then masks the mode by the ACL). When the
+//!   kernel offers neither, it applies the umask itself before sending.
 //! - O_APPEND: without the writeback cache, the kernel computes the write offset from its
 //!   cached i_size and sends the file's current `f_flags` with every write; the core is
 //!   told `append` when those flags hold O_APPEND so it appends at the true EOF. With the
@@ -89,6 +92,8 @@ pub struct FuseAdapter {
     ttl: Duration,
     /// FUSE_WRITEBACK_CACHE was negotiated in `init`.
     writeback: bool,
+    /// FUSE_DONT_MASK was negotiated: the umask is ours to apply.
+    dont_mask: bool,
     notifier: NotifierSlot,
     /// Serial of the next file handle (its high 32 bits).
     next_handle: AtomicU64,
@@ -104,6 +109,7 @@ impl FuseAdapter {
             fs,
             ttl: DEFAULT_TTL,
             writeback: false,
+            dont_mask: false,
             notifier,
             next_handle: AtomicU64::new(1),
             pins: Mutex::new(HashMap::new()),
@@ -193,10 +199,22 @@ impl FuseAdapter {
         });
     }
 
+    /// Replies with an entry, counting the kernel's new reference to it first (the
+    /// kernel will forget it later; see [`DaxFs::remember`]).
     fn entry(&self, reply: ReplyEntry, r: crate::Result<Attr>) {
-        match r {
+        match r.and_then(|a| self.fs.remember(a.ino).map(|()| a)) {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
             Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// The mode a new inode in `parent` is created with: the umask applies unless the
+    /// kernel already applied it or a default ACL in `parent` replaces it.
+    fn create_mode(&self, parent: u64, mode: u32, umask: u32) -> u32 {
+        if self.dont_mask && !self.fs.has_default_acl(parent) {
+            mode & !(umask & 0o777)
+        } else {
+            mode
         }
     }
 
@@ -472,7 +490,10 @@ impl Filesystem for FuseAdapter {
             | InitFlags::FUSE_HAS_IOCTL_DIR
             // Shared mmap of FOPEN_DIRECT_IO files (Linux 6.6+); without it mmap(MAP_SHARED)
             // of a file under dax=always fails with ENODEV.
-            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
+            // The kernel enforces ACLs; the umask becomes ours (see the module doc).
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         if dax != DaxMode::Always {
             // Cached data is dropped when the attributes say the file changed.
             want |= InitFlags::FUSE_AUTO_INVAL_DATA;
@@ -484,6 +505,7 @@ impl Filesystem for FuseAdapter {
         // Cannot fail: only capabilities the kernel offers are asked for.
         let _ = config.add_capabilities(granted);
         self.writeback = granted.contains(InitFlags::FUSE_WRITEBACK_CACHE);
+        self.dont_mask = granted.contains(InitFlags::FUSE_DONT_MASK);
         Ok(())
     }
 
@@ -496,8 +518,14 @@ impl Filesystem for FuseAdapter {
         self.entry(reply, r);
     }
 
-    // forget / batch_forget: the core keeps every inode reachable by number while it
-    // exists, so lookup counts need no tracking; the trait's defaults do nothing.
+    /// The kernel dropped `nlookup` references (batch_forget comes here through the
+    /// trait's default): an unlinked inode is freed once none are left.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Err(e) = self.fs.forget(ino.0, nlookup) {
+            // No reply to carry it; the inode stays an orphan until the next mount.
+            eprintln!("daxfs: freeing unlinked inode {} failed: {e}", ino.0);
+        }
+    }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
@@ -559,10 +587,11 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32, // already applied by the kernel (no FUSE_DONT_MASK)
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let mode = self.create_mode(parent.0, mode, umask);
         let r = self
             .fs
             .mknod(parent.0, name.as_bytes(), mode, rdev, &cred(req));
@@ -575,9 +604,10 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32, // already applied by the kernel (no FUSE_DONT_MASK)
+        umask: u32,
         reply: ReplyEntry,
     ) {
+        let mode = self.create_mode(parent.0, mode, umask);
         let r = self
             .fs
             .mkdir(parent.0, name.as_bytes(), mode & 0o7777, &cred(req));
@@ -667,21 +697,29 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32, // already applied by the kernel (no FUSE_DONT_MASK)
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let mode = self.create_mode(parent.0, mode, umask);
         match self
             .fs
             .create(parent.0, name.as_bytes(), mode, flags, &cred(req))
         {
-            Ok(a) => reply.created(
-                &self.ttl,
-                &file_attr(&a),
-                Generation(a.generation),
-                self.new_handle(flags),
-                self.fopen_flags(a.ino),
-            ),
+            Ok(a) => {
+                if let Err(e) = self.fs.remember(a.ino) {
+                    // Removed by someone else before the reply: undo the open.
+                    let _ = self.fs.release(a.ino);
+                    return reply.error(errno(e));
+                }
+                reply.created(
+                    &self.ttl,
+                    &file_attr(&a),
+                    Generation(a.generation),
+                    self.new_handle(flags),
+                    self.fopen_flags(a.ino),
+                )
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -840,6 +878,11 @@ impl Filesystem for FuseAdapter {
                     // Removed since the walk: leave it out, as a later readdir would.
                     Err(_) => continue,
                 };
+                // The kernel takes a reference to every entry but "." and "..".
+                let counted = e.name != b"." && e.name != b"..";
+                if counted && self.fs.remember(e.ino).is_err() {
+                    continue;
+                }
                 let full = reply.add(
                     INodeNo(e.ino),
                     e.next_offset,
@@ -849,6 +892,10 @@ impl Filesystem for FuseAdapter {
                     Generation(attr.generation),
                 );
                 if full {
+                    // Not added: the kernel never saw it.
+                    if counted {
+                        let _ = self.fs.forget(e.ino, 1);
+                    }
                     return reply.ok();
                 }
             }

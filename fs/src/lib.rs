@@ -6,6 +6,7 @@
 //! `fsck.daxfs` binaries. Free space and page reference counts come from
 //! `daxfs-alloc`, the metadata journal from `daxfs-journal`.
 
+pub mod acl;
 pub mod break_layouts;
 pub mod device;
 pub mod dir;

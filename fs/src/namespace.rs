@@ -56,6 +56,12 @@ impl<'a> Locked<'a> {
     }
 }
 
+/// Whether an open handle or the kernel still references `inode` (see
+/// [`DaxFs::remember`]).
+fn referenced(inode: &Inode) -> bool {
+    inode.opens.load(Ordering::SeqCst) != 0 || inode.lookups.load(Ordering::SeqCst) != 0
+}
+
 impl DaxFs {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
         if name.len() > NAME_MAX {
@@ -232,6 +238,7 @@ impl DaxFs {
             if let Some(t) = target {
                 self.store_symlink(ino, &mut st, t, &mut tx)?;
             }
+            self.inherit_acls(&pst, ino, &mut st, &mut tx)?;
             self.dir_add(parent, &mut pst, name, ino, kind.dtype(), &mut tx)?;
             Ok(())
         })();
@@ -244,6 +251,9 @@ impl DaxFs {
             }
             for b in st.ext.extent_blocks().to_vec() {
                 self.release_blocks(b, 1, &mut tx);
+            }
+            if st.d.xattr_block != 0 {
+                self.release_blocks(st.d.xattr_block, 1, &mut tx);
             }
             drop(st);
             let e = self.fail_op(parent, &mut pst, tx, e);
@@ -420,7 +430,9 @@ impl DaxFs {
     }
 
     /// Drops one link of `child` (whose entry was removed): frees it when it was the
-    /// last link and no handle is open, else marks it an orphan when needed.
+    /// last link and nothing references it (no open handle, no kernel lookup), else
+    /// marks it an orphan, freed by the last [`release`](Self::release) or
+    /// [`forget`](Self::forget), or by the next mount after a crash.
     fn drop_link(
         &self,
         child: &Inode,
@@ -435,7 +447,7 @@ impl DaxFs {
         }
         st.d.ctime = t;
         if st.d.nlink == 0 {
-            if child.opens.load(Ordering::SeqCst) == 0 {
+            if !referenced(child) {
                 return self.free_inode(child, st, tx);
             }
             st.d.flags |= IFLAG_ORPHAN;
@@ -766,7 +778,8 @@ impl DaxFs {
         Ok(())
     }
 
-    /// Drops one open handle; the last release of an unlinked inode frees it.
+    /// Drops one open handle; the last release of an unlinked inode the kernel no
+    /// longer references frees it.
     pub fn release(&self, ino: u64) -> Result<()> {
         let Ok(inode) = self.inode(ino) else {
             return Ok(());
@@ -777,20 +790,87 @@ impl DaxFs {
             return Ok(());
         }
         if prev == 1 {
-            let _ns = lock(&self.ns);
-            let mut st = wlock(&inode.st);
-            if !st.dead
-                && st.d.nlink == 0
-                && inode.opens.load(Ordering::SeqCst) == 0
-                && !self.opts.read_only
-            {
-                let mut tx = Tx::new();
-                self.free_inode(&inode, &mut st, &mut tx)?;
-                drop(st);
-                self.commit(tx)?;
-            }
+            self.free_if_unreferenced(&inode)?;
         }
         Ok(())
+    }
+
+    /// Counts one kernel reference to `ino`: called by a kernel adapter for every entry
+    /// it hands to the kernel (FUSE: the replies to lookup, create, mknod, mkdir,
+    /// symlink, link and each readdirplus entry but "." and ".."), before the reply goes
+    /// out. While an inode has such references, removing its last link keeps it alive
+    /// (nlink 0: stat, getattr and open handles keep working) until [`forget`](Self::forget)
+    /// drops them. Library users that never call this are unaffected: an inode without
+    /// kernel references is freed as soon as its last link and handle are gone.
+    ///
+    /// ENOENT when the inode no longer exists (removed after the lookup that found it):
+    /// the adapter must then not hand out the entry.
+    pub fn remember(&self, ino: u64) -> Result<()> {
+        let inode = self.inode(ino)?;
+        // The state lock orders this against drop_link's "is it referenced?" check.
+        let st = rlock(&inode.st);
+        if st.dead {
+            return Err(Errno::ENOENT);
+        }
+        inode.lookups.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Drops `n` kernel references to `ino` (FUSE forget / batch_forget). The last one
+    /// frees an unlinked inode that has no open handle.
+    pub fn forget(&self, ino: u64, n: u64) -> Result<()> {
+        let Ok(inode) = self.inode(ino) else {
+            return Ok(());
+        };
+        let sub = |c: u64| Some(c.saturating_sub(n));
+        // Never fails: the closure always returns Some.
+        let prev = inode
+            .lookups
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, sub)
+            .unwrap_or(0);
+        let left = prev.saturating_sub(n);
+        if left == 0 {
+            self.free_if_unreferenced(&inode)?;
+        }
+        Ok(())
+    }
+
+    /// Frees `inode` if it is unlinked and nothing references it any more.
+    fn free_if_unreferenced(&self, inode: &Inode) -> Result<()> {
+        let _ns = lock(&self.ns);
+        let mut st = wlock(&inode.st);
+        if st.dead || st.d.nlink != 0 || referenced(inode) || self.opts.read_only {
+            return Ok(());
+        }
+        let mut tx = Tx::new();
+        self.free_inode(inode, &mut st, &mut tx)?;
+        drop(st);
+        self.commit(tx)
+    }
+
+    /// Frees every unlinked inode still in memory, whatever references it: called at
+    /// shutdown, when no kernel and no handle can reach them any more. A failure leaves
+    /// the inode an orphan on media, which the next mount reclaims.
+    pub(crate) fn reclaim_orphans(&self) {
+        if self.opts.read_only || self.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let all: Vec<Arc<Inode>> = rlock(&self.inodes).values().cloned().collect();
+        for inode in all {
+            let _ns = lock(&self.ns);
+            let mut st = wlock(&inode.st);
+            if st.dead || st.d.nlink != 0 {
+                continue;
+            }
+            let mut tx = Tx::new();
+            if self.free_inode(&inode, &mut st, &mut tx).is_err() {
+                drop(st);
+                self.abort(tx);
+                continue;
+            }
+            drop(st);
+            let _ = self.commit(tx);
+        }
     }
 
     /// Lists entries from cookie `offset` (0 = start; "." and ".." come first); `f`

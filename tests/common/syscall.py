@@ -268,6 +268,71 @@ def op_count(directory):
     return str(sum(1 for _ in os.scandir(directory)))
 
 
+def op_fsync(path, spec="fsync"):
+    """Open PATH read-only (files and directories alike) and fsync or fdatasync it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        {"fsync": os.fsync, "fdatasync": os.fdatasync}[spec](fd)
+    finally:
+        os.close(fd)
+    return "OK"
+
+
+def op_ioctl(path, request, argsize="0", spec="rdonly"):
+    """ioctl(fd, REQUEST, arg): arg is a zeroed buffer of ARGSIZE bytes, or NULL for 0."""
+    fd = os.open(path, flags_of(OPEN_FLAGS, spec) | os.O_NONBLOCK)
+    try:
+        size = num(argsize)
+        buf = ctypes.create_string_buffer(size) if size else None
+        libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+        check(libc.ioctl(fd, num(request) & 0xFFFFFFFF, buf))
+    finally:
+        os.close(fd)
+    return "OK"
+
+
+def op_pwrite(path, offset, length, spec="wronly"):
+    """Write LENGTH bytes of 'x' at OFFSET (may be negative) through the pwrite call."""
+    fd = os.open(path, flags_of(OPEN_FLAGS, spec))
+    try:
+        data = b"x" * num(length)
+        libc.pwrite.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
+        libc.pwrite.restype = ctypes.c_ssize_t
+        return str(check(libc.pwrite(fd, data, len(data), num(offset))))
+    finally:
+        os.close(fd)
+
+
+def op_pread(path, offset, length, spec="rdonly"):
+    """Read up to LENGTH bytes at OFFSET; prints the byte count."""
+    fd = os.open(path, flags_of(OPEN_FLAGS, spec))
+    try:
+        buf = ctypes.create_string_buffer(max(num(length), 1))
+        libc.pread.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long]
+        libc.pread.restype = ctypes.c_ssize_t
+        return str(check(libc.pread(fd, buf, num(length), num(offset))))
+    finally:
+        os.close(fd)
+
+
+def op_ftruncate(path, length, spec="wronly"):
+    """ftruncate through an fd opened with SPEC (length may be negative)."""
+    fd = os.open(path, flags_of(OPEN_FLAGS, spec))
+    try:
+        libc.ftruncate.argtypes = [ctypes.c_int, ctypes.c_long]
+        check(libc.ftruncate(fd, num(length)))
+    finally:
+        os.close(fd)
+    return "OK"
+
+
+def op_statfs(path, fields="namelen"):
+    st = os.statvfs(path)
+    names = {"namelen": "f_namemax", "bsize": "f_bsize", "blocks": "f_blocks", "bfree": "f_bfree",
+             "bavail": "f_bavail", "files": "f_files", "ffree": "f_ffree"}
+    return " ".join(f"{f}={getattr(st, names[f])}" for f in fields.split(","))
+
+
 OPS = {name[3:]: fn for name, fn in globals().items() if name.startswith("op_")}
 
 
