@@ -214,7 +214,12 @@ impl DaxFs {
             )));
         }
         let media: Arc<dyn Media> = dev.clone();
-        let (journal, _report) = Journal::open(
+        let open_journal = if opts.read_only {
+            Journal::open_read_only
+        } else {
+            Journal::open
+        };
+        let (journal, _report) = open_journal(
             media,
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,

@@ -21,6 +21,8 @@ pub enum JournalError {
         len: u64,
         reason: &'static str,
     },
+    /// The journal was opened read-only (`Journal::open_read_only`).
+    ReadOnly,
 }
 
 impl fmt::Display for JournalError {
@@ -30,6 +32,7 @@ impl fmt::Display for JournalError {
                 write!(f, "invalid journal region at byte {start}, {len} bytes: {reason}")
             }
             JournalError::Corrupt { what } => write!(f, "corrupt journal: {what}"),
+            JournalError::ReadOnly => write!(f, "the journal was opened read-only"),
             JournalError::TooLarge { needed, log_bytes } => write!(
                 f,
                 "transaction too large for the journal: needs {needed} bytes of log, the log holds {log_bytes}"

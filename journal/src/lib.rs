@@ -125,6 +125,8 @@ pub struct Journal {
     /// Reused encode/decode buffer (one transaction).
     scratch: Vec<u8>,
     stats: JournalStats,
+    /// Opened by `open_read_only`: commits and checkpoints are refused.
+    read_only: bool,
 }
 
 fn check_region(start: u64, len: u64) -> Result<(), JournalError> {
@@ -241,6 +243,7 @@ impl Journal {
             next_seq: header.tail_seq,
             scratch: Vec::new(),
             stats: JournalStats::default(),
+            read_only: false,
         };
         let report = journal.replay();
         // Skip one sequence number: if replay stopped at a torn transaction, that
@@ -248,6 +251,52 @@ impl Journal {
         // transaction is written over them at the same position.
         journal.next_seq = journal.next_seq.wrapping_add(1);
         journal.write_header(journal.head, journal.next_seq);
+        Ok((journal, report))
+    }
+
+    /// Opens the journal for a read-only mount: committed transactions are still replayed
+    /// (the metadata read next must include them, as ext4 recovers on a read-only mount),
+    /// but when there is nothing to replay nothing at all is written. The journal then
+    /// refuses commits and checkpoints.
+    pub fn open_read_only(
+        media: Arc<dyn Media>,
+        start: u64,
+        len: u64,
+    ) -> Result<(Journal, ReplayReport), JournalError> {
+        check_region(start, len)?;
+        let header = read_header(&*media, start, len)?;
+        let mut probe = Journal {
+            media: media.clone(),
+            start,
+            len,
+            log_base: start + HEADER_AREA,
+            log_len: len - HEADER_AREA,
+            journal_id: header.journal_id,
+            generation: header.generation,
+            tail: header.tail,
+            head: header.tail,
+            next_seq: header.tail_seq,
+            scratch: Vec::new(),
+            stats: JournalStats::default(),
+            read_only: true,
+        };
+        let mut records = Vec::new();
+        if matches!(
+            probe.scan(probe.head, probe.next_seq, &mut records),
+            Scan::Stop(_)
+        ) {
+            return Ok((
+                probe,
+                ReplayReport {
+                    transactions_replayed: 0,
+                    records_replayed: 0,
+                    bytes_replayed: 0,
+                    stopped_reason: StopReason::End,
+                },
+            ));
+        }
+        let (mut journal, report) = Journal::open(media, start, len)?;
+        journal.read_only = true;
         Ok((journal, report))
     }
 
@@ -285,6 +334,9 @@ impl Journal {
     /// fence are the records stored home, flushed and fenced; a crash in between is
     /// repaired by replay (records are idempotent physical writes, replayed in order).
     pub fn commit(&mut self, txn: &Transaction) -> Result<u64, JournalError> {
+        if self.read_only {
+            return Err(JournalError::ReadOnly);
+        }
         if txn.is_empty() {
             return Ok(self.next_seq.wrapping_sub(1));
         }
@@ -332,6 +384,9 @@ impl Journal {
     /// header. The fs calls it after a transaction that frees blocks and before those
     /// blocks are reused, so an old transaction is never replayed over a reused block.
     pub fn checkpoint(&mut self) -> Result<(), JournalError> {
+        if self.read_only {
+            return Err(JournalError::ReadOnly);
+        }
         // tail == head means nothing was committed since the header on media was written,
         // and that header already says tail = head with the current sequence.
         if self.tail != self.head {

@@ -590,3 +590,36 @@ fn random_garbage_images_never_panic() {
         "most mutations keep a valid header ({opened})"
     );
 }
+
+#[test]
+fn read_only_open_of_a_clean_journal_writes_nothing_and_refuses_commits() {
+    let m = formatted();
+    let before = m.volatile_image();
+    let (mut j, report) =
+        Journal::open_read_only(m.clone() as Arc<dyn Media>, J_START, J_LEN).expect("open");
+    assert_eq!(report.transactions_replayed, 0);
+    assert_eq!(m.volatile_image(), before);
+    let mut t = Transaction::new();
+    t.write(HOME.start as u64, b"x");
+    assert!(matches!(j.commit(&t), Err(JournalError::ReadOnly)));
+    assert!(matches!(j.checkpoint(), Err(JournalError::ReadOnly)));
+    assert_eq!(m.volatile_image(), before);
+}
+
+#[test]
+fn read_only_open_still_replays_committed_transactions() {
+    let m = formatted();
+    let mut t = Transaction::new();
+    t.write(HOME.start as u64, b"committed");
+    // Commit, then crash before anything else: the durable image holds the transaction.
+    open(&m).0.commit(&t).expect("commit");
+    let image = Arc::new(MemMedia::from_bytes(m.crash_image()));
+    // Undo the home write so only replay can bring it back.
+    image.write(HOME.start as u64, &[0u8; 9]);
+    let (_j, report) =
+        Journal::open_read_only(image.clone() as Arc<dyn Media>, J_START, J_LEN).expect("open");
+    assert_eq!(report.transactions_replayed, 1);
+    let mut buf = [0u8; 9];
+    image.read(HOME.start as u64, &mut buf);
+    assert_eq!(&buf, b"committed");
+}
