@@ -32,7 +32,7 @@ use std::sync::{Arc, RwLockWriteGuard};
 use std::time::Instant;
 
 /// Drops the kernel's cached data of inode `ino`, bytes `offset..offset+len` (`len` 0: to
-/// the end of the file). Must not block on the filesystem: it is called with the inode's
+/// the end of the file; `offset` u64::MAX: only its cached attributes). Must not block on the filesystem: it is called with the inode's
 /// locks held (the FUSE adapter queues the notification to another thread).
 pub type CacheInvalidator = Arc<dyn Fn(u64, u64, u64) + Send + Sync>;
 

@@ -152,7 +152,12 @@ impl DaxFs {
         st.d.atime = now();
         let mut tx = Tx::new();
         self.log_inode(ino, &mut st, &mut tx);
-        let _ = self.commit(tx);
+        if self.commit(tx).is_ok() {
+            // The kernel caches attributes and did not see this change.
+            if let Some(inval) = rlock(&self.cache_inval).as_ref() {
+                inval(ino, u64::MAX, 0);
+            }
+        }
     }
 
     /// Convenience read into a buffer; returns the bytes read.

@@ -62,7 +62,13 @@ use std::time::{Duration, SystemTime};
 /// How long the kernel may trust entries and attributes it was given. Every change goes
 /// through this kernel, so the TTL only bounds staleness from changes the core makes on
 /// its own (orphan reclaim, layout breaks); precise invalidation comes with the notifier.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may trust entries and attributes it was given. daxfs is the only
+/// writer of its device (the daemon holds it exclusively), every change through the
+/// mount comes back to the kernel in the reply or is invalidated by the kernel itself,
+/// and the few changes daxfs makes on its own (atime, set-id bits cleared by a write,
+/// dropped pages after a layout break) are sent as notifications: a long TTL is safe
+/// and saves a GETATTR/LOOKUP round trip per path component and permission check.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 /// Where the session's [`fuser::Notifier`] is put once the session exists, so that cache
 /// invalidations can be sent to the kernel later.
@@ -263,7 +269,12 @@ fn cache_invalidator(slot: NotifierSlot) -> crate::break_layouts::CacheInvalidat
         .spawn(move || {
             for (ino, off, len) in rx {
                 if let Some(n) = lock_ignoring_poison(&slot).as_ref() {
-                    let off = i64::try_from(off).unwrap_or(i64::MAX);
+                    // u64::MAX: the attributes only (a negative offset for the kernel).
+                    let off = if off == u64::MAX {
+                        -1
+                    } else {
+                        i64::try_from(off).unwrap_or(i64::MAX)
+                    };
                     // len 0 is "to the end of the file" for the kernel too.
                     let len = i64::try_from(len).unwrap_or(0);
                     // ENOENT: the kernel has no cache of this inode; nothing to drop.
@@ -785,8 +796,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes are durable before they reply; close has nothing left to push.
-        reply.ok();
+        // Writes are durable before they reply; close has nothing left to push. ENOSYS
+        // tells the kernel to stop sending FLUSH at all: one round trip less per close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
