@@ -46,6 +46,15 @@ impl DaxFs {
         *wlock(&self.cache_inval) = f;
     }
 
+    /// Tells the kernel (through the cache invalidator) to drop the attributes it caches
+    /// for `ino`: daxfs changed them on its own, not in answer to a request that brings
+    /// them back (atime on read, set-id bits cleared by a write).
+    pub(crate) fn attrs_changed(&self, ino: u64) {
+        if let Some(inval) = rlock(&self.cache_inval).as_ref() {
+            inval(ino, u64::MAX, 0);
+        }
+    }
+
     /// Whether the kernel may cache this inode's data (decided from the state, for
     /// callers that hold its lock).
     pub(crate) fn cache_used(&self, st: &InodeState) -> bool {

@@ -153,10 +153,7 @@ impl DaxFs {
         let mut tx = Tx::new();
         self.log_inode(ino, &mut st, &mut tx);
         if self.commit(tx).is_ok() {
-            // The kernel caches attributes and did not see this change.
-            if let Some(inval) = rlock(&self.cache_inval).as_ref() {
-                inval(ino, u64::MAX, 0);
-            }
+            self.attrs_changed(ino);
         }
     }
 
@@ -318,10 +315,10 @@ impl DaxFs {
             pos = ext_end;
         }
         let t = now();
+        let mode_before = st.d.mode;
         if cred.uid != 0 {
-            let m = st.d.mode;
             let mut kill = libc::S_ISUID;
-            if m & libc::S_IXGRP != 0 {
+            if mode_before & libc::S_IXGRP != 0 {
                 kill |= libc::S_ISGID;
             }
             st.d.mode &= !kill;
@@ -331,6 +328,9 @@ impl DaxFs {
         st.d.ctime = t;
         self.log_inode(ino, &mut st, &mut tx);
         self.commit(tx)?;
+        if st.d.mode != mode_before {
+            self.attrs_changed(ino);
+        }
         Ok((end - off) as usize)
     }
 

@@ -191,20 +191,6 @@ impl FuseAdapter {
         &self.fs
     }
 
-    /// Drops the kernel's cached attributes of `ino` after daxfs changed them on its own
-    /// (e.g. a write that cleared setuid). Sent from another thread: the notification
-    /// must not wait on the request being served.
-    fn invalidate_attrs(&self, ino: u64) {
-        let slot = self.notifier.clone();
-        std::thread::spawn(move || {
-            if let Ok(guard) = slot.lock() {
-                if let Some(n) = guard.as_ref() {
-                    let _ = n.inval_inode(INodeNo(ino), -1, 0);
-                }
-            }
-        });
-    }
-
     /// Replies with an entry, counting the kernel's new reference to it first (the
     /// kernel will forget it later; see [`DaxFs::remember`]).
     fn entry(&self, reply: ReplyEntry, r: crate::Result<Attr>) {
@@ -772,18 +758,10 @@ impl Filesystem for FuseAdapter {
         reply: ReplyWrite,
     ) {
         let append = write_appends(flags.0, handle_flags(fh), write_flags, self.writeback);
-        let who = cred(req);
-        // A write by anyone but root clears set-id bits: the kernel must then forget
-        // the mode it caches.
-        let kills = who.uid != 0 && self.fs.getattr(ino.0).is_ok_and(|a| a.perm & 0o6000 != 0);
-        match self.fs.write_as(ino.0, offset, data, append, &who) {
+        // A write by anyone but root clears set-id bits; the core tells the kernel.
+        match self.fs.write_as(ino.0, offset, data, append, &cred(req)) {
             // Never more than the request's size, which is at most max_write (u32).
-            Ok(n) => {
-                reply.written(u32::try_from(n).unwrap_or(u32::MAX));
-                if kills {
-                    self.invalidate_attrs(ino.0);
-                }
-            }
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(errno(e)),
         }
     }

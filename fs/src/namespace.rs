@@ -47,12 +47,12 @@ impl<'a> Locked<'a> {
         }
         Ok(Locked { guards })
     }
-    fn get(&mut self, ino: u64) -> &mut InodeState {
-        // Every inode passed to `new` is present.
+    /// The state of an inode passed to `new` (any other is a caller bug: EIO).
+    fn get(&mut self, ino: u64) -> Result<&mut InodeState> {
         self.guards
             .get_mut(&ino)
             .map(|g| &mut **g)
-            .expect("inode locked by Locked::new")
+            .ok_or(Errno::EIO)
     }
 }
 
@@ -387,7 +387,7 @@ impl DaxFs {
         let set = [&pdir, &inode];
         let mut l = Locked::new(&set)?;
         {
-            let st = l.get(ino);
+            let st = l.get(ino)?;
             if st.is_dir() {
                 return Err(Errno::EPERM);
             }
@@ -399,7 +399,7 @@ impl DaxFs {
             }
         }
         {
-            let p = l.get(newparent);
+            let p = l.get(newparent)?;
             let idx = p.dir.as_ref().ok_or(Errno::ENOTDIR)?;
             if idx.get(newname).is_some() {
                 return Err(Errno::EEXIST);
@@ -408,19 +408,23 @@ impl DaxFs {
                 return Err(Errno::ENOENT);
             }
         }
-        let ftype = l.get(ino).kind().map(|k| k.dtype()).unwrap_or(libc::DT_REG);
+        let ftype = l
+            .get(ino)?
+            .kind()
+            .map(|k| k.dtype())
+            .unwrap_or(libc::DT_REG);
         let mut tx = Tx::new();
-        if let Err(e) = self.dir_add(newparent, l.get(newparent), newname, ino, ftype, &mut tx) {
-            return Err(self.fail_op(newparent, l.get(newparent), tx, e));
+        if let Err(e) = self.dir_add(newparent, l.get(newparent)?, newname, ino, ftype, &mut tx) {
+            return Err(self.fail_op(newparent, l.get(newparent)?, tx, e));
         }
         let t = now();
         {
-            let p = l.get(newparent);
+            let p = l.get(newparent)?;
             p.d.mtime = t;
             p.d.ctime = t;
             self.log_inode(newparent, p, &mut tx);
         }
-        let st = l.get(ino);
+        let st = l.get(ino)?;
         st.d.nlink += 1;
         st.d.ctime = t;
         self.log_inode(ino, st, &mut tx);
@@ -482,7 +486,7 @@ impl DaxFs {
         let set = [&pdir, &child];
         let mut l = Locked::new(&set)?;
         {
-            let c = l.get(child_ino);
+            let c = l.get(child_ino)?;
             match (want_dir, c.is_dir()) {
                 (true, false) => return Err(Errno::ENOTDIR),
                 (false, true) => return Err(Errno::EISDIR),
@@ -495,7 +499,7 @@ impl DaxFs {
         let mut tx = Tx::new();
         let t = now();
         {
-            let p = l.get(parent);
+            let p = l.get(parent)?;
             self.dir_remove(p, name, &mut tx)?;
             if want_dir {
                 p.d.nlink = p.d.nlink.saturating_sub(1);
@@ -504,7 +508,7 @@ impl DaxFs {
             p.d.ctime = t;
             self.log_inode(parent, p, &mut tx);
         }
-        if let Err(e) = self.drop_link(&child, l.get(child_ino), &mut tx, t) {
+        if let Err(e) = self.drop_link(&child, l.get(child_ino)?, &mut tx, t) {
             // The entry is gone from memory but not from media: stop accepting changes
             // until a remount reloads the committed state.
             drop(l);
@@ -625,7 +629,7 @@ impl DaxFs {
         }
         let mut l = Locked::new(&set)?;
         // A removed directory (still open somewhere) takes no new entries.
-        if l.get(newparent).d.nlink == 0 {
+        if l.get(newparent)?.d.nlink == 0 {
             return Err(Errno::ENOENT);
         }
         if !exchange {
@@ -633,14 +637,17 @@ impl DaxFs {
                 match (src_is_dir, dst_is_dir) {
                     (true, false) => return Err(Errno::ENOTDIR),
                     (false, true) => return Err(Errno::EISDIR),
-                    (true, true) if l.get(d.ino).dir.as_ref().is_some_and(|x| !x.is_empty()) => {
+                    (true, true) if l.get(d.ino)?.dir.as_ref().is_some_and(|x| !x.is_empty()) => {
                         return Err(Errno::ENOTEMPTY);
                     }
                     _ => {}
                 }
             }
         }
-        if src_is_dir && !dst_is_dir && parent != newparent && l.get(newparent).d.nlink >= MAX_LINKS
+        if src_is_dir
+            && !dst_is_dir
+            && parent != newparent
+            && l.get(newparent)?.d.nlink >= MAX_LINKS
         {
             return Err(Errno::EMLINK);
         }
@@ -652,7 +659,7 @@ impl DaxFs {
         if !exchange && dst.is_none() {
             let r = self.dir_add(
                 newparent,
-                l.get(newparent),
+                l.get(newparent)?,
                 newname,
                 src_ino,
                 src_type,
@@ -667,14 +674,14 @@ impl DaxFs {
         let res = (|| -> Result<()> {
             if exchange {
                 let d = dst.ok_or(Errno::ENOENT)?;
-                self.dir_retarget(l.get(parent), name, d.ino, d.ftype, &mut tx)?;
-                self.dir_retarget(l.get(newparent), newname, src_ino, src_type, &mut tx)?;
+                self.dir_retarget(l.get(parent)?, name, d.ino, d.ftype, &mut tx)?;
+                self.dir_retarget(l.get(newparent)?, newname, src_ino, src_type, &mut tx)?;
                 if parent != newparent {
                     if src_is_dir {
-                        l.get(src_ino).d.parent = newparent;
+                        l.get(src_ino)?.d.parent = newparent;
                     }
                     if dst_is_dir {
-                        l.get(d.ino).d.parent = parent;
+                        l.get(d.ino)?.d.parent = parent;
                     }
                     if src_is_dir != dst_is_dir {
                         let (gain, lose) = if src_is_dir {
@@ -682,30 +689,30 @@ impl DaxFs {
                         } else {
                             (parent, newparent)
                         };
-                        l.get(gain).d.nlink += 1;
-                        let lp = l.get(lose);
+                        l.get(gain)?.d.nlink += 1;
+                        let lp = l.get(lose)?;
                         lp.d.nlink = lp.d.nlink.saturating_sub(1);
                     }
                 }
-                l.get(d.ino).d.ctime = t;
+                l.get(d.ino)?.d.ctime = t;
             } else {
                 // The step that can fail for lack of space comes first.
                 if let Some(d) = dst {
-                    self.dir_retarget(l.get(newparent), newname, src_ino, src_type, &mut tx)?;
+                    self.dir_retarget(l.get(newparent)?, newname, src_ino, src_type, &mut tx)?;
                     let di = dsti.as_ref().ok_or(Errno::EIO)?;
                     if dst_is_dir {
                         // The replaced directory's ".." link to newparent goes away.
-                        let np = l.get(newparent);
+                        let np = l.get(newparent)?;
                         np.d.nlink = np.d.nlink.saturating_sub(1);
                     }
-                    self.drop_link(di, l.get(d.ino), &mut tx, t)?;
+                    self.drop_link(di, l.get(d.ino)?, &mut tx, t)?;
                 }
-                self.dir_remove(l.get(parent), name, &mut tx)?;
+                self.dir_remove(l.get(parent)?, name, &mut tx)?;
                 if src_is_dir && parent != newparent {
-                    l.get(src_ino).d.parent = newparent;
-                    let op = l.get(parent);
+                    l.get(src_ino)?.d.parent = newparent;
+                    let op = l.get(parent)?;
                     op.d.nlink = op.d.nlink.saturating_sub(1);
-                    l.get(newparent).d.nlink += 1;
+                    l.get(newparent)?.d.nlink += 1;
                 }
             }
             Ok(())
@@ -714,7 +721,7 @@ impl DaxFs {
             if e == Errno::ENOSPC {
                 // Only dir_add can run out of space, and it runs before any entry
                 // changes: commit the metadata block it may have added.
-                return Err(self.fail_op(newparent, l.get(newparent), tx, e));
+                return Err(self.fail_op(newparent, l.get(newparent)?, tx, e));
             }
             drop(l);
             self.abort(tx);
@@ -723,9 +730,9 @@ impl DaxFs {
             self.failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
-        l.get(src_ino).d.ctime = t;
+        l.get(src_ino)?.d.ctime = t;
         for p in [parent, newparent] {
-            let st = l.get(p);
+            let st = l.get(p)?;
             st.d.mtime = t;
             st.d.ctime = t;
         }
@@ -738,7 +745,7 @@ impl DaxFs {
                 continue;
             }
             logged.push(ino);
-            let st = l.get(ino);
+            let st = l.get(ino)?;
             if !st.dead {
                 self.log_inode(ino, st, &mut tx);
             }

@@ -228,29 +228,9 @@ impl Journal {
         start: u64,
         len: u64,
     ) -> Result<(Journal, ReplayReport), JournalError> {
-        check_region(start, len)?;
-        let header = read_header(&*media, start, len)?;
-        let mut journal = Journal {
-            media,
-            start,
-            len,
-            log_base: start + HEADER_AREA,
-            log_len: len - HEADER_AREA,
-            journal_id: header.journal_id,
-            generation: header.generation,
-            tail: header.tail,
-            head: header.tail,
-            next_seq: header.tail_seq,
-            scratch: Vec::new(),
-            stats: JournalStats::default(),
-            read_only: false,
-        };
+        let mut journal = Journal::from_header(media, start, len, false)?;
         let report = journal.replay();
-        // Skip one sequence number: if replay stopped at a torn transaction, that
-        // transaction holds `next_seq`, and its leftovers must never validate once a new
-        // transaction is written over them at the same position.
-        journal.next_seq = journal.next_seq.wrapping_add(1);
-        journal.write_header(journal.head, journal.next_seq);
+        journal.reset_after_replay();
         Ok((journal, report))
     }
 
@@ -263,10 +243,25 @@ impl Journal {
         start: u64,
         len: u64,
     ) -> Result<(Journal, ReplayReport), JournalError> {
+        let mut journal = Journal::from_header(media, start, len, true)?;
+        let report = journal.replay();
+        if report.transactions_replayed > 0 {
+            journal.reset_after_replay();
+        }
+        Ok((journal, report))
+    }
+
+    /// The journal as its on-media header describes it, before any replay.
+    fn from_header(
+        media: Arc<dyn Media>,
+        start: u64,
+        len: u64,
+        read_only: bool,
+    ) -> Result<Journal, JournalError> {
         check_region(start, len)?;
         let header = read_header(&*media, start, len)?;
-        let mut probe = Journal {
-            media: media.clone(),
+        Ok(Journal {
+            media,
             start,
             len,
             log_base: start + HEADER_AREA,
@@ -278,26 +273,17 @@ impl Journal {
             next_seq: header.tail_seq,
             scratch: Vec::new(),
             stats: JournalStats::default(),
-            read_only: true,
-        };
-        let mut records = Vec::new();
-        if matches!(
-            probe.scan(probe.head, probe.next_seq, &mut records),
-            Scan::Stop(_)
-        ) {
-            return Ok((
-                probe,
-                ReplayReport {
-                    transactions_replayed: 0,
-                    records_replayed: 0,
-                    bytes_replayed: 0,
-                    stopped_reason: StopReason::End,
-                },
-            ));
-        }
-        let (mut journal, report) = Journal::open(media, start, len)?;
-        journal.read_only = true;
-        Ok((journal, report))
+            read_only,
+        })
+    }
+
+    /// After replay: points the header past what was replayed, skipping one sequence
+    /// number: if replay stopped at a torn transaction, that transaction holds
+    /// `next_seq`, and its leftovers must never validate once a new transaction is
+    /// written over them at the same position.
+    fn reset_after_replay(&mut self) {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.write_header(self.head, self.next_seq);
     }
 
     /// Largest payload of a one-record transaction that `commit` accepts. Each further
