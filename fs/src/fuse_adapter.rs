@@ -37,6 +37,7 @@
 //!   vectored data reply, so a range in several pieces (fragmented extents, holes) is
 //!   gathered into one buffer first.
 
+use crate::busy_poll::BusyPoll;
 use crate::error::Errno as CoreErrno;
 use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
 use crate::ioctl::{PinArg, DAXFS_IOC_PIN, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN, DAXFS_STATS_SIZE};
@@ -56,7 +57,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may trust entries and attributes it was given. Every change goes
@@ -73,6 +74,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// Where the session's [`fuser::Notifier`] is put once the session exists, so that cache
 /// invalidations can be sent to the kernel later.
 pub type NotifierSlot = Arc<Mutex<Option<fuser::Notifier>>>;
+
+/// Where the session's [`BusyPoll`] is put once the session exists (it needs the
+/// session's device descriptor); workers report every request to it.
+pub type BusyPollSlot = Arc<OnceLock<Arc<BusyPoll>>>;
 
 /// ioctl numbers of `struct fsxattr` (linux/fs.h): `_IOR('X', 31, struct fsxattr)` and
 /// `_IOW('X', 32, struct fsxattr)`.
@@ -105,6 +110,7 @@ pub struct FuseAdapter {
     next_handle: AtomicU64,
     /// Long-term pins by file handle.
     pins: Mutex<HashMap<u64, Vec<RangePin>>>,
+    busy_poll: BusyPollSlot,
 }
 
 impl FuseAdapter {
@@ -119,6 +125,19 @@ impl FuseAdapter {
             notifier,
             next_handle: AtomicU64::new(1),
             pins: Mutex::new(HashMap::new()),
+            busy_poll: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The slot for the session's busy polling (see [`BusyPollSlot`]).
+    pub fn busy_poll_slot(&self) -> BusyPollSlot {
+        self.busy_poll.clone()
+    }
+
+    /// Every request handler starts here: keeps busy polling going while requests come.
+    fn arrived(&self) {
+        if let Some(p) = self.busy_poll.get() {
+            p.note_request();
         }
     }
 
@@ -507,6 +526,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.arrived();
         let name = name.as_bytes();
         let r = match self.lookup_dot(parent.0, name) {
             Some(r) => r,
@@ -518,6 +538,7 @@ impl Filesystem for FuseAdapter {
     /// The kernel dropped `nlookup` references (batch_forget comes here through the
     /// trait's default): an unlinked inode is freed once none are left.
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.arrived();
         if let Err(e) = self.fs.forget(ino.0, nlookup) {
             // No reply to carry it; the inode stays an orphan until the next mount.
             eprintln!("daxfs: freeing unlinked inode {} failed: {e}", ino.0);
@@ -525,6 +546,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.arrived();
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
@@ -549,6 +571,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.arrived();
         let changes = SetAttr {
             mode,
             uid,
@@ -572,6 +595,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.arrived();
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(e)),
@@ -588,6 +612,7 @@ impl Filesystem for FuseAdapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.arrived();
         let mode = self.create_mode(parent.0, mode, umask);
         let r = self
             .fs
@@ -604,6 +629,7 @@ impl Filesystem for FuseAdapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        self.arrived();
         let mode = self.create_mode(parent.0, mode, umask);
         let r = self
             .fs
@@ -612,6 +638,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.arrived();
         match self.fs.unlink(parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -619,6 +646,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.arrived();
         match self.fs.rmdir(parent.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -633,6 +661,7 @@ impl Filesystem for FuseAdapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        self.arrived();
         let r = self.fs.symlink(
             parent.0,
             link_name.as_bytes(),
@@ -652,6 +681,7 @@ impl Filesystem for FuseAdapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.arrived();
         // Whiteouts are overlayfs's business; unknown bits are invalid as renameat2 says.
         let supported = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
         if !supported.contains(flags) {
@@ -677,11 +707,13 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.arrived();
         let r = self.fs.link(ino.0, newparent.0, newname.as_bytes());
         self.entry(reply, r);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.arrived();
         match self.fs.open(ino.0, flags.0) {
             Ok(()) => reply.opened(self.new_handle(flags.0), self.fopen_flags(ino.0)),
             Err(e) => reply.error(errno(e)),
@@ -698,6 +730,7 @@ impl Filesystem for FuseAdapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        self.arrived();
         let mode = self.create_mode(parent.0, mode, umask);
         match self
             .fs
@@ -732,6 +765,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.arrived();
         // The reply is sent from inside read_with, while the core holds the blocks: the
         // bytes go from the device mapping to the kernel without an intermediate copy.
         let mut reply = Some(reply);
@@ -757,6 +791,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.arrived();
         let append = write_appends(flags.0, handle_flags(fh), write_flags, self.writeback);
         // A write by anyone but root clears set-id bits; the core tells the kernel.
         match self.fs.write_as(ino.0, offset, data, append, &cred(req)) {
@@ -774,6 +809,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.arrived();
         // Writes are durable before they reply; close has nothing left to push. ENOSYS
         // tells the kernel to stop sending FLUSH at all: one round trip less per close.
         reply.error(Errno::ENOSYS);
@@ -789,6 +825,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.arrived();
         // The handle's pins go first: the last release of an unlinked file frees it.
         self.release_pins(fh.0);
         match self.fs.release(ino.0) {
@@ -805,13 +842,18 @@ impl Filesystem for FuseAdapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(ino.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.arrived();
+        // Every write is durable before it replies and every metadata change is committed
+        // before it returns ([`DaxFs::fsync`] has nothing to do). The kernel still writes
+        // back its dirty pages (dax=never) and waits for them before it would send FSYNC;
+        // ENOSYS tells it to stop sending FSYNC at all (fc->no_fsync), which saves one
+        // round trip per fsync(2) and changes nothing about what is durable.
+        let _ = (ino, datasync);
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.arrived();
         // Directory streams are stateless: readdir cookies are stable in the core.
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
@@ -824,6 +866,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.arrived();
         let r = self.fs.readdir(ino.0, offset, |e| {
             let full = reply.add(
                 INodeNo(e.ino),
@@ -847,6 +890,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.arrived();
         // Entries are fetched in small batches and their attributes read after the
         // core's readdir has returned: getattr is never called from inside the core's
         // directory walk (which may hold the directory's lock). Entries fetched but not
@@ -903,6 +947,7 @@ impl Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.arrived();
         reply.ok();
     }
 
@@ -914,13 +959,15 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsyncdir(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.arrived();
+        // Namespace changes are committed before they return ([`DaxFs::fsyncdir`] has
+        // nothing to do): as for FSYNC, ENOSYS stops the kernel sending FSYNCDIR.
+        let _ = ino;
+        reply.error(Errno::ENOSYS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.arrived();
         let s = self.fs.statfs();
         reply.statfs(
             s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -937,6 +984,7 @@ impl Filesystem for FuseAdapter {
         position: u32,
         reply: ReplyEmpty,
     ) {
+        self.arrived();
         if position != 0 {
             // A macOS resource-fork offset; never sent by Linux.
             return reply.error(Errno::EINVAL);
@@ -948,14 +996,17 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.arrived();
         reply_xattr(reply, self.fs.getxattr(ino.0, name.as_bytes()), size);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.arrived();
         reply_xattr(reply, self.fs.listxattr_as(ino.0, &cred(req)), size);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.arrived();
         match self.fs.removexattr(ino.0, name.as_bytes()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -963,6 +1014,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.arrived();
         match self.fs.access(ino.0, mask.bits(), &cred(req)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -979,6 +1031,7 @@ impl Filesystem for FuseAdapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.arrived();
         let fs = self.fs.clone();
         self.run_may_wait(ino.0, move || {
             match fs.fallocate(ino.0, offset, length, mode) {
@@ -997,6 +1050,7 @@ impl Filesystem for FuseAdapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.arrived();
         // The kernel resolves SEEK_SET/CUR/END itself and sends only these two.
         if whence != SEEK_DATA && whence != SEEK_HOLE {
             return reply.error(Errno::EINVAL);
@@ -1027,6 +1081,7 @@ impl Filesystem for FuseAdapter {
         flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        self.arrived();
         if !flags.is_empty() {
             return reply.error(Errno::EINVAL);
         }
@@ -1052,6 +1107,7 @@ impl Filesystem for FuseAdapter {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
+        self.arrived();
         match cmd {
             DAXFS_IOC_PIN | DAXFS_IOC_UNPIN => {
                 let Some(arg) = PinArg::decode(in_data) else {

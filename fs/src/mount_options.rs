@@ -35,6 +35,9 @@ pub struct MountConfig {
     pub default_permissions: bool,
     /// FUSE worker threads.
     pub threads: usize,
+    /// How long workers keep polling /dev/fuse after the last request before they sleep
+    /// in read(2) again ([`crate::busy_poll`]); zero never polls.
+    pub busy_poll: Duration,
     /// Source column of /proc/mounts; `None` means "the device path".
     pub fsname: Option<String>,
     /// Shown as `fuse.SUBTYPE` in /proc/mounts.
@@ -61,6 +64,7 @@ impl Default for MountConfig {
             access: Access::Owner,
             default_permissions: true,
             threads: default_threads(),
+            busy_poll: DEFAULT_BUSY_POLL,
             fsname: None,
             subtype: "daxfs".to_string(),
             log: None,
@@ -81,6 +85,14 @@ pub fn default_threads() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
 }
+
+/// Polling for 1 ms after a request costs at most a millisecond of CPU per burst of
+/// requests, and covers the gaps of any client that issues requests back to back.
+pub const DEFAULT_BUSY_POLL: Duration = Duration::from_millis(1);
+
+/// Upper bound for `busy_poll=` (microseconds): a second of spinning per burst is already
+/// far past useful.
+const MAX_BUSY_POLL_US: u64 = 1_000_000;
 
 /// Options that are bare words (`ro`, not `ro=1`).
 const FLAG_OPTIONS: &[&str] = &[
@@ -172,6 +184,19 @@ impl MountConfig {
                     ));
                 }
                 self.threads = n;
+            }
+            "busy_poll" => {
+                let v = required(key, value)?;
+                let us: u64 = v
+                    .parse()
+                    .ok()
+                    .filter(|&us| us <= MAX_BUSY_POLL_US)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid value '{v}' for busy_poll= (expected microseconds, 0..={MAX_BUSY_POLL_US})"
+                        )
+                    })?;
+                self.busy_poll = Duration::from_micros(us);
             }
             "layout_timeout" => {
                 let v = required(key, value)?;
@@ -349,6 +374,17 @@ mod tests {
         assert!(parse_err("threads=x").contains("threads"));
         assert!(parse_err("threads").contains("needs a value"));
         assert!(parse_err("threads=100000").contains("threads"));
+    }
+
+    #[test]
+    fn busy_poll_takes_microseconds_and_zero_turns_it_off() {
+        assert_eq!(MountConfig::default().busy_poll, DEFAULT_BUSY_POLL);
+        assert_eq!(parse("busy_poll=250").busy_poll, Duration::from_micros(250));
+        assert!(parse("busy_poll=0").busy_poll.is_zero());
+        assert!(parse_err("busy_poll=-1").contains("busy_poll"));
+        assert!(parse_err("busy_poll=1.5").contains("busy_poll"));
+        assert!(parse_err("busy_poll=1000001").contains("busy_poll"));
+        assert!(parse_err("busy_poll").contains("needs a value"));
     }
 
     #[test]

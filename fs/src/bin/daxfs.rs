@@ -15,13 +15,14 @@
 //! unmount; once the session ends (signal, `umount`, `fusermount3 -u`) the filesystem is
 //! shut down cleanly and the daemon exits 0.
 
+use daxfs::busy_poll::BusyPoll;
 use daxfs::fuse_adapter::FuseAdapter;
 use daxfs::mount_options::MountConfig;
 use daxfs::DaxFs;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,6 +80,8 @@ Options (-o, comma-separated, may be repeated):
                          never: the kernel may cache file data (writeback cache);
                          inode: per file, from FS_XFLAG_DAX (inherited from the directory)
   threads=N              FUSE worker threads (default: number of cores)
+  busy_poll=USECS        workers poll for requests this long after the last one before
+                         they sleep (default 1000; 0: always sleep)
   layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
   allow_other            let every user use the mount (permission checks still apply)
   allow_root             let root use the mount too
@@ -565,6 +568,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         })?;
     let adapter = FuseAdapter::new(fs.clone());
     let notifier = adapter.notifier_slot();
+    let busy_poll_slot = adapter.busy_poll_slot();
     let config = req.cfg.fuser_config(&device.to_string_lossy());
     let mut session = match fuser::Session::new(adapter, &req.mountpoint, &config) {
         Ok(s) => s,
@@ -587,7 +591,12 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         // already given up on us, so serving on is all that is left to do.
         let _ = pipe.write_all(b"OK");
     }
+    let busy_poll = start_busy_poll(&session, req.cfg.busy_poll, &busy_poll_slot);
     let served = session.run();
+    if let Some((poll, governor)) = busy_poll {
+        poll.stop();
+        let _ = governor.join();
+    }
     let shut = fs.shutdown();
     match (served, shut) {
         (Ok(()), Ok(())) => Ok(()),
@@ -600,6 +609,32 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
 }
 
 /// The source (fsname) a fuser configuration mounts with.
+/// Starts busy polling of the session's device (`busy_poll=`); without it (zero, or if
+/// it cannot start) workers sleep in read(2) as usual.
+fn start_busy_poll<FS: fuser::Filesystem>(
+    session: &fuser::Session<FS>,
+    window: std::time::Duration,
+    slot: &daxfs::fuse_adapter::BusyPollSlot,
+) -> Option<(Arc<BusyPoll>, std::thread::JoinHandle<()>)> {
+    if window.is_zero() {
+        return None;
+    }
+    let started = BusyPoll::new(session.as_fd(), window).and_then(|p| {
+        let governor = p.spawn_governor()?;
+        Ok((p, governor))
+    });
+    match started {
+        Ok((p, governor)) => {
+            let _ = slot.set(p.clone());
+            Some((p, governor))
+        }
+        Err(e) => {
+            eprintln!("daxfs: busy polling not started ({e}); workers sleep between requests");
+            None
+        }
+    }
+}
+
 fn config_source(config: &fuser::Config) -> String {
     config
         .mount_options
