@@ -464,7 +464,10 @@ enum LostFound {
     Unneeded,
     Existing(u64),
     /// Made by the repair, as this inode with this link count.
-    Create { ino: u64, nlink: u32 },
+    Create {
+        ino: u64,
+        nlink: u32,
+    },
 }
 
 /// Entries naming each inode, subdirectories of each directory, and the directory
@@ -523,6 +526,8 @@ struct Checker {
     used: Vec<u64>,
     /// The lowest free inode slot (for a new lost+found).
     first_free_ino: Option<u64>,
+    /// Inode slots that do not decode (reported as errors).
+    damaged: HashSet<u64>,
     plan: Plan,
 }
 
@@ -606,7 +611,10 @@ impl Checker {
                         self.first_free_ino.get_or_insert(ino);
                     }
                     Ok(Some(d)) => self.check_inode(ino, d),
-                    Err(e) => self.r.error(format!("inode {ino}: {e}")),
+                    Err(e) => {
+                        self.r.error(format!("inode {ino}: {e}"));
+                        self.damaged.insert(ino);
+                    }
                 }
             }
             if tb % step == 0 || tb + 1 == total {
@@ -619,6 +627,7 @@ impl Checker {
         let Some(kind) = FileKind::from_mode(d.mode) else {
             self.r
                 .error(format!("inode {ino}: invalid mode {:o}", d.mode));
+            self.damaged.insert(ino);
             return;
         };
         self.r.stats.inodes_used += 1;
@@ -956,10 +965,17 @@ impl Checker {
             Some(_) => {}
         }
         let entries = std::mem::take(&mut self.entries);
+        // Entries counted, and entries the repair erases.
         let mut keep = vec![true; entries.len()];
+        let mut remove = vec![false; entries.len()];
         // Entries naming nothing they may name; file types.
         for (i, e) in entries.iter().enumerate() {
             let what = format!("directory {}: entry {}", e.dir, name_str(&e.name));
+            if self.damaged.contains(&e.child) {
+                // The inode's damage is the error; there is nothing to repair here.
+                keep[i] = false;
+                continue;
+            }
             if e.child == 0 || e.child >= self.sb.inode_count {
                 self.r.fixable(
                     false,
@@ -969,6 +985,7 @@ impl Checker {
                     ),
                 );
                 keep[i] = false;
+                remove[i] = true;
                 continue;
             }
             let Some(child) = self.nodes.get(&e.child) else {
@@ -977,6 +994,7 @@ impl Checker {
                     format!("{what} names free inode {} (removing the entry)", e.child),
                 );
                 keep[i] = false;
+                remove[i] = true;
                 continue;
             };
             if e.child == ROOT_INO {
@@ -985,6 +1003,7 @@ impl Checker {
                     format!("{what} names the root directory (removing the entry)"),
                 );
                 keep[i] = false;
+                remove[i] = true;
                 continue;
             }
             let kind = child.kind;
@@ -1018,6 +1037,7 @@ impl Checker {
             name_of.insert(child, k);
             for &i in idxs.iter().filter(|&&i| i != k) {
                 keep[i] = false;
+                remove[i] = true;
                 self.r.fixable(
                     false,
                     format!(
@@ -1116,6 +1136,7 @@ impl Checker {
                 break;
             };
             keep[i] = false;
+            remove[i] = true;
             if let Some(c) = children.get_mut(&entries[i].dir) {
                 if let Some(p) = c.iter().position(|&x| x == d) {
                     c.swap_remove(p);
@@ -1148,8 +1169,7 @@ impl Checker {
         }
         self.plan_lost_found(&entries, &keep);
         // Link counts and parents of the namespace as it is (the kept entries), and as
-        // repaired (plus lost+found's): only the first are findings; what the repair
-        // itself adds (lost+found, its entries) changes counts without being one.
+        // repaired (plus lost+found's entries): the repair sets the second.
         let mut as_is = Counts::default();
         for (i, e) in entries.iter().enumerate() {
             if keep[i] {
@@ -1183,20 +1203,16 @@ impl Checker {
             if want == 0 {
                 continue; // not to be reconnected (lost+found is unavailable: reported)
             }
-            // A reconnected inode's count is judged against its new name.
-            let judged = if reconnected {
-                want
-            } else {
-                as_is.nlink(ino, kind)
-            };
-            if nlink != judged {
+            // A count the repair's own additions (lost+found and its entries) make
+            // wrong, or right, is not a finding.
+            if nlink != want && nlink != as_is.nlink(ino, kind) {
                 let msg = if nlink == 0 {
                     format!(
                         "inode {ino}: link count is 0 but {} directory entries name it",
                         as_is.links(ino)
                     )
                 } else {
-                    format!("inode {ino}: link count is {nlink} but should be {judged}")
+                    format!("inode {ino}: link count is {nlink} but should be {want}")
                 };
                 self.r.fixable(true, msg);
             }
@@ -1238,12 +1254,14 @@ impl Checker {
             let nlink = fin.nlink(ino, FileKind::Dir);
             self.plan.lost_found = LostFound::Create { ino, nlink };
         }
-        self.plan.remove = (0..entries.len()).filter(|&i| !keep[i]).collect();
+        self.plan.remove = (0..entries.len()).filter(|&i| remove[i]).collect();
         self.entries = entries;
     }
 
     fn is_dir(&self, ino: u64) -> bool {
-        self.nodes.get(&ino).is_some_and(|n| n.kind == FileKind::Dir)
+        self.nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind == FileKind::Dir)
     }
 
     /// Adds `from` and everything below it to `reached`.
@@ -1393,6 +1411,7 @@ fn inspect(dev: &Arc<Device>, repair_sb: bool, progress: Progress) -> Result<Che
         entries: Vec::new(),
         used: Vec::new(),
         first_free_ino: None,
+        damaged: HashSet::new(),
         plan: Plan::default(),
     };
     c.scan_inodes(&mut *progress);

@@ -242,7 +242,10 @@ fn run(o: &Opts) -> Result<i32, String> {
         Mode::Preen => {
             // As e2fsck -p: a filesystem marked clean that checks clean is left alone.
             let r = run_check(&dev);
-            let marked_clean = r.superblock.as_ref().is_some_and(|sb| sb.state == STATE_CLEAN);
+            let marked_clean = r
+                .superblock
+                .as_ref()
+                .is_some_and(|sb| sb.state == STATE_CLEAN);
             if marked_clean && r.is_clean() {
                 println!("{name}: clean");
                 return Ok(EXIT_OK);

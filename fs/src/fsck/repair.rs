@@ -100,7 +100,12 @@ fn read_inode(dev: &Device, sb: &Superblock, ino: u64) -> Result<DiskInode, Stri
 }
 
 /// An inode's extent map as stored (the check validated it).
-fn load_extents(dev: &Device, sb: &Superblock, ino: u64, d: &DiskInode) -> Result<ExtentMap, String> {
+fn load_extents(
+    dev: &Device,
+    sb: &Superblock,
+    ino: u64,
+    d: &DiskInode,
+) -> Result<ExtentMap, String> {
     let mut chain = Vec::new();
     let mut next = d.extent_block;
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
@@ -114,7 +119,8 @@ fn load_extents(dev: &Device, sb: &Superblock, ino: u64, d: &DiskInode) -> Resul
         for j in 0..EXTENTS_PER_BLOCK {
             let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
             slots.push(
-                Extent::decode(&buf[o..o + EXTENT_SIZE]).map_err(|e| format!("inode {ino}: {e}"))?,
+                Extent::decode(&buf[o..o + EXTENT_SIZE])
+                    .map_err(|e| format!("inode {ino}: {e}"))?,
             );
         }
         chain.push((next, slots));
