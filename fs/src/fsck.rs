@@ -1073,10 +1073,8 @@ impl Checker {
                 continue;
             }
             if children.contains_key(&ino) {
-                self.r.error(format!(
-                    "directory {ino}: unlinked (link count 0, no entry names it) but it still holds entries"
-                ));
-                left.insert(ino);
+                // Not removed by rmdir (which needs it empty): a damaged link count of
+                // an unattached directory, reconnected below.
                 continue;
             }
             self.r.stats.orphans += 1;
@@ -1098,9 +1096,6 @@ impl Checker {
             let Some(n) = self.nodes.get(&ino) else {
                 continue;
             };
-            if n.nlink == 0 {
-                continue; // an orphan directory with entries, reported above
-            }
             if n.empty_file {
                 self.r.fixable(
                     true,
@@ -1142,9 +1137,6 @@ impl Checker {
                     c.swap_remove(p);
                 }
             }
-            if let Some(k) = named.get_mut(&d) {
-                *k -= 1;
-            }
             self.r.fixable(
                 false,
                 format!(
@@ -1159,12 +1151,10 @@ impl Checker {
         for &ino in &inos {
             if !reached.contains(&ino) && !freed.contains(&ino) {
                 let nlink = self.nodes.get(&ino).map_or(0, |n| n.nlink);
-                if !left.contains(&ino) {
-                    self.r.error(format!(
-                        "inode {ino}: not reachable from the root directory (link count {nlink})"
-                    ));
-                    left.insert(ino);
-                }
+                self.r.error(format!(
+                    "inode {ino}: not reachable from the root directory (link count {nlink})"
+                ));
+                left.insert(ino);
             }
         }
         self.plan_lost_found(&entries, &keep);
@@ -1206,7 +1196,7 @@ impl Checker {
             // A count the repair's own additions (lost+found and its entries) make
             // wrong, or right, is not a finding.
             if nlink != want && nlink != as_is.nlink(ino, kind) {
-                let msg = if nlink == 0 {
+                let msg = if nlink == 0 && kind != FileKind::Dir {
                     format!(
                         "inode {ino}: link count is 0 but {} directory entries name it",
                         as_is.links(ino)
