@@ -1338,10 +1338,14 @@ impl Checker {
 /// Checks the filesystem on `dev`: the superblocks (with `repair_sb`, a bad copy is
 /// rewritten from the good one), then the image as the next mount would see it (the
 /// journal replayed into memory). Err: no usable superblock.
-fn inspect(dev: &Arc<Device>, repair_sb: bool, progress: Progress) -> Result<Checker, FsckReport> {
+fn inspect(
+    dev: &Arc<Device>,
+    repair_sb: bool,
+    progress: Progress,
+) -> Result<Checker, Box<FsckReport>> {
     let mut r = FsckReport::default();
     let Some(sb) = check_superblocks(dev, repair_sb, &mut r) else {
-        return Err(r);
+        return Err(Box::new(r));
     };
     r.superblock = Some(sb.clone());
     r.stats.inodes_total = sb.inode_count - 1;
@@ -1417,7 +1421,7 @@ fn inspect(dev: &Arc<Device>, repair_sb: bool, progress: Progress) -> Result<Che
 pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport {
     match inspect(dev, repair, progress) {
         Ok(c) => c.r,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -1428,7 +1432,7 @@ pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport 
 pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport {
     let c = match inspect(dev, true, &mut *progress) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut r = c.r;
     if !r.needs_repair() || (preen && r.needs_manual_repair()) {

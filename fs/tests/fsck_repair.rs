@@ -471,6 +471,34 @@ fn a_leaked_block_is_freed_in_the_bitmap() {
 }
 
 #[test]
+fn a_bitmap_block_with_a_bad_checksum_is_rewritten() {
+    let img = Img::new(0);
+    let free0 = img.with_fs(|fs| {
+        mkfile(fs, ROOT, b"f", &pattern(9000, 8));
+        fs.statfs().bfree
+    });
+    // Clears the bit of the first data block (the root directory's block): the
+    // checksum no longer matches, and the block shows free.
+    let off = img.sb.bitmap_block_offset(0);
+    let mut b = [0u8; 1];
+    img.dev.read(off, &mut b);
+    assert_eq!(b[0] & 1, 1);
+    img.dev.write(off, &[b[0] ^ 0x01]);
+    assert_eq!(
+        findings(&img.check(), Severity::Repairable),
+        ["bitmap block 0: checksum mismatch (a mount refuses this image)"]
+    );
+    repair_exactly(
+        &img,
+        &[
+            "rewrote 1 bitmap blocks from the extent maps (0 blocks freed, 1 marked in use)"
+                .to_string(),
+        ],
+    );
+    img.with_fs(|fs| assert_eq!(fs.statfs().bfree, free0));
+}
+
+#[test]
 fn an_orphan_of_a_crash_is_reclaimed_and_the_filesystem_marked_clean() {
     let img = Img::new(0);
     let fs = DaxFs::mount_device(img.dev.clone(), FsOptions::default()).expect("mount");
