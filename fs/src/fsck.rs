@@ -968,12 +968,15 @@ impl Checker {
         // Entries counted, and entries the repair erases.
         let mut keep = vec![true; entries.len()];
         let mut remove = vec![false; entries.len()];
+        // Directories naming a damaged inode: their link counts cannot be judged.
+        let mut unsure: HashSet<u64> = HashSet::new();
         // Entries naming nothing they may name; file types.
         for (i, e) in entries.iter().enumerate() {
             let what = format!("directory {}: entry {}", e.dir, name_str(&e.name));
             if self.damaged.contains(&e.child) {
                 // The inode's damage is the error; there is nothing to repair here.
                 keep[i] = false;
+                unsure.insert(e.dir);
                 continue;
             }
             if e.child == 0 || e.child >= self.sb.inode_count {
@@ -1180,6 +1183,7 @@ impl Checker {
                 fin.add(lf, r, self.is_dir(r));
             }
         }
+        let reconnect: HashSet<u64> = self.plan.reconnect.iter().copied().collect();
         for &ino in &inos {
             if freed.contains(&ino) || left.contains(&ino) {
                 continue;
@@ -1188,14 +1192,14 @@ impl Checker {
                 continue;
             };
             let (kind, nlink, parent, orphan) = (n.kind, n.nlink, n.parent, n.orphan_flag);
-            let reconnected = self.plan.reconnect.contains(&ino);
+            let reconnected = reconnect.contains(&ino);
             let want = fin.nlink(ino, kind);
             if want == 0 {
                 continue; // not to be reconnected (lost+found is unavailable: reported)
             }
             // A count the repair's own additions (lost+found and its entries) make
             // wrong, or right, is not a finding.
-            if nlink != want && nlink != as_is.nlink(ino, kind) {
+            if nlink != want && nlink != as_is.nlink(ino, kind) && !unsure.contains(&ino) {
                 let msg = if nlink == 0 && kind != FileKind::Dir {
                     format!(
                         "inode {ino}: link count is 0 but {} directory entries name it",
@@ -1244,6 +1248,8 @@ impl Checker {
             let nlink = fin.nlink(ino, FileKind::Dir);
             self.plan.lost_found = LostFound::Create { ino, nlink };
         }
+        // Counts of inodes about to be freed need no fixing.
+        self.plan.fixes.retain(|ino, _| !freed.contains(ino));
         self.plan.remove = (0..entries.len()).filter(|&i| remove[i]).collect();
         self.entries = entries;
     }
