@@ -1436,19 +1436,26 @@ pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport 
 /// ([`FsckReport::needs_manual_repair`]). Returns the check's findings and, in
 /// `repaired`, what was done; the caller checks again to see the result.
 pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport {
-    let c = match inspect(dev, true, &mut *progress) {
+    let mut c = match inspect(dev, true, &mut *progress) {
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let mut r = c.r;
-    if !r.needs_repair() || (preen && r.needs_manual_repair()) {
+    let mut r = c.r.clone();
+    if !r.repaired.is_empty() {
+        // A superblock copy was restored: what is left to do is judged without it.
+        c = match inspect(dev, false, &mut *progress) {
+            Ok(c) => c,
+            Err(_) => return r,
+        };
+    }
+    if !c.r.needs_repair() || (preen && c.r.needs_manual_repair()) {
         return r;
     }
     if !dev.writable() {
         r.error("cannot repair: the device is open read-only");
         return r;
     }
-    let Some(sb) = r.superblock.clone() else {
+    let Some(sb) = c.r.superblock.clone() else {
         return r;
     };
     // Apply the journal on the device, as a mount would; then check the device itself
