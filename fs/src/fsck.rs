@@ -1,12 +1,41 @@
-//! Offline consistency checking (the work behind fsck.daxfs), plus two helpers the
-//! mkfs and fsck binaries share: "is this device mounted" and a progress display.
+//! Offline consistency checking and repair (the work behind fsck.daxfs), plus two
+//! helpers the mkfs and fsck binaries share: "is this device mounted" and a progress
+//! display.
 //!
 //! [`check`] never writes the structures it checks: the journal is replayed into an
 //! in-memory overlay of the device, so a check sees exactly what the next mount would
-//! see, and `-n` changes nothing. The only repair made here is the superblock pair
-//! (restore the primary from a good backup, or the backup from the primary); leaked
-//! blocks, a stale bitmap and orphans are repaired by a mount (`DaxFs::load` rebuilds
-//! the bitmap from the extent maps and reclaims orphans), which the fsck binary runs.
+//! see, and `-n` changes nothing. While checking it also plans the repair of what it
+//! can repair, so `-n` reports exactly what `-y` would do.
+//!
+//! [`repair`] (`-y`, `-p`) makes, as e2fsck does:
+//! - a bad superblock copy is rewritten from the good one (a plain write: the other copy
+//!   stays good, so a crash during it leaves the image as it was);
+//! - the journal is applied; orphans (unlinked while open) are freed;
+//! - directory entries naming a free inode, an inode number out of range or the root
+//!   are removed; an entry's file type is corrected; a directory named twice loses its
+//!   second name; a directory's parent field is set to the directory that names it;
+//! - in-use inodes that no entry names are reconnected into `/lost+found` (mode 0700,
+//!   created if absent) as `#<ino>`, a directory with its `..` pointing there; an
+//!   unattached regular file with no data, blocks or xattrs is cleared instead (e2fsck's
+//!   "unattached zero-length inode"); a loop of directories unreachable from the root
+//!   is broken by moving its lowest-numbered directory to `/lost+found`;
+//! - link counts are set to the entries naming an inode (directories: 2 +
+//!   subdirectories), an orphan flag on a linked inode is cleared, block and extent
+//!   counts are set to what the inode owns;
+//! - the bitmap is rewritten from the extent maps (leaked blocks, blocks in use marked
+//!   free, damaged bitmap blocks), and the filesystem is marked clean.
+//!
+//! All of these but the superblock copy go through journal transactions on the device,
+//! so a crash during a repair leaves each transaction wholly applied or not at all; a
+//! repair too large for one transaction is split, and every split point leaves an image
+//! that a second `fsck -y` completes. The repair is all or nothing otherwise: when the
+//! check finds damage it cannot repair (a bad checksum, a block claimed twice, a
+//! directory block that does not decode), nothing but the superblock copies is written,
+//! since repairs computed around unreadable metadata could destroy what a later
+//! recovery needs. Blocks claimed by two inodes are left uncorrected (no cloning).
+//! `/lost+found` is made by fsck on demand, not by mkfs: daxfs's fsck allocates from the
+//! block map it computed, not from the on-media bitmap, so it needs no preallocated
+//! directory (the reason mke2fs makes one).
 
 use crate::device::Device;
 use crate::extent_map::{ExtentMap, MAX_EXTENT_LEN};
@@ -14,12 +43,14 @@ use crate::filesystem::MAX_FILE_SIZE;
 use crate::format::*;
 use crate::types::FileKind;
 use daxfs_journal::{Journal, Media, StopReason};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod repair;
 
 /// Findings beyond this many are counted, not kept (a wrecked image would otherwise
 /// produce millions of lines).
@@ -28,11 +59,12 @@ const MAX_FINDINGS: usize = 1000;
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
-    /// Informational: normal after an unclean stop; the next mount takes care of it.
+    /// Informational: normal after an unclean stop (orphans, a journal to apply); the
+    /// next mount or `fsck -y` takes care of it.
     Note,
-    /// An inconsistency a mount repairs (bitmap out of date, leaked blocks, orphans).
+    /// An inconsistency [`repair`] repairs.
     Repairable,
-    /// Corruption neither a mount nor this fsck repairs.
+    /// Damage [`repair`] does not repair.
     Error,
 }
 
@@ -40,6 +72,10 @@ pub enum Severity {
 pub struct Finding {
     pub severity: Severity,
     pub what: String,
+    /// A repairable finding preen (`-p`) may repair unattended, as e2fsck's PREEN_OK
+    /// problems: link counts, the bitmap, entries naming free inodes, empty unattached
+    /// files. Reconnecting inodes or rewriting entries and parents needs `-y`.
+    pub preen_ok: bool,
 }
 
 /// Counts of what the check saw.
@@ -68,17 +104,21 @@ pub struct FsckReport {
     pub findings: Vec<Finding>,
     /// Findings not kept in `findings` because there were too many.
     pub findings_dropped: u64,
-    /// Repairs made (superblock only).
+    /// Repairs made, in order.
     pub repaired: Vec<String>,
     pub stats: FsckStats,
 }
 
 impl FsckReport {
     fn add(&mut self, severity: Severity, what: impl Into<String>) {
+        self.push(severity, what, severity != Severity::Error);
+    }
+    fn push(&mut self, severity: Severity, what: impl Into<String>, preen_ok: bool) {
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(Finding {
                 severity,
                 what: what.into(),
+                preen_ok,
             });
         } else {
             self.findings_dropped += 1;
@@ -86,6 +126,10 @@ impl FsckReport {
     }
     fn error(&mut self, what: impl Into<String>) {
         self.add(Severity::Error, what);
+    }
+    /// A repairable finding; `preen_ok`: `-p` may repair it.
+    fn fixable(&mut self, preen_ok: bool, what: impl Into<String>) {
+        self.push(Severity::Repairable, what, preen_ok);
     }
 
     /// Number of findings of exactly `s` (kept ones; dropped ones are all counted as
@@ -105,10 +149,9 @@ impl FsckReport {
             && self.count(Severity::Error) + self.count(Severity::Repairable) == 0
     }
 
-    /// Whether mounting (and cleanly unmounting) would bring the image to a clean,
-    /// consistent state: it has no unrepairable error, and something for a mount to
-    /// do (a repairable finding, a journal to apply, orphans, or an unclean state).
-    pub fn mount_would_repair(&self) -> bool {
+    /// Whether [`repair`] has something to do and can do it: no unrepairable error,
+    /// and a repairable finding, a journal to apply, orphans, or an unclean state.
+    pub fn needs_repair(&self) -> bool {
         self.superblock.is_some()
             && self.count(Severity::Error) == 0
             && (self.count(Severity::Repairable) > 0
@@ -118,6 +161,13 @@ impl FsckReport {
                     .superblock
                     .as_ref()
                     .is_some_and(|sb| sb.state != STATE_CLEAN))
+    }
+
+    /// Repairable findings that preen (`-p`) must not repair unattended.
+    pub fn needs_manual_repair(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| f.severity == Severity::Repairable && !f.preen_ok)
     }
 }
 
@@ -371,12 +421,10 @@ struct Node {
     nlink: u32,
     parent: u64,
     orphan_flag: bool,
-    /// Directory entries naming this inode.
-    links: u32,
-    /// For directories: subdirectory entries in it.
-    subdirs: u32,
-    /// For directories: the directory whose entry names it (first one seen).
-    named_by: Option<u64>,
+    size: u64,
+    /// A regular file without data, blocks or xattrs: cleared rather than reconnected
+    /// when no entry names it.
+    empty_file: bool,
 }
 
 /// A range of data-area blocks one inode claims.
@@ -386,27 +434,111 @@ struct Claim {
     ino: u64,
 }
 
+/// A directory entry and where it is stored.
 struct DirEntryRec {
     dir: u64,
     child: u64,
     ftype: u8,
     name: Box<[u8]>,
+    /// Index of its directory block, that block's device block, first slot, slots.
+    block: u32,
+    pblk: u64,
+    slot: u8,
+    nslots: u8,
 }
 
-struct Checker<'a> {
-    img: &'a Overlay,
+/// Inode fields a repair rewrites.
+#[derive(Debug, Default, Clone, Copy)]
+struct InodeFix {
+    nlink: Option<u32>,
+    parent: Option<u64>,
+    clear_orphan: bool,
+    blocks: Option<u64>,
+    extent_count: Option<u32>,
+}
+
+/// Where reconnected inodes go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum LostFound {
+    #[default]
+    Unneeded,
+    Existing(u64),
+    /// Made by the repair, as this inode with this link count.
+    Create {
+        ino: u64,
+        nlink: u32,
+    },
+}
+
+/// Entries naming each inode, subdirectories of each directory, and the directory
+/// naming each directory.
+#[derive(Default, Clone)]
+struct Counts {
+    links: HashMap<u64, u32>,
+    subdirs: HashMap<u64, u32>,
+    parent_of: HashMap<u64, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, dir: u64, child: u64, is_dir: bool) {
+        *self.links.entry(child).or_default() += 1;
+        if is_dir {
+            *self.subdirs.entry(dir).or_default() += 1;
+            self.parent_of.insert(child, dir);
+        }
+    }
+    fn links(&self, ino: u64) -> u32 {
+        self.links.get(&ino).copied().unwrap_or(0)
+    }
+    /// The link count `ino` should have: 2 + subdirectories for a directory.
+    fn nlink(&self, ino: u64, kind: FileKind) -> u32 {
+        if kind == FileKind::Dir {
+            2 + self.subdirs.get(&ino).copied().unwrap_or(0)
+        } else {
+            self.links(ino)
+        }
+    }
+}
+
+/// What [`repair`] will do, worked out by the check.
+#[derive(Default)]
+struct Plan {
+    /// Entries (indexes into `Checker::entries`) to erase.
+    remove: Vec<usize>,
+    /// Entries to rewrite with this file type.
+    retype: Vec<(usize, u8)>,
+    fixes: BTreeMap<u64, InodeFix>,
+    /// Orphans and unattached empty files: freed with their blocks.
+    free: Vec<u64>,
+    /// Inodes to link into lost+found as "#<ino>".
+    reconnect: Vec<u64>,
+    lost_found: LostFound,
+}
+
+struct Checker {
+    img: Arc<Overlay>,
     sb: Superblock,
     r: FsckReport,
     nodes: HashMap<u64, Node>,
     claims: Vec<Claim>,
     entries: Vec<DirEntryRec>,
+    /// Data-area blocks claimed by some inode, a bit per block from `data_start`.
+    used: Vec<u64>,
+    /// The lowest free inode slot (for a new lost+found).
+    first_free_ino: Option<u64>,
+    /// Inode slots that do not decode (reported as errors).
+    damaged: HashSet<u64>,
+    plan: Plan,
 }
 
 fn name_str(n: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(n))
 }
 
-impl Checker<'_> {
+/// The name reconnected inodes get in lost+found.
+const LOST_FOUND: &[u8] = b"lost+found";
+
+impl Checker {
     /// Claims `len` blocks at `pblk` for `ino`; reports ranges outside the data area.
     fn claim(&mut self, ino: u64, pblk: u64, len: u64, what: &str) -> bool {
         let ok = len > 0
@@ -447,6 +579,10 @@ impl Checker<'_> {
         Some(e)
     }
 
+    fn fix(&mut self, ino: u64) -> &mut InodeFix {
+        self.plan.fixes.entry(ino).or_default()
+    }
+
     fn scan_inodes(&mut self, progress: Progress) {
         let sb = self.sb.clone();
         let per_block = BLOCK_SIZE / INODE_SIZE;
@@ -471,9 +607,14 @@ impl Checker<'_> {
                     continue;
                 }
                 match DiskInode::decode(slot) {
-                    Ok(None) => {}
+                    Ok(None) => {
+                        self.first_free_ino.get_or_insert(ino);
+                    }
                     Ok(Some(d)) => self.check_inode(ino, d),
-                    Err(e) => self.r.error(format!("inode {ino}: {e}")),
+                    Err(e) => {
+                        self.r.error(format!("inode {ino}: {e}"));
+                        self.damaged.insert(ino);
+                    }
                 }
             }
             if tb % step == 0 || tb + 1 == total {
@@ -486,6 +627,7 @@ impl Checker<'_> {
         let Some(kind) = FileKind::from_mode(d.mode) else {
             self.r
                 .error(format!("inode {ino}: invalid mode {:o}", d.mode));
+            self.damaged.insert(ino);
             return;
         };
         self.r.stats.inodes_used += 1;
@@ -502,9 +644,8 @@ impl Checker<'_> {
                 nlink: d.nlink,
                 parent: d.parent,
                 orphan_flag: d.flags & IFLAG_ORPHAN != 0,
-                links: 0,
-                subdirs: 0,
-                named_by: None,
+                size: d.size,
+                empty_file: false,
             },
         );
         // Extent block chain.
@@ -565,11 +706,15 @@ impl Checker<'_> {
             }
         };
         if chain_ok && ext.len() as u64 != d.extent_count as u64 {
-            self.r.error(format!(
-                "inode {ino}: extent count is {} but {} extents are stored",
-                d.extent_count,
-                ext.len()
-            ));
+            self.r.fixable(
+                true,
+                format!(
+                    "inode {ino}: extent count is {} but {} extents are stored",
+                    d.extent_count,
+                    ext.len()
+                ),
+            );
+            self.fix(ino).extent_count = Some(ext.len() as u32);
         }
         let mut mapped = 0u64;
         let exts: Vec<Extent> = ext.iter().collect();
@@ -587,10 +732,19 @@ impl Checker<'_> {
             }
         }
         if chain_ok && owned != d.blocks {
-            self.r.error(format!(
-                "inode {ino}: block count is {} but it owns {owned} blocks",
-                d.blocks
-            ));
+            self.r.fixable(
+                true,
+                format!(
+                    "inode {ino}: block count is {} but it owns {owned} blocks",
+                    d.blocks
+                ),
+            );
+            self.fix(ino).blocks = Some(owned);
+        }
+        if kind == FileKind::File && d.size == 0 && owned == 0 && d.xattr_block == 0 {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.empty_file = true;
+            }
         }
         match kind {
             FileKind::Dir => self.check_dir(ino, &d, &ext),
@@ -627,6 +781,11 @@ impl Checker<'_> {
                 ext.mapped_blocks()
             ));
         }
+        if nblocks > u32::MAX as u64 {
+            self.r
+                .error(format!("directory {ino}: size {} is too large", d.size));
+            return;
+        }
         let mut names: HashSet<Box<[u8]>> = HashSet::new();
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
         for b in 0..nblocks {
@@ -654,23 +813,23 @@ impl Checker<'_> {
                         s += 1;
                     }
                     Ok(Some(de)) => {
-                        if de.ino == 0 || de.ino >= self.sb.inode_count {
-                            self.r.error(format!(
-                                "directory {ino}: entry {} names inode {} out of range",
-                                name_str(de.name),
-                                de.ino
-                            ));
-                        } else if !names.insert(de.name.into()) {
+                        if !names.insert(de.name.into()) {
                             self.r.error(format!(
                                 "directory {ino}: duplicate entry {}",
                                 name_str(de.name)
                             ));
                         } else {
+                            // Entries naming nothing valid are judged (and removed) by
+                            // check_namespace.
                             self.entries.push(DirEntryRec {
                                 dir: ino,
                                 child: de.ino,
                                 ftype: de.ftype,
                                 name: de.name.into(),
+                                block: b as u32,
+                                pblk,
+                                slot: s as u8,
+                                nslots: de.nslots as u8,
                             });
                         }
                         s += de.nslots;
@@ -734,7 +893,8 @@ impl Checker<'_> {
                 return;
             }
             if let Err(e) = check_bitmap_block(&img, i) {
-                self.r.error(format!("{e} (a mount refuses this image)"));
+                self.r
+                    .fixable(true, format!("{e} (a mount refuses this image)"));
                 continue;
             }
             let first = i * BITS_PER_BITMAP_BLOCK;
@@ -760,6 +920,7 @@ impl Checker<'_> {
                 progress("bitmap", i + 1, sb.bitmap_blocks);
             }
         }
+        self.used = used;
         if unmarked > 0 {
             self.r.add(
                 Severity::Repairable,
@@ -783,7 +944,14 @@ impl Checker<'_> {
         }
     }
 
+    /// Free data blocks (no inode claims them).
+    fn free_blocks(&self) -> u64 {
+        let used: u64 = self.used.iter().map(|w| w.count_ones() as u64).sum();
+        self.sb.data_blocks.saturating_sub(used)
+    }
+
     /// Directory entries against inodes: types, link counts, parents, reachability.
+    /// Plans the repair of what it finds (see the module documentation).
     fn check_namespace(&mut self) {
         match self.nodes.get(&ROOT_INO) {
             None => {
@@ -794,139 +962,396 @@ impl Checker<'_> {
                 self.r.error("root inode 1 is not a directory");
                 return;
             }
-            Some(n) if n.parent != ROOT_INO => {
-                let p = n.parent;
-                self.r
-                    .error(format!("root directory: parent is {p}, not itself"));
-            }
             Some(_) => {}
         }
-        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
         let entries = std::mem::take(&mut self.entries);
-        for e in &entries {
-            let Some(child) = self.nodes.get_mut(&e.child) else {
-                self.r.error(format!(
-                    "directory {}: entry {} names free inode {}",
-                    e.dir,
-                    name_str(&e.name),
-                    e.child
-                ));
+        // Entries counted, and entries the repair erases.
+        let mut keep = vec![true; entries.len()];
+        let mut remove = vec![false; entries.len()];
+        // Directories naming a damaged inode: their link counts cannot be judged.
+        let mut unsure: HashSet<u64> = HashSet::new();
+        // Entries naming nothing they may name; file types.
+        for (i, e) in entries.iter().enumerate() {
+            let what = format!("directory {}: entry {}", e.dir, name_str(&e.name));
+            if self.damaged.contains(&e.child) {
+                // The inode's damage is the error; there is nothing to repair here.
+                keep[i] = false;
+                unsure.insert(e.dir);
+                continue;
+            }
+            if e.child == 0 || e.child >= self.sb.inode_count {
+                self.r.fixable(
+                    false,
+                    format!(
+                        "{what} names inode {} out of range (removing the entry)",
+                        e.child
+                    ),
+                );
+                keep[i] = false;
+                remove[i] = true;
+                continue;
+            }
+            let Some(child) = self.nodes.get(&e.child) else {
+                self.r.fixable(
+                    true,
+                    format!("{what} names free inode {} (removing the entry)", e.child),
+                );
+                keep[i] = false;
+                remove[i] = true;
                 continue;
             };
-            if child.kind.dtype() != e.ftype {
-                self.r.error(format!(
-                    "directory {}: entry {} says type {} but inode {} is a {:?}",
-                    e.dir,
-                    name_str(&e.name),
-                    e.ftype,
-                    e.child,
-                    child.kind
-                ));
+            if e.child == ROOT_INO {
+                self.r.fixable(
+                    false,
+                    format!("{what} names the root directory (removing the entry)"),
+                );
+                keep[i] = false;
+                remove[i] = true;
+                continue;
             }
-            child.links += 1;
-            let is_dir = child.kind == FileKind::Dir;
-            if is_dir {
-                if e.child == ROOT_INO {
-                    self.r.error(format!(
-                        "directory {}: entry {} names the root directory",
-                        e.dir,
-                        name_str(&e.name)
-                    ));
-                    continue;
-                }
-                match child.named_by {
-                    None => child.named_by = Some(e.dir),
-                    Some(first) => {
-                        self.r.error(format!(
-                            "directory {} is named by directories {first} and {} (hard link to a directory)",
-                            e.child, e.dir
-                        ));
-                        continue;
-                    }
-                }
-                if child.parent != e.dir {
-                    let p = child.parent;
-                    self.r.error(format!(
-                        "directory {}: parent field is {p} but it is in directory {}",
-                        e.child, e.dir
-                    ));
-                }
-                if let Some(d) = self.nodes.get_mut(&e.dir) {
-                    d.subdirs += 1;
-                }
+            let kind = child.kind;
+            if kind.dtype() != e.ftype {
+                self.r.fixable(
+                    false,
+                    format!(
+                        "{what} says type {} but inode {} is a {kind:?} (correcting the type)",
+                        e.ftype, e.child
+                    ),
+                );
+                self.plan.retype.push((i, kind.dtype()));
             }
-            children.entry(e.dir).or_default().push(e.child);
         }
-        // Reachability from the root.
-        let mut reached = HashSet::new();
-        let mut stack = vec![ROOT_INO];
-        reached.insert(ROOT_INO);
-        while let Some(d) = stack.pop() {
-            for &c in children.get(&d).map(|v| v.as_slice()).unwrap_or(&[]) {
-                if reached.insert(c) && self.nodes.get(&c).is_some_and(|n| n.kind == FileKind::Dir)
-                {
-                    stack.push(c);
-                }
+        // A directory has one name: the entry in the directory its parent field names,
+        // else the first one found.
+        let mut dir_names: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if keep[i] && self.is_dir(e.child) {
+                dir_names.entry(e.child).or_default().push(i);
+            }
+        }
+        let mut name_of: HashMap<u64, usize> = HashMap::new();
+        for (&child, idxs) in &dir_names {
+            let parent = self.nodes.get(&child).map_or(0, |n| n.parent);
+            let k = idxs
+                .iter()
+                .copied()
+                .find(|&i| entries[i].dir == parent)
+                .unwrap_or(idxs[0]);
+            name_of.insert(child, k);
+            for &i in idxs.iter().filter(|&&i| i != k) {
+                keep[i] = false;
+                remove[i] = true;
+                self.r.fixable(
+                    false,
+                    format!(
+                        "directory {child} is named by directories {} and {} (hard link to a directory); removing entry {} from directory {}",
+                        entries[k].dir,
+                        entries[i].dir,
+                        name_str(&entries[i].name),
+                        entries[i].dir
+                    ),
+                );
+            }
+        }
+        let mut named: HashMap<u64, u32> = HashMap::new();
+        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if keep[i] {
+                *named.entry(e.child).or_default() += 1;
+                children.entry(e.dir).or_default().push(e.child);
             }
         }
         let mut inos: Vec<u64> = self.nodes.keys().copied().collect();
         inos.sort_unstable();
-        for ino in inos {
+        // Orphans: unlinked while open, then a crash or an unmount with the handle still
+        // open: a designed state, which the next mount (or this repair) reclaims.
+        let mut freed: HashSet<u64> = HashSet::new();
+        // Inodes this repair leaves alone (reported as errors).
+        let mut left: HashSet<u64> = HashSet::new();
+        for &ino in &inos {
             let Some(n) = self.nodes.get(&ino) else {
                 continue;
             };
-            if n.nlink == 0 {
-                if n.links > 0 {
-                    self.r.error(format!(
-                        "inode {ino}: link count is 0 but {} directory entries name it",
-                        n.links
-                    ));
-                } else {
-                    // Unlinked while open, then a crash or an unmount with the handle
-                    // still open: a designed state, which the next mount reclaims.
-                    self.r.stats.orphans += 1;
-                    self.r.add(
-                        Severity::Note,
-                        format!("inode {ino}: orphan (unlinked while open), reclaimed at the next mount"),
-                    );
-                }
+            if ino == ROOT_INO || n.nlink != 0 || named.contains_key(&ino) {
                 continue;
             }
-            if n.orphan_flag {
-                self.r.error(format!(
-                    "inode {ino}: marked orphan but its link count is {}",
-                    n.nlink
-                ));
-            }
-            if !reached.contains(&ino) {
-                self.r.error(format!(
-                    "inode {ino}: not reachable from the root directory (link count {})",
-                    n.nlink
-                ));
+            if children.contains_key(&ino) {
+                // Not removed by rmdir (which needs it empty): a damaged link count of
+                // an unattached directory, reconnected below.
                 continue;
             }
-            let want = if n.kind == FileKind::Dir {
-                2 + n.subdirs
-            } else {
-                n.links
+            self.r.stats.orphans += 1;
+            self.r.add(
+                Severity::Note,
+                format!("inode {ino}: orphan (unlinked while open), reclaimed at the next mount or by fsck.daxfs -y"),
+            );
+            freed.insert(ino);
+            self.plan.free.push(ino);
+        }
+        // Reachability from the root.
+        let mut reached = HashSet::new();
+        self.reach(ROOT_INO, &children, &mut reached);
+        // Inodes no entry names: reconnected, or cleared when empty files.
+        for &ino in &inos {
+            if reached.contains(&ino) || freed.contains(&ino) || named.contains_key(&ino) {
+                continue;
+            }
+            let Some(n) = self.nodes.get(&ino) else {
+                continue;
             };
-            if n.nlink != want {
+            if n.empty_file {
+                self.r.fixable(
+                    true,
+                    format!("inode {ino}: unattached zero-length file (clearing it)"),
+                );
+                freed.insert(ino);
+                self.plan.free.push(ino);
+                continue;
+            }
+            self.r.fixable(
+                false,
+                format!(
+                    "inode {ino} ({:?}, {} bytes): not reachable from the root directory (link count {}); reconnecting it to /lost+found as #{ino}",
+                    n.kind, n.size, n.nlink
+                ),
+            );
+            self.plan.reconnect.push(ino);
+            self.reach(ino, &children, &mut reached);
+        }
+        // What is still unreachable hangs in (or below) a loop of directories naming
+        // each other: break each loop at its lowest-numbered directory.
+        loop {
+            let in_loop = inos.iter().copied().find(|&d| {
+                !reached.contains(&d)
+                    && !freed.contains(&d)
+                    && self.is_dir(d)
+                    && Self::loops_back(d, &name_of, &entries, &reached)
+            });
+            let Some(d) = in_loop else {
+                break;
+            };
+            let Some(&i) = name_of.get(&d) else {
+                break;
+            };
+            keep[i] = false;
+            remove[i] = true;
+            if let Some(c) = children.get_mut(&entries[i].dir) {
+                if let Some(p) = c.iter().position(|&x| x == d) {
+                    c.swap_remove(p);
+                }
+            }
+            self.r.fixable(
+                false,
+                format!(
+                    "directory {d} is in a loop of directories unreachable from the root; removing its entry {} from directory {} and reconnecting it to /lost+found as #{d}",
+                    name_str(&entries[i].name),
+                    entries[i].dir
+                ),
+            );
+            self.plan.reconnect.push(d);
+            self.reach(d, &children, &mut reached);
+        }
+        for &ino in &inos {
+            if !reached.contains(&ino) && !freed.contains(&ino) {
+                let nlink = self.nodes.get(&ino).map_or(0, |n| n.nlink);
                 self.r.error(format!(
-                    "inode {ino}: link count is {} but should be {want}",
-                    n.nlink
+                    "inode {ino}: not reachable from the root directory (link count {nlink})"
                 ));
+                left.insert(ino);
+            }
+        }
+        self.plan_lost_found(&entries, &keep);
+        // Link counts and parents of the namespace as it is (the kept entries), and as
+        // repaired (plus lost+found's entries): the repair sets the second.
+        let mut as_is = Counts::default();
+        for (i, e) in entries.iter().enumerate() {
+            if keep[i] {
+                as_is.add(e.dir, e.child, self.is_dir(e.child));
+            }
+        }
+        let mut fin = as_is.clone();
+        let lf = match self.plan.lost_found {
+            LostFound::Unneeded => None,
+            LostFound::Existing(lf) => Some(lf),
+            LostFound::Create { ino, .. } => {
+                fin.add(ROOT_INO, ino, true);
+                Some(ino)
+            }
+        };
+        if let Some(lf) = lf {
+            for &r in &self.plan.reconnect {
+                fin.add(lf, r, self.is_dir(r));
+            }
+        }
+        let reconnect: HashSet<u64> = self.plan.reconnect.iter().copied().collect();
+        for &ino in &inos {
+            if freed.contains(&ino) || left.contains(&ino) {
+                continue;
+            }
+            let Some(n) = self.nodes.get(&ino) else {
+                continue;
+            };
+            let (kind, nlink, parent, orphan) = (n.kind, n.nlink, n.parent, n.orphan_flag);
+            let reconnected = reconnect.contains(&ino);
+            let want = fin.nlink(ino, kind);
+            if want == 0 {
+                continue; // not to be reconnected (lost+found is unavailable: reported)
+            }
+            // A count the repair's own additions (lost+found and its entries) make
+            // wrong, or right, is not a finding.
+            if nlink != want && nlink != as_is.nlink(ino, kind) && !unsure.contains(&ino) {
+                let msg = if nlink == 0 && kind != FileKind::Dir {
+                    format!(
+                        "inode {ino}: link count is 0 but {} directory entries name it",
+                        as_is.links(ino)
+                    )
+                } else {
+                    format!("inode {ino}: link count is {nlink} but should be {want}")
+                };
+                self.r.fixable(true, msg);
+            }
+            if nlink != want {
+                self.fix(ino).nlink = Some(want);
+            }
+            if orphan {
+                self.r.fixable(
+                    true,
+                    format!("inode {ino}: marked orphan but linked (clearing the flag)"),
+                );
+                self.fix(ino).clear_orphan = true;
+            }
+            if kind == FileKind::Dir {
+                let want_parent = if ino == ROOT_INO {
+                    ROOT_INO
+                } else {
+                    fin.parent_of.get(&ino).copied().unwrap_or(parent)
+                };
+                if parent != want_parent {
+                    if ino == ROOT_INO {
+                        self.r.fixable(
+                            false,
+                            format!("root directory: parent is {parent}, not itself"),
+                        );
+                    } else if !reconnected {
+                        self.r.fixable(
+                            false,
+                            format!(
+                                "directory {ino}: parent field is {parent} but it is in directory {want_parent}"
+                            ),
+                        );
+                    }
+                    self.fix(ino).parent = Some(want_parent);
+                }
+            }
+        }
+        if let LostFound::Create { ino, .. } = self.plan.lost_found {
+            let nlink = fin.nlink(ino, FileKind::Dir);
+            self.plan.lost_found = LostFound::Create { ino, nlink };
+        }
+        // Counts of inodes about to be freed need no fixing.
+        self.plan.fixes.retain(|ino, _| !freed.contains(ino));
+        self.plan.remove = (0..entries.len()).filter(|&i| remove[i]).collect();
+        self.entries = entries;
+    }
+
+    fn is_dir(&self, ino: u64) -> bool {
+        self.nodes
+            .get(&ino)
+            .is_some_and(|n| n.kind == FileKind::Dir)
+    }
+
+    /// Adds `from` and everything below it to `reached`.
+    fn reach(&self, from: u64, children: &HashMap<u64, Vec<u64>>, reached: &mut HashSet<u64>) {
+        let mut stack = vec![from];
+        reached.insert(from);
+        while let Some(d) = stack.pop() {
+            for &c in children.get(&d).map(|v| v.as_slice()).unwrap_or(&[]) {
+                if reached.insert(c) && self.is_dir(c) {
+                    stack.push(c);
+                }
             }
         }
     }
+
+    /// Whether following the names of directory `d` upwards comes back to `d`.
+    fn loops_back(
+        d: u64,
+        name_of: &HashMap<u64, usize>,
+        entries: &[DirEntryRec],
+        reached: &HashSet<u64>,
+    ) -> bool {
+        let mut cur = d;
+        for _ in 0..=name_of.len() {
+            let Some(&i) = name_of.get(&cur) else {
+                return false;
+            };
+            cur = entries[i].dir;
+            if cur == d {
+                return true;
+            }
+            if reached.contains(&cur) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Finds or plans the lost+found the reconnected inodes go to; an error when there
+    /// is none to be had.
+    fn plan_lost_found(&mut self, entries: &[DirEntryRec], keep: &[bool]) {
+        let n = self.plan.reconnect.len() as u64;
+        if n == 0 {
+            return;
+        }
+        // Blocks the repair may allocate: lost+found's directory blocks (one entry per
+        // 64-byte slot), an extent block for it, and one directory block plus one
+        // extent block for the root.
+        let need = n.div_ceil(DIR_SLOTS_PER_BLOCK as u64 - 1) + 3;
+        let existing = entries
+            .iter()
+            .enumerate()
+            .find(|(i, e)| keep[*i] && e.dir == ROOT_INO && &*e.name == LOST_FOUND)
+            .map(|(_, e)| e.child);
+        let cannot = match existing {
+            Some(lf) if self.is_dir(lf) => {
+                if self.free_blocks() >= need {
+                    self.plan.lost_found = LostFound::Existing(lf);
+                    return;
+                }
+                "no free blocks for /lost+found"
+            }
+            Some(_) => "/lost+found is not a directory",
+            None => match self.first_free_ino {
+                Some(ino) if self.free_blocks() >= need => {
+                    self.plan.lost_found = LostFound::Create { ino, nlink: 2 };
+                    return;
+                }
+                Some(_) => "no free blocks to create /lost+found",
+                None => "no free inode to create /lost+found",
+            },
+        };
+        self.r.error(format!(
+            "cannot reconnect {} to /lost+found: {cannot}",
+            if n == 1 {
+                "1 inode".to_string()
+            } else {
+                format!("{n} inodes")
+            }
+        ));
+    }
 }
 
-/// Checks the filesystem on `dev`. With `repair`, a bad superblock copy is rewritten
-/// from the good one (the device must be writable); nothing else is written. The
-/// journal is replayed into memory first, so the check sees what a mount would.
-pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport {
+/// Checks the filesystem on `dev`: the superblocks (with `repair_sb`, a bad copy is
+/// rewritten from the good one), then the image as the next mount would see it (the
+/// journal replayed into memory). Err: no usable superblock.
+fn inspect(
+    dev: &Arc<Device>,
+    repair_sb: bool,
+    progress: Progress,
+) -> Result<Checker, Box<FsckReport>> {
     let mut r = FsckReport::default();
-    let Some(sb) = check_superblocks(dev, repair, &mut r) else {
-        return r;
+    let Some(sb) = check_superblocks(dev, repair_sb, &mut r) else {
+        return Err(Box::new(r));
     };
     r.superblock = Some(sb.clone());
     r.stats.inodes_total = sb.inode_count - 1;
@@ -978,18 +1403,95 @@ pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport 
         r.error("journal: replay touched bytes past the device end");
     }
     let mut c = Checker {
-        img: &img,
+        img,
         sb,
         r,
         nodes: HashMap::new(),
         claims: Vec::new(),
         entries: Vec::new(),
+        used: Vec::new(),
+        first_free_ino: None,
+        damaged: HashSet::new(),
+        plan: Plan::default(),
     };
     c.scan_inodes(&mut *progress);
     c.check_overlaps();
     c.check_bitmap(progress);
     c.check_namespace();
-    c.r
+    Ok(c)
+}
+
+/// Checks the filesystem on `dev`. With `repair`, a bad superblock copy is rewritten
+/// from the good one (the device must be writable); nothing else is written. The
+/// journal is replayed into memory first, so the check sees what a mount would.
+pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport {
+    match inspect(dev, repair, progress) {
+        Ok(c) => c.r,
+        Err(r) => *r,
+    }
+}
+
+/// Checks the filesystem on `dev` (writable) and repairs what it can (see the module
+/// documentation). `preen`: repair nothing when a finding needs `-y`
+/// ([`FsckReport::needs_manual_repair`]). Returns the check's findings and, in
+/// `repaired`, what was done; the caller checks again to see the result.
+pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport {
+    let mut c = match inspect(dev, true, &mut *progress) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let mut r = c.r.clone();
+    if !r.repaired.is_empty() {
+        // A superblock copy was restored: what is left to do is judged without it.
+        c = match inspect(dev, false, &mut *progress) {
+            Ok(c) => c,
+            Err(_) => return r,
+        };
+    }
+    if !c.r.needs_repair() || (preen && c.r.needs_manual_repair()) {
+        return r;
+    }
+    if !dev.writable() {
+        r.error("cannot repair: the device is open read-only");
+        return r;
+    }
+    let Some(sb) = c.r.superblock.clone() else {
+        return r;
+    };
+    // Apply the journal on the device, as a mount would; then check the device itself
+    // and repair from what that finds (the same as above, now without an overlay).
+    let media: Arc<dyn Media> = dev.clone();
+    let mut journal = match Journal::open(
+        media,
+        sb.journal_start * BLOCK_SIZE,
+        sb.journal_blocks * BLOCK_SIZE,
+    ) {
+        Ok((j, rep)) => {
+            if rep.transactions_replayed > 0 {
+                r.repaired.push(format!(
+                    "applied {} committed journal transactions",
+                    rep.transactions_replayed
+                ));
+            }
+            j
+        }
+        Err(e) => {
+            r.error(format!("cannot repair: journal: {e}"));
+            return r;
+        }
+    };
+    let c = match inspect(dev, false, progress) {
+        Ok(c) if c.r.count(Severity::Error) == 0 => c,
+        _ => {
+            r.error("cannot repair: the image changed while it was checked");
+            return r;
+        }
+    };
+    match repair::execute(&c, dev, &mut journal) {
+        Ok(done) => r.repaired.extend(done),
+        Err(e) => r.error(format!("repair failed: {e}")),
+    }
+    r
 }
 
 // ---------------------------------------------------------------------------

@@ -1,18 +1,17 @@
-//! fsck.daxfs: checks a daxfs offline and makes the few repairs that are safe.
+//! fsck.daxfs: checks a daxfs offline and repairs what it safely can.
 //!
-//! The check itself is `daxfs::fsck::check` (read-only; the journal is replayed into
-//! memory). Repairs (-y, -p): a bad superblock copy is rewritten from the good one, and
-//! when the only problems are ones a mount fixes (pending journal, stale bitmap, leaked
-//! blocks, orphans, unclean state) the device is mounted and cleanly unmounted through
-//! `DaxFs`, then checked again.
+//! The check is `daxfs::fsck::check` (read-only; the journal is replayed into memory),
+//! the repair (-y, -p) `daxfs::fsck::repair` (journaled; see `daxfs::fsck` for what it
+//! repairs). After a repair the device is checked again: its result decides the exit
+//! status. Preen (-p) repairs only what e2fsck -p would (link counts, the bitmap,
+//! orphans, entries naming free inodes, ...) and stops on anything else.
 //!
-//! Exit status as fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
-//! 8 operational error, 16 usage error.
+//! Exit status as fsck(8), the sum of: 1 errors corrected, 4 errors left uncorrected;
+//! or 0 clean, 8 operational error, 16 usage error.
 
 use daxfs::device::{Device, DeviceError, DeviceOptions};
 use daxfs::format::{uuid_string, STATE_CLEAN};
-use daxfs::fsck::{check, mount_point_of, FsckReport, ProgressMeter, Severity};
-use daxfs::{DaxFs, FsOptions};
+use daxfs::fsck::{check, mount_point_of, repair, FsckReport, ProgressMeter, Severity};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,13 +31,19 @@ Checks the daxfs filesystem on DEVICE, which must not be mounted.
 
   -n   check only; change nothing (the default)
   -y   repair what can be repaired safely
-  -p   preen: like -y, quietly; skips a cleanly unmounted filesystem unless -f
+  -p   preen: like -y, quietly, but only repairs that need no decision (link
+       counts, bitmap, orphans); skips a cleanly unmounted filesystem unless -f
   -f   check even if the filesystem is marked clean (with -p)
   -h   show this help
   -V   show the version
 
-Exit status: 0 clean, 1 errors corrected, 4 errors left uncorrected,
-8 operational error, 16 usage error.";
+-y repairs: link counts, directory entries naming free or invalid inodes,
+unreachable inodes (reconnected into /lost+found as #INODE), the bitmap,
+orphans. Damage it cannot repair (bad checksums, blocks used twice) is
+reported and then nothing but superblock copies is changed.
+
+Exit status: 0 clean, 1 errors corrected, 4 errors left uncorrected (5: some
+corrected, some not), 8 operational error, 16 usage error.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -150,9 +155,18 @@ fn open(path: &Path, writable: bool) -> Result<Arc<Device>, String> {
     })
 }
 
-fn run_check(dev: &Arc<Device>, repair: bool) -> FsckReport {
+fn run_check(dev: &Arc<Device>) -> FsckReport {
     let mut meter = ProgressMeter::new(dev.size() >= PROGRESS_MIN_BYTES);
-    let r = check(dev, repair, &mut |stage, done, total| {
+    let r = check(dev, false, &mut |stage, done, total| {
+        meter.update(stage, done, total)
+    });
+    meter.finish();
+    r
+}
+
+fn run_repair(dev: &Arc<Device>, preen: bool) -> FsckReport {
+    let mut meter = ProgressMeter::new(dev.size() >= PROGRESS_MIN_BYTES);
+    let r = repair(dev, preen, &mut |stage, done, total| {
         meter.update(stage, done, total)
     });
     meter.finish();
@@ -221,7 +235,24 @@ fn run(o: &Opts) -> Result<i32, String> {
     }
     let repair = o.mode != Mode::Check;
     let dev = open(path, repair)?;
-    let first = run_check(&dev, repair);
+    let first = match o.mode {
+        Mode::Check => run_check(&dev),
+        Mode::Yes => run_repair(&dev, false),
+        Mode::Preen if o.force => run_repair(&dev, true),
+        Mode::Preen => {
+            // As e2fsck -p: a filesystem marked clean that checks clean is left alone.
+            let r = run_check(&dev);
+            let marked_clean = r
+                .superblock
+                .as_ref()
+                .is_some_and(|sb| sb.state == STATE_CLEAN);
+            if marked_clean && r.is_clean() {
+                println!("{name}: clean");
+                return Ok(EXIT_OK);
+            }
+            run_repair(&dev, true)
+        }
+    };
     if first.not_daxfs {
         return Err(format!(
             "{name}: not a daxfs filesystem (no superblock found in block 0 or 1)"
@@ -235,10 +266,6 @@ fn run(o: &Opts) -> Result<i32, String> {
                 uuid_string(&sb.uuid)
             );
         }
-        if o.mode == Mode::Preen && !o.force && sb.state == STATE_CLEAN && first.is_clean() {
-            println!("{name}: clean");
-            return Ok(EXIT_OK);
-        }
     }
     print_findings(&name, &first, o.mode == Mode::Preen);
     if !repair {
@@ -248,10 +275,14 @@ fn run(o: &Opts) -> Result<i32, String> {
             println!("{name}: clean");
             return Ok(EXIT_OK);
         }
-        let hint = if first.count(Severity::Error) == 0 {
+        let errors = first.count(Severity::Error);
+        let hint = if errors == 0 {
             format!("run fsck.daxfs -y {name} to repair")
         } else {
-            "fsck.daxfs -y repairs only superblock copies, the bitmap and orphans".to_string()
+            format!(
+                "fsck.daxfs -y cannot repair {}, so it would repair nothing but superblock copies",
+                plural(errors, "error")
+            )
         };
         println!(
             "{name}: {} found; nothing changed ({hint})",
@@ -260,28 +291,8 @@ fn run(o: &Opts) -> Result<i32, String> {
         return Ok(EXIT_UNCORRECTED);
     }
 
-    let mut modified = !first.repaired.is_empty();
-    let mut r = if modified {
-        run_check(&dev, false)
-    } else {
-        first
-    };
-    if r.mount_would_repair() {
-        if o.mode != Mode::Preen {
-            println!(
-                "{name}: repairing by a mount: applying the journal, rebuilding the bitmap, reclaiming orphans"
-            );
-        }
-        drop(dev);
-        let fs = DaxFs::mount(path, FsOptions::default())
-            .map_err(|e| format!("repair mount failed: {e}"))?;
-        let res = fs.shutdown();
-        drop(fs);
-        res.map_err(|e| format!("repair: unmount failed: {e:?}"))?;
-        modified = true;
-        let dev = open(path, false)?;
-        r = run_check(&dev, false);
-    }
+    let modified = !first.repaired.is_empty();
+    let r = if modified { run_check(&dev) } else { first };
     summary(&name, &r);
     let left = problems(&r);
     if left > 0 {
@@ -292,7 +303,8 @@ fn run(o: &Opts) -> Result<i32, String> {
             println!("{name}: UNEXPECTED INCONSISTENCY; RUN fsck.daxfs MANUALLY (without -p)");
         }
         println!("{name}: {} left uncorrected", plural(left, "problem"));
-        return Ok(EXIT_UNCORRECTED);
+        // fsck(8): the exit status is the sum of the conditions.
+        return Ok(EXIT_UNCORRECTED | if modified { EXIT_CORRECTED } else { 0 });
     }
     if modified {
         println!("{name}: ***** FILESYSTEM WAS MODIFIED *****; now clean");
