@@ -275,30 +275,27 @@ impl DaxFs {
         let g = &self.geo;
         let mut used = FreeSpace::new_all_free(g.data_blocks);
         let refs = &self.refs;
-        let mut claim = |pblk: u64,
-                         len: u64,
-                         ino: u64,
-                         what: &str|
-         -> std::result::Result<(), String> {
-            if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
-                return Err(format!(
-                    "inode {ino}{what}: block {pblk}+{len} is outside the data area"
-                ));
-            }
-            let r = pblk - g.data_start..pblk - g.data_start + len;
-            if r.clone().any(|b| used.is_used(b)) {
-                return Err(format!(
-                    "inode {ino}{what}: block {pblk}+{len} is used twice"
-                ));
-            }
-            used.mark_used(r.clone()).map_err(|e| e.to_string())?;
-            // Every claimed block is referenced by the inode that claims it; a failed
-            // load drops the whole table with the filesystem.
-            for b in r {
-                refs.map(b);
-            }
-            Ok(())
-        };
+        let mut claim =
+            |pblk: u64, len: u64, ino: u64, what: &str| -> std::result::Result<(), String> {
+                if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
+                    return Err(format!(
+                        "inode {ino}{what}: block {pblk}+{len} is outside the data area"
+                    ));
+                }
+                let r = pblk - g.data_start..pblk - g.data_start + len;
+                if r.clone().any(|b| used.is_used(b)) {
+                    return Err(format!(
+                        "inode {ino}{what}: block {pblk}+{len} is used twice"
+                    ));
+                }
+                used.mark_used(r.clone()).map_err(|e| e.to_string())?;
+                // Every claimed block is referenced by the inode that claims it; a failed
+                // load drops the whole table with the filesystem.
+                for b in r {
+                    refs.map(b);
+                }
+                Ok(())
+            };
         // In inode-number order: `nodes[i]` describes `inodes[i]`.
         let mut inodes: Vec<(u64, Arc<Inode>)> = Vec::new();
         let mut nodes: Vec<LinkNode> = Vec::new();
@@ -1143,46 +1140,50 @@ fn check_links(
     // (directory, subdirectory) pairs, node indexes: the tree the walk below follows.
     let mut tree: Vec<(usize, usize)> = Vec::new();
     let mut n = 0;
-    for e in &entries {
-        while n < nodes.len() && nodes[n].ino < e.child {
+    for group in entries.chunk_by(|a, b| a.child == b.child) {
+        let ino = group[0].child;
+        while n < nodes.len() && nodes[n].ino < ino {
             n += 1;
         }
-        let dir = &nodes[e.dir];
-        let Some(child) = nodes.get(n).filter(|c| c.ino == e.child) else {
-            return Err(format!(
-                "directory {}: entry {:?} names free inode {}",
-                dir.ino,
-                entry_name(e.dir, e.child),
-                e.child
-            ));
-        };
-        if child.ino != dir.ino && child.dtype != e.ftype {
-            return Err(format!(
-                "directory {}: entry type mismatch for inode {}",
-                dir.ino, e.child
-            ));
-        }
-        if child.ino == ROOT_INO {
-            return Err(format!(
-                "directory {}: an entry names the root directory",
-                dir.ino
-            ));
-        }
-        links[n] += 1;
-        if child.dtype == libc::DT_DIR {
-            if links[n] > 1 {
-                return Err(format!("directory {} has more than one name", child.ino));
-            }
-            if child.parent != dir.ino {
+        for e in group {
+            let dir = &nodes[e.dir];
+            let Some(child) = nodes.get(n).filter(|c| c.ino == ino) else {
                 return Err(format!(
-                    "directory {}: parent field does not name directory {}, which contains it",
-                    child.ino, dir.ino
+                    "directory {}: entry {:?} names free inode {ino}",
+                    dir.ino,
+                    entry_name(e.dir, ino)
+                ));
+            };
+            if child.ino != dir.ino && child.dtype != e.ftype {
+                return Err(format!(
+                    "directory {}: entry type mismatch for inode {ino}",
+                    dir.ino
                 ));
             }
-            subdirs[e.dir] += 1;
-            tree.push((e.dir, n));
+            if ino == ROOT_INO {
+                return Err(format!(
+                    "directory {}: an entry names the root directory",
+                    dir.ino
+                ));
+            }
+            child_at.push(n);
         }
-        child_at.push(n);
+        links[n] = group.len() as u32;
+        let child = &nodes[n];
+        if child.dtype == libc::DT_DIR {
+            if group.len() > 1 {
+                return Err(format!("directory {ino} has more than one name"));
+            }
+            let dir = group[0].dir;
+            if child.parent != nodes[dir].ino {
+                return Err(format!(
+                    "directory {ino}: parent field does not name directory {}, which contains it",
+                    nodes[dir].ino
+                ));
+            }
+            subdirs[dir] += 1;
+            tree.push((dir, n));
+        }
     }
     // Directories reachable from the root (index 0, checked by the caller), then every
     // inode one of them names.
