@@ -3,8 +3,8 @@
 //! and filling a device with a tree of files for the mount-time and memory measurement.
 //!
 //! The directory is filled up to each size untimed; then a batch of creates (the next
-//! BATCH names) and LOOKUPS lookups of distinct random existing names are timed in
-//! groups of [`GROUP`] operations. Each size prints two lines,
+//! BATCH names), and [`PASSES`] times LOOKUPS lookups of distinct random existing names,
+//! are timed in groups of [`GROUP`] operations. Each size prints two lines,
 //! `create SIZE MEDIAN_US MEAN_US` and `lookup SIZE MEDIAN_US MEAN_US`: the median over
 //! the groups of the per-operation time (robust to a noisy neighbour) and the mean over
 //! the whole batch (which includes the rare slow operation, e.g. a journal checkpoint).
@@ -69,9 +69,13 @@ impl Rng {
     }
 }
 
-/// Per-operation µs of `count` operations timed in groups: (median over groups, mean).
-fn timed(count: usize, mut op: impl FnMut(usize) -> Res<()>) -> Res<(f64, f64)> {
-    let mut per_op = Vec::with_capacity(count / GROUP + 1);
+/// Lookup passes per size, each over a fresh sample after `forget_cached`: on a shared
+/// machine one pass can land in a neighbour's burst.
+const PASSES: usize = 3;
+
+/// Times `count` operations in groups, adding each group's per-operation µs to
+/// `per_op`; returns the total time in µs.
+fn timed(count: usize, per_op: &mut Vec<f64>, mut op: impl FnMut(usize) -> Res<()>) -> Res<f64> {
     let start = Instant::now();
     let mut done = 0;
     while done < count {
@@ -83,8 +87,7 @@ fn timed(count: usize, mut op: impl FnMut(usize) -> Res<()>) -> Res<(f64, f64)> 
         per_op.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
         done += n;
     }
-    let mean = start.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64;
-    Ok((median(&mut per_op), mean))
+    Ok(start.elapsed().as_secs_f64() * 1e6)
 }
 
 fn run(d: &mut dyn Dir, sizes: &[usize], batch: usize, lookups: usize) -> Res<()> {
@@ -96,21 +99,33 @@ fn run(d: &mut dyn Dir, sizes: &[usize], batch: usize, lookups: usize) -> Res<()
             n += 1;
         }
         let first = n;
-        let (cmed, cmean) = timed(batch, |k| d.create(first + k))?;
+        let mut creates = Vec::new();
+        let total = timed(batch, &mut creates, |k| d.create(first + k))?;
         n += batch;
-        // Distinct names (a partial shuffle): through a mount a name looked up twice
-        // would be answered from the kernel's cache the second time.
+        println!(
+            "create {size} {:.3} {:.3}",
+            median(&mut creates),
+            total / batch as f64
+        );
         let want = lookups.min(n);
+        let mut looks = Vec::new();
+        let mut total = 0.0;
         let mut sample: Vec<usize> = (0..n).collect();
-        for k in 0..want {
-            let j = k + rng.below(n - k);
-            sample.swap(k, j);
+        for _ in 0..PASSES {
+            // Distinct names (a partial shuffle): through a mount a name looked up
+            // twice would be answered from the kernel's cache the second time.
+            for k in 0..want {
+                let j = k + rng.below(n - k);
+                sample.swap(k, j);
+            }
+            d.forget_cached()?;
+            total += timed(want, &mut looks, |k| d.lookup(sample[k]))?;
         }
-        sample.truncate(want);
-        d.forget_cached()?;
-        let (lmed, lmean) = timed(want, |k| d.lookup(sample[k]))?;
-        println!("create {size} {cmed:.3} {cmean:.3}");
-        println!("lookup {size} {lmed:.3} {lmean:.3}");
+        println!(
+            "lookup {size} {:.3} {:.3}",
+            median(&mut looks),
+            total / (want * PASSES) as f64
+        );
     }
     Ok(())
 }

@@ -13,10 +13,11 @@ use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
 use crate::format::*;
+use crate::inode_table::InodeTable;
 use crate::types::*;
 use daxfs_alloc::{FreeSpace, RefTable};
 use daxfs_journal::{Journal, Media, Transaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -116,7 +117,7 @@ pub struct DaxFs {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
-    pub(crate) inodes: RwLock<HashMap<u64, Arc<Inode>>>,
+    pub(crate) inodes: RwLock<InodeTable>,
     /// Free inode numbers (the lowest is handed out first).
     pub(crate) free_inos: Mutex<BTreeSet<u64>>,
     /// Serialises namespace changes (create, unlink, rename, link, ...).
@@ -236,7 +237,7 @@ impl DaxFs {
             journal: Mutex::new(journal),
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
-            inodes: RwLock::new(HashMap::new()),
+            inodes: RwLock::new(InodeTable::default()),
             free_inos: Mutex::new(BTreeSet::new()),
             ns: Mutex::new(()),
             generation: AtomicU32::new(now().nsec),
@@ -415,7 +416,6 @@ impl DaxFs {
         }
         *lock(&self.space) = used;
         *lock(&self.free_inos) = free.into_iter().collect();
-        // Built at its final size in one go (no rehashing while it grows).
         *wlock(&self.inodes) = inodes.into_iter().collect();
         if !self.opts.read_only {
             if mismatched > 0 {
