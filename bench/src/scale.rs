@@ -1,17 +1,21 @@
-//! The scale workloads of issue 6: what one create and one lookup cost as a single
-//! directory grows (10^3 .. 10^6 entries), through the library API and through a mount;
-//! and filling a device with a tree of files for the mount-time and memory measurement.
+//! The scale workloads of issue 6: what one create and one lookup cost in a directory
+//! of 10^3 .. 10^6 entries, through the library API and through a mount; and filling a
+//! device with a tree of files for the mount-time and memory measurement.
 //!
-//! The directory is filled up to each size untimed; then a batch of creates (the next
-//! BATCH names), and [`PASSES`] times LOOKUPS lookups of distinct random existing names,
-//! are timed in groups of [`GROUP`] operations. Each size prints two lines,
+//! One directory per size, each filled to its size untimed. Then, in [`ROUNDS`] rounds
+//! that visit the directories in alternating order, a batch of creates (the next BATCH
+//! names) in each, and then, in as many rounds, LOOKUPS lookups of distinct random
+//! existing names in each. Operations are timed in groups of [`GROUP`]. Interleaving
+//! puts every size under the same background load: on a shared machine the load moves
+//! more between minutes than the sizes differ (a directory grown step by step would be
+//! measured at 10^3 and 10^6 minutes apart). Each size prints
 //! `create SIZE MEDIAN_US MEAN_US` and `lookup SIZE MEDIAN_US MEAN_US`: the median over
-//! the groups of the per-operation time (robust to a noisy neighbour) and the mean over
-//! the whole batch (which includes the rare slow operation, e.g. a journal checkpoint).
+//! the groups of the per-operation time, and the mean over all of them (which includes
+//! the rare slow operation, e.g. a journal checkpoint or a table growing).
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};
 
@@ -45,13 +49,15 @@ fn sizes(s: Option<&String>) -> Res<Vec<usize>> {
     Ok(v)
 }
 
-/// Where the entries are made and looked up.
-trait Dir {
-    fn create(&mut self, i: usize) -> Res<()>;
-    fn lookup(&mut self, i: usize) -> Res<()>;
+/// Where the directories are made, and entries made and looked up in them.
+trait Dirs {
+    /// Makes directory `k` (0, 1, ... in turn).
+    fn mkdir(&mut self, k: usize) -> Res<()>;
+    fn create(&mut self, k: usize, i: usize) -> Res<()>;
+    fn lookup(&mut self, k: usize, i: usize) -> Res<()>;
     /// Makes the next lookups reach the filesystem (a mount: the kernel forgets its
-    /// cached entries).
-    fn forget_cached(&mut self) -> Res<()> {
+    /// cached entries, about `cached` of them).
+    fn forget_cached(&mut self, _cached: usize) -> Res<()> {
         Ok(())
     }
 }
@@ -69,9 +75,8 @@ impl Rng {
     }
 }
 
-/// Lookup passes per size, each over a fresh sample after `forget_cached`: on a shared
-/// machine one pass can land in a neighbour's burst.
-const PASSES: usize = 3;
+/// Rounds of creates and of lookups per directory.
+const ROUNDS: usize = 3;
 
 /// Times `count` operations in groups, adding each group's per-operation µs to
 /// `per_op`; returns the total time in µs.
@@ -90,42 +95,76 @@ fn timed(count: usize, per_op: &mut Vec<f64>, mut op: impl FnMut(usize) -> Res<(
     Ok(start.elapsed().as_secs_f64() * 1e6)
 }
 
-fn run(d: &mut dyn Dir, sizes: &[usize], batch: usize, lookups: usize) -> Res<()> {
-    let mut n = 0;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for &size in sizes {
-        while n < size {
-            d.create(n)?;
-            n += 1;
+/// Per-operation times of one directory: groups, total µs, operations.
+#[derive(Default)]
+struct Times {
+    groups: Vec<f64>,
+    total: f64,
+    ops: usize,
+}
+
+impl Times {
+    fn line(&mut self, op: &str, size: usize) -> String {
+        format!(
+            "{op} {size} {:.3} {:.3}",
+            median(&mut self.groups),
+            self.total / self.ops.max(1) as f64
+        )
+    }
+}
+
+/// Round `r` visits the directories forwards, the next one backwards.
+fn order(r: usize, k: usize) -> Vec<usize> {
+    if r.is_multiple_of(2) {
+        (0..k).collect()
+    } else {
+        (0..k).rev().collect()
+    }
+}
+
+fn run(d: &mut dyn Dirs, sizes: &[usize], batch: usize, lookups: usize) -> Res<()> {
+    let mut count = sizes.to_vec();
+    // Entries the kernel may hold since the last forget_cached.
+    let mut cached: usize = sizes.iter().sum();
+    for (k, &size) in sizes.iter().enumerate() {
+        d.mkdir(k)?;
+        for i in 0..size {
+            d.create(k, i)?;
         }
-        let first = n;
-        let mut creates = Vec::new();
-        let total = timed(batch, &mut creates, |k| d.create(first + k))?;
-        n += batch;
-        println!(
-            "create {size} {:.3} {:.3}",
-            median(&mut creates),
-            total / batch as f64
-        );
-        let want = lookups.min(n);
-        let mut looks = Vec::new();
-        let mut total = 0.0;
-        let mut sample: Vec<usize> = (0..n).collect();
-        for _ in 0..PASSES {
+    }
+    let mut creates: Vec<Times> = sizes.iter().map(|_| Times::default()).collect();
+    for r in 0..ROUNDS {
+        for k in order(r, sizes.len()) {
+            let (first, t) = (count[k], &mut creates[k]);
+            t.total += timed(batch, &mut t.groups, |i| d.create(k, first + i))?;
+            t.ops += batch;
+            count[k] += batch;
+            cached += batch;
+        }
+    }
+    let mut looks: Vec<Times> = sizes.iter().map(|_| Times::default()).collect();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for r in 0..ROUNDS {
+        for k in order(r, sizes.len()) {
+            let n = count[k];
+            let want = lookups.min(n);
             // Distinct names (a partial shuffle): through a mount a name looked up
             // twice would be answered from the kernel's cache the second time.
-            for k in 0..want {
-                let j = k + rng.below(n - k);
-                sample.swap(k, j);
+            let mut sample: Vec<usize> = (0..n).collect();
+            for j in 0..want {
+                let o = j + rng.below(n - j);
+                sample.swap(j, o);
             }
-            d.forget_cached()?;
-            total += timed(want, &mut looks, |k| d.lookup(sample[k]))?;
+            d.forget_cached(cached)?;
+            let t = &mut looks[k];
+            t.total += timed(want, &mut t.groups, |i| d.lookup(k, sample[i]))?;
+            t.ops += want;
+            cached = want;
         }
-        println!(
-            "lookup {size} {:.3} {:.3}",
-            median(&mut looks),
-            total / (want * PASSES) as f64
-        );
+    }
+    for (k, &size) in sizes.iter().enumerate() {
+        println!("{}", creates[k].line("create", size));
+        println!("{}", looks[k].line("lookup", size));
     }
     Ok(())
 }
@@ -139,25 +178,41 @@ fn batch_args(args: &[String]) -> Res<(Vec<usize>, usize, usize)> {
 
 // ---- library API ---------------------------------------------------------------------
 
-struct LibDir<'a> {
+struct LibDirs<'a> {
     fs: &'a DaxFs,
-    dir: u64,
+    dirs: Vec<u64>,
     cred: Cred,
     names: Vec<Vec<u8>>,
 }
 
-impl LibDir<'_> {
+impl LibDirs<'_> {
     fn name(&mut self, i: usize) -> &[u8] {
         while self.names.len() <= i {
             self.names.push(name(self.names.len()).into_bytes());
         }
         &self.names[i]
     }
+
+    fn dir(&self, k: usize) -> Res<u64> {
+        self.dirs
+            .get(k)
+            .copied()
+            .ok_or_else(|| format!("no directory {k}"))
+    }
 }
 
-impl Dir for LibDir<'_> {
-    fn create(&mut self, i: usize) -> Res<()> {
-        let (fs, dir, cred) = (self.fs, self.dir, self.cred.clone());
+impl Dirs for LibDirs<'_> {
+    fn mkdir(&mut self, k: usize) -> Res<()> {
+        let a = self
+            .fs
+            .mkdir(ROOT, format!("scale{k}").as_bytes(), 0o755, &self.cred)
+            .map_err(|e| format!("mkdir: {e}"))?;
+        self.dirs.push(a.ino);
+        Ok(())
+    }
+
+    fn create(&mut self, k: usize, i: usize) -> Res<()> {
+        let (fs, dir, cred) = (self.fs, self.dir(k)?, self.cred.clone());
         let n = self.name(i);
         let a = fs
             .create(dir, n, 0o644, libc::O_RDWR | libc::O_EXCL, &cred)
@@ -165,8 +220,8 @@ impl Dir for LibDir<'_> {
         fs.release(a.ino).map_err(|e| format!("release: {e}"))
     }
 
-    fn lookup(&mut self, i: usize) -> Res<()> {
-        let (fs, dir) = (self.fs, self.dir);
+    fn lookup(&mut self, k: usize, i: usize) -> Res<()> {
+        let (fs, dir) = (self.fs, self.dir(k)?);
         let n = self.name(i);
         fs.lookup(dir, n)
             .map(|_| ())
@@ -174,51 +229,58 @@ impl Dir for LibDir<'_> {
     }
 }
 
-/// `scale-lib DEVICE SIZES [BATCH [LOOKUPS]]`: one new directory on a formatted device,
-/// grown through `DaxFs::create` (+ release); lookups through `DaxFs::lookup`.
+/// `scale-lib DEVICE SIZES [BATCH [LOOKUPS]]`: on a formatted device opened in-process,
+/// creates through `DaxFs::create` (+ release), lookups through `DaxFs::lookup`.
 pub fn lib_cmd(args: &[String]) -> Res<()> {
     let device = PathBuf::from(args.first().ok_or(USAGE)?);
     let (sizes, batch, lookups) = batch_args(args)?;
     let fs = DaxFs::mount(&device, FsOptions::default())?;
-    let cred = Cred::root();
-    let r = fs
-        .mkdir(ROOT, b"scale", 0o755, &cred)
-        .map_err(|e| format!("mkdir: {e}"))
-        .and_then(|dir| {
-            let mut d = LibDir {
-                fs: &fs,
-                dir: dir.ino,
-                cred,
-                names: Vec::new(),
-            };
-            run(&mut d, &sizes, batch, lookups)
-        });
+    let mut d = LibDirs {
+        fs: &fs,
+        dirs: Vec::new(),
+        cred: Cred::root(),
+        names: Vec::new(),
+    };
+    let r = run(&mut d, &sizes, batch, lookups);
     let shut = fs.shutdown().map_err(|e| format!("shutdown: {e}"));
     r.and(shut)
 }
 
 // ---- through a mount -----------------------------------------------------------------
 
-struct MountDir {
-    fd: DirFd,
+struct MountDirs {
+    work: PathBuf,
+    fds: Vec<DirFd>,
     names: Vec<CString>,
 }
 
-impl MountDir {
-    fn name(&mut self, i: usize) -> &CString {
+impl MountDirs {
+    /// The directory descriptor of `k` and the name of entry `i`.
+    fn at(&mut self, k: usize, i: usize) -> Res<(libc::c_int, &CString)> {
         while self.names.len() <= i {
             // A formatted number never holds a NUL.
             let s = CString::new(name(self.names.len())).unwrap_or_default();
             self.names.push(s);
         }
-        &self.names[i]
+        let fd = self
+            .fds
+            .get(k)
+            .map(|f| f.0)
+            .ok_or_else(|| format!("no directory {k}"))?;
+        Ok((fd, &self.names[i]))
     }
 }
 
-impl Dir for MountDir {
-    fn create(&mut self, i: usize) -> Res<()> {
-        let dfd = self.fd.0;
-        let n = self.name(i);
+impl Dirs for MountDirs {
+    fn mkdir(&mut self, k: usize) -> Res<()> {
+        let p = self.work.join(format!("scale{k}"));
+        std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        self.fds.push(open_dir(&p)?);
+        Ok(())
+    }
+
+    fn create(&mut self, k: usize, i: usize) -> Res<()> {
+        let (dfd, n) = self.at(k, i)?;
         // SAFETY: n is NUL-terminated; dfd is an open directory.
         let f = unsafe {
             libc::openat(
@@ -236,9 +298,8 @@ impl Dir for MountDir {
         Ok(())
     }
 
-    fn lookup(&mut self, i: usize) -> Res<()> {
-        let dfd = self.fd.0;
-        let n = self.name(i);
+    fn lookup(&mut self, k: usize, i: usize) -> Res<()> {
+        let (dfd, n) = self.at(k, i)?;
         // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: n is NUL-terminated, st is a valid out-pointer.
@@ -248,28 +309,30 @@ impl Dir for MountDir {
         Ok(())
     }
 
-    fn forget_cached(&mut self) -> Res<()> {
-        // Dentries and inodes only (2): every cached entry of the directory goes, and
-        // the kernel sends the daemon FORGETs for them, which it handles
-        // asynchronously: give it a moment so they do not overlap the timed lookups.
+    fn forget_cached(&mut self, cached: usize) -> Res<()> {
+        // Dentries and inodes only (2): the kernel drops every unused entry and sends
+        // a FUSE daemon FORGETs for them, which it handles after the write returns:
+        // give it time (generously, 2 µs each) so they do not overlap the timed
+        // lookups.
         std::fs::write("/proc/sys/vm/drop_caches", "2")
             .map_err(|e| format!("cannot drop caches ({e}): lookups would be cached"))?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(200) + Duration::from_micros(2 * cached as u64));
         Ok(())
     }
 }
 
-/// `scale-mount DIR SIZES [BATCH [LOOKUPS]]`: the same through any mounted filesystem:
-/// creates are open(O_CREAT|O_EXCL) + close, lookups are stat of names the kernel has
-/// just forgotten. The directory (DIR/daxfs-bench-scale.PID) and its files stay: the
-/// caller throws the whole filesystem away (removing 10^6 files costs minutes).
+/// `scale-mount DIR SIZES [BATCH [LOOKUPS]]`: the same through any mounted filesystem,
+/// in DIR/daxfs-bench-scale.PID: creates are open(O_CREAT|O_EXCL) + close, lookups are
+/// stat of names the kernel has just forgotten. The files stay: the caller throws the
+/// whole filesystem away (removing 10^6 files one by one costs minutes).
 pub fn mount_cmd(args: &[String]) -> Res<()> {
     let dir = PathBuf::from(args.first().ok_or(USAGE)?);
     let (sizes, batch, lookups) = batch_args(args)?;
     let work = dir.join(format!("daxfs-bench-scale.{}", std::process::id()));
     std::fs::create_dir(&work).map_err(|e| format!("{}: {e}", work.display()))?;
-    let mut d = MountDir {
-        fd: open_dir(&work)?,
+    let mut d = MountDirs {
+        work,
+        fds: Vec::new(),
         names: Vec::new(),
     };
     run(&mut d, &sizes, batch, lookups)
