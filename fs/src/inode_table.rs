@@ -3,7 +3,7 @@
 //! first). Against a hash map it costs 8 bytes per inode instead of ~30, finds an inode
 //! with one dependent memory access instead of two, and never rehashes: a hash map of
 //! 10^6 inodes doubles in one step under the table's write lock, stalling every
-//! operation of the filesystem for ~0.1 s (docs/BENCHMARKS.md, "Scale").
+//! operation of the filesystem for ~50 ms (docs/BENCHMARKS.md, "Scale").
 
 use crate::filesystem::Inode;
 use std::sync::Arc;
