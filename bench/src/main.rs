@@ -10,9 +10,16 @@
 //!   against a plain memcpy of the same size, and 4 KiB overwrite + persist latency
 //!   through `DaxFs::write`, with the pieces that make it up timed alone; and the
 //!   core's own cost per create, lookup and unlink (no FUSE).
+//! - `daxfs-bench scale-lib DEVICE SIZES [BATCH [LOOKUPS]]`,
+//!   `daxfs-bench scale-mount DIR SIZES [BATCH [LOOKUPS]]`,
+//!   `daxfs-bench populate DEVICE DIRS FILES_PER_DIR`: the scale workloads (see
+//!   `scale.rs`).
 //!
 //! Output is one `key value` line per figure (ops/s, GB/s or µs, named in the key) for
-//! bench/run to parse; errors go to stderr with exit status 1.
+//! bench/run to parse (the scale workloads: `OP SIZE MEDIAN_US MEAN_US`); errors go to
+//! stderr with exit status 1.
+
+mod scale;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -29,7 +36,10 @@ fn main() {
     let r = match args.first().map(String::as_str) {
         Some("meta") => meta_cmd(&args[1..]),
         Some("lib") => lib_cmd(&args[1..]),
-        _ => Err(USAGE.to_string()),
+        Some("scale-lib") => scale::lib_cmd(&args[1..]),
+        Some("scale-mount") => scale::mount_cmd(&args[1..]),
+        Some("populate") => scale::populate_cmd(&args[1..]),
+        _ => Err(format!("{USAGE}\n       {}", scale::USAGE)),
     };
     if let Err(e) = r {
         eprintln!("daxfs-bench: {e}");

@@ -3,7 +3,64 @@
 //! a free run for a new entry is found in O(log n).
 
 use crate::format::{dirent_slots, DIR_SLOTS_PER_BLOCK};
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+
+/// Longest name kept inside the index's table itself.
+const SHORT_NAME: usize = 22;
+
+/// A name as the index keeps it: short names (most of them) inline in the hash table,
+/// so a lookup reads no separate allocation and an entry costs no heap block of its
+/// own; longer ones on the heap.
+#[derive(Debug, Clone)]
+enum Name {
+    Short { len: u8, bytes: [u8; SHORT_NAME] },
+    Long(Box<[u8]>),
+}
+
+impl Name {
+    fn new(name: &[u8]) -> Name {
+        if name.len() <= SHORT_NAME {
+            let mut bytes = [0u8; SHORT_NAME];
+            bytes[..name.len()].copy_from_slice(name);
+            Name::Short {
+                len: name.len() as u8,
+                bytes,
+            }
+        } else {
+            Name::Long(name.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Name::Short { len, bytes } => &bytes[..*len as usize],
+            Name::Long(b) => b,
+        }
+    }
+}
+
+// Hash and Eq as the bytes, so the table can be probed with a plain `&[u8]`.
+impl Hash for Name {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.as_bytes().hash(h);
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl Borrow<[u8]> for Name {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirSlot {
@@ -15,7 +72,7 @@ pub struct DirSlot {
 
 #[derive(Debug, Default, Clone)]
 pub struct DirIndex {
-    names: HashMap<Box<[u8]>, DirSlot>,
+    names: HashMap<Name, DirSlot>,
     /// Per block: bit i set = slot i in use (slot 0 is the block header).
     occupancy: Vec<u64>,
     /// Blocks with at least one free slot.
@@ -36,6 +93,11 @@ fn find_run(occ: u64, n: usize) -> Option<usize> {
 impl DirIndex {
     pub fn new() -> DirIndex {
         DirIndex::default()
+    }
+
+    /// Room for `n` more entries without growing the table.
+    pub fn reserve(&mut self, n: usize) {
+        self.names.reserve(n);
     }
 
     pub fn len(&self) -> usize {
@@ -90,7 +152,7 @@ impl DirIndex {
         if e.ftype == libc::DT_DIR {
             self.subdirs += 1;
         }
-        self.names.insert(name.into(), e);
+        self.names.insert(Name::new(name), e);
     }
 
     /// Removes an entry; returns it and how many slots it used.
@@ -125,7 +187,7 @@ impl DirIndex {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &DirSlot)> {
-        self.names.iter().map(|(k, v)| (&**k, v))
+        self.names.iter().map(|(k, v)| (k.as_bytes(), v))
     }
 }
 
@@ -173,6 +235,19 @@ mod tests {
         assert_eq!(d.find_space(1), Some((0, 6)));
         assert_eq!(d.remove(&long).map(|(e, n)| (e.slot, n)), Some((1, 5)));
         assert_eq!(d.find_space(1), Some((0, 1)));
+    }
+
+    #[test]
+    fn long_and_short_names_are_found_by_their_bytes() {
+        let mut d = DirIndex::new();
+        d.add_block();
+        let short = vec![b's'; SHORT_NAME];
+        let long = vec![b'l'; SHORT_NAME + 1];
+        d.insert(&short, slot(0, 1));
+        d.insert(&long, slot(0, 2));
+        assert_eq!(d.get(&short).map(|e| e.slot), Some(1));
+        assert_eq!(d.get(&long).map(|e| e.slot), Some(2));
+        assert_eq!(d.get(&short[1..]), None);
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub const MAX_EXTENT_LEN: u64 = 1 << 30;
 pub struct ExtentMap {
     /// lblk → (extent, slot id).
     map: BTreeMap<u64, (Extent, u32)>,
-    /// Slot table: ids 0..5 inline, then EXTENTS_PER_BLOCK per extent block.
+    /// Slot table: ids 0..5 inline, then EXTENTS_PER_BLOCK per extent block. Empty
+    /// (with `free`) until the first change: a map with no extents, as most files
+    /// have at mount, then costs no allocation (see `materialize`).
     slots: Vec<Extent>,
     free: Vec<u32>,
     dirty: Vec<u32>,
@@ -39,12 +41,15 @@ const EMPTY: Extent = Extent {
 
 impl ExtentMap {
     pub fn new() -> ExtentMap {
-        let mut m = ExtentMap {
-            slots: vec![EMPTY; INLINE_EXTENTS],
-            ..Default::default()
-        };
-        m.free = (0..INLINE_EXTENTS as u32).rev().collect();
-        m
+        ExtentMap::default()
+    }
+
+    /// Builds the slot table of a map that has none yet: the inline slots, all free.
+    fn materialize(&mut self) {
+        if self.slots.is_empty() {
+            self.slots = vec![EMPTY; INLINE_EXTENTS];
+            self.free = (0..INLINE_EXTENTS as u32).rev().collect();
+        }
     }
 
     /// Rebuilds a map from media: the inline slots, then each extent block's slots.
@@ -54,6 +59,10 @@ impl ExtentMap {
         blocks: Vec<(u64, Vec<Option<Extent>>)>,
     ) -> Result<ExtentMap, String> {
         let mut m = ExtentMap::new();
+        if blocks.is_empty() && inline.iter().all(|e| e.len == 0) {
+            return Ok(m);
+        }
+        m.materialize();
         m.free.clear();
         let mut all: Vec<(Option<Extent>, u32)> = Vec::new();
         for (i, e) in inline.iter().enumerate() {
@@ -128,7 +137,11 @@ impl ExtentMap {
     }
 
     pub fn free_slots(&self) -> usize {
-        self.free.len()
+        if self.slots.is_empty() {
+            INLINE_EXTENTS
+        } else {
+            self.free.len()
+        }
     }
 
     pub fn extent_blocks(&self) -> &[u64] {
@@ -137,6 +150,7 @@ impl ExtentMap {
 
     /// Adds an extent block's slots (the caller allocated and initialised the block).
     pub fn add_block(&mut self, pblk: u64) {
+        self.materialize();
         let base = self.slots.len() as u32;
         self.blocks.push(pblk);
         self.slots
@@ -151,6 +165,7 @@ impl ExtentMap {
     /// Forgets all extent blocks (the caller frees them); only when the map is empty.
     pub fn take_blocks(&mut self) -> Vec<u64> {
         debug_assert!(self.map.is_empty());
+        self.materialize();
         let b = std::mem::take(&mut self.blocks);
         self.slots.truncate(INLINE_EXTENTS);
         self.free = (0..INLINE_EXTENTS as u32).rev().collect();
@@ -159,11 +174,13 @@ impl ExtentMap {
     }
 
     fn set_slot(&mut self, id: u32, e: Extent) {
+        self.materialize();
         self.slots[id as usize] = e;
         self.dirty.push(id);
     }
 
     fn take_slot(&mut self) -> Option<u32> {
+        self.materialize();
         self.free.pop()
     }
 
@@ -209,7 +226,7 @@ impl ExtentMap {
         }
         // One extent strictly containing the range on both sides needs a new slot.
         if let Some(e) = self.find(start) {
-            if e.lblk < start && e.end() > end && self.free.is_empty() {
+            if e.lblk < start && e.end() > end && self.free_slots() == 0 {
                 return None;
             }
         }
@@ -343,7 +360,9 @@ impl ExtentMap {
     /// The inline slots' current content, for the inode record.
     pub fn inline_slots(&self) -> [Extent; INLINE_EXTENTS] {
         let mut a = [EMPTY; INLINE_EXTENTS];
-        a.copy_from_slice(&self.slots[..INLINE_EXTENTS]);
+        if !self.slots.is_empty() {
+            a.copy_from_slice(&self.slots[..INLINE_EXTENTS]);
+        }
         a
     }
 

@@ -13,10 +13,11 @@ use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
 use crate::format::*;
+use crate::inode_table::InodeTable;
 use crate::types::*;
 use daxfs_alloc::{FreeSpace, RefTable};
 use daxfs_journal::{Journal, Media, Transaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -66,7 +67,9 @@ impl Inode {
 pub(crate) struct InodeState {
     pub d: DiskInode,
     pub ext: ExtentMap,
-    pub dir: Option<DirIndex>,
+    /// Boxed: most inodes are not directories, and 10^6 of them should not each carry
+    /// an empty index inline.
+    pub dir: Option<Box<DirIndex>>,
     pub xattrs: XattrList,
     /// Freed: stale handles see ENOENT.
     pub dead: bool,
@@ -114,7 +117,7 @@ pub struct DaxFs {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
-    pub(crate) inodes: RwLock<HashMap<u64, Arc<Inode>>>,
+    pub(crate) inodes: RwLock<InodeTable>,
     /// Free inode numbers (the lowest is handed out first).
     pub(crate) free_inos: Mutex<BTreeSet<u64>>,
     /// Serialises namespace changes (create, unlink, rename, link, ...).
@@ -234,7 +237,7 @@ impl DaxFs {
             journal: Mutex::new(journal),
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
-            inodes: RwLock::new(HashMap::new()),
+            inodes: RwLock::new(InodeTable::default()),
             free_inos: Mutex::new(BTreeSet::new()),
             ns: Mutex::new(()),
             generation: AtomicU32::new(now().nsec),
@@ -264,24 +267,43 @@ impl DaxFs {
 
     /// Reads every inode, extent map, directory and xattr block; rebuilds the free-space
     /// map from the extent maps and checks it against the on-media bitmap.
+    ///
+    /// One pass over the inode table; what the namespace checks need is gathered into
+    /// two flat arrays (one record per inode, one per directory entry) and checked by
+    /// sorting and merging, so a mount costs a few hundred ns per inode rather than
+    /// hash probes per entry (10^6 files: see docs/BENCHMARKS.md, "Scale").
     fn load(&self) -> std::result::Result<(), String> {
         let g = &self.geo;
         let mut used = FreeSpace::new_all_free(g.data_blocks);
-        let mut claim = |pblk: u64, len: u64, what: &str| -> std::result::Result<(), String> {
-            if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
-                return Err(format!(
-                    "{what}: block {pblk}+{len} is outside the data area"
-                ));
-            }
-            let r = pblk - g.data_start..pblk - g.data_start + len;
-            if r.clone().any(|b| used.is_used(b)) {
-                return Err(format!("{what}: block {pblk}+{len} is used twice"));
-            }
-            used.mark_used(r).map_err(|e| e.to_string())
-        };
-        let mut inodes = HashMap::new();
+        let refs = &self.refs;
+        let mut claim =
+            |pblk: u64, len: u64, ino: u64, what: &str| -> std::result::Result<(), String> {
+                if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
+                    return Err(format!(
+                        "inode {ino}{what}: block {pblk}+{len} is outside the data area"
+                    ));
+                }
+                let r = pblk - g.data_start..pblk - g.data_start + len;
+                if r.clone().any(|b| used.is_used(b)) {
+                    return Err(format!(
+                        "inode {ino}{what}: block {pblk}+{len} is used twice"
+                    ));
+                }
+                used.mark_used(r.clone()).map_err(|e| e.to_string())?;
+                // Every claimed block is referenced by the inode that claims it; a failed
+                // load drops the whole table with the filesystem.
+                for b in r {
+                    refs.map(b);
+                }
+                Ok(())
+            };
+        // In inode-number order: `nodes[i]` describes `inodes[i]`.
+        let mut inodes: Vec<(u64, Arc<Inode>)> = Vec::new();
+        let mut nodes: Vec<LinkNode> = Vec::new();
+        let mut entries: Vec<LinkEntry> = Vec::new();
         let mut free = Vec::new();
         let mut slot = [0u8; INODE_SIZE as usize];
+        let mut blockbuf = vec![0u8; BLOCK_SIZE as usize];
         let mut orphans = Vec::new();
         self.dev.read(g.inode_offset(0), &mut slot);
         if slot.iter().any(|&b| b != 0) {
@@ -296,18 +318,17 @@ impl DaxFs {
                 }
                 Some(d) => d,
             };
-            if FileKind::from_mode(d.mode).is_none() {
+            let Some(kind) = FileKind::from_mode(d.mode) else {
                 return Err(format!("inode {ino}: invalid mode {:o}", d.mode));
-            }
+            };
             // Extent blocks chain.
             let mut chain = Vec::new();
             let mut next = d.extent_block;
-            let mut blockbuf = vec![0u8; BLOCK_SIZE as usize];
             while next != 0 {
                 if chain.len() as u64 > g.data_blocks {
                     return Err(format!("inode {ino}: extent block chain loops"));
                 }
-                claim(next, 1, &format!("inode {ino} extent block"))?;
+                claim(next, 1, ino, " extent block")?;
                 self.dev.read(next * BLOCK_SIZE, &mut blockbuf);
                 let nx = decode_extent_block_header(&blockbuf, ino)
                     .map_err(|e| format!("inode {ino}: {e}"))?;
@@ -327,22 +348,36 @@ impl DaxFs {
                 if e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
                     return Err(format!("inode {ino}: extent beyond the maximum file size"));
                 }
-                claim(e.pblk, e.len as u64, &format!("inode {ino}"))?;
+                claim(e.pblk, e.len as u64, ino, "")?;
             }
             let mut xattrs = Vec::new();
             if d.xattr_block != 0 {
-                claim(d.xattr_block, 1, &format!("inode {ino} xattr block"))?;
+                claim(d.xattr_block, 1, ino, " xattr block")?;
                 self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
                 xattrs = decode_xattr_block(&blockbuf, ino).map_err(|e| e.to_string())?;
             }
-            let dir = if d.mode & libc::S_IFMT == libc::S_IFDIR {
-                Some(self.load_dir(ino, &d, &ext)?)
+            let dir = if kind == FileKind::Dir {
+                let idx = self.load_dir(ino, &d, &ext)?;
+                let at = nodes.len();
+                entries.extend(idx.iter().map(|(_, e)| LinkEntry {
+                    child: e.ino,
+                    dir: at,
+                    ftype: e.ftype,
+                }));
+                Some(Box::new(idx))
             } else {
                 None
             };
             if d.nlink == 0 {
                 orphans.push(ino);
             }
+            nodes.push(LinkNode {
+                ino,
+                dtype: kind.dtype(),
+                nlink: d.nlink,
+                parent: d.parent,
+                orphan: d.flags & IFLAG_ORPHAN != 0,
+            });
             let st = InodeState {
                 d,
                 ext,
@@ -350,38 +385,23 @@ impl DaxFs {
                 xattrs,
                 dead: false,
             };
-            inodes.insert(ino, Arc::new(Inode::new(ino, st)));
+            inodes.push((ino, Arc::new(Inode::new(ino, st))));
         }
-        // Every directory entry must name a live inode of the type it says.
-        let root = inodes.get(&ROOT_INO).ok_or("root directory is missing")?;
-        if !rlock(&root.st).is_dir() {
-            return Err("root inode is not a directory".into());
+        match nodes.first() {
+            Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR => {}
+            Some(n) if n.ino == ROOT_INO => return Err("root inode is not a directory".into()),
+            _ => return Err("root directory is missing".into()),
         }
-        for inode in inodes.values() {
-            let st = rlock(&inode.st);
-            if let Some(dir) = &st.dir {
-                for (name, e) in dir.iter() {
-                    let Some(child) = inodes.get(&e.ino) else {
-                        return Err(format!(
-                            "directory {}: entry {:?} names free inode {}",
-                            inode.ino,
-                            String::from_utf8_lossy(name),
-                            e.ino
-                        ));
-                    };
-                    if child.ino != inode.ino {
-                        let cst = rlock(&child.st);
-                        if cst.kind().map(|k| k.dtype()) != Some(e.ftype) {
-                            return Err(format!(
-                                "directory {}: entry type mismatch for inode {}",
-                                inode.ino, e.ino
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        check_links(&inodes)?;
+        check_links(&nodes, entries, |dir, child| {
+            // Only for an error message: the name of the entry of `dir` naming `child`.
+            let st = rlock(&inodes[dir].1.st);
+            st.dir
+                .as_ref()
+                .and_then(|d| d.iter().find(|(_, e)| e.ino == child))
+                .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                .unwrap_or_default()
+        })?;
+        drop(nodes);
         // The on-media bitmap must agree with the extent maps; a crash may leave blocks
         // marked used that no committed extent references: those are reclaimed here.
         let mut img = vec![0u8; BLOCK_SIZE as usize];
@@ -395,23 +415,8 @@ impl DaxFs {
             }
         }
         *lock(&self.space) = used;
-        for (&ino, inode) in &inodes {
-            let st = rlock(&inode.st);
-            for e in st.ext.iter() {
-                for b in e.pblk..e.pblk + e.len as u64 {
-                    self.refs.map(b - g.data_start);
-                }
-            }
-            for &b in st.ext.extent_blocks() {
-                self.refs.map(b - g.data_start);
-            }
-            if st.d.xattr_block != 0 {
-                self.refs.map(st.d.xattr_block - g.data_start);
-            }
-            let _ = ino;
-        }
         *lock(&self.free_inos) = free.into_iter().collect();
-        *wlock(&self.inodes) = inodes;
+        *wlock(&self.inodes) = inodes.into_iter().collect();
         if !self.opts.read_only {
             if mismatched > 0 {
                 // Rewrite the bitmap from the extent maps, through the journal.
@@ -457,11 +462,31 @@ impl DaxFs {
         }
         let mut idx = DirIndex::new();
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
-        for b in 0..nblocks {
+        let block_at = |b: u64| -> std::result::Result<u64, String> {
             let e = ext
                 .find(b)
                 .ok_or_else(|| format!("directory {ino}: block {b} is a hole"))?;
-            let pblk = e.pblk + (b - e.lblk);
+            Ok(e.pblk + (b - e.lblk))
+        };
+        // Sized once from a count of the used slots (validated in the pass after):
+        // growing a large directory's table step by step rehashes it again and again.
+        let mut count = 0;
+        for b in 0..nblocks {
+            self.dev.read(block_at(b)? * BLOCK_SIZE, &mut buf);
+            let mut s = 1;
+            while s < DIR_SLOTS_PER_BLOCK {
+                let o = s * DIR_SLOT;
+                if buf[o..o + 8].iter().all(|&x| x == 0) {
+                    s += 1;
+                } else {
+                    count += 1;
+                    s += (buf[o + 15] as usize).max(1);
+                }
+            }
+        }
+        idx.reserve(count);
+        for b in 0..nblocks {
+            let pblk = block_at(b)?;
             self.dev.read(pblk * BLOCK_SIZE, &mut buf);
             check_dir_block_header(&buf, ino, b).map_err(|e| e.to_string())?;
             let bi = idx.add_block();
@@ -669,7 +694,7 @@ impl DaxFs {
         d.flags = parent.d.flags & IFLAG_DAX;
         let dir = if mode & libc::S_IFMT == libc::S_IFDIR {
             d.nlink = 2;
-            Some(DirIndex::new())
+            Some(Box::new(DirIndex::new()))
         } else {
             None
         };
@@ -1074,74 +1099,115 @@ impl DaxFs {
     }
 }
 
-/// The namespace invariants every committed state keeps (fsck checks the same): link
-/// counts equal the entries naming an inode (directories: 2 + subdirectories), a
-/// directory has one entry and its parent field names that entry's directory, the root
-/// is named by no entry, every linked inode is reachable from the root, and only an
-/// unlinked inode carries the orphan flag. A wrong count would let an unlink free an
-/// inode that another entry still names, so a mount refuses such an image.
-fn check_links(inodes: &HashMap<u64, Arc<Inode>>) -> std::result::Result<(), String> {
-    struct N {
-        is_dir: bool,
-        nlink: u32,
-        parent: u64,
-        orphan: bool,
-        entries: Vec<u64>,
-    }
-    let nodes: HashMap<u64, N> = inodes
-        .iter()
-        .map(|(&ino, i)| {
-            let st = rlock(&i.st);
-            let entries = st
-                .dir
-                .as_ref()
-                .map(|d| d.iter().map(|(_, e)| e.ino).collect())
-                .unwrap_or_default();
-            let n = N {
-                is_dir: st.is_dir(),
-                nlink: st.d.nlink,
-                parent: st.d.parent,
-                orphan: st.d.flags & IFLAG_ORPHAN != 0,
-                entries,
-            };
-            (ino, n)
-        })
-        .collect();
-    let mut links: HashMap<u64, u32> = HashMap::new();
-    let mut subdirs: HashMap<u64, u32> = HashMap::new();
-    for (&dir, n) in &nodes {
-        for &child in &n.entries {
-            if child == ROOT_INO {
+/// What the namespace checks need of one inode (see [`check_links`]).
+struct LinkNode {
+    ino: u64,
+    dtype: u8,
+    nlink: u32,
+    parent: u64,
+    orphan: bool,
+}
+
+/// One directory entry: the inode it names, its directory (an index into the nodes) and
+/// the type it records.
+struct LinkEntry {
+    child: u64,
+    dir: usize,
+    ftype: u8,
+}
+
+/// The namespace invariants every committed state keeps (fsck checks the same): every
+/// entry names a live inode of the type it records, link counts equal the entries
+/// naming an inode (directories: 2 + subdirectories), a directory has one entry and its
+/// parent field names that entry's directory, the root is named by no entry, every
+/// linked inode is reachable from the root, and only an unlinked inode carries the
+/// orphan flag. A wrong count would let an unlink free an inode that another entry
+/// still names, so a mount refuses such an image.
+///
+/// `nodes` is sorted by inode number; `entries` are sorted here by the inode they name
+/// and merged with it, so nothing is looked up by hash. `entry_name(dir, child)` names
+/// an offending entry in an error message.
+fn check_links(
+    nodes: &[LinkNode],
+    mut entries: Vec<LinkEntry>,
+    entry_name: impl Fn(usize, u64) -> String,
+) -> std::result::Result<(), String> {
+    entries.sort_unstable_by_key(|e| e.child);
+    let mut links = vec![0u32; nodes.len()];
+    let mut subdirs = vec![0u32; nodes.len()];
+    // Per entry, the index of the node it names (in `entries` order).
+    let mut child_at = Vec::with_capacity(entries.len());
+    // (directory, subdirectory) pairs, node indexes: the tree the walk below follows.
+    let mut tree: Vec<(usize, usize)> = Vec::new();
+    let mut n = 0;
+    for group in entries.chunk_by(|a, b| a.child == b.child) {
+        let ino = group[0].child;
+        while n < nodes.len() && nodes[n].ino < ino {
+            n += 1;
+        }
+        for e in group {
+            let dir = &nodes[e.dir];
+            let Some(child) = nodes.get(n).filter(|c| c.ino == ino) else {
                 return Err(format!(
-                    "directory {dir}: an entry names the root directory"
+                    "directory {}: entry {:?} names free inode {ino}",
+                    dir.ino,
+                    entry_name(e.dir, ino)
+                ));
+            };
+            if child.ino != dir.ino && child.dtype != e.ftype {
+                return Err(format!(
+                    "directory {}: entry type mismatch for inode {ino}",
+                    dir.ino
                 ));
             }
-            let count = links.entry(child).or_insert(0);
-            *count += 1;
-            if nodes.get(&child).is_some_and(|c| c.is_dir) {
-                if *count > 1 {
-                    return Err(format!("directory {child} has more than one name"));
-                }
-                if nodes.get(&child).map(|c| c.parent) != Some(dir) {
-                    return Err(format!(
-                        "directory {child}: parent field does not name directory {dir}, which contains it"
-                    ));
-                }
-                *subdirs.entry(dir).or_insert(0) += 1;
+            if ino == ROOT_INO {
+                return Err(format!(
+                    "directory {}: an entry names the root directory",
+                    dir.ino
+                ));
             }
+            child_at.push(n);
+        }
+        links[n] = group.len() as u32;
+        let child = &nodes[n];
+        if child.dtype == libc::DT_DIR {
+            if group.len() > 1 {
+                return Err(format!("directory {ino} has more than one name"));
+            }
+            let dir = group[0].dir;
+            if child.parent != nodes[dir].ino {
+                return Err(format!(
+                    "directory {ino}: parent field does not name directory {}, which contains it",
+                    nodes[dir].ino
+                ));
+            }
+            subdirs[dir] += 1;
+            tree.push((dir, n));
         }
     }
-    let mut reached = BTreeSet::from([ROOT_INO]);
-    let mut stack = vec![ROOT_INO];
+    // Directories reachable from the root (index 0, checked by the caller), then every
+    // inode one of them names.
+    tree.sort_unstable();
+    let mut reached = vec![false; nodes.len()];
+    reached[0] = true;
+    let mut stack = vec![0usize];
     while let Some(d) = stack.pop() {
-        for &c in nodes.get(&d).map(|n| n.entries.as_slice()).unwrap_or(&[]) {
-            if reached.insert(c) && nodes.get(&c).is_some_and(|n| n.is_dir) {
+        let first = tree.partition_point(|&(p, _)| p < d);
+        for &(_, c) in tree[first..].iter().take_while(|&&(p, _)| p == d) {
+            if !reached[c] {
+                reached[c] = true;
                 stack.push(c);
             }
         }
     }
-    for (&ino, n) in &nodes {
-        let named = links.get(&ino).copied().unwrap_or(0);
+    for (e, &c) in entries.iter().zip(&child_at) {
+        if reached[e.dir] {
+            reached[c] = true;
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let ino = n.ino;
+        let named = links[i];
         if n.nlink == 0 {
             if named > 0 {
                 return Err(format!(
@@ -1150,8 +1216,8 @@ fn check_links(inodes: &HashMap<u64, Arc<Inode>>) -> std::result::Result<(), Str
             }
             continue;
         }
-        let want = if n.is_dir {
-            2 + subdirs.get(&ino).copied().unwrap_or(0)
+        let want = if n.dtype == libc::DT_DIR {
+            2 + subdirs[i]
         } else {
             named
         };
@@ -1164,7 +1230,7 @@ fn check_links(inodes: &HashMap<u64, Arc<Inode>>) -> std::result::Result<(), Str
         if n.orphan {
             return Err(format!("inode {ino}: marked orphan but linked"));
         }
-        if !reached.contains(&ino) {
+        if !reached[i] {
             return Err(format!("inode {ino}: not reachable from the root"));
         }
     }

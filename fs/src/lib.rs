@@ -18,6 +18,7 @@ pub mod filesystem;
 pub mod format;
 pub mod fsck;
 pub mod fuse_adapter;
+mod inode_table;
 pub mod ioctl;
 pub mod mapping;
 pub mod mkfs;
