@@ -246,8 +246,13 @@ impl DaxFs {
             shut_down: AtomicBool::new(false),
             cache_inval: RwLock::new(None),
         };
-        fs.load()
-            .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
+        if let Err(e) = fs.load() {
+            // Refused: nothing may be written, not even the clean shutdown that dropping
+            // a mounted filesystem does (it would reclaim "orphans" and mark the image
+            // clean on the strength of metadata that was just found inconsistent).
+            fs.shut_down.store(true, Ordering::SeqCst);
+            return Err(format!("{name}: {e}; run fsck.daxfs"));
+        }
         if !fs.opts.read_only {
             let enc = {
                 let mut sbm = lock(&fs.sb);
