@@ -11,6 +11,11 @@
 //! fences once, then applies the records home, flushes and fences again. `open` replays
 //! every valid transaction from the header's tail and checkpoints.
 //!
+//! `commit_batch` writes several [`Transaction`]s as one journal transaction (one commit
+//! record, one flush/fence sequence): the group commit of the fs batches concurrent
+//! committers this way. [`LogSize`] tells the caller how to split a batch that would not
+//! fit the log.
+//!
 //! [`MemMedia`] is an in-memory [`Media`] with a power-cut model, for tests.
 
 mod error;
@@ -23,7 +28,7 @@ use std::sync::Arc;
 
 pub use error::JournalError;
 pub use mem_media::{FencePoint, MemMedia};
-pub use txn::Transaction;
+pub use txn::{LogSize, Transaction};
 
 use layout::{
     crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC,
@@ -93,8 +98,13 @@ pub struct ReplayReport {
 /// Counters since [`Journal::open`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {
-    /// Transactions committed (empty ones are not counted: they write nothing).
+    /// Journal transactions written, each with one commit record and one flush/fence
+    /// sequence (empty ones are not counted: they write nothing).
     pub commits: u64,
+    /// Caller transactions those commits carried: `commit` carries one, `commit_batch`
+    /// every non-empty transaction of its batch. `transactions - commits` is what
+    /// batching saved.
+    pub transactions: u64,
     /// Payload bytes committed.
     pub payload_bytes: u64,
     /// Log bytes written (headers, records, padding, commit records).
@@ -320,20 +330,38 @@ impl Journal {
     /// fence are the records stored home, flushed and fenced; a crash in between is
     /// repaired by replay (records are idempotent physical writes, replayed in order).
     pub fn commit(&mut self, txn: &Transaction) -> Result<u64, JournalError> {
+        self.commit_batch(&[txn])
+    }
+
+    /// Commits every transaction of `batch` as ONE journal transaction: their records in
+    /// batch order (so a later write to the same bytes wins, exactly as if they had been
+    /// committed one after another), one commit record, one flush/fence sequence. All of
+    /// them become durable together or, after a crash before the commit record is
+    /// durable, none does. Returns the sequence number (the previous one if every
+    /// transaction is empty: nothing is written).
+    ///
+    /// Refuses the whole batch, writing nothing, if one record is invalid or if
+    /// `LogSize::of(batch).encoded_len()` exceeds [`log_bytes`](Self::log_bytes) (split
+    /// such a batch: see [`LogSize`]).
+    pub fn commit_batch(&mut self, batch: &[&Transaction]) -> Result<u64, JournalError> {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
-        if txn.is_empty() {
+        let carried = batch.iter().filter(|t| !t.is_empty()).count() as u64;
+        if carried == 0 {
             return Ok(self.next_seq.wrapping_sub(1));
         }
-        let needed = txn.encoded_len();
-        if needed > self.log_len {
+        let needed = LogSize::of(batch.iter().copied()).encoded_len();
+        let records: usize = batch.iter().map(|t| t.record_count()).sum();
+        // A batch within the log always has fewer records than fit the header's u32
+        // count (each takes at least 24 bytes); the check only keeps the cast honest.
+        if needed > self.log_len || u32::try_from(records).is_err() {
             return Err(JournalError::TooLarge {
                 needed,
                 log_bytes: self.log_len,
             });
         }
-        for (off, data) in txn.writes() {
+        for (off, data) in batch.iter().flat_map(|t| t.writes()) {
             self.check_target(off, data.len() as u64)?;
         }
         if needed > self.log_len - self.head {
@@ -345,13 +373,13 @@ impl Journal {
             self.stats.wraps += 1;
         }
         let seq = self.next_seq;
-        self.encode(txn, seq, needed);
+        self.encode(batch, seq, needed);
         let at = self.log_base + self.head;
         self.media.write(at, &self.scratch);
         self.media.flush(at, needed);
         self.media.fence();
 
-        for (off, data) in txn.writes() {
+        for (off, data) in batch.iter().flat_map(|t| t.writes()) {
             self.media.write(off, data);
             self.media.flush(off, data.len() as u64);
         }
@@ -360,7 +388,8 @@ impl Journal {
         self.head += needed;
         self.next_seq = seq.wrapping_add(1);
         self.stats.commits += 1;
-        self.stats.payload_bytes += txn.payload_bytes();
+        self.stats.transactions += carried;
+        self.stats.payload_bytes += batch.iter().map(|t| t.payload_bytes()).sum::<u64>();
         self.stats.log_bytes += needed;
         Ok(seq)
     }
@@ -415,12 +444,14 @@ impl Journal {
         self.tail = tail;
     }
 
-    /// Encodes `txn` with sequence `seq` into `self.scratch` (`total` bytes).
-    fn encode(&mut self, txn: &Transaction, seq: u64, total: u64) {
+    /// Encodes the records of `batch`, in order, as one transaction with sequence `seq`
+    /// into `self.scratch` (`total` bytes).
+    fn encode(&mut self, batch: &[&Transaction], seq: u64, total: u64) {
         let buf = &mut self.scratch;
         buf.clear();
         buf.resize(total as usize, 0);
-        let count = txn.record_count() as u32;
+        let count = batch.iter().map(|t| t.record_count()).sum::<usize>() as u32;
+        let payload = batch.iter().map(|t| t.payload_bytes()).sum::<u64>();
 
         let h = &mut buf[..TXN_HEADER_SIZE as usize];
         put_u32(h, 0, TXN_MAGIC);
@@ -428,12 +459,12 @@ impl Journal {
         put_u64(h, 16, seq);
         put_u64(h, 24, total);
         put_u32(h, 32, count);
-        put_u64(h, 40, txn.payload_bytes());
+        put_u64(h, 40, payload);
         let crc = crc_with_hole(h, 4);
         put_u32(h, 4, crc);
 
         let mut p = TXN_HEADER_SIZE as usize;
-        for (off, data) in txn.writes() {
+        for (off, data) in batch.iter().flat_map(|t| t.writes()) {
             put_u64(buf, p, off);
             put_u32(buf, p + 8, data.len() as u32);
             let mut hasher = crc32fast::Hasher::new();
