@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod break_layouts;
+pub mod commit;
 pub mod device;
 pub mod dir;
 pub mod error;

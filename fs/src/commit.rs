@@ -1,0 +1,340 @@
+//! Group commit: concurrent committers share one journal commit.
+//!
+//! Every metadata change ends in [`DaxFs::commit`] (or [`DaxFs::enqueue`] then
+//! [`DaxFs::wait`]). Transactions are queued in the order they are enqueued; whoever waits
+//! while no one is leading becomes the leader, takes everything queued and writes it as
+//! ONE journal transaction (`Journal::commit_batch`: the members' records in queue
+//! order, so a later write to the same bytes wins as if they had been committed one
+//! after another, then the bitmap blocks the members touch, one commit record, one
+//! flush/fence sequence). It then checkpoints once if any member freed blocks, returns
+//! every member's freed blocks and inode slots, and wakes the followers with their
+//! outcome. A batch that would not fit the log is split into several journal
+//! transactions, committed in order. A lone committer finds no leader and an empty
+//! queue and commits at once: there is no timer and nothing waits for company; a batch
+//! forms only from transactions queued while another commit was running.
+//!
+//! Why here and not in daxfs-journal: the leader's work around the journal commit is the
+//! filesystem's. The bitmap images are computed from the allocator once for the whole
+//! batch, after every member's allocation and with every member's frees shown free (an
+//! image computed per member would let a later member's image, taken before an earlier
+//! member's frees were applied, mark those blocks used again), and the frees and inode
+//! slots may only be handed back after the checkpoint. The journal supplies the
+//! primitive (`commit_batch`, and `LogSize` to split).
+//!
+//! Outcomes are monotone: a failed journal commit sets the filesystem's failed flag, and
+//! a leader that finds the flag set commits nothing, so every ticket from the first
+//! failed one on fails with EIO and every earlier one succeeded.
+//!
+//! Namespace operations enqueue while they still hold their locks (so a transaction
+//! built on another's in-memory state is always queued after it) and wait after
+//! releasing them, which is what lets concurrent creates and unlinks share commits.
+//! Their change is visible in memory before it is durable, as on ext4; the readers that
+//! read metadata from the device instead of memory (readdir, readlink) and fsync/fsyncdir
+//! first wait for the inode's last such transaction ([`DaxFs::settle`]).
+
+use crate::error::{Errno, Result};
+use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
+use crate::format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
+use daxfs_journal::{LogSize, Transaction};
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A queued transaction's place in the commit order. Ticket 0 stands for a transaction
+/// that had nothing to commit.
+#[must_use = "wait() for the transaction to be durable"]
+pub(crate) struct Ticket(u64);
+
+/// The commit queue (one per mount).
+pub(crate) struct GroupCommit {
+    q: Mutex<Queue>,
+    cv: Condvar,
+    /// Mirror of `Queue::done` for lock-free "already durable?" checks ([`DaxFs::settle`]).
+    done: AtomicU64,
+}
+
+struct Queue {
+    /// Queued transactions not yet taken by a leader, in ticket order; the first has
+    /// ticket `next - pending.len()`.
+    pending: Vec<Tx>,
+    /// Ticket of the next transaction queued (tickets start at 1).
+    next: u64,
+    /// Every ticket up to this one is finished (committed or failed).
+    done: u64,
+    /// First ticket that failed (u64::MAX: none).
+    failed_from: u64,
+    /// A leader is committing (it took the queue; its tickets are not yet done).
+    leading: bool,
+    /// Threads sleeping on the condition variable.
+    waiters: usize,
+    /// Test hook: the next leader first waits until this many transactions are queued.
+    hold: usize,
+}
+
+impl GroupCommit {
+    pub(crate) fn new() -> GroupCommit {
+        GroupCommit {
+            q: Mutex::new(Queue {
+                pending: Vec::new(),
+                next: 1,
+                done: 0,
+                failed_from: u64::MAX,
+                leading: false,
+                waiters: 0,
+                hold: 0,
+            }),
+            cv: Condvar::new(),
+            done: AtomicU64::new(0),
+        }
+    }
+
+    fn sleep<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        q.waiters += 1;
+        let mut q = self.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        q.waiters -= 1;
+        q
+    }
+
+    /// Marks tickets `first..first+n` finished, failed or not, and wakes the sleepers.
+    fn finish(&self, q: &mut Queue, first: u64, n: u64, ok: bool) {
+        if !ok {
+            q.failed_from = q.failed_from.min(first);
+        }
+        q.done = first + n - 1;
+        self.done.store(q.done, Ordering::Release);
+        if q.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+}
+
+/// While a leader commits: if it unwinds, its tickets fail (and so does the filesystem)
+/// instead of leaving the followers asleep forever.
+struct Leading<'a> {
+    fs: &'a DaxFs,
+    /// First ticket not yet finished, and how many of the leader's remain.
+    next: u64,
+    left: u64,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let g = &self.fs.group;
+        let mut q = lock(&g.q);
+        if self.left > 0 {
+            self.fs.failed.store(true, Ordering::SeqCst);
+            g.finish(&mut q, self.next, self.left, false);
+        }
+        q.leading = false;
+        // Transactions queued meanwhile need a leader: wake their owners.
+        if q.waiters > 0 {
+            g.cv.notify_all();
+        }
+    }
+}
+
+/// Indexes of the bitmap blocks that hold the bits of a transaction's allocations and
+/// frees.
+fn touches(tx: &Tx) -> impl Iterator<Item = u64> + '_ {
+    tx.allocs
+        .iter()
+        .chain(tx.frees.iter())
+        .filter(|r| r.start < r.end)
+        .flat_map(|r| (r.start / BITS_PER_BITMAP_BLOCK)..=((r.end - 1) / BITS_PER_BITMAP_BLOCK))
+}
+
+impl DaxFs {
+    /// Commits a transaction: journals its records plus the bitmap blocks its
+    /// allocations and frees touch, together with whatever else is queued; once durable
+    /// its frees are applied in memory (after a checkpoint, so no older journal record
+    /// can be replayed over a reused block). Returns when it is durable.
+    pub(crate) fn commit(&self, tx: Tx) -> Result<()> {
+        let t = self.enqueue(tx);
+        self.wait(t)
+    }
+
+    /// Queues a transaction behind every one queued before it. The caller may release
+    /// its locks before [`wait`](Self::wait)ing: whoever takes them later queues behind.
+    pub(crate) fn enqueue(&self, tx: Tx) -> Ticket {
+        if tx.txn.is_empty()
+            && tx.allocs.is_empty()
+            && tx.frees.is_empty()
+            && tx.freed_inos.is_empty()
+        {
+            return Ticket(0);
+        }
+        let mut q = lock(&self.group.q);
+        q.pending.push(tx);
+        let t = q.next;
+        q.next += 1;
+        if q.hold > 0 && q.waiters > 0 {
+            self.group.cv.notify_all();
+        }
+        Ticket(t)
+    }
+
+    /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
+    /// itself when no one else is.
+    pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
+        self.wait_for(t.0)
+    }
+
+    /// Waits until the transaction with ticket `t` (an [`Inode::pending`] value) is
+    /// applied: the device then holds what memory says.
+    pub(crate) fn settle(&self, inode: &Inode) {
+        let t = inode.pending.load(Ordering::Acquire);
+        if t > self.group.done.load(Ordering::Acquire) {
+            let _ = self.wait_for(t);
+        }
+    }
+
+    /// Records that `t` changes what readers of these inodes read from the device.
+    /// Called with the inodes' state locks held, before they are released.
+    pub(crate) fn mark_pending(&self, t: &Ticket, inodes: &[&Arc<Inode>]) {
+        for i in inodes {
+            i.pending.fetch_max(t.0, Ordering::AcqRel);
+        }
+    }
+
+    fn wait_for(&self, t: u64) -> Result<()> {
+        let g = &self.group;
+        let mut q = lock(&g.q);
+        loop {
+            if q.done >= t {
+                return if t < q.failed_from {
+                    Ok(())
+                } else {
+                    Err(Errno::EIO)
+                };
+            }
+            if !q.leading && !q.pending.is_empty() {
+                q = self.lead(q);
+            } else {
+                q = g.sleep(q);
+            }
+        }
+    }
+
+    /// Commits everything queued, in as few journal transactions as fit the log.
+    fn lead<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let g = &self.group;
+        q.leading = true;
+        if q.hold > 0 {
+            // Bounded so that a test that miscounts fails its assertion instead of
+            // hanging.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while q.pending.len() < q.hold && Instant::now() < deadline {
+                q.waiters += 1;
+                let (nq, _) =
+                    g.cv.wait_timeout(q, Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner());
+                q = nq;
+                q.waiters -= 1;
+            }
+            q.hold = 0;
+        }
+        let mut batch = std::mem::take(&mut q.pending);
+        let mut guard = Leading {
+            fs: self,
+            next: q.next - batch.len() as u64,
+            left: batch.len() as u64,
+        };
+        drop(q);
+        while !batch.is_empty() {
+            let (n, ok) = self.commit_prefix(&mut batch);
+            let mut q = lock(&g.q);
+            g.finish(&mut q, guard.next, n, ok);
+            guard.next += n;
+            guard.left -= n;
+        }
+        drop(guard);
+        lock(&g.q)
+    }
+
+    /// Commits the longest prefix of `batch` that fits one journal transaction (at least
+    /// one member) and removes it; returns its length and whether it is durable.
+    fn commit_prefix(&self, batch: &mut Vec<Tx>) -> (u64, bool) {
+        if self.failed.load(Ordering::SeqCst) {
+            // Memory may be ahead of the media (a failed commit, or an operation that
+            // could not finish): nothing more may be written.
+            let n = batch.len() as u64;
+            batch.clear();
+            return (n, false);
+        }
+        let mut journal = lock(&self.journal);
+        let log_bytes = journal.log_bytes();
+        let mut size = LogSize::new();
+        let mut touched = BTreeSet::new();
+        let mut n = 0;
+        for tx in batch.iter() {
+            let mut grown = size;
+            grown.add(&tx.txn);
+            let new: BTreeSet<u64> = touches(tx).filter(|b| !touched.contains(b)).collect();
+            for _ in &new {
+                grown.add_record(BLOCK_SIZE);
+            }
+            if n > 0 && grown.encoded_len() > log_bytes {
+                break;
+            }
+            size = grown;
+            touched.extend(new);
+            n += 1;
+        }
+        let members: Vec<Tx> = batch.drain(..n).collect();
+        let frees: Vec<Range<u64>> = members.iter().flat_map(|m| m.frees.clone()).collect();
+        let mut bitmaps = Transaction::new();
+        {
+            let space = lock(&self.space);
+            for &i in &touched {
+                let img = self.bitmap_image(&space, i, &frees);
+                bitmaps.write(self.geo.bitmap_block_offset(i), &img);
+            }
+        }
+        let mut txns: Vec<&Transaction> = members.iter().map(|m| &m.txn).collect();
+        txns.push(&bitmaps);
+        let wrote = txns.iter().any(|t| !t.is_empty());
+        if let Err(e) = journal.commit_batch(&txns) {
+            self.failed.store(true, Ordering::SeqCst);
+            eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
+            return (n as u64, false);
+        }
+        if wrote {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .transactions
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if !frees.is_empty() {
+            if journal.checkpoint().is_err() {
+                self.failed.store(true, Ordering::SeqCst);
+                return (n as u64, false);
+            }
+            let mut space = lock(&self.space);
+            for r in frees {
+                if space.free(r).is_err() {
+                    self.refs.note_violation();
+                }
+            }
+        }
+        drop(journal);
+        if members.iter().any(|m| !m.freed_inos.is_empty()) {
+            let mut inodes = wlock(&self.inodes);
+            let mut free = lock(&self.free_inos);
+            for ino in members.iter().flat_map(|m| m.freed_inos.iter().copied()) {
+                inodes.remove(&ino);
+                free.insert(ino);
+            }
+        }
+        (n as u64, true)
+    }
+
+    /// Test hook: the next commit that leads waits (at most 10 s) until `queued`
+    /// transactions, its own included, are queued, so that a test can make a batch of
+    /// a known size without relying on timing.
+    #[doc(hidden)]
+    pub fn hold_next_commit_until_queued(&self, queued: usize) {
+        lock(&self.group.q).hold = queued;
+    }
+}
