@@ -35,12 +35,16 @@
 use crate::error::{Errno, Result};
 use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
 use crate::format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
-use daxfs_journal::{LogSize, Transaction};
+use daxfs_journal::{Journal, LogSize, Transaction};
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// Busy-wait iterations, then the time a follower yields, before it sleeps.
+const SPINS: u32 = 200;
+const SPIN_TIME: Duration = Duration::from_micros(50);
 
 /// A queued transaction's place in the commit order. Ticket 0 stands for a transaction
 /// that had nothing to commit.
@@ -51,8 +55,10 @@ pub(crate) struct Ticket(u64);
 pub(crate) struct GroupCommit {
     q: Mutex<Queue>,
     cv: Condvar,
-    /// Mirror of `Queue::done` for lock-free "already durable?" checks ([`DaxFs::settle`]).
+    /// Mirrors of `Queue::done` and `Queue::leading`, read without the mutex: by
+    /// [`DaxFs::settle`], and by followers spinning while a commit runs.
     done: AtomicU64,
+    leading: AtomicBool,
 }
 
 struct Queue {
@@ -69,8 +75,12 @@ struct Queue {
     leading: bool,
     /// Threads sleeping on the condition variable.
     waiters: usize,
-    /// Test hook: the next leader first waits until this many transactions are queued.
+    /// Test hook: the next leader first waits until this many transactions are queued,
+    /// or for `hold_for` at most.
     hold: usize,
+    hold_for: Duration,
+    /// An empty vector with capacity, swapped with `pending` by the leader.
+    spare: Vec<Tx>,
 }
 
 impl GroupCommit {
@@ -84,9 +94,12 @@ impl GroupCommit {
                 leading: false,
                 waiters: 0,
                 hold: 0,
+                hold_for: Duration::ZERO,
+                spare: Vec::new(),
             }),
             cv: Condvar::new(),
             done: AtomicU64::new(0),
+            leading: AtomicBool::new(false),
         }
     }
 
@@ -97,21 +110,38 @@ impl GroupCommit {
         q
     }
 
-    /// Marks tickets `first..first+n` finished, failed or not, and wakes the sleepers.
-    fn finish(&self, q: &mut Queue, first: u64, n: u64, ok: bool) {
+    /// Marks tickets `first..first+n` finished, failed or not; with `last`, the leader
+    /// also steps down. Wakes the sleepers (among them, owners of transactions queued
+    /// meanwhile, which need a new leader).
+    fn finish(&self, q: &mut Queue, first: u64, n: u64, ok: bool, last: bool) {
         if !ok {
             q.failed_from = q.failed_from.min(first);
         }
         q.done = first + n - 1;
         self.done.store(q.done, Ordering::Release);
+        if last {
+            q.leading = false;
+            self.leading.store(false, Ordering::Release);
+        }
         if q.waiters > 0 {
             self.cv.notify_all();
         }
     }
+
+    /// The outcome of ticket `t` if it is finished.
+    fn outcome(q: &Queue, t: u64) -> Option<Result<()>> {
+        if q.done < t {
+            None
+        } else if t < q.failed_from {
+            Some(Ok(()))
+        } else {
+            Some(Err(Errno::EIO))
+        }
+    }
 }
 
-/// While a leader commits: if it unwinds, its tickets fail (and so does the filesystem)
-/// instead of leaving the followers asleep forever.
+/// Armed while a leader commits: if it unwinds, its remaining tickets fail (and so does
+/// the filesystem) instead of leaving the followers asleep forever.
 struct Leading<'a> {
     fs: &'a DaxFs,
     /// First ticket not yet finished, and how many of the leader's remain.
@@ -121,16 +151,11 @@ struct Leading<'a> {
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        let g = &self.fs.group;
-        let mut q = lock(&g.q);
         if self.left > 0 {
+            let g = &self.fs.group;
+            let mut q = lock(&g.q);
             self.fs.failed.store(true, Ordering::SeqCst);
-            g.finish(&mut q, self.next, self.left, false);
-        }
-        q.leading = false;
-        // Transactions queued meanwhile need a leader: wake their owners.
-        if q.waiters > 0 {
-            g.cv.notify_all();
+            g.finish(&mut q, self.next, self.left, false, true);
         }
     }
 }
@@ -170,6 +195,7 @@ impl DaxFs {
         let t = q.next;
         q.next += 1;
         if q.hold > 0 && q.waiters > 0 {
+            // A held leader counts the queue.
             self.group.cv.notify_all();
         }
         Ticket(t)
@@ -200,20 +226,34 @@ impl DaxFs {
 
     fn wait_for(&self, t: u64) -> Result<()> {
         let g = &self.group;
+        // A commit takes microseconds, less than falling asleep and being woken up: while
+        // one runs, spin (then yield, in case the leader waits for this CPU) for a
+        // little longer than a commit before sleeping. No one leading means nothing to
+        // wait for: this transaction is finished, or this thread is to commit it.
+        let mut spins = 0u32;
+        let mut deadline = None;
+        while g.done.load(Ordering::Acquire) < t && g.leading.load(Ordering::Acquire) {
+            if spins < SPINS {
+                std::hint::spin_loop();
+                spins += 1;
+                continue;
+            }
+            let end = *deadline.get_or_insert_with(|| Instant::now() + SPIN_TIME);
+            if Instant::now() >= end {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let mut q = lock(&g.q);
         loop {
-            if q.done >= t {
-                return if t < q.failed_from {
-                    Ok(())
-                } else {
-                    Err(Errno::EIO)
-                };
+            if let Some(r) = GroupCommit::outcome(&q, t) {
+                return r;
             }
-            if !q.leading && !q.pending.is_empty() {
-                q = self.lead(q);
+            q = if !q.leading && !q.pending.is_empty() {
+                self.lead(q)
             } else {
-                q = g.sleep(q);
-            }
+                g.sleep(q)
+            };
         }
     }
 
@@ -221,10 +261,9 @@ impl DaxFs {
     fn lead<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
         let g = &self.group;
         q.leading = true;
+        g.leading.store(true, Ordering::Release);
         if q.hold > 0 {
-            // Bounded so that a test that miscounts fails its assertion instead of
-            // hanging.
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + q.hold_for;
             while q.pending.len() < q.hold && Instant::now() < deadline {
                 q.waiters += 1;
                 let (nq, _) =
@@ -235,22 +274,27 @@ impl DaxFs {
             }
             q.hold = 0;
         }
-        let mut batch = std::mem::take(&mut q.pending);
+        // The queue's spare vector keeps its capacity from batch to batch.
+        let spare = std::mem::take(&mut q.spare);
+        let mut batch = std::mem::replace(&mut q.pending, spare);
         let mut guard = Leading {
             fs: self,
             next: q.next - batch.len() as u64,
             left: batch.len() as u64,
         };
         drop(q);
-        while !batch.is_empty() {
+        loop {
             let (n, ok) = self.commit_prefix(&mut batch);
             let mut q = lock(&g.q);
-            g.finish(&mut q, guard.next, n, ok);
+            let last = batch.is_empty();
+            g.finish(&mut q, guard.next, n, ok, last);
             guard.next += n;
             guard.left -= n;
+            if last {
+                q.spare = batch;
+                return q;
+            }
         }
-        drop(guard);
-        lock(&g.q)
     }
 
     /// Commits the longest prefix of `batch` that fits one journal transaction (at least
@@ -282,44 +326,10 @@ impl DaxFs {
             touched.extend(new);
             n += 1;
         }
-        let members: Vec<Tx> = batch.drain(..n).collect();
-        let frees: Vec<Range<u64>> = members.iter().flat_map(|m| m.frees.clone()).collect();
-        let mut bitmaps = Transaction::new();
-        {
-            let space = lock(&self.space);
-            for &i in &touched {
-                let img = self.bitmap_image(&space, i, &frees);
-                bitmaps.write(self.geo.bitmap_block_offset(i), &img);
-            }
-        }
-        let mut txns: Vec<&Transaction> = members.iter().map(|m| &m.txn).collect();
-        txns.push(&bitmaps);
-        let wrote = txns.iter().any(|t| !t.is_empty());
-        if let Err(e) = journal.commit_batch(&txns) {
-            self.failed.store(true, Ordering::SeqCst);
-            eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
-            return (n as u64, false);
-        }
-        if wrote {
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        self.stats
-            .transactions
-            .fetch_add(n as u64, Ordering::Relaxed);
-        if !frees.is_empty() {
-            if journal.checkpoint().is_err() {
-                self.failed.store(true, Ordering::SeqCst);
-                return (n as u64, false);
-            }
-            let mut space = lock(&self.space);
-            for r in frees {
-                if space.free(r).is_err() {
-                    self.refs.note_violation();
-                }
-            }
-        }
+        let members = &batch[..n];
+        let ok = self.commit_members(&mut journal, members, &touched);
         drop(journal);
-        if members.iter().any(|m| !m.freed_inos.is_empty()) {
+        if ok && members.iter().any(|m| !m.freed_inos.is_empty()) {
             let mut inodes = wlock(&self.inodes);
             let mut free = lock(&self.free_inos);
             for ino in members.iter().flat_map(|m| m.freed_inos.iter().copied()) {
@@ -327,14 +337,82 @@ impl DaxFs {
                 free.insert(ino);
             }
         }
-        (n as u64, true)
+        batch.drain(..n);
+        (n as u64, ok)
     }
 
-    /// Test hook: the next commit that leads waits (at most 10 s) until `queued`
-    /// transactions, its own included, are queued, so that a test can make a batch of
-    /// a known size without relying on timing.
+    /// One journal commit of `members` followed by the bitmap blocks `touched`, then the
+    /// checkpoint and the return of their frees to the allocator. False on failure
+    /// (the filesystem is then failed).
+    fn commit_members(
+        &self,
+        journal: &mut Journal,
+        members: &[Tx],
+        touched: &BTreeSet<u64>,
+    ) -> bool {
+        let gathered: Vec<Range<u64>>;
+        let frees: &[Range<u64>] = match members {
+            [one] => &one.frees,
+            _ => {
+                gathered = members
+                    .iter()
+                    .flat_map(|m| m.frees.iter().cloned())
+                    .collect();
+                &gathered
+            }
+        };
+        // The images are taken now, after every member's allocations, with every member's
+        // frees shown free (the allocator sees them free only after the checkpoint).
+        let mut bitmaps = Transaction::new();
+        {
+            let space = lock(&self.space);
+            for &i in touched {
+                let img = self.bitmap_image(&space, i, frees);
+                bitmaps.write(self.geo.bitmap_block_offset(i), &img);
+            }
+        }
+        let res = match members {
+            [one] => journal.commit_batch(&[&one.txn, &bitmaps]),
+            _ => {
+                let mut txns: Vec<&Transaction> = members.iter().map(|m| &m.txn).collect();
+                txns.push(&bitmaps);
+                journal.commit_batch(&txns)
+            }
+        };
+        if let Err(e) = res {
+            self.failed.store(true, Ordering::SeqCst);
+            eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
+            return false;
+        }
+        if !bitmaps.is_empty() || members.iter().any(|m| !m.txn.is_empty()) {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .transactions
+            .fetch_add(members.len() as u64, Ordering::Relaxed);
+        if !frees.is_empty() {
+            if journal.checkpoint().is_err() {
+                self.failed.store(true, Ordering::SeqCst);
+                return false;
+            }
+            let mut space = lock(&self.space);
+            for r in frees {
+                if space.free(r.clone()).is_err() {
+                    self.refs.note_violation();
+                }
+            }
+        }
+        true
+    }
+
+    /// Test hook: the next commit that leads first waits until `queued` transactions,
+    /// its own included, are queued (or `at_most` has passed, so that a test that
+    /// miscounts fails its assertions instead of hanging). Lets a test build a batch of a
+    /// known size, or keep a transaction in flight, without relying on timing.
     #[doc(hidden)]
-    pub fn hold_next_commit_until_queued(&self, queued: usize) {
-        lock(&self.group.q).hold = queued;
+    pub fn hold_next_commit(&self, queued: usize, at_most: Duration) {
+        let mut q = lock(&self.group.q);
+        q.hold = queued;
+        q.hold_for = at_most;
     }
 }
