@@ -81,6 +81,8 @@ struct Queue {
     hold_for: Duration,
     /// An empty vector with capacity, swapped with `pending` by the leader.
     spare: Vec<Tx>,
+    /// The leader's bitmap records, kept for their capacity.
+    bitmaps: Transaction,
 }
 
 impl GroupCommit {
@@ -96,6 +98,7 @@ impl GroupCommit {
                 hold: 0,
                 hold_for: Duration::ZERO,
                 spare: Vec::new(),
+                bitmaps: Transaction::new(),
             }),
             cv: Condvar::new(),
             done: AtomicU64::new(0),
@@ -274,9 +277,11 @@ impl DaxFs {
             }
             q.hold = 0;
         }
-        // The queue's spare vector keeps its capacity from batch to batch.
+        // The spare vector and the bitmap transaction keep their capacity from batch to
+        // batch (only the leader uses them).
         let spare = std::mem::take(&mut q.spare);
         let mut batch = std::mem::replace(&mut q.pending, spare);
+        let mut bitmaps = std::mem::take(&mut q.bitmaps);
         let mut guard = Leading {
             fs: self,
             next: q.next - batch.len() as u64,
@@ -284,7 +289,7 @@ impl DaxFs {
         };
         drop(q);
         loop {
-            let (n, ok) = self.commit_prefix(&mut batch);
+            let (n, ok) = self.commit_prefix(&mut batch, &mut bitmaps);
             let mut q = lock(&g.q);
             let last = batch.is_empty();
             g.finish(&mut q, guard.next, n, ok, last);
@@ -292,6 +297,7 @@ impl DaxFs {
             guard.left -= n;
             if last {
                 q.spare = batch;
+                q.bitmaps = bitmaps;
                 return q;
             }
         }
@@ -299,7 +305,7 @@ impl DaxFs {
 
     /// Commits the longest prefix of `batch` that fits one journal transaction (at least
     /// one member) and removes it; returns its length and whether it is durable.
-    fn commit_prefix(&self, batch: &mut Vec<Tx>) -> (u64, bool) {
+    fn commit_prefix(&self, batch: &mut Vec<Tx>, bitmaps: &mut Transaction) -> (u64, bool) {
         if self.failed.load(Ordering::SeqCst) {
             // Memory may be ahead of the media (a failed commit, or an operation that
             // could not finish): nothing more may be written.
@@ -315,19 +321,22 @@ impl DaxFs {
         for tx in batch.iter() {
             let mut grown = size;
             grown.add(&tx.txn);
-            let new: BTreeSet<u64> = touches(tx).filter(|b| !touched.contains(b)).collect();
-            for _ in &new {
-                grown.add_record(BLOCK_SIZE);
+            for b in touches(tx) {
+                if touched.insert(b) {
+                    grown.add_record(BLOCK_SIZE);
+                }
             }
             if n > 0 && grown.encoded_len() > log_bytes {
+                // This member starts the next journal transaction (rare: rebuild the
+                // set without its blocks).
+                touched = batch[..n].iter().flat_map(touches).collect();
                 break;
             }
             size = grown;
-            touched.extend(new);
             n += 1;
         }
         let members = &batch[..n];
-        let ok = self.commit_members(&mut journal, members, &touched);
+        let ok = self.commit_members(&mut journal, members, &touched, bitmaps);
         drop(journal);
         if ok && members.iter().any(|m| !m.freed_inos.is_empty()) {
             let mut inodes = wlock(&self.inodes);
@@ -349,6 +358,7 @@ impl DaxFs {
         journal: &mut Journal,
         members: &[Tx],
         touched: &BTreeSet<u64>,
+        bitmaps: &mut Transaction,
     ) -> bool {
         let gathered: Vec<Range<u64>>;
         let frees: &[Range<u64>] = match members {
@@ -363,7 +373,7 @@ impl DaxFs {
         };
         // The images are taken now, after every member's allocations, with every member's
         // frees shown free (the allocator sees them free only after the checkpoint).
-        let mut bitmaps = Transaction::new();
+        bitmaps.clear();
         {
             let space = lock(&self.space);
             for &i in touched {
@@ -372,10 +382,10 @@ impl DaxFs {
             }
         }
         let res = match members {
-            [one] => journal.commit_batch(&[&one.txn, &bitmaps]),
+            [one] => journal.commit_batch(&[&one.txn, bitmaps]),
             _ => {
                 let mut txns: Vec<&Transaction> = members.iter().map(|m| &m.txn).collect();
-                txns.push(&bitmaps);
+                txns.push(bitmaps);
                 journal.commit_batch(&txns)
             }
         };

@@ -361,8 +361,10 @@ impl Journal {
                 log_bytes: self.log_len,
             });
         }
-        for (off, data) in batch.iter().flat_map(|t| t.writes()) {
-            self.check_target(off, data.len() as u64)?;
+        for txn in batch {
+            for (off, data) in txn.writes() {
+                self.check_target(off, data.len() as u64)?;
+            }
         }
         if needed > self.log_len - self.head {
             // Everything committed is already applied and durable, so the log can be
@@ -379,9 +381,11 @@ impl Journal {
         self.media.flush(at, needed);
         self.media.fence();
 
-        for (off, data) in batch.iter().flat_map(|t| t.writes()) {
-            self.media.write(off, data);
-            self.media.flush(off, data.len() as u64);
+        for txn in batch {
+            for (off, data) in txn.writes() {
+                self.media.write(off, data);
+                self.media.flush(off, data.len() as u64);
+            }
         }
         self.media.fence();
 
@@ -464,16 +468,18 @@ impl Journal {
         put_u32(h, 4, crc);
 
         let mut p = TXN_HEADER_SIZE as usize;
-        for (off, data) in batch.iter().flat_map(|t| t.writes()) {
-            put_u64(buf, p, off);
-            put_u32(buf, p + 8, data.len() as u32);
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&buf[p..p + 12]);
-            hasher.update(data);
-            put_u32(buf, p + 12, hasher.finalize());
-            let d = p + RECORD_HEADER_SIZE as usize;
-            buf[d..d + data.len()].copy_from_slice(data);
-            p = d + round_up(data.len() as u64, DATA_ALIGN) as usize;
+        for txn in batch {
+            for (off, data) in txn.writes() {
+                put_u64(buf, p, off);
+                put_u32(buf, p + 8, data.len() as u32);
+                let mut hasher = crc32fast::Hasher::new();
+                hasher.update(&buf[p..p + 12]);
+                hasher.update(data);
+                put_u32(buf, p + 12, hasher.finalize());
+                let d = p + RECORD_HEADER_SIZE as usize;
+                buf[d..d + data.len()].copy_from_slice(data);
+                p = d + round_up(data.len() as u64, DATA_ALIGN) as usize;
+            }
         }
 
         let c = (total - COMMIT_SIZE) as usize;
