@@ -4,8 +4,12 @@
 //! allocation, unlink). Prints the wall time of every run, the median, and the journal
 //! commits against the transactions they carried (equal without group commit).
 //!
-//! Run: `cargo run --release -p daxfs --example commit_bench [THREADS] [ROUNDS] [RUNS]`
-//! (defaults 2, 20000, 5).
+//! With MODE `write`, each round is instead one 4 KiB write into the thread's own file
+//! (cycling over its first MiB, so allocating at first, then overwriting): one
+//! transaction per write, and no namespace lock, so the threads' commits overlap.
+//!
+//! Run: `cargo run --release -p daxfs --example commit_bench [THREADS] [ROUNDS] [RUNS]
+//! [MODE]` (defaults 2, 20000, 5, `meta`).
 
 use daxfs::device::{Device, DeviceOptions};
 use daxfs::format::MkfsParams;
@@ -44,6 +48,19 @@ fn format(path: &PathBuf) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+fn writer(fs: &DaxFs, dir: u64, rounds: usize) -> Result<(), String> {
+    let data = vec![0x5au8; 4096];
+    let a = fs
+        .create(dir, b"file", 0o644, libc::O_RDWR, &Cred::root())
+        .map_err(|e| format!("create: {e}"))?;
+    for i in 0..rounds {
+        let off = (i as u64 % 256) * 4096;
+        fs.write(a.ino, off, &data, false)
+            .map_err(|e| format!("write: {e}"))?;
+    }
+    fs.release(a.ino).map_err(|e| format!("release: {e}"))
+}
+
 fn worker(fs: &DaxFs, dir: u64, rounds: usize) -> Result<(), String> {
     let cred = Cred::root();
     let data = vec![0x5au8; 4096];
@@ -62,7 +79,7 @@ fn worker(fs: &DaxFs, dir: u64, rounds: usize) -> Result<(), String> {
 }
 
 /// One run on a fresh filesystem: (seconds, journal commits, transactions).
-fn run(threads: usize, rounds: usize) -> Result<(f64, u64, u64), String> {
+fn run(threads: usize, rounds: usize, writes: bool) -> Result<(f64, u64, u64), String> {
     let dev = TempFile(PathBuf::from(format!(
         "/dev/shm/daxfs-commit-bench-{}.img",
         std::process::id()
@@ -84,7 +101,13 @@ fn run(threads: usize, rounds: usize) -> Result<(f64, u64, u64), String> {
             .iter()
             .map(|&d| {
                 let fs = &fs;
-                s.spawn(move || worker(fs, d, rounds))
+                s.spawn(move || {
+                    if writes {
+                        writer(fs, d, rounds)
+                    } else {
+                        worker(fs, d, rounds)
+                    }
+                })
             })
             .collect();
         handles
@@ -112,11 +135,13 @@ fn main() {
     let threads = arg(1, 2).max(1);
     let rounds = arg(2, 20000).max(1);
     let runs = arg(3, 5).max(1);
+    let writes = std::env::args().nth(4).is_some_and(|m| m == "write");
+    let per_round = if writes { 1 } else { 3 };
     let mut times = Vec::new();
     for r in 0..runs {
-        match run(threads, rounds) {
+        match run(threads, rounds, writes) {
             Ok((secs, commits, txns)) => {
-                let ops = (threads * rounds * 3) as f64;
+                let ops = (threads * rounds * per_round) as f64;
                 println!(
                     "run {r}: {secs:.3} s, {:.0} transactions/s, {commits} journal commits for {txns} transactions",
                     ops / secs
@@ -131,8 +156,13 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    let what = if writes {
+        "4 KiB write"
+    } else {
+        "create + 4 KiB write + unlink"
+    };
     println!(
-        "{threads} threads x {rounds} rounds (create + 4 KiB write + unlink): median {median:.3} s, {:.2} us per round per thread",
+        "{threads} threads x {rounds} rounds ({what}): median {median:.3} s, {:.2} us per round per thread",
         median * 1e6 / rounds as f64
     );
 }
