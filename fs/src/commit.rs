@@ -35,7 +35,7 @@
 use crate::error::{Errno, Result};
 use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
 use crate::format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
-use daxfs_journal::{Journal, LogSize, Transaction};
+use daxfs_journal::{LogSize, Transaction};
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,6 +59,8 @@ pub(crate) struct GroupCommit {
     /// [`DaxFs::settle`], and by followers spinning while a commit runs.
     done: AtomicU64,
     leading: AtomicBool,
+    /// `Journal::log_bytes`: the bound on one journal transaction.
+    log_bytes: u64,
 }
 
 struct Queue {
@@ -86,7 +88,7 @@ struct Queue {
 }
 
 impl GroupCommit {
-    pub(crate) fn new() -> GroupCommit {
+    pub(crate) fn new(log_bytes: u64) -> GroupCommit {
         GroupCommit {
             q: Mutex::new(Queue {
                 pending: Vec::new(),
@@ -103,6 +105,7 @@ impl GroupCommit {
             cv: Condvar::new(),
             done: AtomicU64::new(0),
             leading: AtomicBool::new(false),
+            log_bytes,
         }
     }
 
@@ -165,6 +168,11 @@ impl Drop for Leading<'_> {
 
 /// Indexes of the bitmap blocks that hold the bits of a transaction's allocations and
 /// frees.
+/// A transaction with nothing to commit (no record, allocation, free or inode slot).
+fn is_empty(tx: &Tx) -> bool {
+    tx.txn.is_empty() && tx.allocs.is_empty() && tx.frees.is_empty() && tx.freed_inos.is_empty()
+}
+
 fn touches(tx: &Tx) -> impl Iterator<Item = u64> + '_ {
     tx.allocs
         .iter()
@@ -179,21 +187,61 @@ impl DaxFs {
     /// its frees are applied in memory (after a checkpoint, so no older journal record
     /// can be replayed over a reused block). Returns when it is durable.
     pub(crate) fn commit(&self, tx: Tx) -> Result<()> {
-        let t = self.enqueue(tx);
-        self.wait(t)
+        if is_empty(&tx) {
+            return Ok(());
+        }
+        let g = &self.group;
+        let mut q = lock(&g.q);
+        if !q.leading && q.pending.is_empty() && q.hold == 0 {
+            // Alone: commit at once, without going through the queue.
+            let t = q.next;
+            q.next += 1;
+            q.leading = true;
+            g.leading.store(true, Ordering::Release);
+            let mut bitmaps = std::mem::take(&mut q.bitmaps);
+            drop(q);
+            let mut guard = Leading {
+                fs: self,
+                next: t,
+                left: 1,
+            };
+            let mut touched = BTreeSet::new();
+            touched.extend(touches(&tx));
+            let ok = !self.failed.load(Ordering::SeqCst)
+                && self.commit_members(std::slice::from_ref(&tx), &touched, &mut bitmaps);
+            let mut q = lock(&g.q);
+            guard.left = 0;
+            q.bitmaps = bitmaps;
+            g.finish(&mut q, t, 1, ok, true);
+            return if ok { Ok(()) } else { Err(Errno::EIO) };
+        }
+        let t = self.push_locked(&mut q, tx);
+        if q.leading {
+            drop(q);
+            return self.wait_for(t);
+        }
+        let q = self.lead(q);
+        match GroupCommit::outcome(&q, t) {
+            Some(r) => r,
+            None => {
+                drop(q);
+                self.wait_for(t)
+            }
+        }
     }
 
     /// Queues a transaction behind every one queued before it. The caller may release
     /// its locks before [`wait`](Self::wait)ing: whoever takes them later queues behind.
     pub(crate) fn enqueue(&self, tx: Tx) -> Ticket {
-        if tx.txn.is_empty()
-            && tx.allocs.is_empty()
-            && tx.frees.is_empty()
-            && tx.freed_inos.is_empty()
-        {
+        if is_empty(&tx) {
             return Ticket(0);
         }
         let mut q = lock(&self.group.q);
+        Ticket(self.push_locked(&mut q, tx))
+    }
+
+    /// Queues `tx`; returns its ticket.
+    fn push_locked(&self, q: &mut Queue, tx: Tx) -> u64 {
         q.pending.push(tx);
         let t = q.next;
         q.next += 1;
@@ -201,7 +249,7 @@ impl DaxFs {
             // A held leader counts the queue.
             self.group.cv.notify_all();
         }
-        Ticket(t)
+        t
     }
 
     /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
@@ -313,12 +361,13 @@ impl DaxFs {
             batch.clear();
             return (n, false);
         }
-        let mut journal = lock(&self.journal);
-        let log_bytes = journal.log_bytes();
+        let log_bytes = self.group.log_bytes;
         let mut size = LogSize::new();
         let mut touched = BTreeSet::new();
         let mut n = 0;
-        for tx in batch.iter() {
+        // A lone member is committed whatever its size (an oversized one fails).
+        let sizing = if batch.len() > 1 { &batch[..] } else { &[] };
+        for tx in sizing {
             let mut grown = size;
             grown.add(&tx.txn);
             for b in touches(tx) {
@@ -335,31 +384,25 @@ impl DaxFs {
             size = grown;
             n += 1;
         }
-        let members = &batch[..n];
-        let ok = self.commit_members(&mut journal, members, &touched, bitmaps);
-        drop(journal);
-        if ok && members.iter().any(|m| !m.freed_inos.is_empty()) {
-            let mut inodes = wlock(&self.inodes);
-            let mut free = lock(&self.free_inos);
-            for ino in members.iter().flat_map(|m| m.freed_inos.iter().copied()) {
-                inodes.remove(&ino);
-                free.insert(ino);
-            }
+        if let (0, Some(tx)) = (n, batch.first()) {
+            touched.extend(touches(tx));
+            n = 1;
         }
+        let ok = self.commit_members(&batch[..n], &touched, bitmaps);
         batch.drain(..n);
         (n as u64, ok)
     }
 
     /// One journal commit of `members` followed by the bitmap blocks `touched`, then the
-    /// checkpoint and the return of their frees to the allocator. False on failure
-    /// (the filesystem is then failed).
+    /// checkpoint and the return of their frees and inode slots. False on failure (the
+    /// filesystem is then failed).
     fn commit_members(
         &self,
-        journal: &mut Journal,
         members: &[Tx],
         touched: &BTreeSet<u64>,
         bitmaps: &mut Transaction,
     ) -> bool {
+        let mut journal = lock(&self.journal);
         let gathered: Vec<Range<u64>>;
         let frees: &[Range<u64>] = match members {
             [one] => &one.frees,
@@ -382,6 +425,7 @@ impl DaxFs {
             }
         }
         let res = match members {
+            [one] if bitmaps.is_empty() => journal.commit_batch(&[&one.txn]),
             [one] => journal.commit_batch(&[&one.txn, bitmaps]),
             _ => {
                 let mut txns: Vec<&Transaction> = members.iter().map(|m| &m.txn).collect();
@@ -410,6 +454,15 @@ impl DaxFs {
                 if space.free(r.clone()).is_err() {
                     self.refs.note_violation();
                 }
+            }
+        }
+        drop(journal);
+        if members.iter().any(|m| !m.freed_inos.is_empty()) {
+            let mut inodes = wlock(&self.inodes);
+            let mut free = lock(&self.free_inos);
+            for ino in members.iter().flat_map(|m| m.freed_inos.iter().copied()) {
+                inodes.remove(&ino);
+                free.insert(ino);
             }
         }
         true

@@ -347,15 +347,22 @@ impl Journal {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
-        let carried = batch.iter().filter(|t| !t.is_empty()).count() as u64;
+        let (mut carried, mut records, mut payload) = (0u64, 0usize, 0u64);
+        let mut size = LogSize::new();
+        for txn in batch.iter().filter(|t| !t.is_empty()) {
+            carried += 1;
+            records += txn.record_count();
+            payload += txn.payload_bytes();
+            size.add(txn);
+        }
         if carried == 0 {
             return Ok(self.next_seq.wrapping_sub(1));
         }
-        let needed = LogSize::of(batch.iter().copied()).encoded_len();
-        let records: usize = batch.iter().map(|t| t.record_count()).sum();
+        let needed = size.encoded_len();
         // A batch within the log always has fewer records than fit the header's u32
         // count (each takes at least 24 bytes); the check only keeps the cast honest.
-        if needed > self.log_len || u32::try_from(records).is_err() {
+        let count = u32::try_from(records);
+        if needed > self.log_len || count.is_err() {
             return Err(JournalError::TooLarge {
                 needed,
                 log_bytes: self.log_len,
@@ -375,7 +382,7 @@ impl Journal {
             self.stats.wraps += 1;
         }
         let seq = self.next_seq;
-        self.encode(batch, seq, needed);
+        self.encode(batch, seq, needed, count.unwrap_or(u32::MAX), payload);
         let at = self.log_base + self.head;
         self.media.write(at, &self.scratch);
         self.media.flush(at, needed);
@@ -393,7 +400,7 @@ impl Journal {
         self.next_seq = seq.wrapping_add(1);
         self.stats.commits += 1;
         self.stats.transactions += carried;
-        self.stats.payload_bytes += batch.iter().map(|t| t.payload_bytes()).sum::<u64>();
+        self.stats.payload_bytes += payload;
         self.stats.log_bytes += needed;
         Ok(seq)
     }
@@ -448,14 +455,12 @@ impl Journal {
         self.tail = tail;
     }
 
-    /// Encodes the records of `batch`, in order, as one transaction with sequence `seq`
-    /// into `self.scratch` (`total` bytes).
-    fn encode(&mut self, batch: &[&Transaction], seq: u64, total: u64) {
+    /// Encodes the records of `batch` (`count` records, `payload` bytes), in order, as
+    /// one transaction with sequence `seq` into `self.scratch` (`total` bytes).
+    fn encode(&mut self, batch: &[&Transaction], seq: u64, total: u64, count: u32, payload: u64) {
         let buf = &mut self.scratch;
         buf.clear();
         buf.resize(total as usize, 0);
-        let count = batch.iter().map(|t| t.record_count()).sum::<usize>() as u32;
-        let payload = batch.iter().map(|t| t.payload_bytes()).sum::<u64>();
 
         let h = &mut buf[..TXN_HEADER_SIZE as usize];
         put_u32(h, 0, TXN_MAGIC);
