@@ -10,8 +10,10 @@
 //! every member's freed blocks and inode slots, and wakes the followers with their
 //! outcome. A batch that would not fit the log is split into several journal
 //! transactions, committed in order. A lone committer finds no leader and an empty
-//! queue and commits at once: there is no timer and nothing waits for company; a batch
-//! forms only from transactions queued while another commit was running.
+//! queue and commits at once, without going through the queue: there is no timer and
+//! nothing waits for company; a batch forms only from transactions queued while another
+//! commit was running. A follower spins briefly (a commit takes microseconds) before it
+//! sleeps.
 //!
 //! Why here and not in daxfs-journal: the leader's work around the journal commit is the
 //! filesystem's. The bitmap images are computed from the allocator once for the whole
