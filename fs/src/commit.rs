@@ -1,19 +1,24 @@
 //! Group commit: concurrent committers share one journal commit.
 //!
 //! Every metadata change ends in [`DaxFs::commit`] (or [`DaxFs::enqueue`] then
-//! [`DaxFs::wait`]). Transactions are queued in the order they are enqueued; whoever waits
-//! while no one is leading becomes the leader, takes everything queued and writes it as
-//! ONE journal transaction (`Journal::commit_batch`: the members' records in queue
-//! order, so a later write to the same bytes wins as if they had been committed one
-//! after another, then the bitmap blocks the members touch, one commit record, one
-//! flush/fence sequence). It then checkpoints once if any member freed blocks, returns
-//! every member's freed blocks and inode slots, and wakes the followers with their
-//! outcome. A batch that would not fit the log is split into several journal
-//! transactions, committed in order. A lone committer finds no leader and an empty
-//! queue and commits at once, without going through the queue: there is no timer and
-//! nothing waits for company; a batch forms only from transactions queued while another
-//! commit was running. A follower spins briefly (a commit takes microseconds) before it
-//! sleeps.
+//! [`DaxFs::wait`]). The committer holding the journal's mutex is the leader: it takes
+//! everything queued, appends its own transaction if it has one, and writes them as ONE
+//! journal transaction (`Journal::commit_batch`: the members' records in queue order, so
+//! a later write to the same bytes wins as if they had been committed one after another,
+//! then the bitmap blocks the members touch, one commit record, one flush/fence
+//! sequence). It then checkpoints once if any member freed blocks, returns every
+//! member's freed blocks and inode slots, and publishes the outcome of every queued
+//! member. A batch that would not fit the log is split into several journal
+//! transactions, committed in order.
+//!
+//! `commit` first tries for the journal as a mutex would (a few attempts while a commit
+//! of a few microseconds finishes) and commits at once when it gets it: a lone committer
+//! never waits for company (no timer, no sleep) and never touches the queue. Only a
+//! committer that finds the journal busy for longer queues its transaction and waits,
+//! spinning briefly, then sleeping, and taking the journal itself when it comes free
+//! with its transaction still queued. So batches form exactly when commits are slow
+//! compared with the rate of new ones, and a hand-over through the queue is never paid
+//! where a plain mutex would have done.
 //!
 //! Why here and not in daxfs-journal: the leader's work around the journal commit is the
 //! filesystem's. The bitmap images are computed from the allocator once for the whole
@@ -23,28 +28,34 @@
 //! slots may only be handed back after the checkpoint. The journal supplies the
 //! primitive (`commit_batch`, and `LogSize` to split).
 //!
-//! Outcomes are monotone: a failed journal commit sets the filesystem's failed flag, and
-//! a leader that finds the flag set commits nothing, so every ticket from the first
-//! failed one on fails with EIO and every earlier one succeeded.
+//! Order: a transaction is queued, or committed, only once it is complete, and a leader
+//! commits everything queued before its own. Outcomes are monotone: a failed journal
+//! commit sets the filesystem's failed flag, and a leader that finds the flag set
+//! commits nothing, so every ticket from the first failed one on fails with EIO and
+//! every earlier one succeeded.
 //!
 //! Namespace operations enqueue while they still hold their locks (so a transaction
 //! built on another's in-memory state is always queued after it) and wait after
-//! releasing them, which is what lets concurrent creates and unlinks share commits.
-//! Their change is visible in memory before it is durable, as on ext4; the readers that
-//! read metadata from the device instead of memory (readdir, readlink) and fsync/fsyncdir
-//! first wait for the inode's last such transaction ([`DaxFs::settle`]).
+//! releasing them, which is what lets concurrent creates and unlinks build while another
+//! commits, and share commits. Their change is visible in memory before it is durable,
+//! as on ext4; the readers that read metadata from the device instead of memory
+//! (readdir, readlink) and fsync/fsyncdir first wait for the inode's last such
+//! transaction ([`DaxFs::settle`]).
 
 use crate::error::{Errno, Result};
 use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
 use crate::format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
-use daxfs_journal::{LogSize, Transaction};
+use daxfs_journal::{Journal, LogSize, Transaction};
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-/// Busy-wait iterations, then the time a follower yields, before it sleeps.
+/// Attempts at the journal's mutex before a committer queues (about as long as a
+/// mutex spins before it sleeps).
+const TRIES: u32 = 100;
+/// Busy-wait iterations, then the time a queued committer yields, before it sleeps.
 const SPINS: u32 = 200;
 const SPIN_TIME: Duration = Duration::from_micros(50);
 
@@ -57,10 +68,17 @@ pub(crate) struct Ticket(u64);
 pub(crate) struct GroupCommit {
     q: Mutex<Queue>,
     cv: Condvar,
-    /// Mirrors of `Queue::done` and `Queue::leading`, read without the mutex: by
-    /// [`DaxFs::settle`], and by followers spinning while a commit runs.
+    /// Every ticket up to this one is finished, and the first ticket that failed
+    /// (u64::MAX: none): written under `q`, read without it.
     done: AtomicU64,
-    leading: AtomicBool,
+    failed_from: AtomicU64,
+    /// `Queue::pending.len()`, for the leader's "anything queued?" without the mutex.
+    queued: AtomicUsize,
+    /// Test hook: the next leader first waits until this many transactions are there.
+    hold: AtomicUsize,
+    /// The leader's bitmap records, kept for their capacity (only the journal's holder
+    /// locks it).
+    bitmaps: Mutex<Transaction>,
     /// `Journal::log_bytes`: the bound on one journal transaction.
     log_bytes: u64,
 }
@@ -71,22 +89,12 @@ struct Queue {
     pending: Vec<Tx>,
     /// Ticket of the next transaction queued (tickets start at 1).
     next: u64,
-    /// Every ticket up to this one is finished (committed or failed).
-    done: u64,
-    /// First ticket that failed (u64::MAX: none).
-    failed_from: u64,
-    /// A leader is committing (it took the queue; its tickets are not yet done).
-    leading: bool,
     /// Threads sleeping on the condition variable.
     waiters: usize,
-    /// Test hook: the next leader first waits until this many transactions are queued,
-    /// or for `hold_for` at most.
-    hold: usize,
+    /// How long the held leader waits at most (test hook).
     hold_for: Duration,
     /// An empty vector with capacity, swapped with `pending` by the leader.
     spare: Vec<Tx>,
-    /// The leader's bitmap records, kept for their capacity.
-    bitmaps: Transaction,
 }
 
 impl GroupCommit {
@@ -95,18 +103,16 @@ impl GroupCommit {
             q: Mutex::new(Queue {
                 pending: Vec::new(),
                 next: 1,
-                done: 0,
-                failed_from: u64::MAX,
-                leading: false,
                 waiters: 0,
-                hold: 0,
                 hold_for: Duration::ZERO,
                 spare: Vec::new(),
-                bitmaps: Transaction::new(),
             }),
             cv: Condvar::new(),
             done: AtomicU64::new(0),
-            leading: AtomicBool::new(false),
+            failed_from: AtomicU64::new(u64::MAX),
+            queued: AtomicUsize::new(0),
+            hold: AtomicUsize::new(0),
+            bitmaps: Mutex::new(Transaction::new()),
             log_bytes,
         }
     }
@@ -118,41 +124,35 @@ impl GroupCommit {
         q
     }
 
-    /// Marks tickets `first..first+n` finished, failed or not; with `last`, the leader
-    /// also steps down. Wakes the sleepers (among them, owners of transactions queued
-    /// meanwhile, which need a new leader).
-    fn finish(&self, q: &mut Queue, first: u64, n: u64, ok: bool, last: bool) {
+    /// Marks tickets `first..first+n` finished, failed or not, and wakes the sleepers.
+    fn finish(&self, q: &Queue, first: u64, n: u64, ok: bool) {
+        if n == 0 {
+            return;
+        }
         if !ok {
-            q.failed_from = q.failed_from.min(first);
+            self.failed_from.fetch_min(first, Ordering::AcqRel);
         }
-        q.done = first + n - 1;
-        self.done.store(q.done, Ordering::Release);
-        if last {
-            q.leading = false;
-            self.leading.store(false, Ordering::Release);
-        }
+        self.done.store(first + n - 1, Ordering::Release);
         if q.waiters > 0 {
             self.cv.notify_all();
         }
     }
 
-    /// The outcome of ticket `t` if it is finished.
-    fn outcome(q: &Queue, t: u64) -> Option<Result<()>> {
-        if q.done < t {
-            None
-        } else if t < q.failed_from {
-            Some(Ok(()))
+    /// The outcome of finished ticket `t`.
+    fn outcome(&self, t: u64) -> Result<()> {
+        if t < self.failed_from.load(Ordering::Acquire) {
+            Ok(())
         } else {
-            Some(Err(Errno::EIO))
+            Err(Errno::EIO)
         }
     }
 }
 
-/// Armed while a leader commits: if it unwinds, its remaining tickets fail (and so does
-/// the filesystem) instead of leaving the followers asleep forever.
+/// Armed while a leader commits queued transactions: if it unwinds, their tickets fail
+/// (and so does the filesystem) instead of leaving their owners asleep forever.
 struct Leading<'a> {
     fs: &'a DaxFs,
-    /// First ticket not yet finished, and how many of the leader's remain.
+    /// First queued ticket not yet finished, and how many remain.
     next: u64,
     left: u64,
 }
@@ -161,20 +161,20 @@ impl Drop for Leading<'_> {
     fn drop(&mut self) {
         if self.left > 0 {
             let g = &self.fs.group;
-            let mut q = lock(&g.q);
             self.fs.failed.store(true, Ordering::SeqCst);
-            g.finish(&mut q, self.next, self.left, false, true);
+            let q = lock(&g.q);
+            g.finish(&q, self.next, self.left, false);
         }
     }
 }
 
-/// Indexes of the bitmap blocks that hold the bits of a transaction's allocations and
-/// frees.
 /// A transaction with nothing to commit (no record, allocation, free or inode slot).
 fn is_empty(tx: &Tx) -> bool {
     tx.txn.is_empty() && tx.allocs.is_empty() && tx.frees.is_empty() && tx.freed_inos.is_empty()
 }
 
+/// Indexes of the bitmap blocks that hold the bits of a transaction's allocations and
+/// frees.
 fn touches(tx: &Tx) -> impl Iterator<Item = u64> + '_ {
     tx.allocs
         .iter()
@@ -192,44 +192,18 @@ impl DaxFs {
         if is_empty(&tx) {
             return Ok(());
         }
-        let g = &self.group;
-        let mut q = lock(&g.q);
-        if !q.leading && q.pending.is_empty() && q.hold == 0 {
-            // Alone: commit at once, without going through the queue.
-            let t = q.next;
-            q.next += 1;
-            q.leading = true;
-            g.leading.store(true, Ordering::Release);
-            let mut bitmaps = std::mem::take(&mut q.bitmaps);
-            drop(q);
-            let mut guard = Leading {
-                fs: self,
-                next: t,
-                left: 1,
-            };
-            let mut touched = BTreeSet::new();
-            touched.extend(touches(&tx));
-            let ok = !self.failed.load(Ordering::SeqCst)
-                && self.commit_members(std::slice::from_ref(&tx), &touched, &mut bitmaps);
-            let mut q = lock(&g.q);
-            guard.left = 0;
-            q.bitmaps = bitmaps;
-            g.finish(&mut q, t, 1, ok, true);
-            return if ok { Ok(()) } else { Err(Errno::EIO) };
-        }
-        let t = self.push_locked(&mut q, tx);
-        if q.leading {
-            drop(q);
-            return self.wait_for(t);
-        }
-        let q = self.lead(q);
-        match GroupCommit::outcome(&q, t) {
-            Some(r) => r,
-            None => {
-                drop(q);
-                self.wait_for(t)
+        for _ in 0..TRIES {
+            if let Some(journal) = self.try_journal() {
+                return if self.lead(journal, Some(tx)) {
+                    Ok(())
+                } else {
+                    Err(Errno::EIO)
+                };
             }
+            std::hint::spin_loop();
         }
+        let t = self.enqueue(tx);
+        self.wait(t)
     }
 
     /// Queues a transaction behind every one queued before it. The caller may release
@@ -238,24 +212,21 @@ impl DaxFs {
         if is_empty(&tx) {
             return Ticket(0);
         }
-        let mut q = lock(&self.group.q);
-        Ticket(self.push_locked(&mut q, tx))
-    }
-
-    /// Queues `tx`; returns its ticket.
-    fn push_locked(&self, q: &mut Queue, tx: Tx) -> u64 {
+        let g = &self.group;
+        let mut q = lock(&g.q);
         q.pending.push(tx);
+        g.queued.store(q.pending.len(), Ordering::SeqCst);
         let t = q.next;
         q.next += 1;
-        if q.hold > 0 && q.waiters > 0 {
+        if g.hold.load(Ordering::Relaxed) > 0 && q.waiters > 0 {
             // A held leader counts the queue.
-            self.group.cv.notify_all();
+            g.cv.notify_all();
         }
-        t
+        Ticket(t)
     }
 
     /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
-    /// itself when no one else is.
+    /// itself when the journal is free.
     pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
         self.wait_for(t.0)
     }
@@ -277,134 +248,162 @@ impl DaxFs {
         }
     }
 
+    /// The journal, if no one holds it (a poisoned mutex is taken over: the data it
+    /// protects is kept consistent by transactions).
+    fn try_journal(&self) -> Option<MutexGuard<'_, Journal>> {
+        match self.journal.try_lock() {
+            Ok(j) => Some(j),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
     fn wait_for(&self, t: u64) -> Result<()> {
         let g = &self.group;
-        // A commit takes microseconds, less than falling asleep and being woken up: while
-        // one runs, spin (then yield, in case the leader waits for this CPU) for a
-        // little longer than a commit before sleeping. No one leading means nothing to
-        // wait for: this transaction is finished, or this thread is to commit it.
+        // A commit takes microseconds, less than falling asleep and being woken up:
+        // spin (then yield, in case the leader waits for this CPU) for a little longer
+        // than a commit before sleeping.
         let mut spins = 0u32;
         let mut deadline = None;
-        while g.done.load(Ordering::Acquire) < t && g.leading.load(Ordering::Acquire) {
+        loop {
+            if g.done.load(Ordering::Acquire) >= t {
+                return g.outcome(t);
+            }
+            if let Some(journal) = self.try_journal() {
+                self.lead(journal, None);
+                continue;
+            }
             if spins < SPINS {
                 std::hint::spin_loop();
                 spins += 1;
                 continue;
             }
             let end = *deadline.get_or_insert_with(|| Instant::now() + SPIN_TIME);
-            if Instant::now() >= end {
-                break;
+            if Instant::now() < end {
+                std::thread::yield_now();
+                continue;
             }
-            std::thread::yield_now();
-        }
-        let mut q = lock(&g.q);
-        loop {
-            if let Some(r) = GroupCommit::outcome(&q, t) {
-                return r;
+            // Sleep until a leader publishes or gives the journal up (both wake the
+            // sleepers: see `lead`).
+            let mut q = lock(&g.q);
+            loop {
+                if g.done.load(Ordering::Acquire) >= t {
+                    break;
+                }
+                // Pairs with the fence in `lead`: either this sees the journal free, or
+                // its holder sees this transaction queued and wakes the sleepers.
+                fence(Ordering::SeqCst);
+                if let Some(journal) = self.try_journal() {
+                    drop(q);
+                    self.lead(journal, None);
+                    break;
+                }
+                q = g.sleep(q);
             }
-            q = if !q.leading && !q.pending.is_empty() {
-                self.lead(q)
-            } else {
-                g.sleep(q)
-            };
         }
     }
 
-    /// Commits everything queued, in as few journal transactions as fit the log.
-    fn lead<'a>(&'a self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+    /// As the journal's holder: commits everything queued, then `own` (whose committer
+    /// is the caller). Returns whether `own` is durable (true if there is none).
+    fn lead(&self, mut journal: MutexGuard<'_, Journal>, own: Option<Tx>) -> bool {
         let g = &self.group;
-        q.leading = true;
-        g.leading.store(true, Ordering::Release);
-        if q.hold > 0 {
-            let deadline = Instant::now() + q.hold_for;
-            while q.pending.len() < q.hold && Instant::now() < deadline {
-                q.waiters += 1;
-                let (nq, _) =
-                    g.cv.wait_timeout(q, Duration::from_millis(100))
-                        .unwrap_or_else(|e| e.into_inner());
-                q = nq;
-                q.waiters -= 1;
+        let held = g.hold.load(Ordering::Relaxed);
+        let mut own_ok = true;
+        if g.queued.load(Ordering::SeqCst) == 0 && held == 0 {
+            // Nothing queued: the lone path, which never touches the queue.
+            if let Some(tx) = own {
+                own_ok = self.commit_part(&mut journal, std::slice::from_ref(&tx));
             }
-            q.hold = 0;
-        }
-        // The spare vector and the bitmap transaction keep their capacity from batch to
-        // batch (only the leader uses them).
-        let spare = std::mem::take(&mut q.spare);
-        let mut batch = std::mem::replace(&mut q.pending, spare);
-        let mut bitmaps = std::mem::take(&mut q.bitmaps);
-        let mut guard = Leading {
-            fs: self,
-            next: q.next - batch.len() as u64,
-            left: batch.len() as u64,
-        };
-        drop(q);
-        loop {
-            let (n, ok) = self.commit_prefix(&mut batch, &mut bitmaps);
+        } else {
             let mut q = lock(&g.q);
-            let last = batch.is_empty();
-            g.finish(&mut q, guard.next, n, ok, last);
-            guard.next += n;
-            guard.left -= n;
-            if last {
-                q.spare = batch;
-                q.bitmaps = bitmaps;
-                return q;
+            if held > 0 {
+                let want = held.saturating_sub(usize::from(own.is_some()));
+                let deadline = Instant::now() + q.hold_for;
+                while q.pending.len() < want && Instant::now() < deadline {
+                    q.waiters += 1;
+                    let (nq, _) =
+                        g.cv.wait_timeout(q, Duration::from_millis(100))
+                            .unwrap_or_else(|e| e.into_inner());
+                    q = nq;
+                    q.waiters -= 1;
+                }
+                g.hold.store(0, Ordering::Relaxed);
+            }
+            let spare = std::mem::take(&mut q.spare);
+            let mut batch = std::mem::replace(&mut q.pending, spare);
+            g.queued.store(0, Ordering::SeqCst);
+            let mut guard = Leading {
+                fs: self,
+                next: q.next - batch.len() as u64,
+                left: batch.len() as u64,
+            };
+            drop(q);
+            let has_own = own.is_some();
+            batch.extend(own);
+            while !batch.is_empty() {
+                let (n, ok) = self.commit_prefix(&mut journal, &mut batch);
+                // The caller's own transaction comes last and has no ticket.
+                let queued = n.min(guard.left);
+                if has_own && batch.is_empty() {
+                    own_ok = ok;
+                }
+                let mut q = lock(&g.q);
+                g.finish(&q, guard.next, queued, ok);
+                guard.next += queued;
+                guard.left -= queued;
+                if batch.is_empty() {
+                    q.spare = std::mem::take(&mut batch);
+                }
             }
         }
+        drop(journal);
+        // A committer that queued while the journal was held, and went to sleep, must
+        // learn that it is free (the store-load pair with `enqueue`/`wait_for` needs
+        // the fence).
+        fence(Ordering::SeqCst);
+        if g.queued.load(Ordering::SeqCst) > 0 {
+            let q = lock(&g.q);
+            if q.waiters > 0 {
+                g.cv.notify_all();
+            }
+        }
+        own_ok
     }
 
     /// Commits the longest prefix of `batch` that fits one journal transaction (at least
     /// one member) and removes it; returns its length and whether it is durable.
-    fn commit_prefix(&self, batch: &mut Vec<Tx>, bitmaps: &mut Transaction) -> (u64, bool) {
-        if self.failed.load(Ordering::SeqCst) {
-            // Memory may be ahead of the media (a failed commit, or an operation that
-            // could not finish): nothing more may be written.
-            let n = batch.len() as u64;
-            batch.clear();
-            return (n, false);
-        }
-        let log_bytes = self.group.log_bytes;
+    fn commit_prefix(&self, journal: &mut Journal, batch: &mut Vec<Tx>) -> (u64, bool) {
         let mut size = LogSize::new();
-        let mut touched = BTreeSet::new();
+        let mut seen = BTreeSet::new();
         let mut n = 0;
-        // A lone member is committed whatever its size (an oversized one fails).
-        let sizing = if batch.len() > 1 { &batch[..] } else { &[] };
-        for tx in sizing {
+        for tx in batch.iter() {
             let mut grown = size;
             grown.add(&tx.txn);
             for b in touches(tx) {
-                if touched.insert(b) {
+                if seen.insert(b) {
                     grown.add_record(BLOCK_SIZE);
                 }
             }
-            if n > 0 && grown.encoded_len() > log_bytes {
-                // This member starts the next journal transaction (rare: rebuild the
-                // set without its blocks).
-                touched = batch[..n].iter().flat_map(touches).collect();
+            if n > 0 && grown.encoded_len() > self.group.log_bytes {
                 break;
             }
             size = grown;
             n += 1;
         }
-        if let (0, Some(tx)) = (n, batch.first()) {
-            touched.extend(touches(tx));
-            n = 1;
-        }
-        let ok = self.commit_members(&batch[..n], &touched, bitmaps);
+        let ok = self.commit_part(journal, &batch[..n]);
         batch.drain(..n);
         (n as u64, ok)
     }
 
-    /// One journal commit of `members` followed by the bitmap blocks `touched`, then the
-    /// checkpoint and the return of their frees and inode slots. False on failure (the
-    /// filesystem is then failed).
-    fn commit_members(
-        &self,
-        members: &[Tx],
-        touched: &BTreeSet<u64>,
-        bitmaps: &mut Transaction,
-    ) -> bool {
-        let mut journal = lock(&self.journal);
+    /// One journal commit of `members` followed by the bitmap blocks they touch, then
+    /// the checkpoint and the return of their frees and inode slots. False on failure
+    /// (the filesystem is then failed).
+    fn commit_part(&self, journal: &mut Journal, members: &[Tx]) -> bool {
+        if self.failed.load(Ordering::SeqCst) {
+            // Memory may be ahead of the media (a failed commit, or an operation that
+            // could not finish): nothing more may be written.
+            return false;
+        }
         let gathered: Vec<Range<u64>>;
         let frees: &[Range<u64>] = match members {
             [one] => &one.frees,
@@ -416,22 +415,27 @@ impl DaxFs {
                 &gathered
             }
         };
+        let mut touched = BTreeSet::new();
+        for m in members {
+            touched.extend(touches(m));
+        }
         // The images are taken now, after every member's allocations, with every member's
         // frees shown free (the allocator sees them free only after the checkpoint).
+        let mut bitmaps = lock(&self.group.bitmaps);
         bitmaps.clear();
-        {
+        if !touched.is_empty() {
             let space = lock(&self.space);
-            for &i in touched {
+            for &i in &touched {
                 let img = self.bitmap_image(&space, i, frees);
                 bitmaps.write(self.geo.bitmap_block_offset(i), &img);
             }
         }
         let res = match members {
             [one] if bitmaps.is_empty() => journal.commit_batch(&[&one.txn]),
-            [one] => journal.commit_batch(&[&one.txn, bitmaps]),
+            [one] => journal.commit_batch(&[&one.txn, &bitmaps]),
             _ => {
                 let mut txns: Vec<&Transaction> = members.iter().map(|m| &m.txn).collect();
-                txns.push(bitmaps);
+                txns.push(&bitmaps);
                 journal.commit_batch(&txns)
             }
         };
@@ -443,6 +447,7 @@ impl DaxFs {
         if !bitmaps.is_empty() || members.iter().any(|m| !m.txn.is_empty()) {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
         }
+        drop(bitmaps);
         self.stats
             .transactions
             .fetch_add(members.len() as u64, Ordering::Relaxed);
@@ -458,7 +463,6 @@ impl DaxFs {
                 }
             }
         }
-        drop(journal);
         if members.iter().any(|m| !m.freed_inos.is_empty()) {
             let mut inodes = wlock(&self.inodes);
             let mut free = lock(&self.free_inos);
@@ -471,13 +475,13 @@ impl DaxFs {
     }
 
     /// Test hook: the next commit that leads first waits until `queued` transactions,
-    /// its own included, are queued (or `at_most` has passed, so that a test that
+    /// its own included, are there (or `at_most` has passed, so that a test that
     /// miscounts fails its assertions instead of hanging). Lets a test build a batch of a
     /// known size, or keep a transaction in flight, without relying on timing.
     #[doc(hidden)]
     pub fn hold_next_commit(&self, queued: usize, at_most: Duration) {
-        let mut q = lock(&self.group.q);
-        q.hold = queued;
-        q.hold_for = at_most;
+        let g = &self.group;
+        lock(&g.q).hold_for = at_most;
+        g.hold.store(queued, Ordering::Relaxed);
     }
 }
