@@ -6,9 +6,10 @@
 //!
 //! Concurrency: namespace-changing operations serialise on `ns` and then take the
 //! write locks of the inodes they change; data operations take one inode's lock. The
-//! commit queue, the allocator and the journal have their own mutexes, always taken after
-//! inode locks; the commit leader takes journal → space and never holds the queue's
-//! mutex while taking another.
+//! journal, the commit queue and the allocator have their own mutexes, always taken after
+//! inode locks. Committers only try the journal's mutex (its holder is the commit
+//! leader, `commit.rs`); the leader takes the queue's, then the allocator's, the inode
+//! table's and the free-inode list's, never an inode lock.
 
 use crate::device::{Device, DeviceOptions};
 use crate::dir::{DirIndex, DirSlot};
