@@ -9,7 +9,8 @@
 //! transaction per write, and no namespace lock, so the threads' commits overlap.
 //!
 //! Run: `cargo run --release -p daxfs --example commit_bench [THREADS] [ROUNDS] [RUNS]
-//! [MODE]` (defaults 2, 20000, 5, `meta`).
+//! [MODE]` (defaults 2, 20000, 5, `meta`). The device is a 256 MiB file in
+//! `$COMMIT_BENCH_DIR` (default /dev/shm).
 
 use daxfs::device::{Device, DeviceOptions};
 use daxfs::format::MkfsParams;
@@ -80,8 +81,11 @@ fn worker(fs: &DaxFs, dir: u64, rounds: usize) -> Result<(), String> {
 
 /// One run on a fresh filesystem: (seconds, journal commits, transactions).
 fn run(threads: usize, rounds: usize, writes: bool) -> Result<(f64, u64, u64), String> {
+    // COMMIT_BENCH_DIR: where the device file goes (default /dev/shm; a disk-backed
+    // directory makes every flush an msync, i.e. commits expensive).
+    let dir = std::env::var("COMMIT_BENCH_DIR").unwrap_or_else(|_| "/dev/shm".into());
     let dev = TempFile(PathBuf::from(format!(
-        "/dev/shm/daxfs-commit-bench-{}.img",
+        "{dir}/daxfs-commit-bench-{}.img",
         std::process::id()
     )));
     format(&dev.0)?;
