@@ -206,6 +206,41 @@ fn concurrent_creates_writes_and_unlinks_in_one_directory_stay_intact_after_remo
     assert!(fs.stats().balanced());
 }
 
+#[test]
+fn blocks_freed_by_one_member_of_a_batch_are_free_on_the_device_after_it() {
+    let dev = TestDev::new(16 << 20);
+    let fs = dev.mount();
+    common::mkfile(&fs, ROOT, b"old", &pattern(64 << 10, 1));
+    let new = fs
+        .create(ROOT, b"new", 0o644, libc::O_RDWR, &root())
+        .expect("create")
+        .ino;
+    let (c0, t0) = counters(&fs);
+    fs.hold_next_commit(2, HOLD_BOUND);
+    thread::scope(|s| {
+        // The unlink queues first and leads; the allocating write queues behind it, so
+        // the batch's bitmap image must show the unlinked file's blocks free although
+        // the allocator hands them back only after the commit.
+        s.spawn(|| fs.unlink(ROOT, b"old").expect("unlink"));
+        while fs.lookup(ROOT, b"old").is_ok() {
+            thread::yield_now();
+        }
+        let data = pattern(8192, 2);
+        assert_eq!(fs.write(new, 0, &data, false).expect("write"), data.len());
+    });
+    let (c1, t1) = counters(&fs);
+    assert_eq!((c1 - c0, t1 - t0), (1, 2), "one journal commit for both");
+    fs.release(new).expect("release");
+    let bfree = fs.statfs().bfree;
+    fs.shutdown().expect("shutdown");
+    drop(fs);
+    {
+        let d = Arc::new(Device::open(&dev.path, Default::default()).expect("open"));
+        assert_fsck_clean(&d);
+    }
+    assert_eq!(dev.mount().statfs().bfree, bfree);
+}
+
 /// Runs `op` in a thread whose commit is held in flight, waits until `visible` sees the
 /// change in memory, then runs `check` while the commit is (very likely) still held.
 fn while_in_flight<R>(
