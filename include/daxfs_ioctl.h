@@ -62,7 +62,8 @@ struct daxfs_pin {
 
 struct daxfs_stats {
 	__u64 magic;          /* DAXFS_STATS_MAGIC */
-	__u64 size;           /* meaningful bytes of this structure (144) */
+	__u64 size;           /* meaningful bytes of this structure (152; 144 before
+	                         `transactions` was added) */
 	__u64 blocks_total;   /* blocks of the data area */
 	__u64 blocks_free;    /* reference count 0 */
 	__u64 blocks_cached;  /* reference count 1: held by a file's mapping only */
@@ -78,8 +79,10 @@ struct daxfs_stats {
 	__u64 wait_ns;        /* their total time, in nanoseconds */
 	__u64 timeouts;       /* waits given up (the operation failed with EBUSY) */
 	__u64 violations;     /* reference count rule violations (a bug if not 0) */
-	__u64 commits;        /* journal commits */
-	__u64 reserved[14];   /* zero */
+	__u64 commits;        /* journal commits (one commit record and fence each) */
+	__u64 transactions;   /* metadata transactions they carried (> commits when
+	                         group commit batched concurrent ones) */
+	__u64 reserved[13];   /* zero */
 };
 
 /* _IOW(0xDA, 1, struct daxfs_pin) == 0x4010DA01 */

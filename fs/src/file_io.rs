@@ -336,8 +336,11 @@ impl DaxFs {
 
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
         // Data is flushed before each write returns and metadata is committed before
-        // each change returns: there is nothing left to make durable.
-        self.inode(ino).map(|_| ())
+        // each change returns: only a change still in flight (made visible by a call that
+        // has not returned yet, e.g. this file's creation) is left to wait for.
+        let inode = self.inode(ino)?;
+        self.settle(&inode);
+        Ok(())
     }
 
     /// Changes a file's size inside `tx` (the caller logs the inode and commits).

@@ -1,12 +1,15 @@
 //! The core filesystem: mount (load and validate metadata), the in-memory inode table,
-//! transactions over the journal, attributes and statfs. Namespace operations live in
-//! `namespace.rs`, file data in `file_io.rs`, xattrs in `xattr.rs`; all of them are
-//! `impl DaxFs` blocks over the state defined here.
+//! transactions (`Tx`; committed through the group commit queue of `commit.rs`),
+//! attributes and statfs. Namespace operations live in `namespace.rs`, file data in
+//! `file_io.rs`, xattrs in `xattr.rs`; all of them are `impl DaxFs` blocks over the
+//! state defined here.
 //!
 //! Concurrency: namespace-changing operations serialise on `ns` and then take the
 //! write locks of the inodes they change; data operations take one inode's lock. The
-//! allocator and the journal have their own mutexes, always taken after inode locks and
-//! never while holding the other's (journal → space only inside `commit`).
+//! journal, the commit queue and the allocator have their own mutexes, always taken after
+//! inode locks. Committers only try the journal's mutex (its holder is the commit
+//! leader, `commit.rs`); the leader takes the queue's, then the allocator's, the inode
+//! table's and the free-inode list's, never an inode lock.
 
 use crate::device::{Device, DeviceOptions};
 use crate::dir::{DirIndex, DirSlot};
@@ -48,6 +51,10 @@ pub(crate) struct Inode {
     pub lease_breaks: AtomicU64,
     /// Long-term pins (ioctl pins, pinned mappings) currently held on this inode.
     pub long_pins: AtomicU32,
+    /// Ticket of the newest queued transaction that changed what is read of this inode
+    /// from the device (directory blocks, symlink target) and whose committer released
+    /// the inode before it was durable (see `commit.rs`); 0 if none.
+    pub pending: AtomicU64,
 }
 
 impl Inode {
@@ -60,6 +67,7 @@ impl Inode {
             lease_breaks: AtomicU64::new(0),
             long_pins: AtomicU32::new(0),
             lookups: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
         }
     }
 }
@@ -115,6 +123,8 @@ pub struct DaxFs {
     pub(crate) geo: Superblock,
     pub(crate) opts: FsOptions,
     pub(crate) journal: Mutex<Journal>,
+    /// The commit queue in front of the journal (group commit, `commit.rs`).
+    pub(crate) group: crate::commit::GroupCommit,
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
     pub(crate) inodes: RwLock<InodeTable>,
@@ -141,7 +151,10 @@ pub(crate) struct FsCounters {
     /// Long-term pins taken and released (ioctl pins and pinned mappings).
     pub pins_taken: AtomicU64,
     pub pins_released: AtomicU64,
+    /// Journal commits (one commit record and fence sequence each) and the metadata
+    /// transactions they carried (more than one when concurrent commits were batched).
     pub commits: AtomicU64,
+    pub transactions: AtomicU64,
 }
 
 /// Recovers a poisoned lock: a panic in another thread must not take the filesystem
@@ -234,6 +247,7 @@ impl DaxFs {
             sb: Mutex::new(sb.clone()),
             geo: sb.clone(),
             opts,
+            group: crate::commit::GroupCommit::new(journal.log_bytes()),
             journal: Mutex::new(journal),
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
@@ -840,58 +854,6 @@ impl DaxFs {
             }
             st.ext.add_block(pblk);
             st.d.blocks += 1;
-        }
-        Ok(())
-    }
-
-    /// Commits a transaction: journals the records plus the bitmap blocks its
-    /// allocations and frees touch; once durable, applies the frees in memory (after a
-    /// checkpoint, so no older journal record can be replayed over a reused block).
-    pub(crate) fn commit(&self, mut tx: Tx) -> Result<()> {
-        let mut journal = lock(&self.journal);
-        let touched: BTreeSet<u64> = tx
-            .allocs
-            .iter()
-            .chain(tx.frees.iter())
-            .filter(|r| r.start < r.end)
-            .flat_map(|r| (r.start / BITS_PER_BITMAP_BLOCK)..=((r.end - 1) / BITS_PER_BITMAP_BLOCK))
-            .collect();
-        {
-            let space = lock(&self.space);
-            for &i in &touched {
-                let img = self.bitmap_image(&space, i, &tx.frees);
-                tx.txn.write(self.geo.bitmap_block_offset(i), &img);
-            }
-        }
-        if tx.txn.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = journal.commit(&tx.txn) {
-            self.failed.store(true, Ordering::SeqCst);
-            eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
-            return Err(Errno::EIO);
-        }
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        if !tx.frees.is_empty() {
-            if journal.checkpoint().is_err() {
-                self.failed.store(true, Ordering::SeqCst);
-                return Err(Errno::EIO);
-            }
-            let mut space = lock(&self.space);
-            for r in tx.frees.drain(..) {
-                if space.free(r).is_err() {
-                    self.refs.note_violation();
-                }
-            }
-        }
-        drop(journal);
-        if !tx.freed_inos.is_empty() {
-            let mut inodes = wlock(&self.inodes);
-            let mut free = lock(&self.free_inos);
-            for ino in tx.freed_inos.drain(..) {
-                inodes.remove(&ino);
-                free.insert(ino);
-            }
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ impl PinArg {
 }
 
 /// The fields of `struct daxfs_stats` after `magic` and `size`, in order.
-fn stats_fields(s: &FsStats) -> [u64; 16] {
+fn stats_fields(s: &FsStats) -> [u64; 17] {
     [
         s.blocks_total,
         s.blocks_free,
@@ -80,11 +80,16 @@ fn stats_fields(s: &FsStats) -> [u64; 16] {
         s.timeouts,
         s.violations,
         s.commits,
+        s.transactions,
     ]
 }
 
 /// Number of meaningful bytes of `struct daxfs_stats` (the rest is reserved, zero).
-const STATS_USED: u64 = 8 * (2 + 16);
+const STATS_USED: u64 = 8 * (2 + 17);
+/// `size` of the first version of the structure (up to `commits`): a reply at least
+/// this long is accepted, and fields it does not cover read as the zeros an older
+/// daemon leaves in `reserved`.
+const STATS_USED_V1: u64 = 8 * (2 + 16);
 
 pub fn encode_stats(s: &FsStats) -> [u8; DAXFS_STATS_SIZE] {
     let mut b = [0u8; DAXFS_STATS_SIZE];
@@ -104,7 +109,7 @@ pub fn decode_stats(b: &[u8]) -> Option<FsStats> {
             b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
         ))
     };
-    if word(0)? != DAXFS_STATS_MAGIC || word(1)? < STATS_USED {
+    if word(0)? != DAXFS_STATS_MAGIC || word(1)? < STATS_USED_V1 {
         return None;
     }
     let f = |i: usize| word(2 + i);
@@ -125,6 +130,7 @@ pub fn decode_stats(b: &[u8]) -> Option<FsStats> {
         timeouts: f(13)?,
         violations: f(14)?,
         commits: f(15)?,
+        transactions: f(16)?,
     })
 }
 
@@ -169,7 +175,7 @@ pub fn read_stats(path: &Path) -> io::Result<FsStats> {
 
 /// `daxfs stats` output: one `name value` line per counter.
 pub fn format_stats(s: &FsStats) -> String {
-    let rows: [(&str, String); 18] = [
+    let rows: [(&str, String); 19] = [
         ("blocks_total", s.blocks_total.to_string()),
         ("blocks_free", s.blocks_free.to_string()),
         ("blocks_cached", s.blocks_cached.to_string()),
@@ -187,6 +193,7 @@ pub fn format_stats(s: &FsStats) -> String {
         ("timeouts", s.timeouts.to_string()),
         ("violations", s.violations.to_string()),
         ("journal_commits", s.commits.to_string()),
+        ("transactions", s.transactions.to_string()),
         (
             "balanced",
             if s.balanced() { "yes" } else { "no" }.to_string(),
@@ -236,10 +243,26 @@ mod tests {
             timeouts: 14,
             violations: 15,
             commits: 16,
+            transactions: 17,
         };
         let b = encode_stats(&s);
         assert_eq!(&b[..8], b"DAXFSST1");
         assert_eq!(decode_stats(&b), Some(s));
+    }
+
+    #[test]
+    fn stats_of_the_first_version_read_the_later_fields_as_zero() {
+        let s = FsStats {
+            commits: 16,
+            transactions: 17,
+            ..Default::default()
+        };
+        let mut b = encode_stats(&s);
+        // What an older daemon sends: size 144, `transactions` still reserved (zero).
+        b[8..16].copy_from_slice(&STATS_USED_V1.to_ne_bytes());
+        b[144..152].fill(0);
+        let got = decode_stats(&b).expect("a first-version reply is accepted");
+        assert_eq!((got.commits, got.transactions), (16, 0));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod acl;
 pub mod break_layouts;
 pub mod busy_poll;
+pub mod commit;
 pub mod device;
 pub mod dir;
 pub mod error;

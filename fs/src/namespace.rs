@@ -269,11 +269,16 @@ impl DaxFs {
         self.log_inode(ino, &mut st, &mut tx);
         self.log_inode(parent, &mut pst, &mut tx);
         wlock(&self.inodes).insert(ino, inode.clone());
-        if let Err(e) = self.commit(tx) {
+        let attr = self.attr_of(ino, &st);
+        // Queued under the locks, durable after them (group commit: see commit.rs).
+        let ticket = self.enqueue(tx);
+        self.mark_pending(&ticket, &[&pdir, &inode]);
+        drop((st, pst, _ns));
+        if let Err(e) = self.wait(ticket) {
             wlock(&self.inodes).remove(&ino);
             return Err(e);
         }
-        Ok(self.attr_of(ino, &st))
+        Ok(attr)
     }
 
     /// Writes a symlink target into a data block through the journal.
@@ -345,6 +350,8 @@ impl DaxFs {
         if st.kind() != Some(FileKind::Symlink) {
             return Err(Errno::EINVAL);
         }
+        // The target is read from the device: it must have been written there.
+        self.settle(&inode);
         let e = st.ext.find(0).ok_or(Errno::EIO)?;
         let len = (st.d.size as usize).min(SYMLINK_MAX);
         let mut out = vec![0u8; len];
@@ -429,7 +436,10 @@ impl DaxFs {
         st.d.ctime = t;
         self.log_inode(ino, st, &mut tx);
         let attr = self.attr_of(ino, st);
-        self.commit(tx)?;
+        let ticket = self.enqueue(tx);
+        self.mark_pending(&ticket, &[&pdir, &inode]);
+        drop((l, _ns));
+        self.wait(ticket)?;
         Ok(attr)
     }
 
@@ -516,8 +526,10 @@ impl DaxFs {
             self.failed.store(true, Ordering::SeqCst);
             return Err(e);
         }
-        drop(l);
-        self.commit(tx)
+        let ticket = self.enqueue(tx);
+        self.mark_pending(&ticket, &[&pdir, &child]);
+        drop((l, _ns));
+        self.wait(ticket)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
@@ -750,8 +762,10 @@ impl DaxFs {
                 self.log_inode(ino, st, &mut tx);
             }
         }
-        drop(l);
-        self.commit(tx)
+        let ticket = self.enqueue(tx);
+        self.mark_pending(&ticket, &set);
+        drop((l, _ns));
+        self.wait(ticket)
     }
 
     /// Opens an inode (counts open handles: an unlinked file lives until the last
@@ -851,8 +865,9 @@ impl DaxFs {
         }
         let mut tx = Tx::new();
         self.free_inode(inode, &mut st, &mut tx)?;
-        drop(st);
-        self.commit(tx)
+        let ticket = self.enqueue(tx);
+        drop((st, _ns));
+        self.wait(ticket)
     }
 
     /// Frees every unlinked inode still in memory, whatever references it: called at
@@ -896,6 +911,9 @@ impl DaxFs {
         if st.dir.is_none() {
             return Err(Errno::ENOTDIR);
         }
+        // Entries are read from the device: changes queued by namespace operations that
+        // already released the directory must have been written there.
+        self.settle(&inode);
         let mut off = offset;
         if off == 0 {
             if !f(DirEntry {
@@ -957,7 +975,10 @@ impl DaxFs {
     }
 
     pub fn fsyncdir(&self, ino: u64) -> Result<()> {
-        // Every namespace change is committed before it returns.
-        self.inode(ino).map(|_| ())
+        // Every namespace change is committed before it returns; one still in flight
+        // (made visible by a call that has not returned yet) is waited for.
+        let inode = self.inode(ino)?;
+        self.settle(&inode);
+        Ok(())
     }
 }

@@ -96,8 +96,11 @@ pub struct FsStats {
     pub timeouts: u64,
     /// Refcount rule violations (must stay 0).
     pub violations: u64,
-    /// Journal commits.
+    /// Journal commits (one commit record and one flush/fence sequence each).
     pub commits: u64,
+    /// Metadata transactions those commits carried: more than `commits` when group
+    /// commit batched concurrent transactions into one journal commit.
+    pub transactions: u64,
 }
 
 impl FsStats {
@@ -243,6 +246,7 @@ impl DaxFs {
             timeouts: r.timeouts,
             violations: r.violations,
             commits: get(&c.commits),
+            transactions: get(&c.transactions),
         }
     }
 }

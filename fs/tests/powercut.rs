@@ -15,6 +15,9 @@
 //!   another file's data or stale bytes;
 //! * after a clean unmount fsck finds it clean.
 //!
+//! One kind of step runs three operations from three threads that group commit writes
+//! as one journal transaction: a crash shows all three or none of them.
+//!
 //! The default run checks a few hundred states; the `#[ignore]`d full run (also run by
 //! the suite's crash group) checks at least 10,000. Both print their counts.
 mod common;
@@ -422,7 +425,7 @@ impl Workload {
             84..=91 => self.step(|w| w.setxattr()),
             92..=94 => self.step(|w| w.removexattr()),
             95..=96 => self.step(|w| w.remount()),
-            _ => self.step(|w| w.create()),
+            _ => self.step(|w| w.batch()),
         }
     }
 
@@ -762,6 +765,66 @@ impl Workload {
             .xattrs
             .remove(&name);
         (format!("removexattr {path}"), None)
+    }
+
+    /// A create, a mkdir and an unlink from three threads, held until all three are
+    /// queued so that group commit writes them as one journal transaction: a crash shows
+    /// all three or none.
+    fn batch(&mut self) -> (String, Option<u32>) {
+        let dirs = self.model.dirs();
+        let fdir = self.rng.pick(&dirs).cloned().unwrap_or_default();
+        // As `mkdir`: directories at most two levels deep.
+        let shallow: Vec<String> = dirs
+            .into_iter()
+            .filter(|d| d.matches('/').count() < 2)
+            .collect();
+        let ddir = self.rng.pick(&shallow).cloned().unwrap_or_default();
+        let file = join(&fdir, &self.fresh("f"));
+        let dir = join(&ddir, &self.fresh("d"));
+        let names: Vec<String> = self
+            .model
+            .paths
+            .iter()
+            .filter(|(_, n)| **n != Node::Dir)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let gone = self.rng.pick(&names).cloned().expect("a name");
+        let (fp, dp, gp) = (
+            self.resolve(&fdir),
+            self.resolve(&ddir),
+            self.resolve(parent_of(&gone)),
+        );
+        let fs = self.fs();
+        let commits = fs.stats().commits;
+        fs.hold_next_commit(3, std::time::Duration::from_secs(20));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                fs.mknod(
+                    fp,
+                    base_name(&file).as_bytes(),
+                    libc::S_IFREG | 0o644,
+                    0,
+                    &cred(),
+                )
+                .expect("create")
+            });
+            s.spawn(|| {
+                fs.mkdir(dp, base_name(&dir).as_bytes(), 0o755, &cred())
+                    .expect("mkdir")
+            });
+            s.spawn(|| fs.unlink(gp, base_name(&gone).as_bytes()).expect("unlink"));
+        });
+        assert_eq!(fs.stats().commits - commits, 1, "one journal commit");
+        let id = self.next_obj;
+        self.next_obj += 1;
+        self.model.paths.insert(file.clone(), Node::File(id));
+        self.model.objs.insert(id, Obj::default());
+        self.model.paths.insert(dir.clone(), Node::Dir);
+        self.model.remove(&gone);
+        (
+            format!("batch: create {file}, mkdir {dir}, unlink {gone}"),
+            None,
+        )
     }
 
     /// Clean unmount and mount again (superblock updates, journal checkpoint).

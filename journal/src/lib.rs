@@ -11,6 +11,11 @@
 //! fences once, then applies the records home, flushes and fences again. `open` replays
 //! every valid transaction from the header's tail and checkpoints.
 //!
+//! `commit_batch` writes several [`Transaction`]s as one journal transaction (one commit
+//! record, one flush/fence sequence): the group commit of the fs batches concurrent
+//! committers this way. [`LogSize`] tells the caller how to split a batch that would not
+//! fit the log.
+//!
 //! [`MemMedia`] is an in-memory [`Media`] with a power-cut model, for tests.
 
 mod error;
@@ -23,7 +28,7 @@ use std::sync::Arc;
 
 pub use error::JournalError;
 pub use mem_media::{FencePoint, MemMedia};
-pub use txn::Transaction;
+pub use txn::{LogSize, Transaction};
 
 use layout::{
     crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC,
@@ -93,8 +98,13 @@ pub struct ReplayReport {
 /// Counters since [`Journal::open`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JournalStats {
-    /// Transactions committed (empty ones are not counted: they write nothing).
+    /// Journal transactions written, each with one commit record and one flush/fence
+    /// sequence (empty ones are not counted: they write nothing).
     pub commits: u64,
+    /// Caller transactions those commits carried: `commit` carries one, `commit_batch`
+    /// every non-empty transaction of its batch. `transactions - commits` is what
+    /// batching saved.
+    pub transactions: u64,
     /// Payload bytes committed.
     pub payload_bytes: u64,
     /// Log bytes written (headers, records, padding, commit records).
@@ -320,21 +330,48 @@ impl Journal {
     /// fence are the records stored home, flushed and fenced; a crash in between is
     /// repaired by replay (records are idempotent physical writes, replayed in order).
     pub fn commit(&mut self, txn: &Transaction) -> Result<u64, JournalError> {
+        self.commit_batch(&[txn])
+    }
+
+    /// Commits every transaction of `batch` as ONE journal transaction: their records in
+    /// batch order (so a later write to the same bytes wins, exactly as if they had been
+    /// committed one after another), one commit record, one flush/fence sequence. All of
+    /// them become durable together or, after a crash before the commit record is
+    /// durable, none does. Returns the sequence number (the previous one if every
+    /// transaction is empty: nothing is written).
+    ///
+    /// Refuses the whole batch, writing nothing, if one record is invalid or if
+    /// `LogSize::of(batch).encoded_len()` exceeds [`log_bytes`](Self::log_bytes) (split
+    /// such a batch: see [`LogSize`]).
+    pub fn commit_batch(&mut self, batch: &[&Transaction]) -> Result<u64, JournalError> {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
-        if txn.is_empty() {
+        let (mut carried, mut records, mut payload) = (0u64, 0usize, 0u64);
+        let mut size = LogSize::new();
+        for txn in batch.iter().filter(|t| !t.is_empty()) {
+            carried += 1;
+            records += txn.record_count();
+            payload += txn.payload_bytes();
+            size.add(txn);
+        }
+        if carried == 0 {
             return Ok(self.next_seq.wrapping_sub(1));
         }
-        let needed = txn.encoded_len();
-        if needed > self.log_len {
+        let needed = size.encoded_len();
+        // A batch within the log always has fewer records than fit the header's u32
+        // count (each takes at least 24 bytes); the check only keeps the cast honest.
+        let count = u32::try_from(records);
+        if needed > self.log_len || count.is_err() {
             return Err(JournalError::TooLarge {
                 needed,
                 log_bytes: self.log_len,
             });
         }
-        for (off, data) in txn.writes() {
-            self.check_target(off, data.len() as u64)?;
+        for txn in batch {
+            for (off, data) in txn.writes() {
+                self.check_target(off, data.len() as u64)?;
+            }
         }
         if needed > self.log_len - self.head {
             // Everything committed is already applied and durable, so the log can be
@@ -345,22 +382,25 @@ impl Journal {
             self.stats.wraps += 1;
         }
         let seq = self.next_seq;
-        self.encode(txn, seq, needed);
+        self.encode(batch, seq, needed, count.unwrap_or(u32::MAX), payload);
         let at = self.log_base + self.head;
         self.media.write(at, &self.scratch);
         self.media.flush(at, needed);
         self.media.fence();
 
-        for (off, data) in txn.writes() {
-            self.media.write(off, data);
-            self.media.flush(off, data.len() as u64);
+        for txn in batch {
+            for (off, data) in txn.writes() {
+                self.media.write(off, data);
+                self.media.flush(off, data.len() as u64);
+            }
         }
         self.media.fence();
 
         self.head += needed;
         self.next_seq = seq.wrapping_add(1);
         self.stats.commits += 1;
-        self.stats.payload_bytes += txn.payload_bytes();
+        self.stats.transactions += carried;
+        self.stats.payload_bytes += payload;
         self.stats.log_bytes += needed;
         Ok(seq)
     }
@@ -415,12 +455,12 @@ impl Journal {
         self.tail = tail;
     }
 
-    /// Encodes `txn` with sequence `seq` into `self.scratch` (`total` bytes).
-    fn encode(&mut self, txn: &Transaction, seq: u64, total: u64) {
+    /// Encodes the records of `batch` (`count` records, `payload` bytes), in order, as
+    /// one transaction with sequence `seq` into `self.scratch` (`total` bytes).
+    fn encode(&mut self, batch: &[&Transaction], seq: u64, total: u64, count: u32, payload: u64) {
         let buf = &mut self.scratch;
         buf.clear();
         buf.resize(total as usize, 0);
-        let count = txn.record_count() as u32;
 
         let h = &mut buf[..TXN_HEADER_SIZE as usize];
         put_u32(h, 0, TXN_MAGIC);
@@ -428,21 +468,23 @@ impl Journal {
         put_u64(h, 16, seq);
         put_u64(h, 24, total);
         put_u32(h, 32, count);
-        put_u64(h, 40, txn.payload_bytes());
+        put_u64(h, 40, payload);
         let crc = crc_with_hole(h, 4);
         put_u32(h, 4, crc);
 
         let mut p = TXN_HEADER_SIZE as usize;
-        for (off, data) in txn.writes() {
-            put_u64(buf, p, off);
-            put_u32(buf, p + 8, data.len() as u32);
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&buf[p..p + 12]);
-            hasher.update(data);
-            put_u32(buf, p + 12, hasher.finalize());
-            let d = p + RECORD_HEADER_SIZE as usize;
-            buf[d..d + data.len()].copy_from_slice(data);
-            p = d + round_up(data.len() as u64, DATA_ALIGN) as usize;
+        for txn in batch {
+            for (off, data) in txn.writes() {
+                put_u64(buf, p, off);
+                put_u32(buf, p + 8, data.len() as u32);
+                let mut hasher = crc32fast::Hasher::new();
+                hasher.update(&buf[p..p + 12]);
+                hasher.update(data);
+                put_u32(buf, p + 12, hasher.finalize());
+                let d = p + RECORD_HEADER_SIZE as usize;
+                buf[d..d + data.len()].copy_from_slice(data);
+                p = d + round_up(data.len() as u64, DATA_ALIGN) as usize;
+            }
         }
 
         let c = (total - COMMIT_SIZE) as usize;

@@ -63,12 +63,7 @@ impl Transaction {
     /// Bytes this transaction occupies in the log (header, records, padding, commit
     /// record). `Journal::commit` accepts it if this is at most the log size.
     pub fn encoded_len(&self) -> u64 {
-        let body: u64 = self
-            .records
-            .iter()
-            .map(|r| RECORD_HEADER_SIZE.saturating_add(round_up(r.len as u64, DATA_ALIGN)))
-            .fold(TXN_HEADER_SIZE, u64::saturating_add);
-        round_up(body, TXN_ALIGN).saturating_add(COMMIT_SIZE)
+        LogSize::of([self]).encoded_len()
     }
 
     /// Forgets every write, keeping the allocations.
@@ -82,5 +77,51 @@ impl Transaction {
         self.records
             .iter()
             .map(move |r| (r.off, &self.data[r.data_start..r.data_start + r.len]))
+    }
+}
+
+/// The log bytes of one journal transaction, accumulated transaction by transaction and
+/// record by record: how a caller of `Journal::commit_batch` decides where to split a
+/// batch (the batch fits if `encoded_len() <= Journal::log_bytes()`). Adding never
+/// makes the size smaller, so the longest prefix that fits is found by adding members
+/// one at a time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogSize {
+    /// Record headers plus padded record data.
+    records: u64,
+}
+
+impl LogSize {
+    /// An empty journal transaction (which `commit_batch` would not write at all).
+    pub fn new() -> LogSize {
+        LogSize::default()
+    }
+
+    /// The size of one journal transaction holding every record of `batch`.
+    pub fn of<'a>(batch: impl IntoIterator<Item = &'a Transaction>) -> LogSize {
+        let mut size = LogSize::new();
+        for txn in batch {
+            size.add(txn);
+        }
+        size
+    }
+
+    /// Adds every record of `txn`.
+    pub fn add(&mut self, txn: &Transaction) {
+        for r in &txn.records {
+            self.add_record(r.len as u64);
+        }
+    }
+
+    /// Adds one record of `len` data bytes (e.g. one the caller will add later).
+    pub fn add_record(&mut self, len: u64) {
+        let cost = RECORD_HEADER_SIZE.saturating_add(round_up(len, DATA_ALIGN));
+        self.records = self.records.saturating_add(cost);
+    }
+
+    /// Log bytes of the journal transaction: header, records, padding, commit record.
+    pub fn encoded_len(&self) -> u64 {
+        round_up(TXN_HEADER_SIZE.saturating_add(self.records), TXN_ALIGN)
+            .saturating_add(COMMIT_SIZE)
     }
 }

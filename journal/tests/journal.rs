@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use daxfs_journal::{
-    format, Journal, JournalError, Media, MemMedia, ReplayReport, StopReason, Transaction,
+    format, Journal, JournalError, LogSize, Media, MemMedia, ReplayReport, StopReason, Transaction,
 };
 
 const DEV: usize = 256 * 1024;
@@ -622,4 +622,215 @@ fn read_only_open_still_replays_committed_transactions() {
     let mut buf = [0u8; 9];
     image.read(HOME.start as u64, &mut buf);
     assert_eq!(&buf, b"committed");
+}
+
+// ---------------------------------------------------------------------------------
+// Batches: several transactions committed as one journal transaction (group commit).
+
+/// `n` random transactions whose writes overlap (narrow home range), and the home area
+/// after applying them in order.
+fn overlapping_txns(seed: u64, n: usize) -> (Vec<Transaction>, Vec<u8>) {
+    let mut rng = XorShift(seed);
+    let m = formatted();
+    let mut model = home_of(&m);
+    let txns = (0..n)
+        .map(|_| {
+            let mut txn = Transaction::new();
+            for _ in 0..1 + rng.below(4) {
+                // A 2 KiB window: later transactions overwrite earlier ones' bytes.
+                let len = 1 + rng.below(300) as usize;
+                let at = rng.below(2048 - len as u64) as usize;
+                let mut data = vec![0u8; len];
+                rng.fill(&mut data);
+                txn.write((HOME.start + at) as u64, &data);
+                model[at..at + len].copy_from_slice(&data);
+            }
+            txn
+        })
+        .collect();
+    (txns, model)
+}
+
+#[test]
+fn a_batch_replays_exactly_like_its_transactions_committed_one_after_another() {
+    let (txns, model) = overlapping_txns(0x5eed_0001, 12);
+    let refs: Vec<&Transaction> = txns.iter().collect();
+
+    let one_by_one = formatted();
+    let (mut j, _) = open(&one_by_one);
+    for t in &txns {
+        j.commit(t).expect("commit");
+    }
+    assert_eq!(home_of(&one_by_one), model);
+
+    let batched = formatted();
+    let (mut j, _) = open(&batched);
+    batched.record_fences(true);
+    j.commit_batch(&refs).expect("commit_batch");
+    assert_eq!(home_of(&batched), model, "applied in batch order");
+    // Crash after the log fence, before the home writes are durable: replay alone
+    // must produce the same bytes.
+    let points = batched.take_fences();
+    assert_eq!(points.len(), 2);
+    let (report, home) = recover(points[1].image());
+    assert_eq!(report.transactions_replayed, 1, "one journal transaction");
+    assert_eq!(
+        report.records_replayed,
+        txns.iter().map(|t| t.record_count() as u64).sum::<u64>()
+    );
+    assert_eq!(home, model);
+}
+
+#[test]
+fn in_a_batch_a_later_transaction_wins_over_an_earlier_one_at_the_same_bytes() {
+    let m = formatted();
+    let (mut j, _) = open(&m);
+    let (mut first, mut second) = (Transaction::new(), Transaction::new());
+    first.write(HOME.start as u64, b"first writer");
+    second.write(HOME.start as u64 + 6, b"second");
+    j.commit_batch(&[&first, &second]).expect("commit_batch");
+    assert_eq!(&home_of(&m)[..12], b"first second");
+    let (_, home) = recover(m.crash_image());
+    assert_eq!(&home[..12], b"first second");
+}
+
+#[test]
+fn a_batch_is_one_commit_with_one_fence_pair_and_one_sequence_number() {
+    let (txns, _) = overlapping_txns(0x5eed_0002, 5);
+    let m = formatted();
+    let (mut j, _) = open(&m);
+    let seq = j.sequence();
+    let fences = m.fence_count();
+    let empty = Transaction::new();
+    let mut refs: Vec<&Transaction> = txns.iter().collect();
+    refs.insert(2, &empty);
+    assert_eq!(j.commit_batch(&refs), Ok(seq));
+    assert_eq!(m.fence_count() - fences, 2, "the same fences as one commit");
+    assert_eq!(j.sequence(), seq + 1);
+    let s = j.stats();
+    assert_eq!(
+        (s.commits, s.transactions),
+        (1, 5),
+        "the empty one is not counted"
+    );
+    j.commit(&txns[0]).expect("commit");
+    let s = j.stats();
+    assert_eq!((s.commits, s.transactions), (2, 6));
+}
+
+#[test]
+fn log_size_of_a_batch_is_the_encoded_len_of_its_records_in_one_transaction() {
+    let (txns, _) = overlapping_txns(0x5eed_0003, 7);
+    let mut merged = Transaction::new();
+    for (off, data) in txns.iter().flat_map(|t| t.writes()) {
+        merged.write(off, data);
+    }
+    assert_eq!(LogSize::of(&txns).encoded_len(), merged.encoded_len());
+    let mut by_record = LogSize::new();
+    for (_, data) in merged.writes() {
+        by_record.add_record(data.len() as u64);
+    }
+    assert_eq!(by_record, LogSize::of(&txns));
+    assert!(LogSize::of(&txns[..3]).encoded_len() <= LogSize::of(&txns).encoded_len());
+}
+
+#[test]
+fn a_batch_too_large_for_the_log_is_refused_whole_and_its_split_halves_commit() {
+    let m = formatted();
+    let (mut j, _) = open(&m);
+    // Three transactions of about 40% of the log each: two fit together, three do not.
+    let part = (j.log_bytes() * 2 / 5) as usize;
+    let mut model = home_of(&m);
+    let txns: Vec<Transaction> = (0..3u8)
+        .map(|i| {
+            let mut t = Transaction::new();
+            let at = usize::from(i) * 1000;
+            let data = vec![i + 1; part];
+            t.write((HOME.start + at) as u64, &data);
+            model[at..at + part].copy_from_slice(&data);
+            t
+        })
+        .collect();
+    let refs: Vec<&Transaction> = txns.iter().collect();
+    assert!(LogSize::of(txns.iter()).encoded_len() > j.log_bytes());
+
+    let image = m.volatile_image();
+    let seq = j.sequence();
+    assert!(matches!(
+        j.commit_batch(&refs),
+        Err(JournalError::TooLarge { .. })
+    ));
+    assert_eq!(m.volatile_image(), image, "nothing written");
+    assert_eq!((j.sequence(), j.stats().commits), (seq, 0));
+
+    // Split where LogSize says the longest prefix stops fitting.
+    let mut size = LogSize::new();
+    let fits = refs
+        .iter()
+        .take_while(|t| {
+            size.add(t);
+            size.encoded_len() <= j.log_bytes()
+        })
+        .count();
+    assert_eq!(fits, 2);
+    j.commit_batch(&refs[..fits]).expect("first part");
+    j.commit_batch(&refs[fits..]).expect("second part");
+    assert_eq!(home_of(&m), model);
+    let s = j.stats();
+    assert_eq!((s.commits, s.transactions, s.wraps), (2, 3, 1));
+    let (report, home) = recover(m.crash_image());
+    assert_eq!(
+        report.transactions_replayed, 1,
+        "the second part, after the wrap"
+    );
+    assert_eq!(home, model);
+}
+
+#[test]
+fn a_batch_with_one_invalid_record_is_refused_whole() {
+    let m = formatted();
+    let (mut j, _) = open(&m);
+    let image = m.volatile_image();
+    let mut good = Transaction::new();
+    good.write(HOME.start as u64, &[1; 8]);
+    let mut bad = Transaction::new();
+    bad.write(J_START + 64, &[2; 8]);
+    assert!(matches!(
+        j.commit_batch(&[&good, &bad]),
+        Err(JournalError::InvalidRecord { .. })
+    ));
+    assert_eq!(m.volatile_image(), image);
+    assert_eq!(j.stats().transactions, 0);
+}
+
+#[test]
+fn a_crash_at_any_fence_of_a_batch_recovers_all_of_it_or_none() {
+    let (txns, model) = overlapping_txns(0x5eed_0004, 6);
+    let refs: Vec<&Transaction> = txns.iter().collect();
+    let m = formatted();
+    let (mut j, _) = open(&m);
+    let before = home_of(&m);
+    m.record_fences(true);
+    j.commit_batch(&refs).expect("commit_batch");
+    let mut rng = XorShift(0x5eed_0005);
+    for p in m.take_fences() {
+        let all = p.lines();
+        let mut variants = vec![p.image(), p.image_with(&all)];
+        for _ in 0..16 {
+            let subset: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|_| rng.next() & 1 == 1)
+                .collect();
+            variants.push(p.image_with(&subset));
+        }
+        for image in variants {
+            let (_, home) = recover(image);
+            assert!(
+                home == before || home == model,
+                "crash before fence {}: a part of the batch survived",
+                p.index
+            );
+        }
+    }
 }
