@@ -484,4 +484,11 @@ impl DaxFs {
         lock(&g.q).hold_for = at_most;
         g.hold.store(queued, Ordering::Relaxed);
     }
+
+    /// Test hook: transactions queued for the next journal commit (in flight: their
+    /// changes are in memory, not yet durable).
+    #[doc(hidden)]
+    pub fn queued_commits(&self) -> usize {
+        self.group.queued.load(Ordering::SeqCst)
+    }
 }

@@ -230,12 +230,9 @@ impl DaxFs {
             )));
         }
         let media: Arc<dyn Media> = dev.clone();
-        let open_journal = if opts.read_only {
-            Journal::open_read_only
-        } else {
-            Journal::open
-        };
-        let (journal, _report) = open_journal(
+        // Read-only until `load` has checked the metadata (it calls `make_writable`): a
+        // refused mount writes nothing but the replay of committed transactions.
+        let (journal, _report) = Journal::open_read_only(
             media,
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,
@@ -437,6 +434,8 @@ impl DaxFs {
         *lock(&self.free_inos) = free.into_iter().collect();
         *wlock(&self.inodes) = inodes.into_iter().collect();
         if !self.opts.read_only {
+            // Every check passed: from here on the mount writes (see `mount_device`).
+            lock(&self.journal).make_writable();
             if mismatched > 0 {
                 // Rewrite the bitmap from the extent maps, through the journal.
                 let mut tx = Tx::new();
@@ -903,6 +902,12 @@ impl DaxFs {
         if st.dead {
             return Err(Errno::ENOENT);
         }
+        // Namespace operations release their locks before their transaction is durable
+        // (group commit). Readers that would reveal such a change (lookup, getattr, open,
+        // readdir, readlink) wait for it first, so nothing a caller can observe is lost
+        // by a crash: that is what lets fsync and fsyncdir skip the round trip (the FUSE
+        // adapter answers them ENOSYS). Free unless a change to this inode is in flight.
+        self.settle(&inode);
         Ok(self.attr_of(ino, &st))
     }
 

@@ -843,11 +843,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.arrived();
-        // Every write is durable before it replies and every metadata change is committed
-        // before it returns ([`DaxFs::fsync`] has nothing to do). The kernel still writes
-        // back its dirty pages (dax=never) and waits for them before it would send FSYNC;
-        // ENOSYS tells it to stop sending FSYNC at all (fc->no_fsync), which saves one
-        // round trip per fsync(2) and changes nothing about what is durable.
+        // Every write is durable before it replies, every metadata change is committed
+        // before it returns, and no reply reveals a change another call has not finished
+        // committing (readers settle it first, see `DaxFs::getattr`): nothing a client
+        // has seen is left for fsync to make durable. The kernel still writes back its
+        // dirty pages (dax=never) and waits for them before it would send FSYNC; ENOSYS
+        // tells it to stop sending FSYNC at all (fc->no_fsync), one round trip less per
+        // fsync(2). The library's `DaxFs::fsync` keeps its wait for library callers.
         let _ = (ino, datasync);
         reply.error(Errno::ENOSYS);
     }
@@ -960,8 +962,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.arrived();
-        // Namespace changes are committed before they return ([`DaxFs::fsyncdir`] has
-        // nothing to do): as for FSYNC, ENOSYS stops the kernel sending FSYNCDIR.
+        // As for FSYNC: namespace changes are committed before they return and readers
+        // never see one in flight, so ENOSYS stops the kernel sending FSYNCDIR.
         let _ = ino;
         reply.error(Errno::ENOSYS);
     }

@@ -73,6 +73,9 @@ impl DaxFs {
             if st.dead {
                 return Err(Errno::ENOENT);
             }
+            // An answer (an entry, or ENOENT) must not reveal a namespace change that is
+            // still being committed; see `getattr`.
+            self.settle(&dir);
             let idx = st.dir.as_ref().ok_or(Errno::ENOTDIR)?;
             if name == b"." {
                 parent
@@ -777,6 +780,7 @@ impl DaxFs {
             if st.dead {
                 return Err(Errno::ENOENT);
             }
+            self.settle(&inode);
             let acc = flags & libc::O_ACCMODE;
             if st.is_dir() && acc != libc::O_RDONLY {
                 return Err(Errno::EISDIR);

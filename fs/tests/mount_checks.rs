@@ -238,3 +238,20 @@ fn linked_inode_marked_orphan_is_refused() {
     write_inode(&d.path, t.file, &i);
     assert_refused(&d, &format!("inode {}: marked orphan but linked", t.file));
 }
+
+#[test]
+fn a_refused_mount_leaves_the_image_byte_identical() {
+    let d = TestDev::new(64 << 20);
+    let t = populate(&d);
+    let mut i = read_inode(&d.path, t.file);
+    i.nlink = 2;
+    write_inode(&d.path, t.file, &i);
+    let before = std::fs::read(&d.path).unwrap();
+    mount_error(&d);
+    let after = std::fs::read(&d.path).unwrap();
+    let first_difference = before.iter().zip(&after).position(|(a, b)| a != b);
+    assert_eq!(
+        first_difference, None,
+        "a refused mount wrote to the device"
+    );
+}

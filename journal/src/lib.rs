@@ -137,6 +137,9 @@ pub struct Journal {
     stats: JournalStats,
     /// Opened by `open_read_only`: commits and checkpoints are refused.
     read_only: bool,
+    /// The header still has to be moved past the replayed log before the first commit
+    /// (a read-only open that found nothing to replay wrote nothing).
+    reset_pending: bool,
 }
 
 fn check_region(start: u64, len: u64) -> Result<(), JournalError> {
@@ -257,8 +260,21 @@ impl Journal {
         let report = journal.replay();
         if report.transactions_replayed > 0 {
             journal.reset_after_replay();
+        } else {
+            journal.reset_pending = true;
         }
         Ok((journal, report))
+    }
+
+    /// Turns a journal opened with [`Journal::open_read_only`] into one that commits, as
+    /// if it had been opened with [`Journal::open`]. Lets a mount open read-only, check
+    /// the metadata, and write nothing at all if it refuses the filesystem.
+    pub fn make_writable(&mut self) {
+        if self.reset_pending {
+            self.reset_after_replay();
+            self.reset_pending = false;
+        }
+        self.read_only = false;
     }
 
     /// The journal as its on-media header describes it, before any replay.
@@ -284,6 +300,7 @@ impl Journal {
             scratch: Vec::new(),
             stats: JournalStats::default(),
             read_only,
+            reset_pending: false,
         })
     }
 

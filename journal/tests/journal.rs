@@ -834,3 +834,41 @@ fn a_crash_at_any_fence_of_a_batch_recovers_all_of_it_or_none() {
         }
     }
 }
+
+#[test]
+fn a_read_only_open_made_writable_commits_as_a_writable_open_would() {
+    // A torn transaction at the tail: a read-only open replays nothing and writes
+    // nothing; made writable, the journal must still skip the torn transaction's
+    // sequence number, so its leftovers never validate behind the next commit.
+    let m = formatted();
+    let (mut j, _) = open(&m);
+    let before = home_of(&m);
+    let mut torn = Transaction::new();
+    torn.write(HOME.start as u64, &[7u8; 5000]);
+    m.record_fences(true);
+    j.commit(&torn).expect("commit");
+    let point = &m.take_fences()[0];
+    let mut lines = point.lines();
+    lines.pop();
+    let image = Arc::new(MemMedia::from_bytes(point.image_with(&lines)));
+    let untouched = image.volatile_image();
+    let (mut j, report) =
+        Journal::open_read_only(image.clone() as Arc<dyn Media>, J_START, J_LEN).expect("open");
+    assert_eq!(report.transactions_replayed, 0);
+    assert_eq!(image.volatile_image(), untouched, "read-only open wrote");
+    j.make_writable();
+    let mut t = Transaction::new();
+    t.write(HOME.start as u64 + 6000, b"after");
+    j.commit(&t).expect("commit after make_writable");
+    let (report, home) = recover(image.crash_image());
+    assert_eq!(
+        report.transactions_replayed, 1,
+        "only the new commit replays"
+    );
+    assert_eq!(
+        &home[..5000],
+        &before[..5000],
+        "the torn transaction applied"
+    );
+    assert_eq!(&home[6000..6005], b"after");
+}
