@@ -77,6 +77,26 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
+/// Creates an empty file `name` in the directory open as `dfd` (open O_CREAT|O_EXCL and
+/// close: what a create costs a program).
+fn create_at(dfd: libc::c_int, name: &std::ffi::CStr) -> Res<()> {
+    // SAFETY: name is NUL-terminated; the caller keeps dfd open.
+    let f = unsafe {
+        libc::openat(
+            dfd,
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if f < 0 {
+        return Err(os_err("create"));
+    }
+    // SAFETY: f was just opened by us.
+    unsafe { libc::close(f) };
+    Ok(())
+}
+
 fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
@@ -130,20 +150,7 @@ fn meta_phases(work: &Path, count: usize) -> Res<()> {
 
     let t = Instant::now();
     for n in &names {
-        // SAFETY: n is NUL-terminated; dfd is an open directory.
-        let f = unsafe {
-            libc::openat(
-                dfd.0,
-                n.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o644,
-            )
-        };
-        if f < 0 {
-            return Err(os_err("create"));
-        }
-        // SAFETY: f was just opened by us.
-        unsafe { libc::close(f) };
+        create_at(dfd.0, n)?;
     }
     println!("create_ops {:.0}", rate(count, t.elapsed()));
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};
 
-use crate::{median, num, os_err, DirFd, Res};
+use crate::{create_at, median, num, os_err, DirFd, Res};
 
 /// Operations per timed group: enough that the clock's own cost (~20 ns) is small
 /// against a 0.2 µs library lookup, few enough that a median over groups still sees
@@ -281,21 +281,7 @@ impl Dirs for MountDirs {
 
     fn create(&mut self, k: usize, i: usize) -> Res<()> {
         let (dfd, n) = self.at(k, i)?;
-        // SAFETY: n is NUL-terminated; dfd is an open directory.
-        let f = unsafe {
-            libc::openat(
-                dfd,
-                n.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o644,
-            )
-        };
-        if f < 0 {
-            return Err(os_err("create"));
-        }
-        // SAFETY: f was just opened by us.
-        unsafe { libc::close(f) };
-        Ok(())
+        create_at(dfd, n)
     }
 
     fn lookup(&mut self, k: usize, i: usize) -> Res<()> {
