@@ -608,7 +608,6 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     }
 }
 
-/// The source (fsname) a fuser configuration mounts with.
 /// Starts busy polling of the session's device (`busy_poll=`); without it (zero, or if
 /// it cannot start) workers sleep in read(2) as usual.
 fn start_busy_poll<FS: fuser::Filesystem>(
@@ -635,6 +634,7 @@ fn start_busy_poll<FS: fuser::Filesystem>(
     }
 }
 
+/// The source (fsname) a fuser configuration mounts with.
 fn config_source(config: &fuser::Config) -> String {
     config
         .mount_options
