@@ -16,7 +16,8 @@
 //! - dropping the kernel's cached pages when break_layouts frees a range of a file the
 //!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
-//!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR.
+//!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR, and the flags word of FS_IOC_GETFLAGS /
+//!   FS_IOC_SETFLAGS (lsattr, chattr +x) with the DAX flag as its only flag.
 //!
 //! Notes on kernel behaviour this relies on:
 //! - POSIX ACLs: FUSE_POSIX_ACL is negotiated, so the kernel enforces ACLs (it reads
@@ -86,6 +87,13 @@ pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 /// `struct fsxattr` is five u32 fields and 8 bytes of padding.
 pub const FSXATTR_SIZE: usize = 28;
 pub const FS_XFLAG_DAX: u32 = 0x0000_8000;
+/// ioctl numbers of the inode flags word (linux/fs.h, what lsattr/chattr use):
+/// `_IOR('f', 1, long)` and `_IOW('f', 2, long)`. The kernel's FUSE client sends them with
+/// an `unsigned int` argument.
+pub const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+pub const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+/// `chattr +x`: the inode's DAX flag, the same bit as FS_XFLAG_DAX in the flags word.
+pub const FS_DAX_FL: u32 = 0x0200_0000;
 
 /// The kernel's cap on pages per request when /proc/sys/fs/fuse/max_pages_limit is absent
 /// (FUSE_MAX_MAX_PAGES before Linux 6.13).
@@ -468,6 +476,19 @@ pub fn decode_fsxattr(b: &[u8]) -> Result<bool, Errno> {
         return Err(Errno::from_i32(libc::EOPNOTSUPP));
     }
     Ok(xflags & FS_XFLAG_DAX != 0)
+}
+
+/// The DAX flag an FS_IOC_SETFLAGS argument asks for. Any other flag is EOPNOTSUPP (as
+/// ext4 and tmpfs answer flags they do not keep); a short argument is EINVAL.
+pub fn decode_inode_flags(b: &[u8]) -> Result<bool, Errno> {
+    let Some(word) = b.get(..4) else {
+        return Err(Errno::EINVAL);
+    };
+    let flags = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+    if flags & !FS_DAX_FL != 0 {
+        return Err(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+    Ok(flags & FS_DAX_FL != 0)
 }
 
 /// Pages per request the kernel accepts (fs.fuse.max_pages_limit, Linux 6.13+).
@@ -1147,6 +1168,25 @@ impl Filesystem for FuseAdapter {
                 },
                 Err(e) => reply.error(e),
             },
+            FS_IOC_GETFLAGS => {
+                if out_size < 4 {
+                    return reply.error(Errno::EINVAL);
+                }
+                match self.fs.get_dax_flag(ino.0) {
+                    Ok(dax) => {
+                        let flags = if dax { FS_DAX_FL } else { 0 };
+                        reply.ioctl(0, &flags.to_ne_bytes())
+                    }
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
+            FS_IOC_SETFLAGS => match decode_inode_flags(in_data) {
+                Ok(dax) => match self.fs.set_dax_flag(ino.0, dax) {
+                    Ok(()) => reply.ioctl(0, &[]),
+                    Err(e) => reply.error(errno(e)),
+                },
+                Err(e) => reply.error(e),
+            },
             _ => reply.error(Errno::from_i32(libc::ENOTTY)),
         }
     }
@@ -1337,6 +1377,26 @@ mod tests {
     #[test]
     fn short_fsxattr_argument_is_einval() {
         assert_eq!(decode_fsxattr(&[0u8; 27]), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn inode_flags_ioctl_numbers_match_linux() {
+        // _IOC(dir, 'f', nr, sizeof(long)).
+        let ioc = |dir: u32, nr: u32| (dir << 30) | (8 << 16) | (0x66 << 8) | nr;
+        assert_eq!(FS_IOC_GETFLAGS, ioc(2, 1));
+        assert_eq!(FS_IOC_SETFLAGS, ioc(1, 2));
+    }
+
+    #[test]
+    fn inode_flags_carry_only_the_dax_flag() {
+        assert_eq!(decode_inode_flags(&FS_DAX_FL.to_ne_bytes()), Ok(true));
+        assert_eq!(decode_inode_flags(&0u32.to_ne_bytes()), Ok(false));
+        let immutable = 0x10u32;
+        assert_eq!(
+            decode_inode_flags(&(FS_DAX_FL | immutable).to_ne_bytes()),
+            Err(Errno::from_i32(libc::EOPNOTSUPP))
+        );
+        assert_eq!(decode_inode_flags(&[0u8; 3]), Err(Errno::EINVAL));
     }
 }
 
@@ -1588,6 +1648,44 @@ mod mount_tests {
         assert!(!m
             .fs
             .kernel_may_cache(fs::metadata(m.path("f")).expect("stat").ino()));
+    }
+
+    #[test]
+    fn inode_flags_ioctl_sets_and_reads_the_dax_flag_as_chattr_does() {
+        let Some(m) = Mounted::new(DaxMode::Inode) else {
+            return;
+        };
+        fs::write(m.path("f"), b"data").expect("create");
+        let f = fs::File::open(m.path("f")).expect("open");
+        use std::os::fd::AsRawFd;
+        let get = |f: &fs::File| {
+            let mut flags: libc::c_int = -1;
+            // SAFETY: the kernel writes one int (what the FUSE client transfers).
+            let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS as _, &mut flags) };
+            assert_eq!(r, 0, "GETFLAGS: {}", std::io::Error::last_os_error());
+            flags as u32
+        };
+        let set = |f: &fs::File, flags: u32| {
+            let v = flags as libc::c_int;
+            // SAFETY: the kernel reads one int.
+            let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS as _, &v) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error().raw_os_error())
+            }
+        };
+        assert_eq!(get(&f), 0);
+        assert_eq!(set(&f, FS_DAX_FL), Ok(()));
+        assert_eq!(get(&f), FS_DAX_FL);
+        assert!(!m
+            .fs
+            .kernel_may_cache(fs::metadata(m.path("f")).expect("stat").ino()));
+        let append_only = 0x20;
+        assert_eq!(set(&f, append_only), Err(Some(libc::EOPNOTSUPP)));
+        assert_eq!(get(&f), FS_DAX_FL, "a refused change changes nothing");
+        assert_eq!(set(&f, 0), Ok(()));
+        assert_eq!(get(&f), 0);
     }
 
     #[test]
