@@ -42,7 +42,7 @@ use crate::extent_map::{ExtentMap, MAX_EXTENT_LEN};
 use crate::filesystem::MAX_FILE_SIZE;
 use crate::format::*;
 use crate::types::FileKind;
-use daxfs_journal::{Journal, Media, StopReason};
+use daxfs_journal::{Journal, JournalError, Media, StopReason};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -1395,6 +1395,16 @@ fn inspect(
                 ));
             }
         }
+        Err(e @ JournalError::Corrupt { .. }) => {
+            // Both header copies are unreadable: nothing in the log can be trusted or
+            // replayed, but the metadata's home locations can still be checked.
+            r.fixable(
+                false,
+                format!(
+                    "journal: {e} (a mount refuses this image; fsck.daxfs -y makes a new, empty journal: transactions the log held, if any, are lost)"
+                ),
+            );
+        }
         Err(e) => {
             r.error(format!("journal: {e} (a mount refuses this image)"));
         }
@@ -1461,11 +1471,22 @@ pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport 
     // Apply the journal on the device, as a mount would; then check the device itself
     // and repair from what that finds (the same as above, now without an overlay).
     let media: Arc<dyn Media> = dev.clone();
-    let mut journal = match Journal::open(
-        media,
+    let (j_start, j_len) = (
         sb.journal_start * BLOCK_SIZE,
         sb.journal_blocks * BLOCK_SIZE,
-    ) {
+    );
+    if let Err(JournalError::Corrupt { .. }) = daxfs_journal::probe(&*media, j_start, j_len) {
+        // No header copy is readable (the check found it and nothing worse): what the log
+        // held cannot be replayed, so a new journal replaces it, as e2fsck recreates a
+        // lost journal.
+        if let Err(e) = daxfs_journal::format(&*media, j_start, j_len) {
+            r.error(format!("cannot repair: making a new journal: {e}"));
+            return r;
+        }
+        r.repaired
+            .push("journal: both header copies were unreadable; made a new, empty journal".into());
+    }
+    let mut journal = match Journal::open(media, j_start, j_len) {
         Ok((j, rep)) => {
             if rep.transactions_replayed > 0 {
                 r.repaired.push(format!(

@@ -859,3 +859,41 @@ fn random_namespace_damage_is_repaired_or_left_untouched() {
     println!("random namespace damage: {repaired} repaired, {refused} left as unrepairable");
     assert!(repaired > iters / 2, "{repaired} of {iters} repaired");
 }
+
+#[test]
+fn a_journal_whose_both_headers_are_unreadable_is_replaced_by_a_new_one() {
+    let img = Img::new(0);
+    let data = pattern(10_000, 9);
+    let f = img.with_fs(|fs| mkfile(fs, ROOT, b"f", &data));
+    // Both header copies live in the first 4 KiB of the journal region.
+    img.dev
+        .write(img.sb.journal_start * BLOCK_SIZE, &[0xA5u8; 4096]);
+    let err = DaxFs::mount_device(img.dev.clone(), FsOptions::default())
+        .err()
+        .expect("a mount refuses a journal without a header");
+    assert!(err.contains("journal"), "{err}");
+    let r = img.check();
+    assert_eq!(findings(&r, Severity::Error), Vec::<String>::new());
+    assert_eq!(
+        findings(&r, Severity::Repairable).len(),
+        1,
+        "{:?}",
+        r.findings
+    );
+    assert!(r.needs_manual_repair(), "preen must leave it to -y");
+    let before = img.bytes();
+    assert!(img.repair(true).repaired.is_empty());
+    assert!(img.bytes() == before, "preen changed the image");
+    repair_exactly(
+        &img,
+        &["journal: both header copies were unreadable; made a new, empty journal".into()],
+    );
+    img.with_fs(|fs| {
+        let a = fs.lookup(ROOT, b"f").expect("lookup");
+        assert_eq!(a.ino, f);
+        assert_eq!(read_all(fs, f), data);
+        // The new journal commits.
+        mkfile(fs, ROOT, b"g", b"after");
+    });
+    assert!(img.check().is_clean());
+}

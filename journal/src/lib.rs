@@ -202,6 +202,13 @@ pub fn format(media: &dyn Media, start: u64, len: u64) -> Result<(), JournalErro
     Ok(())
 }
 
+/// Whether the journal in `[start, start+len)` has a usable header, without replaying or
+/// writing anything (`JournalError::Corrupt` when neither header copy is valid).
+pub fn probe(media: &dyn Media, start: u64, len: u64) -> Result<(), JournalError> {
+    check_region(start, len)?;
+    read_header(media, start, len).map(|_| ())
+}
+
 /// Reads both header copies and returns the valid one with the highest generation.
 fn read_header(media: &dyn Media, start: u64, len: u64) -> Result<Header, JournalError> {
     let mut best: Option<Header> = None;
