@@ -12,42 +12,11 @@
 //! [MODE]` (defaults 2, 20000, 5, `meta`). The device is a 256 MiB file in
 //! `$COMMIT_BENCH_DIR` (default /dev/shm).
 
-use daxfs::device::{Device, DeviceOptions};
-use daxfs::format::MkfsParams;
+mod common;
+use common::{format_256mib, TempFile};
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// The bench's device file, removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn format(path: &PathBuf) -> Result<(), String> {
-    let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    f.set_len(256 << 20).map_err(|e| e.to_string())?;
-    drop(f);
-    let opts = DeviceOptions {
-        writable: true,
-        exclusive: true,
-        populate: false,
-    };
-    let d = Device::open(path, opts).map_err(|e| e.to_string())?;
-    let p = MkfsParams {
-        label: "bench".into(),
-        journal_bytes: 0,
-        inodes: 0,
-        uuid: [4; 16],
-        now_ns: 0,
-    };
-    daxfs::mkfs::format_device(&d, &p, true, &mut |_, _, _| {})
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
 
 fn writer(fs: &DaxFs, dir: u64, rounds: usize) -> Result<(), String> {
     let data = vec![0x5au8; 4096];
@@ -88,7 +57,7 @@ fn run(threads: usize, rounds: usize, writes: bool) -> Result<(f64, u64, u64), S
         "{dir}/daxfs-commit-bench-{}.img",
         std::process::id()
     )));
-    format(&dev.0)?;
+    format_256mib(&dev.0)?;
     let fs = DaxFs::mount(&dev.0, FsOptions::default())?;
     let cred = Cred::root();
     let dirs = (0..threads)

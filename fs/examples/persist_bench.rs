@@ -6,20 +6,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+use common::TempFile;
 use daxfs::device::{Device, DeviceOptions};
 use daxfs::persist::{self, FlushInstr};
 
 const REGION: usize = 256 << 20;
 const RUNS: usize = 7;
-
-/// The bench's device file, removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

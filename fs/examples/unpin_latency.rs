@@ -7,21 +7,12 @@
 //!
 //! Run: `cargo run --release -p daxfs --example unpin_latency [ITERATIONS]`.
 
-use daxfs::device::{Device, DeviceOptions};
-use daxfs::format::MkfsParams;
+mod common;
+use common::{format_256mib, TempFile};
 use daxfs::{Cred, DaxFs, FsOptions, SetAttr, ROOT};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// The bench's device file, removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -39,28 +30,6 @@ fn report(name: &str, mut v: Vec<Duration>) {
     );
 }
 
-fn format(path: &PathBuf) -> Result<(), String> {
-    let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    f.set_len(256 << 20).map_err(|e| e.to_string())?;
-    drop(f);
-    let opts = DeviceOptions {
-        writable: true,
-        exclusive: true,
-        populate: false,
-    };
-    let d = Device::open(path, opts).map_err(|e| e.to_string())?;
-    let p = MkfsParams {
-        label: "bench".into(),
-        journal_bytes: 0,
-        inodes: 0,
-        uuid: [3; 16],
-        now_ns: 0,
-    };
-    daxfs::mkfs::format_device(&d, &p, true, &mut |_, _, _| {})
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 fn truncate(fs: &DaxFs, ino: u64) -> Result<(), String> {
     let c = SetAttr {
         size: Some(0),
@@ -76,7 +45,7 @@ fn run(iterations: usize) -> Result<(), String> {
         "/dev/shm/daxfs-unpin-latency-{}.img",
         std::process::id()
     )));
-    format(&dev.0)?;
+    format_256mib(&dev.0)?;
     let fs = DaxFs::mount(&dev.0, FsOptions::default())?;
     let ino = fs
         .create(ROOT, b"f", 0o644, libc::O_RDWR, &Cred::root())

@@ -1,0 +1,38 @@
+//! What the examples share: a scratch device file that removes itself, and formatting it.
+#![allow(dead_code)] // each example uses its own part of this
+
+use daxfs::device::{Device, DeviceOptions};
+use daxfs::format::MkfsParams;
+use std::path::PathBuf;
+
+/// A scratch device file, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Creates a 256 MiB file at `path` and formats it with mkfs defaults.
+pub fn format_256mib(path: &PathBuf) -> Result<(), String> {
+    let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    f.set_len(256 << 20).map_err(|e| e.to_string())?;
+    drop(f);
+    let opts = DeviceOptions {
+        writable: true,
+        exclusive: true,
+        populate: false,
+    };
+    let d = Device::open(path, opts).map_err(|e| e.to_string())?;
+    let p = MkfsParams {
+        label: "bench".into(),
+        journal_bytes: 0,
+        inodes: 0,
+        uuid: [3; 16],
+        now_ns: 0,
+    };
+    daxfs::mkfs::format_device(&d, &p, true, &mut |_, _, _| {})
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
