@@ -37,10 +37,10 @@
 //! Namespace operations enqueue while they still hold their locks (so a transaction
 //! built on another's in-memory state is always queued after it) and wait after
 //! releasing them, which is what lets concurrent creates and unlinks build while another
-//! commits, and share commits. Their change is visible in memory before it is durable,
-//! as on ext4; the readers that read metadata from the device instead of memory
-//! (readdir, readlink) and fsync/fsyncdir first wait for the inode's last such
-//! transaction ([`DaxFs::settle`]).
+//! commits, and share commits. Their change is in memory before it is durable, but no
+//! reader reveals it before then: lookup, getattr, open, readdir and readlink (and the
+//! library's fsync/fsyncdir) first wait for the inode's last such transaction
+//! ([`DaxFs::settle`]), so whatever a caller has seen is durable.
 
 use crate::error::{Errno, Result};
 use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
