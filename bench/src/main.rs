@@ -220,7 +220,7 @@ fn lib_cmd(args: &[String]) -> Res<()> {
     // the memcpy baseline out of it separates the API's cost from the memory's.
     let scratch = TempFile(scratch_dir.join(format!("daxfs-bench-lib.{}", std::process::id())));
     std::fs::File::create(&scratch.0)
-        .and_then(|f| f.set_len(size as u64))
+        .and_then(|f| daxfs::device::allocate_file(&f, 0, size as u64))
         .map_err(|e| format!("{}: {e}", scratch.0.display()))?;
     let raw = Device::open(&scratch.0, DeviceOptions::default()).map_err(|e| e.to_string())?;
 

@@ -85,7 +85,7 @@ fn main() {
         std::process::id()
     )));
     let result = std::fs::File::create(&file.0)
-        .and_then(|f| f.set_len(REGION as u64))
+        .and_then(|f| daxfs::device::allocate_file(&f, 0, REGION as u64))
         .map_err(|e| format!("{}: {e}", file.0.display()))
         .and_then(|()| Device::open(&file.0, DeviceOptions::default()).map_err(|e| e.to_string()));
     match result {

@@ -128,6 +128,14 @@ pub enum DeviceError {
     },
     /// Another daxfs daemon, mkfs, or (for block devices) a kernel mount holds it.
     Busy { path: PathBuf },
+    /// A regular file with holes: fewer bytes allocated than its size. Its mapping would
+    /// allocate on first touch, and a backing filesystem that is full then kills the
+    /// process with SIGBUS, so such a file is refused (see [`Device::open`]).
+    NotBacked {
+        path: PathBuf,
+        size: u64,
+        allocated: u64,
+    },
     /// A system call failed; `op` says which step.
     Io {
         path: PathBuf,
@@ -162,6 +170,20 @@ impl fmt::Display for DeviceError {
             DeviceError::Busy { path } => write!(
                 f,
                 "{}: device is in use by another daxfs or mkfs (locked), or mounted",
+                path.display()
+            ),
+            DeviceError::NotBacked {
+                path,
+                size,
+                allocated,
+            } => write!(
+                f,
+                "{}: emulated device is not fully allocated ({allocated} of {size} bytes; it \
+                 has holes): writing into a hole needs space the backing filesystem may not \
+                 have, and ends the daemon with SIGBUS; reserve it first with \
+                 'fallocate -l {size} {}' (keeps its contents), or \
+                 make it with 'mkfs.daxfs --size'",
+                path.display(),
                 path.display()
             ),
             DeviceError::Io { path, op, source } => {
@@ -371,8 +393,30 @@ fn try_map_sync(file: &File, len: usize, populate: bool) -> Option<SyncMap> {
     })
 }
 
+/// Allocates bytes `[offset, offset+len)` of `file` (growing it if that ends past its
+/// end) with posix_fallocate, so that a file made to be an emulated device has no holes
+/// and [`Device::open`] accepts it. The contents already there are kept.
+pub fn allocate_file(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidInput, "range too large");
+    let off = libc::off_t::try_from(offset).map_err(|_| too_large())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: posix_fallocate on an open descriptor; no memory is passed. It returns an
+    // error number rather than setting errno.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), off, len) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 impl Device {
     /// Opens and maps the device at `path`.
+    ///
+    /// A regular file must be fully allocated (`st_blocks * 512 >= size`, e.g. made by
+    /// `mkfs.daxfs --size` or `fallocate`); one with holes is refused with
+    /// [`DeviceError::NotBacked`] before anything is mapped or written.
     pub fn open(path: &Path, opts: DeviceOptions) -> Result<Device, DeviceError> {
         let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => DeviceError::NotFound {
@@ -433,8 +477,24 @@ impl Device {
         let (size, map_align) = match kind {
             // `open` classifies paths only as files, block devices or device-DAX.
             DeviceKind::File | DeviceKind::Memory => {
-                let len = file.metadata().map_err(io_err(path, "stat"))?.len();
-                (len, DEVICE_ALIGN)
+                let m = file.metadata().map_err(io_err(path, "stat"))?;
+                // An emulated device is memory the filesystem owns: every byte must be
+                // allocated before it is mapped. A hole is allocated by the page fault
+                // that first touches it (a read fault too, on tmpfs), and when the
+                // backing filesystem is full that fault is a SIGBUS, not an error
+                // anyone can handle; MAP_POPULATE of a huge sparse file would also
+                // allocate it all. st_blocks counts what is allocated (fallocated
+                // space included); SEEK_HOLE is not used because ext4 and xfs report
+                // fallocated (unwritten) extents as holes.
+                let allocated = m.blocks().saturating_mul(512);
+                if allocated < m.len() {
+                    return Err(DeviceError::NotBacked {
+                        path: path.to_path_buf(),
+                        size: m.len(),
+                        allocated,
+                    });
+                }
+                (m.len(), DEVICE_ALIGN)
             }
             DeviceKind::Pmem => (
                 block_device_size(&file).map_err(io_err(path, "get block device size"))?,
@@ -1117,9 +1177,14 @@ mod tests {
             let mut t = TempPath::new(tag);
             t.0 = dir.join(t.0.file_name().expect("temp name has a file name"));
             let f = File::create(&t.0).expect("create test device file");
-            f.set_len(size).expect("size test device file");
+            reserve(&f, size);
             t
         }
+    }
+
+    /// Sizes a test device file and allocates all of it, as `Device::open` requires.
+    fn reserve(f: &File, size: u64) {
+        allocate_file(f, 0, size).expect("allocate test device file");
     }
 
     impl Drop for TempPath {

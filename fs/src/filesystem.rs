@@ -173,20 +173,73 @@ fn err(msg: impl Into<String>) -> String {
     msg.into()
 }
 
+/// Whether mounting `dev` would replay journal transactions (and so write to it). Reads
+/// the superblock (primary, else backup) for the journal's place; an image whose
+/// superblocks or journal header are unreadable says false, and the mount then refuses
+/// it for that reason.
+fn journal_needs_replay(dev: &Arc<Device>) -> bool {
+    let size = dev.size();
+    let mut buf = [0u8; SB_SIZE];
+    let sb = [0, BLOCK_SIZE].into_iter().find_map(|off| {
+        if off + BLOCK_SIZE > size {
+            return None;
+        }
+        dev.read(off, &mut buf);
+        Superblock::decode(&buf, size).ok()
+    });
+    let Some(sb) = sb else { return false };
+    let media: Arc<dyn Media> = dev.clone();
+    daxfs_journal::needs_replay(
+        media,
+        sb.journal_start * BLOCK_SIZE,
+        sb.journal_blocks * BLOCK_SIZE,
+    )
+    .unwrap_or(false)
+}
+
 impl DaxFs {
     /// Opens the device, validates the superblock, replays the journal, loads metadata,
     /// reclaims orphans. Errors are human-readable (bad device, corrupt image, in use).
+    ///
+    /// A read-only mount opens the device read-only, so an image its user may only read
+    /// (mode 0444, a read-only bind mount or filesystem) mounts with `ro`. The exception
+    /// is a journal holding committed transactions: they must be replayed before the
+    /// metadata can be read (ext4 recovers on a read-only mount too), so the device is
+    /// then reopened read-write, and the mount refused if it cannot be.
     pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
-        let dev = Device::open(
-            device,
-            DeviceOptions {
-                writable: true,
-                exclusive: true,
-                populate: true,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        DaxFs::mount_device(Arc::new(dev), opts)
+        let open = |writable| {
+            Device::open(
+                device,
+                DeviceOptions {
+                    writable,
+                    exclusive: true,
+                    populate: true,
+                },
+            )
+            .map(Arc::new)
+            .map_err(|e| {
+                let ro = matches!(&e, crate::device::DeviceError::Io { source, .. }
+                    if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
+                if writable && ro {
+                    format!("{e} (a device that cannot be written mounts with -o ro)")
+                } else {
+                    e.to_string()
+                }
+            })
+        };
+        let mut dev = open(!opts.read_only)?;
+        if !dev.writable() && journal_needs_replay(&dev) {
+            // Release the lock before taking it again through a writable descriptor.
+            drop(dev);
+            dev = open(true).map_err(|e| {
+                format!(
+                    "{e} (the journal holds committed transactions that must be replayed \
+                     before even a read-only mount can read the metadata, which needs the \
+                     device writable: mount it read-write once, or run fsck.daxfs)"
+                )
+            })?;
+        }
+        DaxFs::mount_device(dev, opts)
     }
 
     /// Mounts an already opened device (e.g. a memory device holding a crash image):
@@ -230,6 +283,13 @@ impl DaxFs {
             )));
         }
         let media: Arc<dyn Media> = dev.clone();
+        if !dev.writable() && journal_needs_replay(&dev) {
+            // Replaying would write to a device opened read-only.
+            return Err(err(format!(
+                "{name}: the journal holds committed transactions to replay, and the device \
+                 is open read-only: mount it read-write once, or run fsck.daxfs"
+            )));
+        }
         // Read-only until `load` has checked the metadata (it calls `make_writable`): a
         // refused mount writes nothing but the replay of committed transactions.
         let (journal, _report) = Journal::open_read_only(
@@ -863,6 +923,10 @@ impl DaxFs {
     pub(crate) fn fail_op(&self, ino: u64, st: &mut InodeState, mut tx: Tx, e: Errno) -> Errno {
         if st.ext.is_dirty() || !tx.txn.is_empty() {
             self.log_inode(ino, st, &mut tx);
+            // The request fails, so its reply brings the kernel no attributes, and the
+            // kernel keeps what it cached (for the attribute TTL) although this inode
+            // changed (blocks kept by a failed fallocate, a partial write).
+            self.attrs_changed(ino);
             if self.commit(tx).is_err() {
                 return Errno::EIO;
             }

@@ -1059,7 +1059,21 @@ impl Filesystem for FuseAdapter {
         self.run_may_wait(ino.0, move || {
             match fs.fallocate(ino.0, offset, length, mode) {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => {
+                    // The kernel invalidates its caches only after a fallocate that
+                    // succeeded. A failed one may still have changed the file (the core
+                    // commits partial work: blocks allocated before ENOSPC, ends zeroed
+                    // before a punch failed), so the kernel drops the attributes (the
+                    // core's fail_op) and, when data may have moved, the cached pages.
+                    let moves = libc::FALLOC_FL_PUNCH_HOLE
+                        | libc::FALLOC_FL_ZERO_RANGE
+                        | libc::FALLOC_FL_COLLAPSE_RANGE
+                        | libc::FALLOC_FL_INSERT_RANGE;
+                    if mode & moves != 0 {
+                        fs.invalidate_cached(ino.0, &(0..u64::MAX));
+                    }
+                    reply.error(errno(e))
+                }
             }
         });
     }
@@ -1468,7 +1482,7 @@ mod mount_tests {
 
         fn format_and_open(dev: &Path, dax: DaxMode) -> DaxFs {
             let f = fs::File::create(dev).expect("device file");
-            f.set_len(64 << 20).expect("device size");
+            crate::device::allocate_file(&f, 0, 64 << 20).expect("device size");
             drop(f);
             let opts = DeviceOptions {
                 writable: true,

@@ -55,7 +55,7 @@ impl TempFile {
     fn new(tag: &str, size: u64) -> TempFile {
         let p = PathBuf::from(format!("/dev/shm/daxfs-fsck-{}-{tag}", std::process::id()));
         let f = std::fs::File::create(&p).expect("create temp file");
-        f.set_len(size).expect("size temp file");
+        daxfs::device::allocate_file(&f, 0, size).expect("size temp file");
         TempFile(p)
     }
 }

@@ -209,6 +209,19 @@ pub fn probe(media: &dyn Media, start: u64, len: u64) -> Result<(), JournalError
     read_header(media, start, len).map(|_| ())
 }
 
+/// Whether opening the journal in `[start, start+len)` would replay a committed
+/// transaction (and so write), found without writing anything: a device opened
+/// read-only can be mounted only when this is false.
+pub fn needs_replay(media: Arc<dyn Media>, start: u64, len: u64) -> Result<bool, JournalError> {
+    let mut journal = Journal::from_header(media, start, len, true)?;
+    let mut records = Vec::new();
+    let (head, seq) = (journal.head, journal.next_seq);
+    Ok(matches!(
+        journal.scan(head, seq, &mut records),
+        Scan::Valid(_)
+    ))
+}
+
 /// Reads both header copies and returns the valid one with the highest generation.
 fn read_header(media: &dyn Media, start: u64, len: u64) -> Result<Header, JournalError> {
     let mut best: Option<Header> = None;

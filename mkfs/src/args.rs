@@ -10,7 +10,8 @@ file used as emulated pmem) with an empty daxfs filesystem.
 
 Options:
   -f, --force              overwrite an existing filesystem or partition table
-      --size SIZE          create (or grow) the regular file DEVICE to SIZE bytes
+      --size SIZE          create (mode 0600) or grow the regular file DEVICE to
+                           SIZE bytes; all of it is allocated (fallocate)
   -L, --label LABEL        filesystem label (at most 63 bytes)
       --journal-size SIZE  metadata journal size (default: 1/64 of the device,
                            between 1 MiB and 64 MiB; at least 64 KiB)
@@ -19,7 +20,12 @@ Options:
   -h, --help               show this help
   -V, --version            show the version
 
-SIZE is a number of bytes with an optional suffix K, M, G or T (powers of 1024).";
+SIZE is a number of bytes with an optional suffix K, M, G or T (powers of 1024).
+
+A regular file is emulated pmem: memory (or disk) the filesystem owns. mkfs.daxfs
+allocates every byte of it before formatting and refuses, removing a file it created
+(an existing file keeps its size), when the filesystem holding it has not that much
+space; a mount refuses a file with holes. On tmpfs (/dev/shm) it costs SIZE of RAM.";
 
 /// Parsed options.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -113,7 +119,16 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
             "-V" | "--version" => return Ok(Command::Version),
             "--size" => a.size = Some(parse_size(&value(inline)?)?),
             "-L" | "--label" => a.label = value(inline)?,
-            "--journal-size" => a.journal_bytes = parse_size(&value(inline)?)?,
+            "--journal-size" => {
+                // 0 is not "the default": it is refused like any size below the minimum.
+                a.journal_bytes = parse_size(&value(inline)?)?;
+                if a.journal_bytes < 64 * 1024 {
+                    return Err(format!(
+                        "journal size {} is too small: at least 64 KiB",
+                        a.journal_bytes
+                    ));
+                }
+            }
             "-N" | "--inodes" => {
                 a.inodes = parse_count(&value(inline)?)?;
                 if a.inodes == 0 {
@@ -141,12 +156,6 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     }
     if a.label.contains('\0') {
         return Err("label must not contain NUL bytes".into());
-    }
-    if a.journal_bytes != 0 && a.journal_bytes < 64 * 1024 {
-        return Err(format!(
-            "journal size {} is too small: at least 64 KiB",
-            a.journal_bytes
-        ));
     }
     Ok(Command::Format(a))
 }
@@ -196,6 +205,8 @@ mod tests {
         assert!(p(&["-L"]).is_err());
         assert!(p(&["-L", &"x".repeat(64), "d"]).is_err());
         assert!(p(&["--journal-size", "4K", "d"]).is_err());
+        assert!(p(&["--journal-size", "0", "d"]).is_err());
+        assert!(p(&["--journal-size=0", "d"]).is_err());
         assert_eq!(p(&["-h"]), Ok(Command::Help));
         assert_eq!(p(&["--version"]), Ok(Command::Version));
     }

@@ -13,8 +13,9 @@ use daxfs::device::{Device, DeviceError, DeviceOptions};
 use daxfs::format::{uuid_string, MkfsParams, Superblock, BLOCK_SIZE, INODE_SIZE};
 use daxfs::fsck::{mount_point_of, ProgressMeter};
 use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
+use std::io::{IsTerminal, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -173,6 +174,54 @@ fn open_device(path: &Path) -> Result<Device, String> {
     })
 }
 
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_file())
+}
+
+/// Allocates `[from, to)` of the emulated device file `f` (growing it to `to` if it is
+/// shorter). An emulated device is memory the filesystem owns: a hole left in it would
+/// be allocated by the page fault that first writes it, and on a full backing filesystem
+/// that fault kills the daemon with SIGBUS. Refuses early, without allocating, when the
+/// backing filesystem has not that much free space.
+fn reserve(path: &Path, f: &File, from: u64, to: u64) -> Result<(), String> {
+    let name = path.display();
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{name}: cannot stat: {e}"))?;
+    if to <= from || meta.blocks().saturating_mul(512) >= to {
+        return Ok(()); // nothing to reserve, or allocated already
+    }
+    // What is allocated already may lie inside the range: the estimate only refuses
+    // what cannot fit (posix_fallocate has the last word).
+    let need = (to - from).saturating_sub(meta.blocks().saturating_mul(512));
+    let refuse = |why: String| {
+        format!(
+            "{name}: cannot reserve {} ({to} bytes) for the emulated device: {why}; \
+             an emulated device needs all its space allocated (choose a smaller --size, \
+             or a filesystem with room)",
+            human(to)
+        )
+    };
+    if let Some(avail) = free_bytes(f) {
+        if avail < need {
+            return Err(refuse(format!(
+                "the filesystem holding it has {} free",
+                human(avail)
+            )));
+        }
+    }
+    daxfs::device::allocate_file(f, from, to - from).map_err(|e| refuse(e.to_string()))
+}
+
+/// Bytes an unprivileged writer may still allocate on the filesystem holding `f`.
+fn free_bytes(f: &File) -> Option<u64> {
+    // SAFETY: fstatvfs fills the zeroed struct it is given; nothing else is touched.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; `st` is a valid, writable statvfs.
+    let rc = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) };
+    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 /// Removes a file this run created if the run fails.
 struct CreatedFile(Option<PathBuf>);
 
@@ -233,30 +282,57 @@ fn run(a: &Args) -> Result<(), String> {
     let mut created = CreatedFile(None);
     match action {
         SizeAction::Create(s) => {
+            // 0600: the image holds every file's bytes, readable past the mount's
+            // permissions by whoever can read the image.
             let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(path)
                 .map_err(|e| format!("{name}: cannot create: {e}"))?;
             created.0 = Some(path.to_path_buf());
-            f.set_len(s)
-                .map_err(|e| format!("{name}: cannot size to {s} bytes: {e}"))?;
+            reserve(path, &f, 0, s)?;
         }
         SizeAction::Grow(s) => {
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
                 .map_err(|e| format!("{name}: cannot open: {e}"))?;
-            f.set_len(s)
-                .map_err(|e| format!("{name}: cannot grow to {s} bytes: {e}"))?;
+            let old = f
+                .metadata()
+                .map_err(|e| format!("{name}: cannot stat: {e}"))?
+                .len();
+            if let Err(e) = reserve(path, &f, old, s) {
+                // Leave the file as it was: shrinking back also frees what was allocated
+                // past its old end before the failure.
+                let _ = f.set_len(old);
+                return Err(e);
+            }
+            reserve(path, &f, 0, old)?;
         }
         SizeAction::None => {}
+    }
+    if !matches!(action, SizeAction::Create(_)) && is_regular_file(path) {
+        // An existing file (sized before, or by hand): fill its holes, as a mount refuses
+        // a file with holes. Its size does not change.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("{name}: cannot open: {e}"))?;
+        let len = f
+            .metadata()
+            .map_err(|e| format!("{name}: cannot stat: {e}"))?
+            .len();
+        reserve(path, &f, 0, len)?;
     }
     let dev = open_device(path)?;
     let size = dev.size();
     Superblock::layout(size, &params).map_err(|e| too_small(path, size, e))?;
-    let mut meter = ProgressMeter::new(!a.quiet && size >= PROGRESS_MIN_BYTES);
-    // A file this run created is sparse: it reads as zeros already.
+    // Progress lines redraw one line: only for a person watching a terminal.
+    let mut meter = ProgressMeter::new(
+        !a.quiet && size >= PROGRESS_MIN_BYTES && std::io::stderr().is_terminal(),
+    );
+    // A file this run created (and allocated) reads as zeros already.
     let zeroed = created.0.is_some();
     let sb = daxfs::mkfs::format_device(&dev, &params, zeroed, &mut |stage, done, total| {
         meter.update(stage, done, total)

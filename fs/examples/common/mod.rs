@@ -17,7 +17,7 @@ impl Drop for TempFile {
 /// Creates a 256 MiB file at `path` and formats it with mkfs defaults.
 pub fn format_256mib(path: &PathBuf) -> Result<(), String> {
     let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    f.set_len(256 << 20).map_err(|e| e.to_string())?;
+    daxfs::device::allocate_file(&f, 0, 256 << 20).map_err(|e| e.to_string())?;
     drop(f);
     let opts = DeviceOptions {
         writable: true,

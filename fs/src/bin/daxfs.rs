@@ -92,7 +92,9 @@ Options (-o, comma-separated, may be repeated):
   log=FILE               where the background process writes its messages
   auto_unmount           unmount when the daemon dies (needs allow_other or allow_root)
   dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, sync, async, dirsync
-                         the usual mount flags (FUSE defaults: nodev, nosuid)
+                         the usual mount flags; defaults as mount(8) gives them: dev,
+                         suid, exec when mounted by root; nodev, nosuid (FUSE's) for
+                         other users
   defaults, _netdev, nofail, auto, noauto, user, users, nouser, x-*, comment=
                          fstab-only options, ignored
 
@@ -226,6 +228,23 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
     };
     let offset = parse_size("OFFSET", offset)?;
     let length = parse_size("LENGTH", length)?;
+    // File offsets are signed 64-bit (loff_t): a range must end at or before 2^63 - 1.
+    let end = offset
+        .checked_add(length)
+        .filter(|&e| e <= i64::MAX as u64)
+        .ok_or_else(|| {
+            Failure(
+                format!(
+                    "OFFSET + LENGTH ({offset} + {length}) is past the largest file offset \
+                     ({}); see 'daxfs help pin'",
+                    i64::MAX
+                ),
+                1,
+            )
+        })?;
+    if length == 0 {
+        return fail("LENGTH must be at least 1 byte (see 'daxfs help pin')");
+    }
     let path = Path::new(file.as_os_str());
     // Signals are blocked before the pin exists, so that one arriving at any point ends
     // the hold through the normal unpin path below.
@@ -240,16 +259,14 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
             _ => "",
         };
         return fail(format!(
-            "cannot pin {} bytes {offset}..{}: {}{hint}",
+            "cannot pin {} bytes {offset}..{end}: {}{hint}",
             path.display(),
-            offset.saturating_add(length),
             os_msg(&e)
         ));
     }
     println!(
-        "pinned {} bytes {offset}..{} ({length} bytes)",
-        path.display(),
-        offset + length
+        "pinned {} bytes {offset}..{end} ({length} bytes)",
+        path.display()
     );
     let _ = std::io::stdout().flush();
     wait_for_signal(&set, hold);

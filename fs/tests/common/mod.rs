@@ -31,7 +31,8 @@ impl TestDev {
     pub fn with_params(size: u64, inodes: u64) -> TestDev {
         let dev = TestDev { path: fresh_path() };
         let f = std::fs::File::create(&dev.path).unwrap();
-        f.set_len(size).unwrap();
+        // An emulated device must be allocated: Device::open refuses a file with holes.
+        daxfs::device::allocate_file(&f, 0, size).unwrap();
         drop(f);
         let d = Device::open(
             &dev.path,
