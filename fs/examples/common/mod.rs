@@ -16,8 +16,14 @@ impl Drop for TempFile {
 
 /// Creates a 256 MiB file at `path` and formats it with mkfs defaults.
 pub fn format_256mib(path: &PathBuf) -> Result<(), String> {
+    format_sized(path, 256 << 20, 0)
+}
+
+/// Creates a `size`-byte file at `path` (allocated in full, as a device must be) and
+/// formats it with `inodes` inode slots (0: the mkfs default).
+pub fn format_sized(path: &PathBuf, size: u64, inodes: u64) -> Result<(), String> {
     let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    daxfs::device::allocate_file(&f, 0, 256 << 20).map_err(|e| e.to_string())?;
+    daxfs::device::allocate_file(&f, 0, size).map_err(|e| e.to_string())?;
     drop(f);
     let opts = DeviceOptions {
         writable: true,
@@ -28,7 +34,7 @@ pub fn format_256mib(path: &PathBuf) -> Result<(), String> {
     let p = MkfsParams {
         label: "bench".into(),
         journal_bytes: 0,
-        inodes: 0,
+        inodes,
         uuid: [3; 16],
         now_ns: 0,
     };
