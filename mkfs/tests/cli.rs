@@ -241,3 +241,82 @@ fn quiet_prints_nothing_on_success() {
     assert_eq!(code(&o), 0);
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
 }
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("stat").blocks() * 512
+}
+
+#[test]
+fn size_creates_the_image_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TempPath::new();
+    let o = mkfs(&["-q", "--size", "16M"], &t.0);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mode = std::fs::metadata(&t.0).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn size_allocates_the_whole_emulated_device() {
+    let t = TempPath::new();
+    let o = mkfs(&["-q", "--size", "32M"], &t.0);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        allocated(&t.0) >= 32 << 20,
+        "only {} bytes allocated",
+        allocated(&t.0)
+    );
+}
+
+#[test]
+fn an_existing_sparse_file_is_allocated_before_formatting() {
+    let t = TempPath::sized(16 << 20);
+    assert_eq!(allocated(&t.0), 0);
+    let o = mkfs(&["-q"], &t.0);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(allocated(&t.0) >= 16 << 20);
+    assert_eq!(std::fs::metadata(&t.0).expect("stat").len(), 16 << 20);
+}
+
+#[test]
+fn a_size_the_backing_filesystem_cannot_hold_is_refused_and_its_file_removed() {
+    let t = TempPath::new();
+    // More than any /dev/shm holds: refused before anything is allocated.
+    let o = mkfs(&["-q", "--size", "10T"], &t.0);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot reserve"), "{}", stderr(&o));
+    assert!(!t.0.exists(), "the file mkfs created is left behind");
+}
+
+#[test]
+fn a_refused_grow_leaves_the_existing_file_as_it_was() {
+    let t = TempPath::new();
+    std::fs::write(&t.0, vec![0x5a; 1 << 20]).expect("write");
+    let o = mkfs(&["-q", "-f", "--size", "10T"], &t.0);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let after = std::fs::read(&t.0).expect("the existing file is kept");
+    assert_eq!(after.len(), 1 << 20);
+    assert!(after.iter().all(|&b| b == 0x5a));
+}
+
+#[test]
+fn a_zero_journal_size_is_refused() {
+    let t = TempPath::new();
+    let o = mkfs(&["--journal-size", "0", "--size", "16M"], &t.0);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("too small"), "{}", stderr(&o));
+    assert!(!t.0.exists());
+}
+
+#[test]
+fn no_progress_lines_on_a_stderr_that_is_not_a_terminal() {
+    let t = TempPath::new();
+    let o = mkfs(&["--size", "1G"], &t.0);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains('%'),
+        "progress on a pipe: {}",
+        stderr(&o)
+    );
+}

@@ -609,6 +609,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         let _ = pipe.write_all(b"OK");
     }
     let busy_poll = start_busy_poll(&session, req.cfg.busy_poll, &busy_poll_slot);
+    spawn_memory_trimmer();
     let served = session.run();
     if let Some((poll, governor)) = busy_poll {
         poll.stop();
@@ -622,6 +623,37 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
             req.mountpoint.display()
         )),
         (Ok(()), Err(e)) => fail(format!("shutdown of {} failed: {e}", device.display())),
+    }
+}
+
+/// How often the daemon looks at the heap it holds free, and how much free heap it
+/// keeps before giving it back to the kernel.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const TRIM_ABOVE: usize = 16 << 20;
+
+/// Bounds the memory a daemon keeps after deletes. The core frees what a deleted inode
+/// used (inode, extent map, directory index), but glibc keeps freed heap in its arenas
+/// (one per worker thread, each fragmented differently), so the daemon's anonymous
+/// memory stayed at its high-water mark: 200,000 files created and deleted left
+/// 120 MB, creeping up with each cycle as other arenas grew. Every TRIM_INTERVAL a
+/// thread reads how much heap is free and, above TRIM_ABOVE, returns it with
+/// malloc_trim. The ceiling after deletes is then about TRIM_ABOVE plus what
+/// TRIM_INTERVAL of churn frees.
+fn spawn_memory_trimmer() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let _ = std::thread::Builder::new()
+            .name("daxfs-trim".into())
+            .spawn(|| loop {
+                std::thread::sleep(TRIM_INTERVAL);
+                // SAFETY: mallinfo2 and malloc_trim have no preconditions; they lock the
+                // allocator's arenas themselves.
+                let free = unsafe { libc::mallinfo2() }.fordblks;
+                if free > TRIM_ABOVE {
+                    // SAFETY: as above.
+                    unsafe { libc::malloc_trim(0) };
+                }
+            });
     }
 }
 
