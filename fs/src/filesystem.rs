@@ -217,17 +217,16 @@ impl DaxFs {
                 },
             )
             .map(Arc::new)
-            .map_err(|e| {
-                let ro = matches!(&e, crate::device::DeviceError::Io { source, .. }
-                    if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
-                if writable && ro {
-                    format!("{e} (a device that cannot be written mounts with -o ro)")
-                } else {
-                    e.to_string()
-                }
-            })
         };
-        let mut dev = open(!opts.read_only)?;
+        let mut dev = open(!opts.read_only).map_err(|e| {
+            let ro = matches!(&e, crate::device::DeviceError::Io { source, .. }
+                if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
+            if !opts.read_only && ro {
+                format!("{e} (a device that cannot be written mounts with -o ro)")
+            } else {
+                e.to_string()
+            }
+        })?;
         if !dev.writable() && journal_needs_replay(&dev) {
             // Release the lock before taking it again through a writable descriptor.
             drop(dev);

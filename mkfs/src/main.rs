@@ -308,13 +308,12 @@ fn run(a: &Args) -> Result<(), String> {
                 let _ = f.set_len(old);
                 return Err(e);
             }
-            reserve(path, &f, 0, old)?;
         }
         SizeAction::None => {}
     }
     if !matches!(action, SizeAction::Create(_)) && is_regular_file(path) {
-        // An existing file (sized before, or by hand): fill its holes, as a mount refuses
-        // a file with holes. Its size does not change.
+        // An existing file (grown above, sized by hand, or a sparse copy): fill its holes,
+        // as a mount refuses a file with holes. Its size does not change.
         let f = OpenOptions::new()
             .write(true)
             .open(path)
