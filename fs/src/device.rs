@@ -180,7 +180,7 @@ impl fmt::Display for DeviceError {
                 f,
                 "{}: emulated device is not fully allocated ({allocated} of {size} bytes; it \
                  has holes): writing into a hole needs space the backing filesystem may not \
-                 have, and ends the daemon with SIGBUS; reserve it first with \
+                 have, and ends the process with SIGBUS; reserve it first with \
                  'fallocate -l {size} {}' (keeps its contents), or \
                  make it with 'mkfs.daxfs --size'",
                 path.display(),
