@@ -196,6 +196,27 @@ fn parse_size(what: &str, a: &OsStr) -> Result<u64, Failure> {
     n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
+/// The end of the pin range `offset..offset+length`, or why it is no range: empty, or
+/// ending past the largest file offset (file offsets are signed 64-bit, loff_t).
+fn pin_range_end(offset: u64, length: u64) -> Result<u64, Failure> {
+    if length == 0 {
+        return fail("LENGTH must be at least 1 byte (see 'daxfs help pin')");
+    }
+    offset
+        .checked_add(length)
+        .filter(|&e| e <= i64::MAX as u64)
+        .ok_or_else(|| {
+            Failure(
+                format!(
+                    "OFFSET + LENGTH ({offset} + {length}) is past the largest file offset \
+                     ({}); see 'daxfs help pin'",
+                    i64::MAX
+                ),
+                1,
+            )
+        })
+}
+
 /// `daxfs pin FILE OFFSET LENGTH [--hold SECONDS]`.
 fn pin(args: &[OsString]) -> Result<(), Failure> {
     let mut positional = Vec::new();
@@ -228,23 +249,7 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
     };
     let offset = parse_size("OFFSET", offset)?;
     let length = parse_size("LENGTH", length)?;
-    // File offsets are signed 64-bit (loff_t): a range must end at or before 2^63 - 1.
-    let end = offset
-        .checked_add(length)
-        .filter(|&e| e <= i64::MAX as u64)
-        .ok_or_else(|| {
-            Failure(
-                format!(
-                    "OFFSET + LENGTH ({offset} + {length}) is past the largest file offset \
-                     ({}); see 'daxfs help pin'",
-                    i64::MAX
-                ),
-                1,
-            )
-        })?;
-    if length == 0 {
-        return fail("LENGTH must be at least 1 byte (see 'daxfs help pin')");
-    }
+    let end = pin_range_end(offset, length)?;
     let path = Path::new(file.as_os_str());
     // Signals are blocked before the pin exists, so that one arriving at any point ends
     // the hold through the normal unpin path below.
@@ -978,6 +983,19 @@ mod tests {
                 _ => panic!("{cmd} without arguments should fail"),
             }
         }
+    }
+
+    #[test]
+    fn pin_ranges_past_the_largest_file_offset_or_empty_are_refused() {
+        assert!(pin_range_end(u64::MAX, 1).is_err());
+        assert!(pin_range_end(1, u64::MAX).is_err());
+        assert!(pin_range_end(i64::MAX as u64, 1).is_err());
+        assert!(pin_range_end(0, 0).is_err());
+        assert_eq!(pin_range_end(4096, 8192).ok(), Some(12288));
+        assert_eq!(
+            pin_range_end(i64::MAX as u64 - 1, 1).ok(),
+            Some(i64::MAX as u64)
+        );
     }
 
     #[test]
