@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, ROOT};
-use std::thread;
 
 const KB: u64 = 1 << 10;
 const MB: u64 = 1 << 20;
@@ -58,32 +57,6 @@ fn partly_overlapping_mappings_share_the_common_bytes() {
     hi.read_at(4094, &mut got[..2]).unwrap();
     assert_eq!(&got[..2], b"xy");
     drop((lo, hi));
-    assert_balanced(&fs);
-}
-
-#[test]
-fn writable_mappings_in_two_threads_race_only_on_the_bytes() {
-    let d = TestDev::new(64 * MB);
-    let fs = d.mount();
-    let ino = mkfile(&fs, ROOT, b"f", &[0u8; 4096]);
-    thread::scope(|s| {
-        for byte in [b'a', b'b'] {
-            let fs = &fs;
-            s.spawn(move || {
-                let mut m = fs.map_pinned(ino, 0, 4096).unwrap();
-                let v = m.as_mut_slice().expect("contiguous, writable");
-                let fill = [byte; 4096];
-                let mut seen = [0u8; 4096];
-                for _ in 0..200 {
-                    v.copy_from(&fill).unwrap();
-                    v.copy_to(&mut seen);
-                    assert!(seen.iter().all(|&c| c == b'a' || c == b'b'));
-                }
-            });
-        }
-    });
-    let data = read_all(&fs, ino);
-    assert!(data.iter().all(|&c| c == b'a' || c == b'b'));
     assert_balanced(&fs);
 }
 
