@@ -426,10 +426,9 @@ pub unsafe fn gather<'a>(pieces: &'a [VolatileSlice<'_>]) -> Cow<'a, [u8]> {
         // SAFETY: the caller's contract, per the doc.
         [one] => Cow::Borrowed(unsafe { one.as_bytes() }),
         many => {
-            let mut buf = vec![0u8; many.iter().map(|p| p.len()).sum()];
-            let mut at = 0;
+            let mut buf = Vec::with_capacity(many.iter().map(|p| p.len()).sum());
             for p in many {
-                at += p.copy_to(&mut buf[at..]);
+                p.append_to(&mut buf);
             }
             Cow::Owned(buf)
         }

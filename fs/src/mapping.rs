@@ -208,10 +208,9 @@ impl PinnedMapping<'_> {
 
     /// The mapped bytes, copied into a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len()];
-        let mut at = 0;
+        let mut v = Vec::with_capacity(self.len());
         for seg in self.segments() {
-            at += seg.copy_to(&mut v[at..]);
+            seg.append_to(&mut v);
         }
         v
     }

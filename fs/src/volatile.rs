@@ -46,8 +46,9 @@ pub struct VolatileSlice<'a> {
     ptr: *mut u8,
     len: usize,
     /// The device and offset the bytes start at: writes go through the device (which
-    /// bounds-checks them and feeds a recording device's model) and `persist` flushes
-    /// them. None for ordinary memory (a hole's zeros, a test buffer).
+    /// bounds-checks them and feeds a recording device's model; reads need neither and
+    /// copy straight from `ptr`) and `persist` flushes them. None for ordinary memory (a
+    /// hole's zeros, a test buffer).
     dev: Option<(&'a Device, u64)>,
     /// Stores are allowed (a writable view of a writable device or a `&mut` buffer).
     writable: bool,
@@ -198,9 +199,23 @@ impl<'a> VolatileSlice<'a> {
 
     /// The bytes, copied into a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len];
-        self.copy_out(0, &mut v);
+        let mut v = Vec::new();
+        self.append_to(&mut v);
         v
+    }
+
+    /// Appends the bytes to `out` (one copy, no zero-fill of the new space first).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len);
+        let dst = out.spare_capacity_mut();
+        // SAFETY: the view's bytes are readable for 'a; `dst` has room for len bytes
+        // (reserved) and is the vector's own buffer, distinct from the view's bytes
+        // (`out` is borrowed mutably, so no view of ordinary memory can point into it).
+        // The copy initialises exactly the len bytes set_len then exposes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr().cast::<u8>(), self.len);
+            out.set_len(out.len() + self.len);
+        }
     }
 
     /// Makes stores through this view durable (cache-line flush + fence, or msync where
@@ -251,14 +266,9 @@ impl<'a> VolatileSlice<'a> {
     /// Copies `buf.len()` bytes at `offset`, which the caller checked lie inside.
     fn copy_out(&self, offset: usize, buf: &mut [u8]) {
         debug_assert!(self.contains(offset, buf.len()));
-        match self.dev {
-            Some((dev, off)) => dev.read(off + offset as u64, buf),
-            // SAFETY: offset..offset+len is inside the view (caller checked), readable
-            // for 'a; `buf` is a distinct Rust buffer (a `&mut`, so not these bytes).
-            None => unsafe {
-                std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len())
-            },
-        }
+        // SAFETY: offset..offset+len is inside the view (caller checked), readable for
+        // 'a; `buf` is a distinct Rust buffer (a `&mut`, so not these bytes).
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
     }
 }
 
@@ -327,6 +337,9 @@ mod tests {
         assert_eq!(v.copy_to(&mut big), 8);
         assert_eq!(v.copy_from(b"abcdefghijk"), Ok(8));
         assert_eq!(v.to_vec(), b"abcdefgh");
+        let mut out = b"<".to_vec();
+        v.subslice(2, 3).unwrap().append_to(&mut out);
+        assert_eq!(out, b"<cde");
     }
 
     #[test]
