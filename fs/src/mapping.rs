@@ -99,9 +99,10 @@ impl PinnedMapping<'_> {
         self.pin().segments.len() == 1
     }
 
-    /// Whether stores through this mapping are allowed (not on a read-only mount).
+    /// Whether stores through this mapping are allowed (not on a read-only mount, nor on
+    /// a device opened read-only, where a store would be a bug the device panics on).
     pub fn is_writable(&self) -> bool {
-        !self.fs.opts.read_only
+        !self.fs.opts.read_only && self.fs.dev.writable()
     }
 
     /// True when an operation has been waiting for this inode's pins since the mapping
