@@ -269,8 +269,7 @@ fn lib_bench(fs: &DaxFs, raw: &Device, size: usize, iters: usize) -> Res<()> {
                 .read_with(f.ino, off as u64, CHUNK as u32, |pieces| {
                     let mut o = 0;
                     for p in pieces {
-                        dst[o..o + p.len()].copy_from_slice(p);
-                        o += p.len();
+                        o += p.copy_to(&mut dst[o..]);
                     }
                     o
                 })

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::persist::{self, FlushInstr};
+use crate::volatile::VolatileSlice;
 
 /// Device sizes must be a multiple of this (the filesystem block size).
 pub const DEVICE_ALIGN: u64 = 4096;
@@ -256,8 +257,9 @@ pub struct Device {
 
 // SAFETY: the Device owns its mapping for its whole life and never remaps it, so `base`
 // stays valid and fixed while any thread holds a reference. All access goes through
-// bounds-checked copies or the documented-unsafe slice functions. Concurrent stores to
-// the same bytes are what any shared mapping of a device allows (the filesystem
+// bounds-checked copies, or views that copy the same way ([`VolatileSlice`], which hands
+// out no references into the mapping). Concurrent stores to the same bytes are what any
+// shared mapping of a device allows (the filesystem
 // serialises its metadata under its own locks; file data may race exactly as it does in
 // a kernel DAX mapping): bytes have no invalid values, so the worst outcome is torn data,
 // never a broken Rust invariant. The remaining fields are immutable or atomic.
@@ -607,7 +609,7 @@ impl Device {
 
     /// A zero-filled memory device of `size` bytes whose stores, flushes and fences are
     /// fed to the returned [`Recorder`] (x86 persistence model, see there). Reads and
-    /// [`slice`](Self::slice) see the volatile contents, as on real hardware.
+    /// [`volatile`](Self::volatile) views see the volatile contents, as on real hardware.
     pub fn recording(size: u64) -> Result<(Device, Arc<Recorder>), DeviceError> {
         let len = usize::try_from(size).map_err(|_| DeviceError::BadSize {
             path: PathBuf::from("<memory>"),
@@ -802,7 +804,7 @@ impl Device {
     pub fn write(&self, off: u64, data: &[u8]) {
         let at = self.check(off, data.len() as u64, true);
         // SAFETY: inside the live, writable mapping (checked). memmove, because `data`
-        // may itself be a `slice` of the device (moving bytes within it).
+        // may itself be device bytes (`VolatileSlice::as_bytes`, moving bytes within it).
         unsafe { std::ptr::copy(data.as_ptr(), self.base.add(at), data.len()) };
         if let Some(rec) = &self.recorder {
             rec.stored(off, data.len() as u64);
@@ -817,7 +819,7 @@ impl Device {
         let overlaps = (data.as_ptr() as usize) < dst as usize + data.len()
             && (dst as usize) < data.as_ptr() as usize + data.len();
         if overlaps {
-            // A move within the device (source from `slice`): streaming stores need
+            // A move within the device (source from `as_bytes`): streaming stores need
             // disjoint ranges, so use memmove + flush instead.
             self.write(off, data);
             // SAFETY: inside the live mapping (checked).
@@ -951,38 +953,34 @@ impl Device {
         }
     }
 
-    /// The bytes at `off..off+len`, without copying (zero-copy replies).
-    ///
-    /// # Safety
-    /// The caller must hold a reference (pin) on every block in the range, so the
-    /// blocks are not freed and reused while the slice lives, and must accept that
-    /// other writers may store to them concurrently (as with any shared mapping of a
-    /// device): the contents can change under the slice, so it must not be relied on
-    /// to stay equal to what was validated (copy first what must be checked).
-    pub unsafe fn slice(&self, off: u64, len: usize) -> &[u8] {
+    /// A read-only view of the bytes at `off..off+len`, without copying (zero-copy
+    /// reads). The view hands out no Rust reference into the mapping (see
+    /// [`VolatileSlice`]), so other writers may store to the bytes meanwhile without
+    /// undefined behaviour. It keeps the mapping alive, not the blocks: callers pin what
+    /// they view, or the bytes may be another file's by the time they are read.
+    #[track_caller]
+    pub fn volatile(&self, off: u64, len: usize) -> VolatileSlice<'_> {
         let at = self.check(off, len as u64, false);
-        // SAFETY: inside the live mapping (checked), which lives as long as `self`; the
-        // aliasing contract is the caller's, per the doc above.
-        unsafe { std::slice::from_raw_parts(self.base.add(at), len) }
+        // SAFETY: base+at..+len are the mapping's bytes off..off+len (checked inside
+        // it), and the mapping lives as long as `self`.
+        unsafe { VolatileSlice::on_device(self, self.base.add(at), off, len, false) }
     }
 
-    /// The bytes at `off..off+len`, mutable, without copying (pinned mappings).
-    /// Stores through it are not durable until flushed and fenced.
-    ///
-    /// # Safety
-    /// As for [`slice`](Self::slice), and the caller must not create another `&`/`&mut`
-    /// to overlapping bytes while this one is in use.
-    /// On a recording device the lines are counted as stored when the slice is made
-    /// (stores through it are not seen individually); flush them after storing.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut(&self, off: u64, len: usize) -> &mut [u8] {
+    /// A writable view of the bytes at `off..off+len` (pinned mappings). Stores through
+    /// it are ordinary stores: durable after [`VolatileSlice::persist`].
+    #[track_caller]
+    pub fn volatile_mut(&self, off: u64, len: usize) -> VolatileSlice<'_> {
         let at = self.check(off, len as u64, true);
+        // SAFETY: as in `volatile`; the range is writable (checked).
+        unsafe { VolatileSlice::on_device(self, self.base.add(at), off, len, true) }
+    }
+
+    /// Tells a recording device that `off..off+len` may have been stored to by raw
+    /// pointer ([`VolatileSlice::as_mut_ptr`]), where the stores are not seen.
+    pub(crate) fn note_stored(&self, off: u64, len: u64) {
         if let Some(rec) = &self.recorder {
-            rec.stored(off, len as u64);
+            rec.stored(off, len);
         }
-        // SAFETY: inside the live, writable mapping (checked); exclusivity is the
-        // caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(at), len) }
     }
 }
 
@@ -1475,13 +1473,11 @@ mod tests {
     }
 
     #[test]
-    fn slices_alias_the_mapping() {
+    fn volatile_views_alias_the_mapping() {
         let t = TempPath::with_size("slice", 8192);
         let dev = open(&t);
-        // SAFETY: the test is the only user of these bytes.
-        unsafe { dev.slice_mut(100, 5) }.copy_from_slice(b"zcopy");
-        // SAFETY: as above.
-        assert_eq!(unsafe { dev.slice(100, 5) }, b"zcopy");
+        dev.volatile_mut(100, 5).copy_from(b"zcopy").unwrap();
+        assert_eq!(dev.volatile(100, 5).to_vec(), b"zcopy");
         let mut b = [0; 5];
         dev.read(100, &mut b);
         assert_eq!(&b, b"zcopy");

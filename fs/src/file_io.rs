@@ -9,6 +9,7 @@ use crate::error::{Errno, Result};
 use crate::filesystem::*;
 use crate::format::*;
 use crate::types::*;
+use crate::volatile::VolatileSlice;
 
 /// Zeros handed out for holes, without copying.
 static ZEROS: [u8; 65536] = [0u8; 65536];
@@ -76,15 +77,16 @@ impl DaxFs {
         }
     }
 
-    /// Zero-copy read: calls `f` with the pieces of the file range, straight out of the
-    /// device mapping (holes as zeros), while the blocks are pinned. The pieces add up
-    /// to the bytes available (short at EOF, empty past it).
+    /// Zero-copy read: calls `f` with the pieces of the file range, views straight into
+    /// the device mapping (holes as zeros), while the blocks are pinned. The pieces add
+    /// up to the bytes available (short at EOF, empty past it). They are volatile views,
+    /// not `&[u8]`: a pinned mapping may store to the same bytes meanwhile.
     pub fn read_with<R>(
         &self,
         ino: u64,
         offset: u64,
         len: u32,
-        f: impl FnOnce(&[&[u8]]) -> R,
+        f: impl FnOnce(&[VolatileSlice<'_>]) -> R,
     ) -> Result<R> {
         let inode = self.inode(ino)?;
         let st = rlock(&inode.st);
@@ -94,7 +96,7 @@ impl DaxFs {
             return Ok(f(&[]));
         }
         let end = size.min(offset + len as u64);
-        let mut pieces: Vec<&[u8]> = Vec::new();
+        let mut pieces: Vec<VolatileSlice<'_>> = Vec::new();
         let mut pins = Pins::new(self);
         let mut pos = offset;
         while pos < end {
@@ -107,12 +109,11 @@ impl DaxFs {
                     pins.pin(pstart, nblocks)?;
                     let devoff = pstart * BLOCK_SIZE + pos % BLOCK_SIZE;
                     let n = (ext_end - pos) as usize;
-                    // SAFETY: the blocks devoff..devoff+n belong to this file's extent
-                    // map and are pinned until `pins` drops (after `f` returns), so they
-                    // are neither freed nor reused meanwhile; the inode read lock keeps
-                    // the extent map stable. Concurrent stores by other writers are
-                    // possible as with any shared mapping of a device.
-                    pieces.push(unsafe { self.dev.slice(devoff, n) });
+                    // The blocks devoff..devoff+n belong to this file's extent map and
+                    // are pinned until `pins` drops (after `f` returns), so they are
+                    // neither freed nor reused meanwhile; the inode read lock keeps the
+                    // extent map stable.
+                    pieces.push(self.dev.volatile(devoff, n));
                     pos = ext_end;
                 }
                 next => {
@@ -123,7 +124,7 @@ impl DaxFs {
                     let mut n = hole_end - pos;
                     while n > 0 {
                         let k = n.min(ZEROS.len() as u64);
-                        pieces.push(&ZEROS[..k as usize]);
+                        pieces.push(VolatileSlice::from(&ZEROS[..k as usize]));
                         n -= k;
                     }
                     pos = hole_end;
@@ -163,8 +164,7 @@ impl DaxFs {
         self.read_with(ino, offset, len, |pieces| {
             let mut o = 0;
             for p in pieces {
-                buf[o..o + p.len()].copy_from_slice(p);
-                o += p.len();
+                o += p.copy_to(&mut buf[o..]);
             }
             o
         })

@@ -33,10 +33,12 @@
 //!   told `append` when those flags hold O_APPEND so it appends at the true EOF. With the
 //!   writeback cache (dax=never) the kernel owns the offset and writes come from the page
 //!   cache (FUSE_WRITE_CACHE), so `append` is never set.
-//! - Data reads: [`DaxFs::read_with`] hands out slices of the device mapping; a range in
-//!   one piece is replied straight from the mapping (zero copy). fuser 0.18 has no
-//!   vectored data reply, so a range in several pieces (fragmented extents, holes) is
-//!   gathered into one buffer first.
+//! - Data reads: [`DaxFs::read_with`] hands out volatile views of the device mapping; a
+//!   range in one piece is replied straight from the mapping (zero copy). fuser 0.18 has
+//!   no vectored data reply and its `ReplyData::data` takes a `&[u8]`, so that one piece
+//!   becomes a slice for the call (the only Rust reference into device memory, see the
+//!   SAFETY comment in `read`), and a range in several pieces (fragmented extents,
+//!   holes) is gathered into one buffer first.
 
 use crate::busy_poll::BusyPoll;
 use crate::error::Errno as CoreErrno;
@@ -44,6 +46,7 @@ use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
 use crate::ioctl::{PinArg, DAXFS_IOC_PIN, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN, DAXFS_STATS_SIZE};
 use crate::pin::RangePin;
 use crate::types::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
+use crate::volatile::VolatileSlice;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
@@ -410,13 +413,25 @@ pub fn write_appends(
     flags & libc::O_APPEND != 0
 }
 
-/// The pieces of a read as one slice: borrowed when there is at most one piece (zero
-/// copy), gathered otherwise.
-pub fn gather<'a>(pieces: &[&'a [u8]]) -> Cow<'a, [u8]> {
+/// The pieces of a read as one slice for the FUSE reply (fuser's `ReplyData::data` takes
+/// nothing else): the piece's own bytes when there is at most one (zero copy), copied
+/// into one buffer otherwise.
+///
+/// # Safety
+/// As for [`VolatileSlice::as_bytes`]: nothing may store to the pieces' bytes while the
+/// returned slice lives.
+pub unsafe fn gather<'a>(pieces: &'a [VolatileSlice<'_>]) -> Cow<'a, [u8]> {
     match pieces {
         [] => Cow::Borrowed(&[]),
-        [one] => Cow::Borrowed(one),
-        many => Cow::Owned(many.concat()),
+        // SAFETY: the caller's contract, per the doc.
+        [one] => Cow::Borrowed(unsafe { one.as_bytes() }),
+        many => {
+            let mut buf = Vec::with_capacity(many.iter().map(|p| p.len()).sum());
+            for p in many {
+                p.append_to(&mut buf);
+            }
+            Cow::Owned(buf)
+        }
     }
 }
 
@@ -792,7 +807,19 @@ impl Filesystem for FuseAdapter {
         let mut reply = Some(reply);
         let r = self.fs.read_with(ino.0, offset, size, |pieces| {
             if let Some(reply) = reply.take() {
-                reply.data(&gather(pieces));
+                // SAFETY: nothing stores to these bytes while the reply is sent.
+                // read_with calls this with the inode's state lock held shared and the
+                // blocks pinned; every store to a file's data through the filesystem
+                // (write, fallocate, truncate's zeroing) takes that lock exclusively,
+                // and pinned blocks are not freed, so not reallocated and zeroed. The
+                // one lock-free writer is a writable PinnedMapping, which only library
+                // users make: this daemon makes none (DAXFS_IOC_PIN pins blocks without
+                // handing out their bytes). Other processes are kept off the device by
+                // its exclusive lock (like any MAP_SHARED mapping, a process ignoring it
+                // is beyond what Rust can promise). The slice lives only for the call,
+                // which hands it to writev(2): the kernel copies the bytes and no Rust
+                // code loads through it.
+                reply.data(&unsafe { gather(pieces) });
             }
         });
         if let (Err(e), Some(reply)) = (r, reply) {
@@ -1339,14 +1366,20 @@ mod tests {
     #[test]
     fn a_single_read_piece_is_borrowed_not_copied() {
         let data = [1u8, 2, 3];
-        assert!(matches!(gather(&[&data[..]]), Cow::Borrowed(b) if b.as_ptr() == data.as_ptr()));
-        assert!(matches!(gather(&[]), Cow::Borrowed(b) if b.is_empty()));
+        let one = [VolatileSlice::from(&data[..])];
+        // SAFETY: nothing stores to `data` (or anything) in this test.
+        let g = unsafe { gather(&one) };
+        assert!(matches!(g, Cow::Borrowed(b) if b.as_ptr() == data.as_ptr()));
+        // SAFETY: as above.
+        assert!(matches!(unsafe { gather(&[]) }, Cow::Borrowed(b) if b.is_empty()));
     }
 
     #[test]
     fn several_read_pieces_are_gathered_in_order() {
         let (a, b) = ([1u8, 2], [0u8; 3]);
-        assert_eq!(&*gather(&[&a[..], &b[..], &a[..1]]), &[1, 2, 0, 0, 0, 1]);
+        let pieces = [&a[..], &b[..], &a[..1]].map(VolatileSlice::from);
+        // SAFETY: nothing stores to `a` or `b` in this test.
+        assert_eq!(&*unsafe { gather(&pieces) }, &[1, 2, 0, 0, 0, 1]);
     }
 
     #[test]

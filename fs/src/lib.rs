@@ -28,6 +28,7 @@ pub mod namespace;
 pub mod persist;
 pub mod pin;
 pub mod types;
+pub mod volatile;
 pub mod xattr;
 
 pub use error::{Errno, Result};
@@ -35,6 +36,7 @@ pub use filesystem::DaxFs;
 pub use mapping::PinnedMapping;
 pub use pin::{FsStats, RangePin};
 pub use types::*;
+pub use volatile::VolatileSlice;
 
 /// The root directory's inode number (also FUSE's).
 pub const ROOT: u64 = format::ROOT_INO;

@@ -1,12 +1,15 @@
 //! Zero-copy pinned mappings of file ranges for in-process users of the library.
 //!
 //! [`DaxFs::map_pinned`] pins a file range (a long-term pin, see `pin.rs`) and hands out
-//! the device bytes themselves: reading a slice reads the medium, storing into a mutable
-//! slice stores into the file, with no copy. The mapping's lifetime is its pin: while it
-//! lives, an operation that would take its blocks from the file (truncate, punch hole,
-//! collapse, ...) waits in break_layouts, up to `layout_timeout`, then fails with EBUSY.
-//! Dropping the mapping releases the pin and wakes such waiters. A mapping also counts as
-//! an open handle, so an unlinked file lives until its last mapping is dropped.
+//! views of the device bytes themselves ([`VolatileSlice`]): reading through a view reads
+//! the medium, storing through a writable one stores into the file, with no copy in
+//! between (a view's `read_at`/`write_at` copy straight between the caller's buffer and
+//! the medium; `as_ptr`/`as_mut_ptr` give the address for an iovec). The mapping's
+//! lifetime is its pin: while it lives, an operation that would take its blocks from the
+//! file (truncate, punch hole, collapse, ...) waits in break_layouts, up to
+//! `layout_timeout`, then fails with EBUSY. Dropping the mapping releases the pin and
+//! wakes such waiters. A mapping also counts as an open handle, so an unlinked file lives
+//! until its last mapping is dropped.
 //!
 //! Durability: stores through the mapping are ordinary CPU stores into the device mapping.
 //! [`PinnedMapping::persist`] flushes the mapped bytes (cache-line flush + fence, or msync
@@ -15,12 +18,17 @@
 //! they are not ordered with the metadata journal.
 //!
 //! Concurrency: the bytes are shared with every other user of the file (reads and writes
-//! through the mount or the library, other mappings of the same range), exactly like a
-//! `MAP_SHARED` mapping of the file: concurrent stores to the same bytes race.
+//! through the mount or the library, other mappings of the same range, writable or not),
+//! exactly like a `MAP_SHARED` mapping of the file: concurrent stores to the same bytes
+//! race. That is why a mapping hands out views and never `&[u8]`/`&mut [u8]`: two
+//! mappings of one range (or a mapping and a concurrent write) would otherwise be two
+//! live references to the same changing bytes, undefined behaviour from safe code. A
+//! second overlapping writable mapping is therefore allowed, as a second `mmap` is.
 
 use crate::error::{Errno, Result};
 use crate::filesystem::DaxFs;
 use crate::pin::RangePin;
+use crate::volatile::VolatileSlice;
 
 /// A pinned, zero-copy view of `len()` bytes of a file (see the module docs).
 pub struct PinnedMapping<'a> {
@@ -91,9 +99,10 @@ impl PinnedMapping<'_> {
         self.pin().segments.len() == 1
     }
 
-    /// Whether stores through this mapping are allowed (not on a read-only mount).
+    /// Whether stores through this mapping are allowed (not on a read-only mount, nor on
+    /// a device opened read-only, where a store would be a bug the device panics on).
     pub fn is_writable(&self) -> bool {
-        !self.fs.opts.read_only
+        !self.fs.opts.read_only && self.fs.dev.writable()
     }
 
     /// True when an operation has been waiting for this inode's pins since the mapping
@@ -102,22 +111,23 @@ impl PinnedMapping<'_> {
         self.pin().lease_epoch() != self.epoch
     }
 
-    /// The mapped bytes, as one slice when they are contiguous on the device.
-    pub fn as_slice(&self) -> Option<&[u8]> {
+    /// A read-only view of the mapped bytes, when they are contiguous on the device.
+    pub fn as_slice(&self) -> Option<VolatileSlice<'_>> {
         match self.pin().segments.as_slice() {
-            // SAFETY: the blocks of the segment are pinned for as long as `self` lives
-            // (the slice borrows `self`), so they are neither freed nor reused; the
-            // segment lies inside the device (it comes from the validated extent map).
-            // Other writers may store to the bytes concurrently, as the module docs say.
-            [(off, n)] => Some(unsafe { self.fs.dev.slice(*off, *n) }),
+            // The segment's blocks are pinned for as long as `self` lives (the view
+            // borrows `self`), so they are neither freed nor reused; it lies inside the
+            // device (it comes from the validated extent map).
+            [(off, n)] => Some(self.fs.dev.volatile(*off, *n)),
             _ => None,
         }
     }
 
-    /// The mapped bytes, mutable, as one slice when they are contiguous on the device and
-    /// the mount is writable. The stores are durable after [`persist`](Self::persist) or
-    /// the mapping's drop.
-    pub fn as_mut_slice(&mut self) -> Option<&mut [u8]> {
+    /// A writable view of the mapped bytes, when they are contiguous on the device and
+    /// the mount is writable. The stores are durable after [`persist`](Self::persist)
+    /// or the mapping's drop. Another mapping of the same range may hold a writable view
+    /// too: the views hand out no references, so that is a race on the bytes (as with
+    /// two `MAP_SHARED` mappings), never undefined behaviour.
+    pub fn as_mut_slice(&mut self) -> Option<VolatileSlice<'_>> {
         if !self.is_writable() {
             return None;
         }
@@ -126,24 +136,21 @@ impl PinnedMapping<'_> {
             _ => return None,
         };
         self.dirty = true;
-        // SAFETY: as in `as_slice`; the slice borrows `self` mutably, so this mapping
-        // hands out no other reference to these bytes while it lives.
-        Some(unsafe { self.fs.dev.slice_mut(off, n) })
+        Some(self.fs.dev.volatile_mut(off, n))
     }
 
-    /// The mapped bytes in file order, one slice per contiguous device run.
-    pub fn segments(&self) -> Vec<&[u8]> {
+    /// Read-only views of the mapped bytes in file order, one per contiguous device run.
+    pub fn segments(&self) -> Vec<VolatileSlice<'_>> {
         self.pin()
             .segments
             .iter()
-            // SAFETY: as in `as_slice`.
-            .map(|&(off, n)| unsafe { self.fs.dev.slice(off, n) })
+            .map(|&(off, n)| self.fs.dev.volatile(off, n))
             .collect()
     }
 
-    /// The mapped bytes in file order, mutable, one slice per contiguous device run (empty
-    /// on a read-only mount).
-    pub fn segments_mut(&mut self) -> Vec<&mut [u8]> {
+    /// Writable views of the mapped bytes in file order, one per contiguous device run
+    /// (empty on a read-only mount).
+    pub fn segments_mut(&mut self) -> Vec<VolatileSlice<'_>> {
         if !self.is_writable() {
             return Vec::new();
         }
@@ -152,10 +159,68 @@ impl PinnedMapping<'_> {
         self.pin()
             .segments
             .iter()
-            // SAFETY: as in `as_mut_slice`; the segments of one pin never overlap (they
-            // are distinct blocks of one file), so the slices are disjoint.
-            .map(|&(off, n)| unsafe { fs.dev.slice_mut(off, n) })
+            .map(|&(off, n)| fs.dev.volatile_mut(off, n))
             .collect()
+    }
+
+    /// Copies `buf.len()` mapped bytes starting `offset` bytes into the mapping (across
+    /// segments) into `buf`; EINVAL unless they are all inside the mapping.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check_range(offset, buf.len())?;
+        let (mut pos, mut done) = (0usize, 0usize);
+        for seg in self.segments() {
+            if done == buf.len() {
+                break;
+            }
+            let at = offset + done;
+            if at < pos + seg.len() {
+                let n = (pos + seg.len() - at).min(buf.len() - done);
+                seg.read_at(at - pos, &mut buf[done..done + n])?;
+                done += n;
+            }
+            pos += seg.len();
+        }
+        Ok(())
+    }
+
+    /// Stores `data` starting `offset` bytes into the mapping (across segments): EINVAL
+    /// unless it fits, EROFS on a read-only mount. Durable after
+    /// [`persist`](Self::persist) or the mapping's drop.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        if !self.is_writable() {
+            return Err(Errno::EROFS);
+        }
+        self.check_range(offset, data.len())?;
+        let (mut pos, mut done) = (0usize, 0usize);
+        for seg in self.segments_mut() {
+            if done == data.len() {
+                break;
+            }
+            let at = offset + done;
+            if at < pos + seg.len() {
+                let n = (pos + seg.len() - at).min(data.len() - done);
+                seg.write_at(at - pos, &data[done..done + n])?;
+                done += n;
+            }
+            pos += seg.len();
+        }
+        Ok(())
+    }
+
+    /// The mapped bytes, copied into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        for seg in self.segments() {
+            seg.append_to(&mut v);
+        }
+        v
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Errno::EINVAL),
+        }
     }
 
     /// Makes the stores made through this mapping durable.
