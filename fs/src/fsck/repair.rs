@@ -284,9 +284,39 @@ pub(super) fn execute(
     let removed: HashSet<usize> = plan.remove.iter().copied().collect();
     let freed: HashSet<u64> = plan.free.iter().copied().collect();
 
+    // Whole blocks first: the entry removals and additions below write into them.
+    for (off, img, what) in &plan.images {
+        w.push((*off, img.clone()));
+        done.push(format!("rewrote the {what} (block {})", off / BLOCK_SIZE));
+    }
+    for &ino in &plan.clear {
+        if plan.new_root && ino == ROOT_INO {
+            continue; // overwritten by the new root below
+        }
+        w.push((sb.inode_offset(ino), vec![0u8; INODE_SIZE as usize]));
+        done.push(if ino == 0 {
+            "zeroed the reserved inode slot 0".to_string()
+        } else {
+            format!("cleared inode {ino}")
+        });
+    }
+
     let mut inodes: BTreeMap<u64, DiskInode> = BTreeMap::new();
+    if plan.new_root {
+        let mut d = DiskInode::empty();
+        d.mode = libc::S_IFDIR | 0o755;
+        d.nlink = 2;
+        d.parent = ROOT_INO;
+        d.generation = t.nsec;
+        d.atime = t;
+        d.mtime = t;
+        d.ctime = t;
+        d.btime = t;
+        inodes.insert(ROOT_INO, d);
+        done.push("made a new, empty root directory".into());
+    }
     for (&ino, f) in &plan.fixes {
-        let mut d = read_inode(dev, sb, ino)?;
+        let mut d = take_inode(&mut inodes, dev, sb, ino)?;
         if let Some(n) = f.nlink {
             d.nlink = n;
             done.push(format!("inode {ino}: set the link count to {n}"));
@@ -306,6 +336,12 @@ pub(super) fn execute(
         if let Some(n) = f.extent_count {
             d.extent_count = n;
             done.push(format!("inode {ino}: set the extent count to {n}"));
+        }
+        if f.drop_xattr {
+            d.xattr_block = 0;
+            done.push(format!(
+                "inode {ino}: dropped its damaged extended attribute block"
+            ));
         }
         inodes.insert(ino, d);
     }
