@@ -408,3 +408,392 @@ fn damage_to_one_inode_or_metadata_block_costs_at_most_that_object() {
         failed.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------------
+// One damage of each kind, and exactly what the repair makes of it.
+
+/// A small image: /dir/{a, sub/c}, /a-link (a second name of a), /b (xattrs), /frag
+/// (12 one-block extents: 5 inline, 7 in an extent block).
+struct Small {
+    dev: Arc<Device>,
+    sb: Superblock,
+    dir: u64,
+    a: u64,
+    sub: u64,
+    c: u64,
+    b: u64,
+    frag: u64,
+}
+
+impl Small {
+    fn new() -> Small {
+        let dev = Arc::new(Device::memory(&vec![0u8; SIZE as usize]).expect("memory device"));
+        let p = MkfsParams {
+            label: "small".into(),
+            journal_bytes: 64 << 10,
+            inodes: 64,
+            uuid: [4; 16],
+            now_ns: 0,
+        };
+        let sb = daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+        let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
+        let r = Cred::root();
+        let dir = fs.mkdir(ROOT, b"dir", 0o755, &r).expect("mkdir").ino;
+        let a = mkfile(&fs, dir, b"a", &pattern(9000, 1));
+        fs.link(a, ROOT, b"a-link").expect("link");
+        let sub = fs.mkdir(dir, b"sub", 0o755, &r).expect("mkdir").ino;
+        let c = mkfile(&fs, sub, b"c", &pattern(5000, 2));
+        let b = mkfile(&fs, ROOT, b"b", &pattern(3000, 3));
+        fs.setxattr(b, b"user.k", b"v", 0).expect("setxattr");
+        let frag = mkfile(&fs, ROOT, b"frag", b"");
+        for i in 0..12u64 {
+            fs.write(
+                frag,
+                i * 2 * BLOCK_SIZE,
+                &pattern(4096, 10 + i as u8),
+                false,
+            )
+            .expect("write");
+        }
+        fs.shutdown().expect("unmount");
+        drop(fs);
+        let s = Small {
+            dev,
+            sb,
+            dir,
+            a,
+            sub,
+            c,
+            b,
+            frag,
+        };
+        assert!(s.check().is_clean());
+        s
+    }
+
+    fn check(&self) -> FsckReport {
+        fsck::check(&self.dev, false, &mut |_, _, _| {})
+    }
+
+    fn inode(&self, ino: u64) -> DiskInode {
+        let mut b = [0u8; INODE_SIZE as usize];
+        self.dev.read(self.sb.inode_offset(ino), &mut b);
+        DiskInode::decode(&b)
+            .expect("valid inode")
+            .expect("used inode")
+    }
+
+    fn xor(&self, off: u64, x: u8) {
+        let mut b = [0u8; 1];
+        self.dev.read(off, &mut b);
+        self.dev.write(off, &[b[0] ^ x]);
+    }
+
+    fn zero_block(&self, pblk: u64) {
+        self.dev
+            .write(pblk * BLOCK_SIZE, &vec![0u8; BLOCK_SIZE as usize]);
+    }
+
+    fn dir_block(&self, dir: u64) -> u64 {
+        self.inode(dir).inline[0].pblk
+    }
+
+    /// Device offset of the entry `name` in directory `dir`'s first block.
+    fn entry_offset(&self, dir: u64, name: &[u8]) -> u64 {
+        let pblk = self.dir_block(dir);
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        self.dev.read(pblk * BLOCK_SIZE, &mut buf);
+        let mut s = 1;
+        while s < DIR_SLOTS_PER_BLOCK {
+            match decode_dirent(&buf, s).expect("valid entry") {
+                Some(de) if de.name == name => return pblk * BLOCK_SIZE + (s * DIR_SLOT) as u64,
+                Some(de) => s += de.nslots,
+                None => s += 1,
+            }
+        }
+        panic!("no entry {:?}", String::from_utf8_lossy(name));
+    }
+
+    /// `fsck -y`: no error left, something repaired, clean afterwards. Returns what
+    /// was repaired.
+    fn repair(&self) -> Vec<String> {
+        let r = fsck::repair(&self.dev, false, &mut |_, _, _| {});
+        assert_eq!(r.count(Severity::Error), 0, "{:?}", r.findings);
+        assert!(!r.repaired.is_empty(), "{:?}", r.findings);
+        let after = self.check();
+        assert!(after.is_clean(), "after the repair: {:?}", after.findings);
+        r.repaired
+    }
+
+    fn with_fs<T>(&self, f: impl FnOnce(&DaxFs) -> T) -> T {
+        let fs = DaxFs::mount_device(self.dev.clone(), FsOptions::default()).expect("mount");
+        let out = f(&fs);
+        fs.shutdown().expect("unmount");
+        out
+    }
+}
+
+fn lookup(fs: &DaxFs, dir: u64, name: &str) -> Option<u64> {
+    fs.lookup(dir, name.as_bytes()).ok().map(|a| a.ino)
+}
+
+fn has(done: &[String], what: &str) -> bool {
+    done.iter().any(|d| d == what)
+}
+
+#[test]
+fn a_damaged_file_inode_is_cleared_with_its_entries_and_its_blocks_freed() {
+    let s = Small::new();
+    let used = s.check().stats.blocks_used;
+    let blocks = s.inode(s.a).blocks;
+    s.xor(s.sb.inode_offset(s.a) + 30, 0x40);
+    let done = s.repair();
+    assert!(has(&done, &format!("cleared inode {}", s.a)), "{done:?}");
+    assert_eq!(
+        s.check().stats.blocks_used,
+        used - blocks,
+        "its blocks are free"
+    );
+    s.with_fs(|fs| {
+        assert_eq!(lookup(fs, s.dir, "a"), None);
+        assert_eq!(lookup(fs, ROOT, "a-link"), None);
+        assert_eq!(read_all(fs, s.c), pattern(5000, 2));
+        assert_eq!(read_all(fs, s.b), pattern(3000, 3));
+        assert_eq!(lookup(fs, ROOT, "lost+found"), None, "nothing to reconnect");
+    });
+}
+
+#[test]
+fn a_damaged_directory_inode_sends_its_children_to_lost_found() {
+    let s = Small::new();
+    s.xor(s.sb.inode_offset(s.dir) + 100, 0x01);
+    s.repair();
+    s.with_fs(|fs| {
+        assert_eq!(lookup(fs, ROOT, "dir"), None);
+        let lf = lookup(fs, ROOT, "lost+found").expect("lost+found");
+        let sub = lookup(fs, lf, &format!("#{}", s.sub)).expect("sub reconnected");
+        assert_eq!(sub, s.sub);
+        assert_eq!(fs.lookup(sub, b"..").expect("..").ino, lf);
+        assert_eq!(lookup(fs, sub, "c"), Some(s.c), "sub keeps its own entries");
+        assert_eq!(read_all(fs, s.c), pattern(5000, 2));
+        // a is still named by /a-link: it stays there, with one link.
+        assert_eq!(lookup(fs, ROOT, "a-link"), Some(s.a));
+        assert_eq!(fs.getattr(s.a).expect("getattr").nlink, 1);
+        assert_eq!(read_all(fs, s.a), pattern(9000, 1));
+    });
+}
+
+#[test]
+fn a_lost_root_inode_is_remade_and_what_it_held_is_reconnected() {
+    let s = Small::new();
+    s.xor(s.sb.inode_offset(ROOT) + 24, 0x08);
+    let done = s.repair();
+    assert!(has(&done, "made a new, empty root directory"), "{done:?}");
+    s.with_fs(|fs| {
+        let lf = lookup(fs, ROOT, "lost+found").expect("lost+found");
+        let names: BTreeSet<String> = common::list(fs, ROOT)
+            .into_iter()
+            .map(|(n, _)| String::from_utf8_lossy(&n).into_owned())
+            .collect();
+        assert_eq!(names, BTreeSet::from(["lost+found".to_string()]));
+        for ino in [s.dir, s.b, s.frag] {
+            assert_eq!(lookup(fs, lf, &format!("#{ino}")), Some(ino));
+        }
+        assert_eq!(lookup(fs, s.dir, "a"), Some(s.a));
+        assert_eq!(fs.getattr(s.a).expect("getattr").nlink, 1);
+        assert_eq!(read_all(fs, s.c), pattern(5000, 2));
+        assert_eq!(fs.getxattr(s.b, b"user.k").expect("xattr"), b"v");
+    });
+}
+
+#[test]
+fn a_damaged_directory_entry_is_cleared_and_its_inode_reconnected() {
+    let s = Small::new();
+    // The name's first byte: the entry's checksum no longer matches.
+    s.xor(s.entry_offset(ROOT, b"b") + 16, 0x20);
+    s.repair();
+    s.with_fs(|fs| {
+        assert_eq!(lookup(fs, ROOT, "b"), None);
+        let lf = lookup(fs, ROOT, "lost+found").expect("lost+found");
+        assert_eq!(lookup(fs, lf, &format!("#{}", s.b)), Some(s.b));
+        assert_eq!(read_all(fs, s.b), pattern(3000, 3));
+        assert_eq!(
+            lookup(fs, ROOT, "frag"),
+            Some(s.frag),
+            "its neighbours keep their names"
+        );
+        assert_eq!(lookup(fs, ROOT, "dir"), Some(s.dir));
+    });
+}
+
+#[test]
+fn a_damaged_directory_block_header_is_rewritten_and_its_entries_kept() {
+    for off in [0u64, 4, 8, 16] {
+        let s = Small::new();
+        let pblk = s.dir_block(ROOT);
+        s.xor(pblk * BLOCK_SIZE + off, 0x10);
+        let done = s.repair();
+        assert!(
+            has(
+                &done,
+                &format!("rewrote the block 0 of directory {ROOT} (block {pblk})")
+            ),
+            "header byte {off}: {done:?}"
+        );
+        s.with_fs(|fs| {
+            for (name, ino) in [
+                ("dir", s.dir),
+                ("a-link", s.a),
+                ("b", s.b),
+                ("frag", s.frag),
+            ] {
+                assert_eq!(
+                    lookup(fs, ROOT, name),
+                    Some(ino),
+                    "header byte {off}: {name}"
+                );
+            }
+            assert_eq!(lookup(fs, ROOT, "lost+found"), None);
+        });
+    }
+}
+
+#[test]
+fn a_zeroed_directory_block_costs_only_the_names_in_it() {
+    let s = Small::new();
+    s.zero_block(s.dir_block(s.dir));
+    s.repair();
+    s.with_fs(|fs| {
+        assert_eq!(lookup(fs, ROOT, "dir"), Some(s.dir));
+        assert_eq!(common::list(fs, s.dir), vec![]);
+        let lf = lookup(fs, ROOT, "lost+found").expect("lost+found");
+        assert_eq!(lookup(fs, lf, &format!("#{}", s.sub)), Some(s.sub));
+        assert_eq!(read_all(fs, s.c), pattern(5000, 2));
+        assert_eq!(
+            lookup(fs, ROOT, "a-link"),
+            Some(s.a),
+            "a keeps its other name"
+        );
+        assert_eq!(read_all(fs, s.a), pattern(9000, 1));
+    });
+}
+
+#[test]
+fn a_damaged_extent_slot_becomes_a_hole_and_the_rest_of_the_file_stays() {
+    let s = Small::new();
+    let eb = s.inode(s.frag).extent_block;
+    let mut slot = [0u8; EXTENT_SIZE];
+    let at = eb * BLOCK_SIZE + EXTENT_BLOCK_HEADER as u64;
+    s.dev.read(at, &mut slot);
+    let lost = Extent::decode(&slot).expect("slot").expect("used slot");
+    s.xor(at + 8, 0x02);
+    s.repair();
+    s.with_fs(|fs| {
+        let data = read_all(fs, s.frag);
+        assert_eq!(data.len() as u64, 23 * BLOCK_SIZE, "the size is kept");
+        for i in 0..12u64 {
+            let blk = &data[(i * 2 * BLOCK_SIZE) as usize..((i * 2 + 1) * BLOCK_SIZE) as usize];
+            if i * 2 == lost.lblk {
+                assert!(
+                    blk.iter().all(|&x| x == 0),
+                    "the damaged extent reads as a hole"
+                );
+            } else {
+                assert_eq!(blk, &pattern(4096, 10 + i as u8)[..], "block {}", i * 2);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_damaged_extent_block_header_is_rewritten_and_every_extent_kept() {
+    for off in [0u64, 4, 8, 16] {
+        let s = Small::new();
+        let eb = s.inode(s.frag).extent_block;
+        s.xor(eb * BLOCK_SIZE + off, 0x04);
+        let done = s.repair();
+        assert!(
+            has(
+                &done,
+                &format!("rewrote the extent block of inode {} (block {eb})", s.frag)
+            ),
+            "header byte {off}: {done:?}"
+        );
+        s.with_fs(|fs| {
+            let data = read_all(fs, s.frag);
+            for i in 0..12u64 {
+                let o = (i * 2 * BLOCK_SIZE) as usize;
+                assert_eq!(&data[o..o + 4096], &pattern(4096, 10 + i as u8)[..]);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_damaged_xattr_block_costs_the_xattrs_and_not_the_data() {
+    let s = Small::new();
+    s.xor(s.inode(s.b).xattr_block * BLOCK_SIZE + 30, 0x80);
+    let done = s.repair();
+    assert!(
+        has(
+            &done,
+            &format!(
+                "inode {}: dropped its damaged extended attribute block",
+                s.b
+            )
+        ),
+        "{done:?}"
+    );
+    s.with_fs(|fs| {
+        assert_eq!(fs.listxattr(s.b).expect("listxattr"), b"");
+        assert_eq!(read_all(fs, s.b), pattern(3000, 3));
+        assert_eq!(lookup(fs, ROOT, "b"), Some(s.b));
+    });
+}
+
+#[test]
+fn a_stray_byte_in_a_free_inode_slot_is_zeroed() {
+    let s = Small::new();
+    s.xor(s.sb.inode_offset(60) + 77, 0x01);
+    let done = s.repair();
+    assert_eq!(done, ["cleared inode 60".to_string()]);
+}
+
+#[test]
+fn preen_leaves_a_damaged_inode_to_y() {
+    let s = Small::new();
+    s.xor(s.sb.inode_offset(s.a) + 30, 0x40);
+    let mut before = vec![0u8; SIZE as usize];
+    s.dev.read(0, &mut before);
+    let r = fsck::repair(&s.dev, true, &mut |_, _, _| {});
+    assert!(
+        r.needs_manual_repair() && r.repaired.is_empty(),
+        "{:?}",
+        r.repaired
+    );
+    let mut after = vec![0u8; SIZE as usize];
+    s.dev.read(0, &mut after);
+    assert!(after == before, "preen wrote to the image");
+}
+
+/// The design choice (docs/DESIGN.md, "Damaged metadata"): a mount, read-only or not,
+/// refuses an image with a damaged inode and names it; fsck -y is the way in.
+#[test]
+fn a_mount_refuses_a_damaged_inode_and_names_it() {
+    let s = Small::new();
+    s.xor(s.sb.inode_offset(s.a) + 30, 0x40);
+    for read_only in [false, true] {
+        let opts = FsOptions {
+            read_only,
+            ..FsOptions::default()
+        };
+        let e = DaxFs::mount_device(s.dev.clone(), opts)
+            .err()
+            .expect("the mount refuses");
+        assert!(
+            e.contains(&format!("inode {}: inode: checksum mismatch", s.a))
+                && e.contains("fsck.daxfs"),
+            "{e}"
+        );
+    }
+}
