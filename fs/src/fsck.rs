@@ -22,6 +22,12 @@
 //! - link counts are set to the entries naming an inode (directories: 2 +
 //!   subdirectories), an orphan flag on a linked inode is cleared, block and extent
 //!   counts are set to what the inode owns;
+//! - damaged records cost only their object (`-y`, not preen): an inode slot that does
+//!   not decode is cleared (its entries removed, its blocks left unclaimed and so freed,
+//!   a directory's children reconnected; a lost root is made anew, empty); a directory
+//!   or extent block with a damaged header gets a fresh header and keeps its intact
+//!   entries or extents (each has its own checksum); a damaged entry or extent slot is
+//!   cleared (an extent's range becomes a hole); a damaged xattr block is dropped;
 //! - the bitmap is rewritten from the extent maps (leaked blocks, blocks in use marked
 //!   free, damaged bitmap blocks), and the filesystem is marked clean.
 //!
@@ -29,8 +35,8 @@
 //! so a crash during a repair leaves each transaction wholly applied or not at all; a
 //! repair too large for one transaction is split, and every split point leaves an image
 //! that a second `fsck -y` completes. The repair is all or nothing otherwise: when the
-//! check finds damage it cannot repair (a bad checksum, a block claimed twice, a
-//! directory block that does not decode), nothing but the superblock copies is written,
+//! check finds damage it cannot repair (a block claimed twice, a checksummed record
+//! with impossible contents), nothing but the superblock copies is written,
 //! since repairs computed around unreadable metadata could destroy what a later
 //! recovery needs. Blocks claimed by two inodes are left uncorrected (no cloning).
 //! `/lost+found` is made by fsck on demand, not by mkfs: daxfs's fsck allocates from the
