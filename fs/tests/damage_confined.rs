@@ -226,6 +226,8 @@ impl Rng {
 /// One damage: where, what, and the files it may cost (their data or xattrs).
 struct Damage {
     what: String,
+    /// The kind of object, for the counts.
+    kind: &'static str,
     /// Byte range changed.
     at: u64,
     len: u64,
@@ -241,6 +243,7 @@ fn pick(img: &Populated, rng: &mut Rng) -> Damage {
     let zero = rng.below(8) == 0;
     let mut d = Damage {
         what: String::new(),
+        kind: "",
         at: 0,
         len: 1,
         lost: BTreeSet::new(),
@@ -256,29 +259,34 @@ fn pick(img: &Populated, rng: &mut Rng) -> Damage {
                 let first = tb * per;
                 d.lost.extend(first..first + per);
                 d.what = format!("inode table block {tb}");
+                d.kind = "inode table block";
                 ((sb.inode_table_start + tb) * BLOCK_SIZE, BLOCK_SIZE)
             } else {
                 let ino = img.used[rng.below(img.used.len() as u64) as usize];
                 d.lost.insert(ino);
                 d.what = format!("inode {ino}");
+                d.kind = "inode";
                 (sb.inode_offset(ino), INODE_SIZE)
             }
         }
         1 => {
             let (b, ino) = one(&img.dir_blocks, rng);
             d.what = format!("directory block {b} of inode {ino}");
+            d.kind = "directory block";
             (b * BLOCK_SIZE, BLOCK_SIZE)
         }
         2 => {
             let (b, ino) = one(&img.extent_blocks, rng);
             d.lost.insert(ino);
             d.what = format!("extent block {b} of inode {ino}");
+            d.kind = "extent block";
             (b * BLOCK_SIZE, BLOCK_SIZE)
         }
         _ => {
             let (b, ino) = one(&img.xattr_blocks, rng);
             d.lost_xattrs.insert(ino);
             d.what = format!("xattr block {b} of inode {ino}");
+            d.kind = "xattr block";
             (b * BLOCK_SIZE, BLOCK_SIZE)
         }
     };
@@ -384,9 +392,12 @@ fn damage_to_one_inode_or_metadata_block_costs_at_most_that_object() {
     let mut rng = Rng(0x5851_f42d_4c95_7f2d);
     let mut t = Tally::default();
     let mut failed = Vec::new();
+    let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let start = std::time::Instant::now();
     for it in 0..iters {
         let d = pick(&img, &mut rng);
+        let how = if d.len == 1 { "byte" } else { "zeroed" };
+        *kinds.entry(format!("{how} {}", d.kind)).or_default() += 1;
         if let Err(e) = one_damage(&img, &d, &mut rng, &mut t) {
             failed.push(format!("iteration {it} ({}): {e}", d.what));
         }
@@ -401,6 +412,7 @@ fn damage_to_one_inode_or_metadata_block_costs_at_most_that_object() {
         t.files_lost,
         t.reconnected
     );
+    println!("damage confined: by kind: {kinds:?}");
     assert!(
         failed.is_empty(),
         "{} failures:\n{}",
