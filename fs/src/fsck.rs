@@ -531,6 +531,9 @@ struct Plan {
     images: Vec<(u64, Vec<u8>, String)>,
     /// The root inode is unreadable or free: the repair makes a new, empty root.
     new_root: bool,
+    /// Directory blocks whose extent was lost with a damaged extent block (directory →
+    /// block indexes): each gets a new, empty block.
+    holes: BTreeMap<u64, Vec<u64>>,
 }
 
 struct Checker {
@@ -552,6 +555,9 @@ struct Checker {
 fn name_str(n: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(n))
 }
+
+/// Directory holes beyond this many are not filled (a size no lost extent explains).
+const MAX_DIR_HOLES: u64 = 1 << 16;
 
 /// The name reconnected inodes get in lost+found.
 const LOST_FOUND: &[u8] = b"lost+found";
@@ -870,7 +876,13 @@ impl Checker {
 
     fn check_dir(&mut self, ino: u64, d: &DiskInode, ext: &ExtentMap) {
         let nblocks = d.size / BLOCK_SIZE;
-        if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
+        // Fewer mapped blocks than the size says are holes (below); an extent past the
+        // size is not something a lost extent explains.
+        let holes = nblocks.saturating_sub(ext.mapped_blocks());
+        if !d.size.is_multiple_of(BLOCK_SIZE)
+            || ext.iter().any(|e| e.end() > nblocks)
+            || holes > MAX_DIR_HOLES
+        {
             self.r.error(format!(
                 "directory {ino}: size {} does not match its {} mapped blocks",
                 d.size,
@@ -886,8 +898,18 @@ impl Checker {
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
         for b in 0..nblocks {
             let Some(e) = ext.find(b) else {
-                self.r
-                    .error(format!("directory {ino}: block {b} is a hole"));
+                if holes <= MAX_DIR_HOLES {
+                    self.r.fixable(
+                        false,
+                        format!(
+                            "directory {ino}: block {b} is a hole (giving it a new, empty block)"
+                        ),
+                    );
+                    self.plan.holes.entry(ino).or_default().push(b);
+                } else {
+                    self.r
+                        .error(format!("directory {ino}: block {b} is a hole"));
+                }
                 continue;
             };
             let pblk = e.pblk.saturating_add(b - e.lblk);

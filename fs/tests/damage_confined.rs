@@ -48,7 +48,7 @@ fn populate() -> Populated {
     let p = MkfsParams {
         label: "damage".into(),
         journal_bytes: 256 << 10,
-        inodes: 256,
+        inodes: 512,
         uuid: [9; 16],
         now_ns: 0,
     };
@@ -99,6 +99,25 @@ fn populate() -> Populated {
         }
     }
     fs.symlink(dirs[1], b"sym", b"../f0", &r).expect("symlink");
+    // A directory of 8 blocks apart from each other: 8 extents, 3 in an extent block.
+    let wide = fs.mkdir(ROOT, b"wide", 0o755, &r).expect("mkdir").ino;
+    for i in 0..96u32 {
+        let name = format!("{i:03}{}", "n".repeat(240));
+        mkfile(
+            &fs,
+            wide,
+            name.as_bytes(),
+            &pattern(50 + i as usize, i as u8),
+        );
+        if i % 12 == 11 {
+            mkfile(
+                &fs,
+                ROOT,
+                format!("spacer{i}").as_bytes(),
+                &pattern(4096, 0),
+            );
+        }
+    }
     // Fragmented files: one extent block, and one with a chain of two.
     for (name, extents) in [(&b"frag1"[..], 12u64), (b"frag2", 12), (b"frag3", 180)] {
         let f = mkfile(&fs, dirs[2], name, b"");
@@ -439,11 +458,15 @@ struct Small {
 
 impl Small {
     fn new() -> Small {
+        Small::with_inodes(64)
+    }
+
+    fn with_inodes(inodes: u64) -> Small {
         let dev = Arc::new(Device::memory(&vec![0u8; SIZE as usize]).expect("memory device"));
         let p = MkfsParams {
             label: "small".into(),
             journal_bytes: 64 << 10,
-            inodes: 64,
+            inodes,
             uuid: [4; 16],
             now_ns: 0,
         };
@@ -885,4 +908,82 @@ fn a_power_cut_during_a_repair_of_damaged_objects_leaves_the_damaged_or_the_repa
         old > 0 && new > 0,
         "{old} damaged states, {new} repaired ones"
     );
+}
+
+/// A directory of 8 blocks in 8 extents (3 of them in an extent block): a damaged slot
+/// of that extent block loses one block of names; the block is given back empty, the
+/// names in it are reconnected to lost+found and every other entry stays.
+#[test]
+fn a_directory_block_lost_with_its_extent_is_given_back_empty() {
+    let s = Small::with_inodes(256);
+    let (dir, names) = {
+        let fs = DaxFs::mount_device(s.dev.clone(), FsOptions::default()).expect("mount");
+        let dir = fs
+            .mkdir(ROOT, b"wide", 0o755, &Cred::root())
+            .expect("mkdir")
+            .ino;
+        let mut names = Vec::new();
+        for i in 0..96u32 {
+            // 5 slots each: 12 entries a block; a data block between two directory
+            // blocks keeps them apart.
+            let name = format!("{i:03}{}", "n".repeat(240));
+            let f = mkfile(&fs, dir, name.as_bytes(), &pattern(100, i as u8));
+            if i % 12 == 11 {
+                mkfile(
+                    &fs,
+                    ROOT,
+                    format!("spacer{i}").as_bytes(),
+                    &pattern(4096, 0),
+                );
+            }
+            names.push((name, f, i as u8));
+        }
+        fs.shutdown().expect("unmount");
+        (dir, names)
+    };
+    let d = s.inode(dir);
+    assert!(
+        d.extent_block != 0 && d.extent_count >= 6,
+        "{} extents",
+        d.extent_count
+    );
+    let at = d.extent_block * BLOCK_SIZE + EXTENT_BLOCK_HEADER as u64;
+    let mut slot = [0u8; EXTENT_SIZE];
+    s.dev.read(at, &mut slot);
+    let lost = Extent::decode(&slot).expect("slot").expect("used slot");
+    s.xor(at + 2, 0x01);
+    let done = s.repair();
+    assert!(
+        has(
+            &done,
+            &format!(
+                "directory {dir}: gave block {} a new, empty block",
+                lost.lblk
+            )
+        ),
+        "{done:?}"
+    );
+    s.with_fs(|fs| {
+        let lf = lookup(fs, ROOT, "lost+found").expect("lost+found");
+        let (mut kept, mut moved) = (0, 0);
+        for (name, ino, seed) in &names {
+            match lookup(fs, dir, name) {
+                Some(i) => {
+                    assert_eq!(i, *ino);
+                    kept += 1;
+                }
+                None => {
+                    assert_eq!(lookup(fs, lf, &format!("#{ino}")), Some(*ino), "{name}");
+                    moved += 1;
+                }
+            }
+            assert_eq!(read_all(fs, *ino), pattern(100, *seed));
+        }
+        assert_eq!(
+            (kept, moved),
+            (96 - 12 * lost.len as usize, 12 * lost.len as usize)
+        );
+        // The directory takes new entries again, in every block.
+        mkfile(fs, dir, b"new", b"x");
+    });
 }

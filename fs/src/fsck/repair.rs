@@ -99,13 +99,10 @@ fn read_inode(dev: &Device, sb: &Superblock, ino: u64) -> Result<DiskInode, Stri
     }
 }
 
-/// An inode's extent map as stored (the check validated it).
-fn load_extents(
-    dev: &Device,
-    sb: &Superblock,
-    ino: u64,
-    d: &DiskInode,
-) -> Result<ExtentMap, String> {
+/// An inode's extent map as the repair leaves it (the check validated it): extent
+/// blocks the plan rewrites are read from their new images.
+fn load_extents(c: &Checker, dev: &Device, ino: u64, d: &DiskInode) -> Result<ExtentMap, String> {
+    let sb = &c.sb;
     let mut chain = Vec::new();
     let mut next = d.extent_block;
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
@@ -113,7 +110,10 @@ fn load_extents(
         if chain.len() as u64 > sb.data_blocks {
             return Err(format!("inode {ino}: extent block chain loops"));
         }
-        dev.read(next * BLOCK_SIZE, &mut buf);
+        match c.plan.images.iter().find(|i| i.0 == next * BLOCK_SIZE) {
+            Some((_, img, _)) => buf.copy_from_slice(img),
+            None => dev.read(next * BLOCK_SIZE, &mut buf),
+        }
         let nx = decode_extent_block_header(&buf, ino).map_err(|e| format!("inode {ino}: {e}"))?;
         let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
         for j in 0..EXTENTS_PER_BLOCK {
@@ -147,7 +147,7 @@ impl DirAppend {
         d: DiskInode,
         removed: &HashSet<usize>,
     ) -> Result<DirAppend, String> {
-        let ext = load_extents(dev, &c.sb, ino, &d)?;
+        let ext = load_extents(c, dev, ino, &d)?;
         let mut idx = DirIndex::new();
         for _ in 0..d.size / BLOCK_SIZE {
             idx.add_block();
@@ -217,6 +217,33 @@ impl DirAppend {
                 slot,
             },
         );
+        Ok(())
+    }
+
+    /// Gives block `index`, a hole (its extent was lost with a damaged extent block),
+    /// a new empty directory block.
+    fn fill_hole(
+        &mut self,
+        index: u64,
+        blocks: &mut Blocks,
+        w: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let pblk = blocks.alloc()?;
+        let mut img = vec![0u8; BLOCK_SIZE as usize];
+        img[..DIR_SLOT].copy_from_slice(&encode_dir_block_header(self.ino, index));
+        w.push((pblk * BLOCK_SIZE, img));
+        let e = Extent {
+            lblk: index,
+            pblk,
+            len: 1,
+        };
+        if !self.ext.insert(e) {
+            self.add_extent_block(blocks, w)?;
+            if !self.ext.insert(e) {
+                return Err(format!("directory {}: no extent slot", self.ino));
+            }
+        }
+        self.d.blocks += 1;
         Ok(())
     }
 
@@ -381,15 +408,48 @@ pub(super) fn execute(
         data_start: sb.data_start,
         cursor: 0,
     };
+    // Directory holes get new, empty blocks; lost+found and the root, when entries are
+    // added to them below, where they are loaded for that.
+    let appended = match plan.lost_found {
+        LostFound::Unneeded => None,
+        LostFound::Existing(lf) => Some(lf),
+        LostFound::Create { .. } => Some(ROOT_INO),
+    };
+    let mut fill = |a: &mut DirAppend,
+                    blocks: &mut Blocks,
+                    w: &mut Vec<(u64, Vec<u8>)>|
+     -> Result<(), String> {
+        for &b in plan.holes.get(&a.ino).map(|v| v.as_slice()).unwrap_or(&[]) {
+            a.fill_hole(b, blocks, w)?;
+            done.push(format!(
+                "directory {}: gave block {b} a new, empty block",
+                a.ino
+            ));
+        }
+        Ok(())
+    };
+    for &dir in plan.holes.keys() {
+        if Some(dir) == appended || freed.contains(&dir) {
+            continue;
+        }
+        let d = take_inode(&mut inodes, dev, sb, dir)?;
+        let mut a = DirAppend::load(c, dev, dir, d, &removed)?;
+        fill(&mut a, &mut blocks, &mut w)?;
+        let (i, d) = a.finish(t, &mut w);
+        inodes.insert(i, d);
+    }
     let lost_found = match plan.lost_found {
         LostFound::Unneeded => None,
         LostFound::Existing(lf) => {
             let d = take_inode(&mut inodes, dev, sb, lf)?;
-            Some(DirAppend::load(c, dev, lf, d, &removed)?)
+            let mut a = DirAppend::load(c, dev, lf, d, &removed)?;
+            fill(&mut a, &mut blocks, &mut w)?;
+            Some(a)
         }
         LostFound::Create { ino, nlink } => {
             let d = take_inode(&mut inodes, dev, sb, ROOT_INO)?;
             let mut root = DirAppend::load(c, dev, ROOT_INO, d, &removed)?;
+            fill(&mut root, &mut blocks, &mut w)?;
             root.add(LOST_FOUND, ino, libc::DT_DIR, &mut blocks, &mut w)?;
             let (ri, rd) = root.finish(t, &mut w);
             inodes.insert(ri, rd);
