@@ -27,7 +27,8 @@
 //!   a directory's children reconnected; a lost root is made anew, empty); a directory
 //!   or extent block with a damaged header gets a fresh header and keeps its intact
 //!   entries or extents (each has its own checksum); a damaged entry or extent slot is
-//!   cleared (an extent's range becomes a hole); a damaged xattr block is dropped;
+//!   cleared (an extent's range becomes a hole; a directory block lost so is given a
+//!   new, empty block); a damaged xattr block is dropped;
 //! - the bitmap is rewritten from the extent maps (leaked blocks, blocks in use marked
 //!   free, damaged bitmap blocks), and the filesystem is marked clean.
 //!
