@@ -800,6 +800,14 @@ fn a_stray_byte_in_a_free_inode_slot_is_zeroed() {
 }
 
 #[test]
+fn a_stray_byte_in_the_reserved_inode_slot_is_zeroed() {
+    let s = Small::new();
+    s.xor(s.sb.inode_offset(0) + 9, 0x01);
+    let done = s.repair();
+    assert_eq!(done, ["zeroed the reserved inode slot 0".to_string()]);
+}
+
+#[test]
 fn preen_leaves_a_damaged_inode_to_y() {
     let s = Small::new();
     s.xor(s.sb.inode_offset(s.a) + 30, 0x40);
