@@ -22,6 +22,13 @@
 //! - link counts are set to the entries naming an inode (directories: 2 +
 //!   subdirectories), an orphan flag on a linked inode is cleared, block and extent
 //!   counts are set to what the inode owns;
+//! - damaged records cost only their object (`-y`, not preen): an inode slot that does
+//!   not decode is cleared (its entries removed, its blocks left unclaimed and so freed,
+//!   a directory's children reconnected; a lost root is made anew, empty); a directory
+//!   or extent block with a damaged header gets a fresh header and keeps its intact
+//!   entries or extents (each has its own checksum); a damaged entry or extent slot is
+//!   cleared (an extent's range becomes a hole; a directory block lost so is given a
+//!   new, empty block); a damaged xattr block is dropped;
 //! - the bitmap is rewritten from the extent maps (leaked blocks, blocks in use marked
 //!   free, damaged bitmap blocks), and the filesystem is marked clean.
 //!
@@ -29,8 +36,8 @@
 //! so a crash during a repair leaves each transaction wholly applied or not at all; a
 //! repair too large for one transaction is split, and every split point leaves an image
 //! that a second `fsck -y` completes. The repair is all or nothing otherwise: when the
-//! check finds damage it cannot repair (a bad checksum, a block claimed twice, a
-//! directory block that does not decode), nothing but the superblock copies is written,
+//! check finds damage it cannot repair (a block claimed twice, a checksummed record
+//! with impossible contents), nothing but the superblock copies is written,
 //! since repairs computed around unreadable metadata could destroy what a later
 //! recovery needs. Blocks claimed by two inodes are left uncorrected (no cloning).
 //! `/lost+found` is made by fsck on demand, not by mkfs: daxfs's fsck allocates from the
@@ -455,6 +462,8 @@ struct InodeFix {
     clear_orphan: bool,
     blocks: Option<u64>,
     extent_count: Option<u32>,
+    /// The xattr block is damaged: the inode loses its xattrs (the block is freed).
+    drop_xattr: bool,
 }
 
 /// Where reconnected inodes go.
@@ -513,6 +522,19 @@ struct Plan {
     /// Inodes to link into lost+found as "#<ino>".
     reconnect: Vec<u64>,
     lost_found: LostFound,
+    /// Inode slots to zero: records that cannot be trusted (e2fsck's "clear inode":
+    /// entries naming them are removed, the blocks they held fall back to free), and
+    /// stray bytes in free or reserved slots.
+    clear: Vec<u64>,
+    /// Blocks rewritten whole, written before every other change: (byte offset, image,
+    /// what it is). Directory and extent blocks with a damaged header or slots get a
+    /// fresh header and keep only their intact (checksummed) entries or extents.
+    images: Vec<(u64, Vec<u8>, String)>,
+    /// The root inode is unreadable or free: the repair makes a new, empty root.
+    new_root: bool,
+    /// Directory blocks whose extent was lost with a damaged extent block (directory →
+    /// block indexes): each gets a new, empty block.
+    holes: BTreeMap<u64, Vec<u64>>,
 }
 
 struct Checker {
@@ -534,6 +556,9 @@ struct Checker {
 fn name_str(n: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(n))
 }
+
+/// Directory holes beyond this many are not filled (a size no lost extent explains).
+const MAX_DIR_HOLES: u64 = 1 << 16;
 
 /// The name reconnected inodes get in lost+found.
 const LOST_FOUND: &[u8] = b"lost+found";
@@ -602,19 +627,21 @@ impl Checker {
                 let slot = &tbl[(k * INODE_SIZE) as usize..((k + 1) * INODE_SIZE) as usize];
                 if ino == 0 {
                     if slot.iter().any(|&b| b != 0) {
-                        self.r.error("inode slot 0 (reserved) is not zero");
+                        self.r
+                            .fixable(false, "inode slot 0 (reserved) is not zero (zeroing it)");
+                        self.plan.clear.push(0);
                     }
                     continue;
                 }
                 match DiskInode::decode(slot) {
                     Ok(None) => {
-                        self.first_free_ino.get_or_insert(ino);
+                        // A free root slot is given back to the root, never to lost+found.
+                        if ino != ROOT_INO {
+                            self.first_free_ino.get_or_insert(ino);
+                        }
                     }
                     Ok(Some(d)) => self.check_inode(ino, d),
-                    Err(e) => {
-                        self.r.error(format!("inode {ino}: {e}"));
-                        self.damaged.insert(ino);
-                    }
+                    Err(e) => self.clear_inode(ino, &e.to_string()),
                 }
             }
             if tb % step == 0 || tb + 1 == total {
@@ -623,11 +650,31 @@ impl Checker {
         }
     }
 
+    /// Plans clearing inode `ino`, whose record cannot be trusted (`why`). Nothing in it
+    /// is believed: not its blocks (unclaimed, so the bitmap rebuild frees them), not
+    /// its entries if a directory (its children are reconnected to lost+found).
+    fn clear_inode(&mut self, ino: u64, why: &str) {
+        self.r.fixable(
+            false,
+            format!("inode {ino}: {why} (clearing the inode; entries naming it are removed)"),
+        );
+        self.damaged.insert(ino);
+        self.plan.clear.push(ino);
+    }
+
+    /// Whether `pblk` holds an intact extent block of inode `ino` not yet in its chain
+    /// (`seen`): the test for trusting the next pointer of a damaged extent block.
+    fn is_extent_block_of(&self, pblk: u64, ino: u64, seen: &HashSet<u64>) -> bool {
+        if pblk == 0 || !self.sb.is_data_block(pblk) || seen.contains(&pblk) {
+            return false;
+        }
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        self.img.block(pblk, &mut buf) && decode_extent_block_header(&buf, ino).is_ok()
+    }
+
     fn check_inode(&mut self, ino: u64, d: DiskInode) {
         let Some(kind) = FileKind::from_mode(d.mode) else {
-            self.r
-                .error(format!("inode {ino}: invalid mode {:o}", d.mode));
-            self.damaged.insert(ino);
+            self.clear_inode(ino, &format!("invalid mode {:o}", d.mode));
             return;
         };
         self.r.stats.inodes_used += 1;
@@ -667,13 +714,29 @@ impl Checker {
                 break;
             }
             self.img.block(next, &mut buf);
+            let mut rewrite = false;
             let nx = match decode_extent_block_header(&buf, ino) {
                 Ok(nx) => nx,
                 Err(e) => {
-                    self.r
-                        .error(format!("inode {ino}: extent block {next}: {e}"));
-                    chain_ok = false;
-                    break;
+                    // The block is this inode's (its checksummed pointer names it), and
+                    // each slot carries its own checksum: the intact extents in it are
+                    // kept. Its next pointer is not trusted unless it names an intact
+                    // extent block of this inode; else the chain ends here.
+                    let cand = u64::from_le_bytes(buf[8..16].try_into().unwrap_or([0; 8]));
+                    let nx = if self.is_extent_block_of(cand, ino, &seen) {
+                        cand
+                    } else {
+                        0
+                    };
+                    self.r.fixable(
+                        false,
+                        format!(
+                            "inode {ino}: extent block {next}: {e} (rewriting its header{}; its intact extents are kept)",
+                            if nx == 0 { ", ending the chain there" } else { "" }
+                        ),
+                    );
+                    rewrite = true;
+                    nx
                 }
             };
             let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
@@ -682,11 +745,31 @@ impl Checker {
                 match Extent::decode(&buf[o..o + EXTENT_SIZE]) {
                     Ok(e) => slots.push(self.sane_extent(ino, e)),
                     Err(e) => {
-                        self.r
-                            .error(format!("inode {ino}: extent block {next} slot {j}: {e}"));
+                        self.r.fixable(
+                            false,
+                            format!(
+                                "inode {ino}: extent block {next} slot {j}: {e} (clearing the slot: its range of the file becomes a hole)"
+                            ),
+                        );
                         slots.push(None);
+                        rewrite = true;
                     }
                 }
+            }
+            if rewrite {
+                let mut im = vec![0u8; BLOCK_SIZE as usize];
+                im[..EXTENT_BLOCK_HEADER].copy_from_slice(&encode_extent_block_header(nx, ino));
+                for (j, e) in slots.iter().enumerate() {
+                    if let Some(e) = e {
+                        let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
+                        im[o..o + EXTENT_SIZE].copy_from_slice(&e.encode());
+                    }
+                }
+                self.plan.images.push((
+                    next * BLOCK_SIZE,
+                    im,
+                    format!("extent block of inode {ino}"),
+                ));
             }
             chain.push((next, slots));
             next = nx;
@@ -724,11 +807,31 @@ impl Checker {
             }
         }
         let mut owned = mapped + nblocks_chain;
-        if d.xattr_block != 0 && self.claim(ino, d.xattr_block, 1, "xattr block") {
-            owned += 1;
-            self.img.block(d.xattr_block, &mut buf);
-            if let Err(e) = decode_xattr_block(&buf, ino) {
-                self.r.error(format!("inode {ino}: {e}"));
+        let mut xattr_block = d.xattr_block;
+        if xattr_block != 0 {
+            if !self.sb.is_data_block(xattr_block) {
+                self.claim(ino, xattr_block, 1, "xattr block"); // reports it
+            } else {
+                self.img.block(xattr_block, &mut buf);
+                match decode_xattr_block(&buf, ino) {
+                    Ok(_) => {
+                        if self.claim(ino, xattr_block, 1, "xattr block") {
+                            owned += 1;
+                        }
+                    }
+                    Err(e) => {
+                        // One checksum covers the whole block: none of it can be
+                        // believed. The file keeps its data and loses its xattrs.
+                        self.r.fixable(
+                            false,
+                            format!(
+                                "inode {ino}: {e} (dropping its extended attributes; the block is freed)"
+                            ),
+                        );
+                        self.fix(ino).drop_xattr = true;
+                        xattr_block = 0;
+                    }
+                }
             }
         }
         if chain_ok && owned != d.blocks {
@@ -741,7 +844,7 @@ impl Checker {
             );
             self.fix(ino).blocks = Some(owned);
         }
-        if kind == FileKind::File && d.size == 0 && owned == 0 && d.xattr_block == 0 {
+        if kind == FileKind::File && d.size == 0 && owned == 0 && xattr_block == 0 {
             if let Some(n) = self.nodes.get_mut(&ino) {
                 n.empty_file = true;
             }
@@ -774,7 +877,13 @@ impl Checker {
 
     fn check_dir(&mut self, ino: u64, d: &DiskInode, ext: &ExtentMap) {
         let nblocks = d.size / BLOCK_SIZE;
-        if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
+        // Fewer mapped blocks than the size says are holes (below); an extent past the
+        // size is not something a lost extent explains.
+        let holes = nblocks.saturating_sub(ext.mapped_blocks());
+        if !d.size.is_multiple_of(BLOCK_SIZE)
+            || ext.iter().any(|e| e.end() > nblocks)
+            || holes > MAX_DIR_HOLES
+        {
             self.r.error(format!(
                 "directory {ino}: size {} does not match its {} mapped blocks",
                 d.size,
@@ -790,8 +899,18 @@ impl Checker {
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
         for b in 0..nblocks {
             let Some(e) = ext.find(b) else {
-                self.r
-                    .error(format!("directory {ino}: block {b} is a hole"));
+                if holes <= MAX_DIR_HOLES {
+                    self.r.fixable(
+                        false,
+                        format!(
+                            "directory {ino}: block {b} is a hole (giving it a new, empty block)"
+                        ),
+                    );
+                    self.plan.holes.entry(ino).or_default().push(b);
+                } else {
+                    self.r
+                        .error(format!("directory {ino}: block {b} is a hole"));
+                }
                 continue;
             };
             let pblk = e.pblk.saturating_add(b - e.lblk);
@@ -799,17 +918,34 @@ impl Checker {
                 continue; // reported by claim
             }
             self.img.block(pblk, &mut buf);
+            // The repaired block, when it needs one. The block is this directory's (its
+            // checksummed extent names it) and every entry carries its own checksum: a
+            // damaged header is rewritten and the intact entries are kept; a damaged
+            // entry is cleared (its inode is reconnected to lost+found unless another
+            // entry names it).
+            let mut fixed: Option<Vec<u8>> = None;
             if let Err(err) = check_dir_block_header(&buf, ino, b) {
-                self.r.error(err.to_string());
-                continue;
+                self.r.fixable(
+                    false,
+                    format!("{err} (rewriting the header; its intact entries are kept)"),
+                );
+                let mut im = buf.clone();
+                im[..DIR_SLOT].copy_from_slice(&encode_dir_block_header(ino, b));
+                fixed = Some(im);
             }
             let mut s = 1;
             while s < DIR_SLOTS_PER_BLOCK {
                 match decode_dirent(&buf, s) {
                     Ok(None) => s += 1,
                     Err(err) => {
-                        self.r
-                            .error(format!("directory {ino}: block {b} slot {s}: {err}"));
+                        self.r.fixable(
+                            false,
+                            format!(
+                                "directory {ino}: block {b} slot {s}: {err} (clearing the slot)"
+                            ),
+                        );
+                        fixed.get_or_insert_with(|| buf.clone())[s * DIR_SLOT..(s + 1) * DIR_SLOT]
+                            .fill(0);
                         s += 1;
                     }
                     Ok(Some(de)) => {
@@ -835,6 +971,13 @@ impl Checker {
                         s += de.nslots;
                     }
                 }
+            }
+            if let Some(im) = fixed {
+                self.plan.images.push((
+                    pblk * BLOCK_SIZE,
+                    im,
+                    format!("block {b} of directory {ino}"),
+                ));
             }
         }
     }
@@ -955,8 +1098,24 @@ impl Checker {
     fn check_namespace(&mut self) {
         match self.nodes.get(&ROOT_INO) {
             None => {
-                self.r.error("root directory (inode 1) is missing");
-                return;
+                // Free or cleared: a new, empty root is made (e2fsck's "root inode not
+                // allocated"); everything it held is reconnected to lost+found below.
+                self.r.fixable(
+                    false,
+                    "root directory (inode 1) is missing or unreadable (making a new, empty root directory)",
+                );
+                self.plan.new_root = true;
+                self.nodes.insert(
+                    ROOT_INO,
+                    Node {
+                        kind: FileKind::Dir,
+                        nlink: 2,
+                        parent: ROOT_INO,
+                        orphan_flag: false,
+                        size: 0,
+                        empty_file: false,
+                    },
+                );
             }
             Some(n) if n.kind != FileKind::Dir => {
                 self.r.error("root inode 1 is not a directory");
@@ -974,8 +1133,9 @@ impl Checker {
         for (i, e) in entries.iter().enumerate() {
             let what = format!("directory {}: entry {}", e.dir, name_str(&e.name));
             if self.damaged.contains(&e.child) {
-                // The inode's damage is the error; there is nothing to repair here.
+                // The inode is cleared (reported with it): its entries go with it.
                 keep[i] = false;
+                remove[i] = true;
                 unsure.insert(e.dir);
                 continue;
             }

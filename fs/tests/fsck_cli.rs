@@ -138,12 +138,45 @@ fn corrupt_inode_checksum_is_reported_and_n_changes_nothing() {
 }
 
 #[test]
-fn corrupt_inode_is_left_uncorrected_by_y() {
+fn a_corrupt_inode_is_cleared_by_y_and_the_rest_mounts() {
     let d = TestDev::new(64 << 20);
     let ino = populate(&d);
     flip(&d.path, superblock(&d.path).inode_offset(ino) + 30);
     let o = fsck(&["-y"], &d.path);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("repaired: cleared inode {ino}")),
+        "{}",
+        text(&o)
+    );
+    let o = fsck(&["-n"], &d.path);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let fs = d.mount();
+    assert!(
+        fs.lookup(ROOT, b"small").is_err(),
+        "the cleared file's entry is gone"
+    );
+    assert_eq!(
+        fs.getattr(fs.lookup(ROOT, b"big").unwrap().ino)
+            .unwrap()
+            .size,
+        3 << 20
+    );
+    fs.shutdown().unwrap();
+}
+
+#[test]
+fn preen_leaves_a_corrupt_inode_to_y() {
+    let d = TestDev::new(64 << 20);
+    let ino = populate(&d);
+    flip(&d.path, superblock(&d.path).inode_offset(ino) + 30);
+    let before = std::fs::read(&d.path).unwrap();
+    let o = fsck(&["-f", "-p"], &d.path);
     assert_eq!(code(&o), 4, "{}", text(&o));
+    assert!(
+        std::fs::read(&d.path).unwrap() == before,
+        "-p modified the device"
+    );
 }
 
 #[test]

@@ -39,8 +39,12 @@ Checks the daxfs filesystem on DEVICE, which must not be mounted.
 
 -y repairs: link counts, directory entries naming free or invalid inodes,
 unreachable inodes (reconnected into /lost+found as #INODE), the bitmap,
-orphans. Damage it cannot repair (bad checksums, blocks used twice) is
-reported and then nothing but superblock copies is changed.
+orphans, and damaged records, which cost only their object: a damaged inode
+is cleared (entries removed, blocks freed, a directory's children reconnected),
+a damaged entry or extent slot is cleared, a damaged directory or extent block
+header rewritten, a damaged xattr block dropped. Damage it cannot repair
+(blocks used twice) is reported and then nothing but superblock copies is
+changed.
 
 Exit status: 0 clean, 1 errors corrected, 4 errors left uncorrected (5: some
 corrected, some not), 8 operational error, 16 usage error.";

@@ -99,13 +99,10 @@ fn read_inode(dev: &Device, sb: &Superblock, ino: u64) -> Result<DiskInode, Stri
     }
 }
 
-/// An inode's extent map as stored (the check validated it).
-fn load_extents(
-    dev: &Device,
-    sb: &Superblock,
-    ino: u64,
-    d: &DiskInode,
-) -> Result<ExtentMap, String> {
+/// An inode's extent map as the repair leaves it (the check validated it): extent
+/// blocks the plan rewrites are read from their new images.
+fn load_extents(c: &Checker, dev: &Device, ino: u64, d: &DiskInode) -> Result<ExtentMap, String> {
+    let sb = &c.sb;
     let mut chain = Vec::new();
     let mut next = d.extent_block;
     let mut buf = vec![0u8; BLOCK_SIZE as usize];
@@ -113,7 +110,10 @@ fn load_extents(
         if chain.len() as u64 > sb.data_blocks {
             return Err(format!("inode {ino}: extent block chain loops"));
         }
-        dev.read(next * BLOCK_SIZE, &mut buf);
+        match c.plan.images.iter().find(|i| i.0 == next * BLOCK_SIZE) {
+            Some((_, img, _)) => buf.copy_from_slice(img),
+            None => dev.read(next * BLOCK_SIZE, &mut buf),
+        }
         let nx = decode_extent_block_header(&buf, ino).map_err(|e| format!("inode {ino}: {e}"))?;
         let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
         for j in 0..EXTENTS_PER_BLOCK {
@@ -147,7 +147,7 @@ impl DirAppend {
         d: DiskInode,
         removed: &HashSet<usize>,
     ) -> Result<DirAppend, String> {
-        let ext = load_extents(dev, &c.sb, ino, &d)?;
+        let ext = load_extents(c, dev, ino, &d)?;
         let mut idx = DirIndex::new();
         for _ in 0..d.size / BLOCK_SIZE {
             idx.add_block();
@@ -220,6 +220,33 @@ impl DirAppend {
         Ok(())
     }
 
+    /// Gives block `index`, a hole (its extent was lost with a damaged extent block),
+    /// a new empty directory block.
+    fn fill_hole(
+        &mut self,
+        index: u64,
+        blocks: &mut Blocks,
+        w: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let pblk = blocks.alloc()?;
+        let mut img = vec![0u8; BLOCK_SIZE as usize];
+        img[..DIR_SLOT].copy_from_slice(&encode_dir_block_header(self.ino, index));
+        w.push((pblk * BLOCK_SIZE, img));
+        let e = Extent {
+            lblk: index,
+            pblk,
+            len: 1,
+        };
+        if !self.ext.insert(e) {
+            self.add_extent_block(blocks, w)?;
+            if !self.ext.insert(e) {
+                return Err(format!("directory {}: no extent slot", self.ino));
+            }
+        }
+        self.d.blocks += 1;
+        Ok(())
+    }
+
     fn add_extent_block(
         &mut self,
         blocks: &mut Blocks,
@@ -284,9 +311,39 @@ pub(super) fn execute(
     let removed: HashSet<usize> = plan.remove.iter().copied().collect();
     let freed: HashSet<u64> = plan.free.iter().copied().collect();
 
+    // Whole blocks first: the entry removals and additions below write into them.
+    for (off, img, what) in &plan.images {
+        w.push((*off, img.clone()));
+        done.push(format!("rewrote the {what} (block {})", off / BLOCK_SIZE));
+    }
+    for &ino in &plan.clear {
+        if plan.new_root && ino == ROOT_INO {
+            continue; // overwritten by the new root below
+        }
+        w.push((sb.inode_offset(ino), vec![0u8; INODE_SIZE as usize]));
+        done.push(if ino == 0 {
+            "zeroed the reserved inode slot 0".to_string()
+        } else {
+            format!("cleared inode {ino}")
+        });
+    }
+
     let mut inodes: BTreeMap<u64, DiskInode> = BTreeMap::new();
+    if plan.new_root {
+        let mut d = DiskInode::empty();
+        d.mode = libc::S_IFDIR | 0o755;
+        d.nlink = 2;
+        d.parent = ROOT_INO;
+        d.generation = t.nsec;
+        d.atime = t;
+        d.mtime = t;
+        d.ctime = t;
+        d.btime = t;
+        inodes.insert(ROOT_INO, d);
+        done.push("made a new, empty root directory".into());
+    }
     for (&ino, f) in &plan.fixes {
-        let mut d = read_inode(dev, sb, ino)?;
+        let mut d = take_inode(&mut inodes, dev, sb, ino)?;
         if let Some(n) = f.nlink {
             d.nlink = n;
             done.push(format!("inode {ino}: set the link count to {n}"));
@@ -306,6 +363,12 @@ pub(super) fn execute(
         if let Some(n) = f.extent_count {
             d.extent_count = n;
             done.push(format!("inode {ino}: set the extent count to {n}"));
+        }
+        if f.drop_xattr {
+            d.xattr_block = 0;
+            done.push(format!(
+                "inode {ino}: dropped its damaged extended attribute block"
+            ));
         }
         inodes.insert(ino, d);
     }
@@ -345,15 +408,48 @@ pub(super) fn execute(
         data_start: sb.data_start,
         cursor: 0,
     };
+    // Directory holes get new, empty blocks; lost+found and the root, when entries are
+    // added to them below, where they are loaded for that.
+    let appended = match plan.lost_found {
+        LostFound::Unneeded => None,
+        LostFound::Existing(lf) => Some(lf),
+        LostFound::Create { .. } => Some(ROOT_INO),
+    };
+    let mut fill = |a: &mut DirAppend,
+                    blocks: &mut Blocks,
+                    w: &mut Vec<(u64, Vec<u8>)>|
+     -> Result<(), String> {
+        for &b in plan.holes.get(&a.ino).map(|v| v.as_slice()).unwrap_or(&[]) {
+            a.fill_hole(b, blocks, w)?;
+            done.push(format!(
+                "directory {}: gave block {b} a new, empty block",
+                a.ino
+            ));
+        }
+        Ok(())
+    };
+    for &dir in plan.holes.keys() {
+        if Some(dir) == appended || freed.contains(&dir) {
+            continue;
+        }
+        let d = take_inode(&mut inodes, dev, sb, dir)?;
+        let mut a = DirAppend::load(c, dev, dir, d, &removed)?;
+        fill(&mut a, &mut blocks, &mut w)?;
+        let (i, d) = a.finish(t, &mut w);
+        inodes.insert(i, d);
+    }
     let lost_found = match plan.lost_found {
         LostFound::Unneeded => None,
         LostFound::Existing(lf) => {
             let d = take_inode(&mut inodes, dev, sb, lf)?;
-            Some(DirAppend::load(c, dev, lf, d, &removed)?)
+            let mut a = DirAppend::load(c, dev, lf, d, &removed)?;
+            fill(&mut a, &mut blocks, &mut w)?;
+            Some(a)
         }
         LostFound::Create { ino, nlink } => {
             let d = take_inode(&mut inodes, dev, sb, ROOT_INO)?;
             let mut root = DirAppend::load(c, dev, ROOT_INO, d, &removed)?;
+            fill(&mut root, &mut blocks, &mut w)?;
             root.add(LOST_FOUND, ino, libc::DT_DIR, &mut blocks, &mut w)?;
             let (ri, rd) = root.finish(t, &mut w);
             inodes.insert(ri, rd);
