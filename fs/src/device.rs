@@ -1015,6 +1015,11 @@ impl Recorder {
     pub fn fault_count(&self) -> u64 {
         self.lock().fault_count()
     }
+
+    /// Number of stores (`Fault::Write`: one per call) or flushes so far.
+    pub fn op_count(&self, kind: Fault) -> u64 {
+        self.lock().op_count(kind)
+    }
 }
 
 impl daxfs_journal::Media for Device {

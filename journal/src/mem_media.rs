@@ -172,6 +172,9 @@ pub struct LineModel {
     /// An armed fault: its kind and how many operations of that kind still succeed.
     fault: Option<(Fault, u64)>,
     faults: u64,
+    /// Stores and flushes recorded so far (failed ones included).
+    stores: u64,
+    flushes: u64,
 }
 
 impl LineModel {
@@ -186,6 +189,8 @@ impl LineModel {
             points: Vec::new(),
             fault: None,
             faults: 0,
+            stores: 0,
+            flushes: 0,
         }
     }
 
@@ -208,6 +213,7 @@ impl LineModel {
     /// Records a store of `data` at `off` (bytes beyond the model are ignored). False if
     /// it was the injected fault: then it never reaches the media.
     pub fn store(&mut self, off: u64, data: &[u8]) -> bool {
+        self.stores += 1;
         if self.faulted(Fault::Write) {
             return false;
         }
@@ -286,6 +292,7 @@ impl LineModel {
     /// Records a flush of `off..off+len`. False if it was the injected fault: then
     /// nothing is written back.
     pub fn flush(&mut self, off: u64, len: u64, volatile: &dyn Fn(usize) -> [u8; LINE]) -> bool {
+        self.flushes += 1;
         if self.faulted(Fault::Flush) {
             return false;
         }
@@ -419,6 +426,15 @@ impl LineModel {
     /// Number of injected failures that happened.
     pub fn fault_count(&self) -> u64 {
         self.faults
+    }
+
+    /// Number of operations of `kind` (stores or flushes) recorded so far, so a test
+    /// can aim [`fail_after`](Self::fail_after) at each one in turn.
+    pub fn op_count(&self, kind: Fault) -> u64 {
+        match kind {
+            Fault::Write => self.stores,
+            Fault::Flush => self.flushes,
+        }
     }
 }
 
