@@ -116,7 +116,8 @@ fn a_failed_journal_flush_fails_every_member_of_the_group_commit() {
     common::mkfile(&fs, ROOT, b"gone", b"to be unlinked");
     let commits = fs.stats().commits;
 
-    // The next flush fails: the first one of the batch's journal commit.
+    // The next flush fails: the batch's journal commit's, or one a member does before
+    // it; either way the commit sees the error.
     rec.fail_after(Fault::Flush, 0);
     fs.hold_next_commit(3, Duration::from_secs(20));
     let results = std::thread::scope(|s| {
