@@ -1153,10 +1153,12 @@ fn every_crash_state_of_long_workloads_mounts_clean_with_every_returned_call() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(100);
     let (want, want_torn) = if seeds >= 12 { (10_000, 3_000) } else { (0, 0) };
+    // Measured: 8 torn-each and 2 mixes gave 51,530 distinct states (30,383 torn) over
+    // the 12 seeds in 7 minutes on a loaded 2-core machine; this is about 2/3 of that.
     let budget = Budget {
         subsets: 4,
-        torn_each: 8,
-        torn_mixed: 2,
+        torn_each: 4,
+        torn_mixed: 1,
     };
     run_many(first..first + seeds, 120, budget, want, want_torn);
 }
