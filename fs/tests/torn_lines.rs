@@ -324,6 +324,9 @@ struct Tally {
     /// unmount must report them.
     at_unmount: u64,
     images: u64,
+    /// Images where the failed operation is there (replayed) / is not.
+    failed_there: u64,
+    failed_gone: u64,
 }
 
 /// Fails the `n`-th store or flush after the set-up; false if the workload has fewer.
@@ -390,13 +393,23 @@ fn fault_run(kind: Fault, n: u64, t: &mut Tally) -> bool {
     for (what, img) in images(&dev) {
         t.images += 1;
         let what = format!("{kind:?} fault at {n}, {what} (op {first_failed:?} failed)");
+        let (there, gone) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
         check_image(&what, &img, &|tr| {
             if old_or_new(tr, &acked, &after, file) {
+                if after != acked {
+                    if *tr == acked {
+                        gone.set(1);
+                    } else {
+                        there.set(1);
+                    }
+                }
                 Ok(())
             } else {
                 Err("neither every acknowledged operation nor those and the failed one".into())
             }
         });
+        t.failed_there += there.get();
+        t.failed_gone += gone.get();
     }
     true
 }
@@ -423,16 +436,22 @@ fn fault_sweep(target: u64) {
             n += stride;
         }
         println!(
-            "fault injection: {kind:?}: {} of {total} {} failed in turn, {} failed an operation, {} reported at unmount, {} images checked ({:.1}s)",
+            "fault injection: {kind:?}: {} of {total} {} failed in turn, {} failed an operation, {} reported at unmount, {} images checked (the failed operation there in {}, not in {}) ({:.1}s)",
             tally.runs,
             if kind == Fault::Write { "stores" } else { "flushes" },
             tally.failed_ops,
             tally.at_unmount,
             tally.images,
+            tally.failed_there,
+            tally.failed_gone,
             t0.elapsed().as_secs_f64()
         );
         assert!(tally.runs >= target.min(total), "{} runs", tally.runs);
         assert!(tally.failed_ops > 0);
+        assert!(
+            tally.failed_there > 0 && tally.failed_gone > 0,
+            "both outcomes of a failed commit occur"
+        );
     }
 }
 
