@@ -20,10 +20,11 @@
 //!
 //! For crash tests a device can also live in anonymous memory ([`Device::memory`]), and
 //! can record its persistence ([`Device::recording`]): every store, cache-line flush and
-//! fence is fed to a [`Recorder`], which models x86 persistence per 64-byte line and
-//! keeps, at each fence, the crash states possible just before it.
+//! fence is fed to a [`Recorder`], which models x86 persistence per 64-byte line (any
+//! prefix of a line's unflushed stores, in 8-byte pieces, may survive) and keeps, at
+//! each fence, the crash states possible just before it; it can also fail a chosen write
+//! or flush, reported by [`Device::take_error`].
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::persist::{self, FlushInstr};
 use crate::volatile::VolatileSlice;
+use daxfs_journal::mem_media::LineModel;
 
 /// Device sizes must be a multiple of this (the filesystem block size).
 pub const DEVICE_ALIGN: u64 = 4096;
@@ -665,19 +667,28 @@ impl Device {
         self.recorder.as_ref()
     }
 
-    /// Copies the (volatile) contents of the 64-byte lines covering `off..off+len`
-    /// for the recorder. Out-of-range lines cannot occur: callers checked the range.
+    /// Feeds a flush of `off..off+len` to the recorder.
     fn record_flush(&self, rec: &Recorder, off: u64, len: u64) {
-        let Some(lines) = line_range(off, len) else {
-            return;
-        };
-        let mut g = rec.lock();
-        for line in lines {
-            if g.unpersisted.contains(&line) {
-                let content = self.line_content(line);
-                g.pending.insert(line, content);
-            }
+        if !rec.lock().flush(off, len, &|line| self.line_content(line)) {
+            self.note_error(libc::EIO);
         }
+    }
+
+    /// Feeds the stores just made to `off..off+len` to the recorder: the bytes are read
+    /// back from the mapping, since the source may have been part of the range (a move).
+    fn record_store(&self, rec: &Recorder, off: u64, len: u64) {
+        let mut bytes = vec![0u8; len as usize];
+        self.read(off, &mut bytes);
+        if !rec.lock().store(off, &bytes) {
+            self.note_error(libc::EIO);
+        }
+    }
+
+    /// Keeps `errno` for `take_error` unless an earlier error is still unreported.
+    fn note_error(&self, errno: i32) {
+        let _ = self
+            .error
+            .compare_exchange(0, errno, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     fn line_content(&self, line: usize) -> [u8; LINE] {
@@ -807,7 +818,7 @@ impl Device {
         // may itself be device bytes (`VolatileSlice::as_bytes`, moving bytes within it).
         unsafe { std::ptr::copy(data.as_ptr(), self.base.add(at), data.len()) };
         if let Some(rec) = &self.recorder {
-            rec.stored(off, data.len() as u64);
+            self.record_store(rec, off, data.len() as u64);
         }
     }
 
@@ -833,7 +844,7 @@ impl Device {
         unsafe { persist::copy_nontemporal(dst, data.as_ptr(), data.len()) };
         if let Some(rec) = &self.recorder {
             // A streaming store is durable at the next fence, as a flushed line.
-            rec.stored(off, data.len() as u64);
+            self.record_store(rec, off, data.len() as u64);
             self.record_flush(rec, off, data.len() as u64);
         }
     }
@@ -844,7 +855,7 @@ impl Device {
         // SAFETY: inside the live, writable mapping (checked).
         unsafe { std::ptr::write_bytes(self.base.add(at), 0, len as usize) };
         if let Some(rec) = &self.recorder {
-            rec.stored(off, len);
+            self.record_store(rec, off, len);
         }
     }
 
@@ -869,7 +880,7 @@ impl Device {
     pub fn fence(&self) {
         persist::sfence();
         if let Some(rec) = &self.recorder {
-            rec.fence(|line| self.line_content(line));
+            rec.lock().fence(&|line| self.line_content(line));
         }
     }
 
@@ -901,7 +912,7 @@ impl Device {
             // SAFETY: inside the live, writable mapping (checked).
             unsafe { persist::zero_nontemporal(self.base.add(at), len as usize) };
             if let Some(rec) = &self.recorder {
-                rec.stored(off, len);
+                self.record_store(rec, off, len);
                 self.record_flush(rec, off, len);
             }
             if self.needs_msync {
@@ -925,9 +936,10 @@ impl Device {
         self.take_error()
     }
 
-    /// Returns and clears the first msync error recorded since the last call. `flush`
-    /// cannot return errors (the journal's `Media` trait has no error path), so they
-    /// are kept here for the next fsync/sync to report, like the kernel's errseq.
+    /// Returns and clears the first msync error (or, on a recording device, injected
+    /// failure) recorded since the last call. `flush` cannot return errors, so they are
+    /// kept here for the next check to report, like the kernel's errseq: the journal's
+    /// (`Media::take_error`, after each fence: the commit fails) or `sync_all`'s.
     pub fn take_error(&self) -> io::Result<()> {
         match self.error.swap(0, Ordering::Relaxed) {
             0 => Ok(()),
@@ -984,150 +996,87 @@ impl Device {
     }
 }
 
-/// Size of the persistence unit of a [`Recorder`] (a cache line).
-pub const LINE: usize = 64;
-
-/// Line indices covering `off..off+len`; None if empty.
-fn line_range(off: u64, len: u64) -> Option<std::ops::RangeInclusive<usize>> {
-    if len == 0 {
-        return None;
-    }
-    let end = off.checked_add(len)?;
-    Some((off as usize / LINE)..=((end - 1) as usize / LINE))
-}
+pub use daxfs_journal::mem_media::{Fault, LINE, MAX_TORN_PER_LINE, WORD};
 
 /// The crash states possible just before one fence of a recording device: what was
-/// durable, plus any subset of the `unpersisted` lines (stores may reach media early by
-/// cache eviction). Points are deltas, to keep a long recording small: the durable
-/// image before point *i* is the image at recording start with `made_durable` of every
-/// earlier point applied, in order.
-#[derive(Clone, Debug)]
-pub struct FencePoint {
-    /// 0-based index of the fence (value of [`Recorder::fence_count`] before it).
-    pub index: u64,
-    /// Lines written since they were last made durable, with their volatile contents
-    /// at the fence.
-    pub unpersisted: Vec<(usize, [u8; LINE])>,
-    /// Lines this fence made durable, with the contents that became durable.
-    pub made_durable: Vec<(usize, [u8; LINE])>,
-}
+/// durable, plus for each line of `unpersisted` none, all or a torn prefix of its stores
+/// not yet durable (stores may reach media early by cache eviction, in program order per
+/// line, 8 bytes at a time). Points are deltas, to keep a long recording small: the
+/// durable image before point *i* is the image at recording start with `made_durable` of
+/// every earlier point applied, in order. The type is the journal crate's model's, so
+/// the two recording media share one persistence model.
+pub use daxfs_journal::mem_media::DeltaPoint as FencePoint;
 
-impl FencePoint {
-    /// Copies the chosen unpersisted lines (indices into `unpersisted`) into `image`,
-    /// which holds the durable contents before this fence: the result is one crash
-    /// state of this point.
-    pub fn add_lines(&self, image: &mut [u8], chosen: &[usize]) {
-        for &i in chosen {
-            if let Some((line, content)) = self.unpersisted.get(i) {
-                copy_line(image, *line, content);
-            }
-        }
-    }
-
-    /// Moves `durable` (the durable contents before this fence) past the fence.
-    pub fn advance(&self, durable: &mut [u8]) {
-        for (line, content) in &self.made_durable {
-            copy_line(durable, *line, content);
-        }
-    }
-}
-
-fn copy_line(img: &mut [u8], line: usize, content: &[u8; LINE]) {
-    let start = line.saturating_mul(LINE);
-    let end = start.saturating_add(LINE).min(img.len());
-    if start < end {
-        img[start..end].copy_from_slice(&content[..end - start]);
-    }
-}
-
-struct RecState {
-    /// What a power cut now would keep if no unflushed store reached media.
-    durable: Vec<u8>,
-    /// Lines whose volatile contents may differ from the durable ones.
-    unpersisted: BTreeSet<usize>,
-    /// Lines flushed (or streamed) since the last fence, with their contents then.
-    pending: BTreeMap<usize, [u8; LINE]>,
-    fences: u64,
-    recording: bool,
-    points: Vec<FencePoint>,
-}
-
-/// The x86 persistence model of a recording device ([`Device::recording`]), per 64-byte
-/// line: a store changes only the volatile contents; a flush (clwb) snapshots the line
-/// as pending; a fence makes the pending snapshots durable. Non-temporal stores count as
-/// stored and flushed. With recording on, every fence keeps a [`FencePoint`].
+/// The x86 persistence model of a recording device ([`Device::recording`]): the
+/// journal crate's [`LineModel`](daxfs_journal::mem_media::LineModel), per 64-byte line
+/// an ordered list of the stores not yet durable (each split into 8-byte-aligned
+/// pieces); a flush marks the line's stores so far pending, a fence makes them durable.
+/// Non-temporal stores count as stored and flushed. With recording on, every fence
+/// keeps a [`FencePoint`]. A write or flush can be made to fail
+/// ([`fail_after`](Self::fail_after)): it does not reach the media and the device
+/// reports EIO through [`Device::take_error`].
 pub struct Recorder {
-    inner: Mutex<RecState>,
+    inner: Mutex<LineModel>,
 }
 
 impl Recorder {
     fn new(len: usize) -> Recorder {
         Recorder {
-            inner: Mutex::new(RecState {
-                durable: vec![0; len],
-                unpersisted: BTreeSet::new(),
-                pending: BTreeMap::new(),
-                fences: 0,
-                recording: false,
-                points: Vec::new(),
-            }),
+            inner: Mutex::new(LineModel::new(vec![0; len])),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, RecState> {
+    fn lock(&self) -> MutexGuard<'_, LineModel> {
         // A panicking test thread must not turn every later access into a panic.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Lines stored through a mutable slice: their stores are read back at flush/fence.
     fn stored(&self, off: u64, len: u64) {
-        if let Some(lines) = line_range(off, len) {
-            self.lock().unpersisted.extend(lines);
-        }
-    }
-
-    fn fence(&self, volatile: impl Fn(usize) -> [u8; LINE]) {
-        let mut g = self.lock();
-        let pending = std::mem::take(&mut g.pending);
-        if g.recording {
-            let point = FencePoint {
-                index: g.fences,
-                unpersisted: g.unpersisted.iter().map(|&l| (l, volatile(l))).collect(),
-                made_durable: pending.iter().map(|(&l, c)| (l, *c)).collect(),
-            };
-            g.points.push(point);
-        }
-        for (line, content) in pending {
-            copy_line(&mut g.durable, line, &content);
-            if volatile(line) == content {
-                g.unpersisted.remove(&line);
-            }
-        }
-        g.fences += 1;
+        self.lock().store_opaque(off, len);
     }
 
     /// What survives a power cut now if no unflushed store reached media.
     pub fn durable_image(&self) -> Vec<u8> {
-        self.lock().durable.clone()
+        self.lock().durable().to_vec()
     }
 
     /// Starts or stops keeping a [`FencePoint`] at every fence.
     pub fn set_recording(&self, on: bool) {
-        self.lock().recording = on;
+        self.lock().set_recording(on);
     }
 
     /// Removes and returns the fence points kept so far (oldest first).
     pub fn take_points(&self) -> Vec<FencePoint> {
-        std::mem::take(&mut self.lock().points)
+        self.lock().take_points()
     }
 
     /// Number of fences so far.
     pub fn fence_count(&self) -> u64 {
-        self.lock().fences
+        self.lock().fence_count()
     }
 
     /// Number of lines written but not yet durable.
     pub fn unpersisted_count(&self) -> usize {
-        self.lock().unpersisted.len()
+        self.lock().unpersisted_lines().len()
+    }
+
+    /// Arms one failure: after `after` more stores (`Fault::Write`: `write`, `zero`,
+    /// non-temporal stores) or flushes (`Fault::Flush`, including those of the persist
+    /// helpers) succeed, the next one does not reach the media and the device records
+    /// EIO for [`Device::take_error`] (the journal fails the commit that sees it).
+    pub fn fail_after(&self, kind: Fault, after: u64) {
+        self.lock().fail_after(kind, after);
+    }
+
+    /// Number of injected failures that happened.
+    pub fn fault_count(&self) -> u64 {
+        self.lock().fault_count()
+    }
+
+    /// Number of stores (`Fault::Write`: one per call) or flushes so far.
+    pub fn op_count(&self, kind: Fault) -> u64 {
+        self.lock().op_count(kind)
     }
 }
 
@@ -1143,6 +1092,9 @@ impl daxfs_journal::Media for Device {
     }
     fn fence(&self) {
         Device::fence(self)
+    }
+    fn take_error(&self) -> io::Result<()> {
+        Device::take_error(self)
     }
 }
 
@@ -1596,6 +1548,67 @@ mod tests {
         assert_eq!((durable[64], durable[200]), (5, 0));
         assert_eq!(points[1].unpersisted.len(), 1);
         assert!(points[1].made_durable.is_empty());
+    }
+
+    #[test]
+    fn recorded_fence_point_holds_each_torn_prefix_of_a_line() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        rec.set_recording(true);
+        // 24 bytes at 60: line 0 gets one piece (60..64), line 1 three, in order (64..72,
+        // 72..80, 80..84), so two torn contents.
+        dev.write(60, &[1; 24]);
+        dev.persist(60, 24);
+        let points = rec.take_points();
+        let p = &points[0];
+        let lines: Vec<usize> = p.unpersisted.iter().map(|u| u.0).collect();
+        assert_eq!(lines, vec![0, 1]);
+        assert!(p.torn[0].is_empty(), "one piece: all or nothing");
+        assert_eq!(p.torn[1].len(), 2);
+        let mut img = vec![0u8; 8192];
+        p.add_torn(&mut img, 1, 0);
+        assert_eq!((img[71], img[72], img[60]), (1, 0, 0));
+        p.add_torn(&mut img, 1, 1);
+        assert_eq!((img[79], img[80]), (1, 0));
+        assert_eq!(p.torn_count(), 2);
+    }
+
+    #[test]
+    fn recorded_raw_pointer_stores_are_read_back_at_the_flush() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        let ptr = dev.volatile_mut(128, 16).as_mut_ptr().expect("writable view");
+        // SAFETY: `ptr` points at 16 writable bytes of the live mapping (the view checked
+        // the range), and the test is the only user of these bytes.
+        unsafe { std::ptr::write_bytes(ptr, 4, 16) };
+        dev.persist(128, 16);
+        assert_eq!(rec.durable_image()[128..144], [4; 16]);
+        assert_eq!(rec.unpersisted_count(), 0);
+    }
+
+    #[test]
+    fn injected_flush_failure_is_not_durable_and_reported_as_eio() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        rec.fail_after(Fault::Flush, 1);
+        dev.write_persist(0, &[1]);
+        dev.write_persist(64, &[2]);
+        assert_eq!(
+            rec.durable_image()[..65],
+            [[1u8].as_slice(), &[0; 64]].concat()[..]
+        );
+        let err = dev.take_error().expect_err("the failed flush is reported");
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        assert!(dev.take_error().is_ok(), "once");
+        assert_eq!(rec.fault_count(), 1);
+    }
+
+    #[test]
+    fn injected_write_failure_never_reaches_the_media() {
+        let (dev, rec) = Device::recording(8192).expect("recording device");
+        rec.fail_after(Fault::Write, 0);
+        dev.write_persist(0, &[1]);
+        let mut b = [0u8];
+        dev.read(0, &mut b);
+        assert_eq!((b[0], rec.durable_image()[0]), (1, 0));
+        assert!(Media::take_error(&dev).is_err(), "the journal sees it");
     }
 
     #[test]

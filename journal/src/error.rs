@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// Errors of the journal. None of them leaves a partially written transaction behind.
+/// Errors of the journal. None of them but `Media` leaves a partially written transaction
+/// behind (after `Media`, replay decides whether the failed commit survives, whole).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalError {
     /// The region passed to `format`/`open` is unusable (alignment, size, overflow).
@@ -23,6 +24,9 @@ pub enum JournalError {
     },
     /// The journal was opened read-only (`Journal::open_read_only`).
     ReadOnly,
+    /// The media failed to write back what the journal wrote (`Media::take_error`), now
+    /// or earlier: the journal writes nothing more until it is reopened.
+    Media { what: String },
 }
 
 impl fmt::Display for JournalError {
@@ -33,6 +37,7 @@ impl fmt::Display for JournalError {
             }
             JournalError::Corrupt { what } => write!(f, "corrupt journal: {what}"),
             JournalError::ReadOnly => write!(f, "the journal was opened read-only"),
+            JournalError::Media { what } => write!(f, "journal write-back failed: {what}"),
             JournalError::TooLarge { needed, log_bytes } => write!(
                 f,
                 "transaction too large for the journal: needs {needed} bytes of log, the log holds {log_bytes}"

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use error::JournalError;
-pub use mem_media::{FencePoint, MemMedia};
+pub use mem_media::{Fault, FencePoint, MemMedia};
 pub use txn::{LogSize, Transaction};
 
 use layout::{
@@ -56,6 +56,13 @@ pub trait Media: Send + Sync {
     fn flush(&self, off: u64, len: u64);
     /// Orders and completes preceding flushes (sfence).
     fn fence(&self);
+    /// Reports (and clears) a failure to write back earlier stores or flushes since the
+    /// last call (an msync error, a test's injected fault): they have no error path of
+    /// their own. The journal checks it after each fence, so a commit whose bytes may not
+    /// be durable fails.
+    fn take_error(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Why replay stopped. Every variant is a normal outcome after a crash; none is an error.
@@ -140,6 +147,9 @@ pub struct Journal {
     /// The header still has to be moved past the replayed log before the first commit
     /// (a read-only open that found nothing to replay wrote nothing).
     reset_pending: bool,
+    /// The media reported a write-back failure: what is durable is unknown, so nothing
+    /// more is written (commits and checkpoints fail) until the journal is reopened.
+    failed: bool,
 }
 
 fn check_region(start: u64, len: u64) -> Result<(), JournalError> {
@@ -321,6 +331,7 @@ impl Journal {
             stats: JournalStats::default(),
             read_only,
             reset_pending: false,
+            failed: false,
         })
     }
 
@@ -377,6 +388,10 @@ impl Journal {
     /// durable, none does. Returns the sequence number (the previous one if every
     /// transaction is empty: nothing is written).
     ///
+    /// Fails with `JournalError::Media` if the media reports a write-back failure after
+    /// a fence (`Media::take_error`): the batch then is durable whole or not at all, as
+    /// replay finds it, and the journal refuses every later commit and checkpoint.
+    ///
     /// Refuses the whole batch, writing nothing, if one record is invalid or if
     /// `LogSize::of(batch).encoded_len()` exceeds [`log_bytes`](Self::log_bytes) (split
     /// such a batch: see [`LogSize`]).
@@ -384,6 +399,7 @@ impl Journal {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
+        self.check_media()?;
         let (mut carried, mut records, mut payload) = (0u64, 0usize, 0u64);
         let mut size = LogSize::new();
         for txn in batch.iter().filter(|t| !t.is_empty()) {
@@ -414,6 +430,7 @@ impl Journal {
             // Everything committed is already applied and durable, so the log can be
             // emptied and restarted at its beginning.
             self.write_header(0, self.next_seq);
+            self.check_media()?;
             self.head = 0;
             self.stats.checkpoints += 1;
             self.stats.wraps += 1;
@@ -424,6 +441,9 @@ impl Journal {
         self.media.write(at, &self.scratch);
         self.media.flush(at, needed);
         self.media.fence();
+        // Not applied home unless the log is known durable: replay (from the same tail,
+        // with the same sequence) decides what a crash leaves of a failed commit.
+        self.check_media()?;
 
         for txn in batch {
             for (off, data) in txn.writes() {
@@ -432,6 +452,10 @@ impl Journal {
             }
         }
         self.media.fence();
+        // The transaction is durable in the log, but its home writes may not be: head
+        // stays before it, so no checkpoint can move the tail past it and replay
+        // applies it again.
+        self.check_media()?;
 
         self.head += needed;
         self.next_seq = seq.wrapping_add(1);
@@ -450,13 +474,30 @@ impl Journal {
         if self.read_only {
             return Err(JournalError::ReadOnly);
         }
+        self.check_media()?;
         // tail == head means nothing was committed since the header on media was written,
         // and that header already says tail = head with the current sequence.
         if self.tail != self.head {
             self.write_header(self.head, self.next_seq);
+            self.check_media()?;
             self.stats.checkpoints += 1;
         }
         Ok(())
+    }
+
+    /// Fails (for good) if the media reported a write-back failure since the last check.
+    fn check_media(&mut self) -> Result<(), JournalError> {
+        if self.failed {
+            return Err(JournalError::Media {
+                what: "an earlier write-back failed".into(),
+            });
+        }
+        self.media.take_error().map_err(|e| {
+            self.failed = true;
+            JournalError::Media {
+                what: e.to_string(),
+            }
+        })
     }
 
     fn check_target(&self, off: u64, len: u64) -> Result<(), JournalError> {
