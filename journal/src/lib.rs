@@ -23,10 +23,11 @@ mod layout;
 pub mod mem_media;
 mod txn;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use error::JournalError;
+pub use error::{Damage, JournalError};
 pub use mem_media::{FencePoint, MemMedia};
 pub use txn::{LogSize, Transaction};
 
@@ -58,18 +59,23 @@ pub trait Media: Send + Sync {
     fn fence(&self);
 }
 
-/// Why replay stopped. Every variant is a normal outcome after a crash; none is an error.
+/// Why replay stopped. Every variant is a normal outcome after a crash; none is an error
+/// (damage is: [`JournalError::Damaged`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
-    /// The next log position holds no transaction with the expected sequence number
-    /// (never written, stale from an earlier lap or format, or the end of the log area).
+    /// The next log position holds no trace of a transaction with the expected sequence
+    /// number (never written, stale from an earlier lap or format, or the end of the log
+    /// area).
     End,
-    /// A transaction header with the expected sequence was found but the transaction is
-    /// incomplete or its checksums do not match: a commit cut short by the crash. It was
-    /// not applied.
+    /// A transaction with the expected sequence was begun (its header or its commit
+    /// record is intact) but it is incomplete or its checksums do not match, and no later
+    /// transaction follows: a commit cut short by the crash. It was not applied, and neither were the
+    /// transactions before it: that header on media proves their writes reached home
+    /// (see [`ReplayReport::transactions_in_place`]).
     Torn { sequence: u64 },
     /// The transaction is complete and its checksums match, but a record targets the
-    /// journal region or overflows. It was not applied.
+    /// journal region or overflows. It was not applied (nor, as for `Torn`, the
+    /// transactions before it).
     InvalidRecord { sequence: u64 },
 }
 
@@ -93,6 +99,28 @@ pub struct ReplayReport {
     /// Payload bytes written to home locations.
     pub bytes_replayed: u64,
     pub stopped_reason: StopReason,
+    /// Intact transactions from the tail on that were not replayed because the header of
+    /// a later transaction is on media, which proves their writes had reached their home
+    /// locations (a commit stores the next transaction only after the previous one's
+    /// home writes are durable; docs/FORMAT.md "Replay"): replay stopped at a torn
+    /// transaction, or [`Journal::recover`] found damage after them.
+    pub transactions_in_place: u64,
+    /// [`Journal::recover`] only: the damage it found and worked around (`open` refuses
+    /// such a log with [`JournalError::Damaged`]).
+    pub damage: Option<Damage>,
+}
+
+impl ReplayReport {
+    fn new() -> ReplayReport {
+        ReplayReport {
+            transactions_replayed: 0,
+            records_replayed: 0,
+            bytes_replayed: 0,
+            stopped_reason: StopReason::End,
+            transactions_in_place: 0,
+            damage: None,
+        }
+    }
 }
 
 /// Counters since [`Journal::open`].
@@ -238,18 +266,88 @@ enum Scan {
     Stop(StopReason),
 }
 
+/// One transaction in the log: log offset, sequence number, total length.
+#[derive(Clone, Copy, Debug)]
+struct Txn {
+    pos: u64,
+    seq: u64,
+    total: u64,
+}
+
+/// What the log holds from the header's tail on, found without writing anything.
+struct Survey {
+    tail_seq: u64,
+    /// The intact transactions from the tail on, back to back, in sequence order.
+    chain: Vec<Txn>,
+    /// Log offset where the chain stops, and why.
+    stop_pos: u64,
+    stop: StopReason,
+    /// Intact transaction headers of this journal that are neither on the chain nor the
+    /// stop's own, with a sequence number at least the one the chain stopped at:
+    /// (log offset, sequence number), in log order. A crash never leaves one (see
+    /// `Journal::survey`), so any is damage.
+    beyond: Vec<(u64, u64)>,
+}
+
+impl Survey {
+    /// The sequence number the chain stopped at.
+    fn stop_seq(&self) -> u64 {
+        self.tail_seq.wrapping_add(self.chain.len() as u64)
+    }
+
+    /// The damage this survey shows, if any (offsets made absolute with `log_base`).
+    fn damage(&self, log_base: u64) -> Option<Damage> {
+        let &(pos, seq) = self.beyond.iter().min_by_key(|(_, seq)| *seq)?;
+        Some(Damage {
+            sequence: self.stop_seq(),
+            offset: log_base + self.stop_pos,
+            later_sequence: seq,
+            later_offset: log_base + pos,
+            dropped: 0,
+        })
+    }
+}
+
 impl Journal {
     /// Opens the journal in `[start, start+len)` of `media`: validates the header, replays
-    /// every committed transaction after the tail in sequence order (stopping at the first
-    /// torn, corrupt or out-of-sequence one), makes the replayed writes durable and
-    /// checkpoints, so the journal is empty on return.
+    /// the committed transactions after the tail in sequence order (up to the first
+    /// missing or out-of-sequence one; none if it stops at a torn one, whose header proves
+    /// they are already applied), makes the replayed writes durable and checkpoints, so
+    /// the journal is empty on return.
+    ///
+    /// Refuses with [`JournalError::Damaged`], writing nothing, when a transaction fails
+    /// its checks (or is missing) and an intact later one follows: replaying up to it
+    /// would put older metadata back over newer. [`Journal::recover`] handles such a log.
     pub fn open(
         media: Arc<dyn Media>,
         start: u64,
         len: u64,
     ) -> Result<(Journal, ReplayReport), JournalError> {
         let mut journal = Journal::from_header(media, start, len, false)?;
-        let report = journal.replay();
+        let report = journal.replay()?;
+        journal.reset_after_replay();
+        Ok((journal, report))
+    }
+
+    /// Opens the journal as [`Journal::open`] does, but a damaged log (what `open`
+    /// refuses with [`JournalError::Damaged`]) is recovered instead: of every intact
+    /// transaction the log holds from the tail on, the newest run of consecutive sequence
+    /// numbers is replayed (none if the newest transaction found is itself not intact);
+    /// the damaged or missing transactions before it are dropped and the intact ones
+    /// before it are not replayed. Both had reached their home locations, as later
+    /// transactions were committed after them, so the result is the newest committed
+    /// state. The report's `damage` says what was found and dropped. For fsck.
+    pub fn recover(
+        media: Arc<dyn Media>,
+        start: u64,
+        len: u64,
+    ) -> Result<(Journal, ReplayReport), JournalError> {
+        let mut journal = Journal::from_header(media, start, len, false)?;
+        let survey = journal.survey();
+        let report = match survey.damage(journal.log_base) {
+            None => journal.replay_surveyed(survey),
+            Some(damage) => journal.recover_surveyed(survey, damage),
+        };
         journal.reset_after_replay();
         Ok((journal, report))
     }
@@ -264,7 +362,7 @@ impl Journal {
         len: u64,
     ) -> Result<(Journal, ReplayReport), JournalError> {
         let mut journal = Journal::from_header(media, start, len, true)?;
-        let report = journal.replay();
+        let report = journal.replay()?;
         if report.transactions_replayed > 0 {
             journal.reset_after_replay();
         } else {
@@ -525,39 +623,216 @@ impl Journal {
     }
 
     /// Replays from the tail; leaves `head`/`next_seq` just after the last valid
-    /// transaction. Replayed writes are durable on return.
-    fn replay(&mut self) -> ReplayReport {
-        let mut report = ReplayReport {
-            transactions_replayed: 0,
-            records_replayed: 0,
-            bytes_replayed: 0,
-            stopped_reason: StopReason::End,
-        };
+    /// transaction. Replayed writes are durable on return. Refuses a damaged log,
+    /// having written nothing.
+    fn replay(&mut self) -> Result<ReplayReport, JournalError> {
+        let survey = self.survey();
+        if let Some(damage) = survey.damage(self.log_base) {
+            return Err(JournalError::Damaged(damage));
+        }
+        Ok(self.replay_surveyed(survey))
+    }
+
+    /// Replays an undamaged log: the whole chain if it ended because nothing follows it,
+    /// nothing if it ended at a torn (or invalid) transaction. That transaction's header
+    /// is on media, so its commit had started, which happens only after every earlier
+    /// transaction's home writes are durable (`commit_batch`); and if it was in fact
+    /// committed and damaged later, its own home writes may be there too, and replaying
+    /// the older transactions would put their older bytes back over them.
+    fn replay_surveyed(&mut self, survey: Survey) -> ReplayReport {
+        let mut report = ReplayReport::new();
+        report.stopped_reason = survey.stop;
+        if survey.stop == StopReason::End {
+            self.apply(&survey.chain, &mut report);
+        } else {
+            report.transactions_in_place = survey.chain.len() as u64;
+        }
+        self.head = survey.stop_pos;
+        self.next_seq = survey.stop_seq();
+        report
+    }
+
+    /// `Journal::recover` of a damaged log: see there.
+    fn recover_surveyed(&mut self, survey: Survey, mut damage: Damage) -> ReplayReport {
+        // Every transaction found from the tail on, by sequence number; `total` is None
+        // for one that is not intact.
+        let mut found: BTreeMap<u64, (u64, Option<u64>)> = BTreeMap::new();
+        for t in &survey.chain {
+            found.insert(t.seq, (t.pos, Some(t.total)));
+        }
+        if survey.stop != StopReason::End {
+            found.insert(survey.stop_seq(), (survey.stop_pos, None));
+        }
         let mut records = Vec::new();
-        loop {
-            match self.scan(self.head, self.next_seq, &mut records) {
-                Scan::Valid(total) => {
-                    for r in &records {
-                        let data = &self.scratch[r.data_start..r.data_start + r.len];
-                        self.media.write(r.off, data);
-                        self.media.flush(r.off, r.len as u64);
-                        report.bytes_replayed += r.len as u64;
-                    }
-                    report.records_replayed += records.len() as u64;
-                    report.transactions_replayed += 1;
-                    self.head += total;
-                    self.next_seq = self.next_seq.wrapping_add(1);
-                }
-                Scan::Stop(reason) => {
-                    report.stopped_reason = reason;
-                    break;
-                }
+        for &(pos, seq) in &survey.beyond {
+            let total = match self.scan(pos, seq, &mut records) {
+                Scan::Valid(total) => Some(total),
+                Scan::Stop(_) => None,
+            };
+            let e = found.entry(seq).or_insert((pos, total));
+            if e.1.is_none() && total.is_some() {
+                *e = (pos, total);
             }
+        }
+        // The newest run of consecutive intact transactions (none if the newest found is
+        // not intact: as at a torn tail, everything before it is in place).
+        let newest = found.keys().next_back().copied().unwrap_or(survey.tail_seq);
+        let mut run = Vec::new();
+        let mut seq = newest;
+        while let Some(&(pos, Some(total))) = found.get(&seq) {
+            run.push(Txn { pos, seq, total });
+            if seq == survey.tail_seq {
+                break;
+            }
+            seq -= 1;
+        }
+        run.reverse();
+        let run_start = run.first().map_or(newest.wrapping_add(1), |t| t.seq);
+        let intact_before = found
+            .range(survey.tail_seq..run_start)
+            .filter(|(_, (_, total))| total.is_some())
+            .count() as u64;
+        damage.dropped = run_start
+            .wrapping_sub(survey.tail_seq)
+            .saturating_sub(intact_before);
+
+        let mut report = ReplayReport::new();
+        report.stopped_reason = survey.stop;
+        report.transactions_in_place = intact_before;
+        self.apply(&run, &mut report);
+        report.damage = Some(damage);
+        // Restart the log at its beginning with a sequence number above everything found,
+        // so nothing left in the log can ever validate again.
+        self.head = 0;
+        self.next_seq = newest.wrapping_add(1);
+        report
+    }
+
+    /// Applies `txns` (intact, in order) at their home locations and makes them durable.
+    fn apply(&mut self, txns: &[Txn], report: &mut ReplayReport) {
+        let mut records = Vec::new();
+        for t in txns {
+            // The survey validated it; nothing wrote the log since.
+            if !matches!(self.scan(t.pos, t.seq, &mut records), Scan::Valid(_)) {
+                continue;
+            }
+            for r in &records {
+                let data = &self.scratch[r.data_start..r.data_start + r.len];
+                self.media.write(r.off, data);
+                self.media.flush(r.off, r.len as u64);
+                report.bytes_replayed += r.len as u64;
+            }
+            report.records_replayed += records.len() as u64;
+            report.transactions_replayed += 1;
         }
         if report.transactions_replayed > 0 {
             self.media.fence();
         }
-        report
+    }
+
+    /// Walks the chain of intact transactions from the tail, then looks through the rest
+    /// of the log for traces (an intact header or commit record) of transactions of this
+    /// journal with a sequence number at least the one the chain stopped at, S. Only one
+    /// can be there after a crash: S's own, at the stop position (its commit was cut
+    /// short; the stop is then `Torn` even if only the commit record survived). Any
+    /// other means S had been committed and was damaged since: sequence numbers are never
+    /// reused, a transaction is written only after the previous one is durable, the log
+    /// restarts at its beginning only behind a header pointing there, and a header after
+    /// replay skips the number a torn transaction may hold. Reads only.
+    fn survey(&mut self) -> Survey {
+        let (tail, tail_seq) = (self.head, self.next_seq);
+        let mut records = Vec::new();
+        let mut chain = Vec::new();
+        let (mut pos, mut seq) = (tail, tail_seq);
+        let stop = loop {
+            match self.scan(pos, seq, &mut records) {
+                Scan::Valid(total) => {
+                    chain.push(Txn { pos, seq, total });
+                    pos += total;
+                    seq = seq.wrapping_add(1);
+                }
+                Scan::Stop(reason) => break reason,
+            }
+        };
+        let mut beyond = self.find_traces(seq, |p| (tail..pos).contains(&p));
+        // The stop transaction's own header or commit record: its commit had begun.
+        let own = beyond.len();
+        beyond.retain(|&t| t != (pos, seq));
+        let stop = if stop == StopReason::End && beyond.len() < own {
+            StopReason::Torn { sequence: seq }
+        } else {
+            stop
+        };
+        Survey {
+            tail_seq,
+            chain,
+            stop_pos: pos,
+            stop,
+            beyond,
+        }
+    }
+
+    /// Traces of transactions of this journal with a sequence number of at least
+    /// `min_seq` — an intact header, or an intact commit record (which tells where its
+    /// transaction starts) — at every 64-byte log position but those `skip` names: (log
+    /// offset of the transaction, sequence number), in log order of the trace. Reads the
+    /// log in large chunks, so the cost is one pass over it.
+    fn find_traces(&self, min_seq: u64, skip: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+        const CHUNK: u64 = 256 * 1024;
+        let mut out = Vec::new();
+        let Some(last) = self.log_len.checked_sub(TXN_HEADER_SIZE + COMMIT_SIZE) else {
+            return out;
+        };
+        let mut buf = vec![0u8; CHUNK.min(self.log_len) as usize];
+        let mut base = 0u64;
+        while base <= last {
+            let n = CHUNK.min(self.log_len - base) as usize;
+            let chunk = &mut buf[..n];
+            self.media.read(self.log_base + base, chunk);
+            for (i, h) in chunk.chunks_exact(TXN_ALIGN as usize).enumerate() {
+                let p = base + i as u64 * TXN_ALIGN;
+                if p > last {
+                    break;
+                }
+                let magic = get_u32(h, 0);
+                if (magic != TXN_MAGIC && magic != COMMIT_MAGIC) || skip(p) {
+                    continue;
+                }
+                let trace = if magic == TXN_MAGIC {
+                    self.header_seq(h).map(|seq| (p, seq))
+                } else {
+                    self.commit_trace(h, p)
+                };
+                match trace {
+                    Some((at, seq)) if seq >= min_seq => out.push((at, seq)),
+                    _ => {}
+                }
+            }
+            base += n as u64;
+        }
+        out
+    }
+
+    /// For an intact commit record of this journal (`h`: its 64 bytes) at log offset `p`:
+    /// the log offset of its transaction and its sequence number.
+    fn commit_trace(&self, h: &[u8], p: u64) -> Option<(u64, u64)> {
+        let intact = get_u32(h, 0) == COMMIT_MAGIC
+            && get_u32(h, 4) == crc_with_hole(h, 4)
+            && get_u64(h, 8) == self.journal_id;
+        let total = get_u64(h, 24);
+        let fits = total & (TXN_ALIGN - 1) == 0
+            && total >= TXN_HEADER_SIZE + COMMIT_SIZE
+            && total <= p + COMMIT_SIZE;
+        (intact && fits).then(|| (p + COMMIT_SIZE - total, get_u64(h, 16)))
+    }
+
+    /// The sequence number of an intact transaction header of this journal (`h`: its 64
+    /// bytes), or None.
+    fn header_seq(&self, h: &[u8]) -> Option<u64> {
+        let intact = get_u32(h, 0) == TXN_MAGIC
+            && get_u32(h, 4) == crc_with_hole(h, 4)
+            && get_u64(h, 8) == self.journal_id;
+        intact.then(|| get_u64(h, 16))
     }
 
     /// Validates the transaction at log offset `pos`, which must carry sequence `seq`.
@@ -572,11 +847,7 @@ impl Journal {
         self.media.read(self.log_base + pos, &mut h);
         // Anything but an intact header of the expected transaction is simply "not ours":
         // never written, or left over from an earlier lap or an earlier format.
-        if get_u32(&h, 0) != TXN_MAGIC
-            || get_u32(&h, 4) != crc_with_hole(&h, 4)
-            || get_u64(&h, 8) != self.journal_id
-            || get_u64(&h, 16) != seq
-        {
+        if self.header_seq(&h) != Some(seq) {
             return Scan::Stop(StopReason::End);
         }
         let torn = Scan::Stop(StopReason::Torn { sequence: seq });
