@@ -237,6 +237,38 @@ pub fn probe(media: &dyn Media, start: u64, len: u64) -> Result<(), JournalError
     read_header(media, start, len).map(|_| ())
 }
 
+/// One intact transaction in the log, as [`pending`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedTransaction {
+    pub sequence: u64,
+    /// Absolute byte offset of its header.
+    pub offset: u64,
+    /// Log bytes it occupies (header, records, padding, commit record).
+    pub len: u64,
+}
+
+/// The committed transactions after the header's tail that a replay would consider (the
+/// chain of intact ones, in sequence order), found without writing anything. For tools
+/// and tests that look at a log; the damage check of `open` is not made.
+pub fn pending(
+    media: Arc<dyn Media>,
+    start: u64,
+    len: u64,
+) -> Result<Vec<LoggedTransaction>, JournalError> {
+    let mut journal = Journal::from_header(media, start, len, true)?;
+    let log_base = journal.log_base;
+    Ok(journal
+        .survey()
+        .chain
+        .iter()
+        .map(|t| LoggedTransaction {
+            sequence: t.seq,
+            offset: log_base + t.pos,
+            len: t.total,
+        })
+        .collect())
+}
+
 /// Reads both header copies and returns the valid one with the highest generation.
 fn read_header(media: &dyn Media, start: u64, len: u64) -> Result<Header, JournalError> {
     let mut best: Option<Header> = None;
