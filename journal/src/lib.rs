@@ -9,7 +9,10 @@
 //! in the region's first block, then a log area holding transactions back to back, each
 //! `[header][records][padding][commit record]`. `commit` writes a transaction, flushes,
 //! fences once, then applies the records home, flushes and fences again. `open` replays
-//! every valid transaction from the header's tail and checkpoints.
+//! the valid transactions from the header's tail (none when they end at a torn one: they
+//! are already home) and checkpoints; it refuses a damaged log (a committed transaction
+//! failing its checks with intact later ones: replaying up to it would put older
+//! metadata over newer), which [`Journal::recover`] (fsck) handles.
 //!
 //! `commit_batch` writes several [`Transaction`]s as one journal transaction (one commit
 //! record, one flush/fence sequence): the group commit of the fs batches concurrent
