@@ -72,9 +72,9 @@ pub enum StopReason {
     End,
     /// A transaction with the expected sequence was begun (its header or its commit
     /// record is intact) but it is incomplete or its checksums do not match, and no later
-    /// transaction follows: a commit cut short by the crash. It was not applied, and neither were the
-    /// transactions before it: that header on media proves their writes reached home
-    /// (see [`ReplayReport::transactions_in_place`]).
+    /// transaction follows: a commit cut short by the crash. It was not applied, and
+    /// neither were the transactions before it: that trace on media proves their writes
+    /// reached home (see [`ReplayReport::transactions_in_place`]).
     Torn { sequence: u64 },
     /// The transaction is complete and its checksums match, but a record targets the
     /// journal region or overflows. It was not applied (nor, as for `Torn`, the
@@ -102,11 +102,12 @@ pub struct ReplayReport {
     /// Payload bytes written to home locations.
     pub bytes_replayed: u64,
     pub stopped_reason: StopReason,
-    /// Intact transactions from the tail on that were not replayed because the header of
-    /// a later transaction is on media, which proves their writes had reached their home
+    /// Intact transactions from the tail on that were not replayed because a trace of a
+    /// later transaction is on media, which proves their writes had reached their home
     /// locations (a commit stores the next transaction only after the previous one's
-    /// home writes are durable; docs/FORMAT.md "Replay"): replay stopped at a torn
-    /// transaction, or [`Journal::recover`] found damage after them.
+    /// home writes are durable; docs/FORMAT.md "What the home writes and the journal each
+    /// guarantee"): replay stopped at a torn transaction, or [`Journal::recover`] found
+    /// damage after them.
     pub transactions_in_place: u64,
     /// [`Journal::recover`] only: the damage it found and worked around (`open` refuses
     /// such a log with [`JournalError::Damaged`]).
@@ -317,8 +318,9 @@ struct Survey {
     /// Log offset where the chain stops, and why.
     stop_pos: u64,
     stop: StopReason,
-    /// Intact transaction headers of this journal that are neither on the chain nor the
-    /// stop's own, with a sequence number at least the one the chain stopped at:
+    /// Traces (intact headers or commit records) of transactions of this journal that
+    /// are neither on the chain nor the stop's own, with a sequence number at least the
+    /// one the chain stopped at:
     /// (log offset, sequence number), in log order. A crash never leaves one (see
     /// `Journal::survey`), so any is damage.
     beyond: Vec<(u64, u64)>,
@@ -346,7 +348,7 @@ impl Survey {
 impl Journal {
     /// Opens the journal in `[start, start+len)` of `media`: validates the header, replays
     /// the committed transactions after the tail in sequence order (up to the first
-    /// missing or out-of-sequence one; none if it stops at a torn one, whose header proves
+    /// missing or out-of-sequence one; none if it stops at a torn one, whose trace proves
     /// they are already applied), makes the replayed writes durable and checkpoints, so
     /// the journal is empty on return.
     ///
@@ -670,7 +672,7 @@ impl Journal {
 
     /// Replays an undamaged log: the whole chain if it ended because nothing follows it,
     /// nothing if it ended at a torn (or invalid) transaction. That transaction's header
-    /// is on media, so its commit had started, which happens only after every earlier
+    /// or commit record is on media, so its commit had started, which happens only after every earlier
     /// transaction's home writes are durable (`commit_batch`); and if it was in fact
     /// committed and damaged later, its own home writes may be there too, and replaying
     /// the older transactions would put their older bytes back over them.
