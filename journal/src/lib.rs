@@ -160,6 +160,8 @@ pub struct Journal {
     generation: u64,
     /// Log offset the header on media points replay at.
     tail: u64,
+    /// ... and the sequence number it names there (recorded in every transaction).
+    tail_seq: u64,
     /// Log offset where the next transaction goes.
     head: u64,
     /// Sequence number of the next transaction.
@@ -302,12 +304,30 @@ enum Scan {
     Stop(StopReason),
 }
 
-/// One transaction in the log: log offset, sequence number, total length.
+/// One intact transaction in the log.
 #[derive(Clone, Copy, Debug)]
 struct Txn {
+    /// Log offset.
     pos: u64,
     seq: u64,
     total: u64,
+    /// The tail sequence of the header that was durable when it was committed (header
+    /// offset 48; 0 in logs written before it was recorded): no transaction before that
+    /// one may be replayed.
+    since: u64,
+}
+
+impl Txn {
+    /// The transaction at `pos` with sequence `seq`, whose bytes `scan` left in `buf`.
+    fn scanned(pos: u64, seq: u64, total: u64, buf: &[u8]) -> Txn {
+        Txn {
+            pos,
+            seq,
+            total,
+            // Never above its own sequence number (only a bug could write that).
+            since: get_u64(buf, 48).min(seq),
+        }
+    }
 }
 
 /// What the log holds from the header's tail on, found without writing anything.
@@ -437,6 +457,7 @@ impl Journal {
             journal_id: header.journal_id,
             generation: header.generation,
             tail: header.tail,
+            tail_seq: header.tail_seq,
             head: header.tail,
             next_seq: header.tail_seq,
             scratch: Vec::new(),
@@ -612,6 +633,7 @@ impl Journal {
         self.media.fence();
         self.generation = generation;
         self.tail = tail;
+        self.tail_seq = tail_seq;
     }
 
     /// Encodes the records of `batch` (`count` records, `payload` bytes), in order, as
@@ -628,6 +650,7 @@ impl Journal {
         put_u64(h, 24, total);
         put_u32(h, 32, count);
         put_u64(h, 40, payload);
+        put_u64(h, 48, self.tail_seq);
         let crc = crc_with_hole(h, 4);
         put_u32(h, 4, crc);
 
@@ -680,7 +703,12 @@ impl Journal {
         let mut report = ReplayReport::new();
         report.stopped_reason = survey.stop;
         if survey.stop == StopReason::End {
-            self.apply(&survey.chain, &mut report);
+            // Not what a checkpoint newer than the header in use (its copy unreadable) had
+            // already retired: blocks those transactions freed may hold file data now.
+            let since = survey.chain.last().map_or(0, |t| t.since);
+            let live = survey.chain.partition_point(|t| t.seq < since);
+            report.transactions_in_place = live as u64;
+            self.apply(&survey.chain[live..], &mut report);
         } else {
             report.transactions_in_place = survey.chain.len() as u64;
         }
@@ -691,34 +719,38 @@ impl Journal {
 
     /// `Journal::recover` of a damaged log: see there.
     fn recover_surveyed(&mut self, survey: Survey, mut damage: Damage) -> ReplayReport {
-        // Every transaction found from the tail on, by sequence number; `total` is None
-        // for one that is not intact.
-        let mut found: BTreeMap<u64, (u64, Option<u64>)> = BTreeMap::new();
+        // Every transaction found from the tail on, by sequence number: Some if intact.
+        let mut found: BTreeMap<u64, Option<Txn>> = BTreeMap::new();
         for t in &survey.chain {
-            found.insert(t.seq, (t.pos, Some(t.total)));
+            found.insert(t.seq, Some(*t));
         }
         if survey.stop != StopReason::End {
-            found.insert(survey.stop_seq(), (survey.stop_pos, None));
+            found.insert(survey.stop_seq(), None);
         }
         let mut records = Vec::new();
         for &(pos, seq) in &survey.beyond {
-            let total = match self.scan(pos, seq, &mut records) {
-                Scan::Valid(total) => Some(total),
+            let txn = match self.scan(pos, seq, &mut records) {
+                Scan::Valid(total) => Some(Txn::scanned(pos, seq, total, &self.scratch)),
                 Scan::Stop(_) => None,
             };
-            let e = found.entry(seq).or_insert((pos, total));
-            if e.1.is_none() && total.is_some() {
-                *e = (pos, total);
+            let e = found.entry(seq).or_insert(txn);
+            if e.is_none() {
+                *e = txn;
             }
         }
         // The newest run of consecutive intact transactions (none if the newest found is
-        // not intact: as at a torn tail, everything before it is in place).
+        // not intact: as at a torn tail, everything before it is in place), not reaching
+        // below what the newest one's header had retired.
         let newest = found.keys().next_back().copied().unwrap_or(survey.tail_seq);
+        let floor = match found.get(&newest) {
+            Some(Some(t)) => t.since.max(survey.tail_seq),
+            _ => survey.tail_seq,
+        };
         let mut run = Vec::new();
         let mut seq = newest;
-        while let Some(&(pos, Some(total))) = found.get(&seq) {
-            run.push(Txn { pos, seq, total });
-            if seq == survey.tail_seq {
+        while let Some(&Some(t)) = found.get(&seq) {
+            run.push(t);
+            if seq <= floor {
                 break;
             }
             seq -= 1;
@@ -727,7 +759,7 @@ impl Journal {
         let run_start = run.first().map_or(newest.wrapping_add(1), |t| t.seq);
         let intact_before = found
             .range(survey.tail_seq..run_start)
-            .filter(|(_, (_, total))| total.is_some())
+            .filter(|(_, t)| t.is_some())
             .count() as u64;
         damage.dropped = run_start
             .wrapping_sub(survey.tail_seq)
@@ -784,7 +816,7 @@ impl Journal {
         let stop = loop {
             match self.scan(pos, seq, &mut records) {
                 Scan::Valid(total) => {
-                    chain.push(Txn { pos, seq, total });
+                    chain.push(Txn::scanned(pos, seq, total, &self.scratch));
                     pos += total;
                     seq = seq.wrapping_add(1);
                 }

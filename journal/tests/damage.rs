@@ -277,3 +277,51 @@ fn damaging_any_committed_transaction_never_rolls_home_back() {
     );
     assert_eq!(opened, 4, "only damage to the newest transaction opens");
 }
+
+/// With the newest header copy unreadable the older copy is used, whose tail is behind a
+/// checkpoint. Transactions that checkpoint retired must not be replayed: blocks they
+/// wrote may have been freed and reused for file data since. Every transaction records
+/// the tail sequence of the header it was committed under, so replay starts there.
+#[test]
+fn a_lost_header_copy_never_replays_what_a_checkpoint_retired() {
+    let m = Arc::new(MemMedia::new(DEV));
+    format(&*m, J_START, J_LEN).expect("format");
+    let (mut j, _) = Journal::open(m.clone() as Arc<dyn Media>, J_START, J_LEN).expect("open");
+    let (x, y) = (HOME.start as u64, HOME.start as u64 + 8192);
+    let mut t = Transaction::new();
+    t.write(x, &[1; 64]); // metadata in block x, later freed
+    j.commit(&t).expect("commit");
+    j.checkpoint().expect("checkpoint");
+    // Block x reused for file data (written in place, not journaled).
+    m.write(x, &[9; 64]);
+    m.flush(x, 64);
+    m.fence();
+    let mut t = Transaction::new();
+    t.write(y, &[2; 8]);
+    j.commit(&t).expect("commit");
+    drop(j);
+
+    let mut image = m.crash_image();
+    let generation = |copy: u64| {
+        let at = (J_START + copy + 16) as usize;
+        u64::from_le_bytes(image[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let newest = if generation(0) > generation(2048) {
+        0
+    } else {
+        2048
+    };
+    image[(J_START + newest + 30) as usize] ^= 0x40;
+    let media = Arc::new(MemMedia::from_bytes(image));
+    let (_, report) = Journal::open(media.clone() as Arc<dyn Media>, J_START, J_LEN).expect("open");
+    let home = media.crash_image();
+    let at = |o: u64, n: usize| home[o as usize..o as usize + n].to_vec();
+    assert_eq!(
+        at(x, 64),
+        vec![9; 64],
+        "the retired transaction was replayed"
+    );
+    assert_eq!(at(y, 8), vec![2; 8]);
+    assert_eq!(report.transactions_replayed, 1);
+    assert_eq!(report.transactions_in_place, 1);
+}
