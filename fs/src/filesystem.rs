@@ -296,7 +296,13 @@ impl DaxFs {
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,
         )
-        .map_err(|e| format!("{name}: journal: {e}; run fsck.daxfs"))?;
+        .map_err(|e| match e {
+            // Replaying up to the damage would put older metadata over newer.
+            daxfs_journal::JournalError::Damaged(_) => format!(
+                "{name}: journal: {e}; nothing was written; run fsck.daxfs -y (it applies the transactions after the damaged one and drops it)"
+            ),
+            _ => format!("{name}: journal: {e}; run fsck.daxfs"),
+        })?;
         let refs = RefTable::new(sb.data_blocks);
         let fs = DaxFs {
             dev,
@@ -418,12 +424,30 @@ impl DaxFs {
                 chain.push((next, slots));
                 next = nx;
             }
+            let chain_blocks = chain.len() as u64;
             let ext = ExtentMap::load(&d.inline, chain).map_err(|e| format!("inode {ino}: {e}"))?;
+            // The counts fsck checks: an inode whose counts disagree with what it stores
+            // is not mounted as if clean (the allocator and statfs trust them).
+            if ext.len() as u64 != u64::from(d.extent_count) {
+                return Err(format!(
+                    "inode {ino}: extent count is {} but {} extents are stored",
+                    d.extent_count,
+                    ext.len()
+                ));
+            }
+            let mut owned = chain_blocks + u64::from(d.xattr_block != 0);
             for e in ext.iter() {
                 if e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
                     return Err(format!("inode {ino}: extent beyond the maximum file size"));
                 }
                 claim(e.pblk, e.len as u64, ino, "")?;
+                owned += e.len as u64;
+            }
+            if owned != d.blocks {
+                return Err(format!(
+                    "inode {ino}: block count is {} but it owns {owned} blocks",
+                    d.blocks
+                ));
             }
             let mut xattrs = Vec::new();
             if d.xattr_block != 0 {

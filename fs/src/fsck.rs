@@ -1533,14 +1533,25 @@ fn inspect(
     }
     let img = Arc::new(Overlay::new(dev.clone()));
     let media: Arc<dyn Media> = img.clone();
-    match Journal::open(
+    // `recover`, not `open`: a damaged log (which a mount refuses) is checked as -y
+    // would leave it.
+    match Journal::recover(
         media,
         sb.journal_start * BLOCK_SIZE,
         sb.journal_blocks * BLOCK_SIZE,
     ) {
         Ok((_journal, rep)) => {
+            if let Some(d) = rep.damage {
+                r.fixable(
+                    false,
+                    format!(
+                        "journal: {d} (a mount refuses this image; fsck.daxfs -y applies the {} intact transactions after it and drops {} damaged; checked as so recovered)",
+                        rep.transactions_replayed, d.dropped
+                    ),
+                );
+            }
             r.stats.journal_pending = rep.transactions_replayed;
-            if rep.transactions_replayed > 0 {
+            if rep.damage.is_none() && rep.transactions_replayed > 0 {
                 r.add(
                     Severity::Note,
                     format!(
@@ -1646,9 +1657,14 @@ pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport 
         r.repaired
             .push("journal: both header copies were unreadable; made a new, empty journal".into());
     }
-    let mut journal = match Journal::open(media, j_start, j_len) {
+    let mut journal = match Journal::recover(media, j_start, j_len) {
         Ok((j, rep)) => {
-            if rep.transactions_replayed > 0 {
+            if let Some(d) = rep.damage {
+                r.repaired.push(format!(
+                    "journal: {d}: dropped {} damaged transaction(s) (their writes were already in place: later ones were committed after them), applied the {} after them",
+                    d.dropped, rep.transactions_replayed
+                ));
+            } else if rep.transactions_replayed > 0 {
                 r.repaired.push(format!(
                     "applied {} committed journal transactions",
                     rep.transactions_replayed

@@ -9,7 +9,10 @@
 //! in the region's first block, then a log area holding transactions back to back, each
 //! `[header][records][padding][commit record]`. `commit` writes a transaction, flushes,
 //! fences once, then applies the records home, flushes and fences again. `open` replays
-//! every valid transaction from the header's tail and checkpoints.
+//! the valid transactions from the header's tail (none when they end at a torn one: they
+//! are already home) and checkpoints; it refuses a damaged log (a committed transaction
+//! failing its checks with intact later ones: replaying up to it would put older
+//! metadata over newer), which [`Journal::recover`] (fsck) handles.
 //!
 //! `commit_batch` writes several [`Transaction`]s as one journal transaction (one commit
 //! record, one flush/fence sequence): the group commit of the fs batches concurrent
@@ -23,10 +26,11 @@ mod layout;
 pub mod mem_media;
 mod txn;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use error::JournalError;
+pub use error::{Damage, JournalError};
 pub use mem_media::{Fault, FencePoint, MemMedia};
 pub use txn::{LogSize, Transaction};
 
@@ -65,18 +69,23 @@ pub trait Media: Send + Sync {
     }
 }
 
-/// Why replay stopped. Every variant is a normal outcome after a crash; none is an error.
+/// Why replay stopped. Every variant is a normal outcome after a crash; none is an error
+/// (damage is: [`JournalError::Damaged`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
-    /// The next log position holds no transaction with the expected sequence number
-    /// (never written, stale from an earlier lap or format, or the end of the log area).
+    /// The next log position holds no trace of a transaction with the expected sequence
+    /// number (never written, stale from an earlier lap or format, or the end of the log
+    /// area).
     End,
-    /// A transaction header with the expected sequence was found but the transaction is
-    /// incomplete or its checksums do not match: a commit cut short by the crash. It was
-    /// not applied.
+    /// A transaction with the expected sequence was begun (its header or its commit
+    /// record is intact) but it is incomplete or its checksums do not match, and no later
+    /// transaction follows: a commit cut short by the crash. It was not applied, and
+    /// neither were the transactions before it: that trace on media proves their writes
+    /// reached home (see [`ReplayReport::transactions_in_place`]).
     Torn { sequence: u64 },
     /// The transaction is complete and its checksums match, but a record targets the
-    /// journal region or overflows. It was not applied.
+    /// journal region or overflows. It was not applied (nor, as for `Torn`, the
+    /// transactions before it).
     InvalidRecord { sequence: u64 },
 }
 
@@ -100,6 +109,29 @@ pub struct ReplayReport {
     /// Payload bytes written to home locations.
     pub bytes_replayed: u64,
     pub stopped_reason: StopReason,
+    /// Intact transactions from the tail on that were not replayed because a trace of a
+    /// later transaction is on media, which proves their writes had reached their home
+    /// locations (a commit stores the next transaction only after the previous one's
+    /// home writes are durable; docs/FORMAT.md "What the home writes and the journal each
+    /// guarantee"): replay stopped at a torn transaction, or [`Journal::recover`] found
+    /// damage after them.
+    pub transactions_in_place: u64,
+    /// [`Journal::recover`] only: the damage it found and worked around (`open` refuses
+    /// such a log with [`JournalError::Damaged`]).
+    pub damage: Option<Damage>,
+}
+
+impl ReplayReport {
+    fn new() -> ReplayReport {
+        ReplayReport {
+            transactions_replayed: 0,
+            records_replayed: 0,
+            bytes_replayed: 0,
+            stopped_reason: StopReason::End,
+            transactions_in_place: 0,
+            damage: None,
+        }
+    }
 }
 
 /// Counters since [`Journal::open`].
@@ -135,6 +167,8 @@ pub struct Journal {
     generation: u64,
     /// Log offset the header on media points replay at.
     tail: u64,
+    /// ... and the sequence number it names there (recorded in every transaction).
+    tail_seq: u64,
     /// Log offset where the next transaction goes.
     head: u64,
     /// Sequence number of the next transaction.
@@ -221,15 +255,47 @@ pub fn probe(media: &dyn Media, start: u64, len: u64) -> Result<(), JournalError
 
 /// Whether opening the journal in `[start, start+len)` would replay a committed
 /// transaction (and so write), found without writing anything: a device opened
-/// read-only can be mounted only when this is false.
+/// read-only can be mounted only when this is false. A damaged log is refused as
+/// `open` refuses it.
 pub fn needs_replay(media: Arc<dyn Media>, start: u64, len: u64) -> Result<bool, JournalError> {
     let mut journal = Journal::from_header(media, start, len, true)?;
-    let mut records = Vec::new();
-    let (head, seq) = (journal.head, journal.next_seq);
-    Ok(matches!(
-        journal.scan(head, seq, &mut records),
-        Scan::Valid(_)
-    ))
+    let survey = journal.survey();
+    if let Some(damage) = survey.damage(journal.log_base) {
+        return Err(JournalError::Damaged(damage));
+    }
+    Ok(!survey.to_replay().is_empty())
+}
+
+/// One intact transaction in the log, as [`pending`] lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedTransaction {
+    pub sequence: u64,
+    /// Absolute byte offset of its header.
+    pub offset: u64,
+    /// Log bytes it occupies (header, records, padding, commit record).
+    pub len: u64,
+}
+
+/// The committed transactions after the header's tail that a replay would consider (the
+/// chain of intact ones, in sequence order), found without writing anything. For tools
+/// and tests that look at a log; the damage check of `open` is not made.
+pub fn pending(
+    media: Arc<dyn Media>,
+    start: u64,
+    len: u64,
+) -> Result<Vec<LoggedTransaction>, JournalError> {
+    let mut journal = Journal::from_header(media, start, len, true)?;
+    let log_base = journal.log_base;
+    Ok(journal
+        .survey()
+        .chain
+        .iter()
+        .map(|t| LoggedTransaction {
+            sequence: t.seq,
+            offset: log_base + t.pos,
+            len: t.total,
+        })
+        .collect())
 }
 
 /// Reads both header copies and returns the valid one with the highest generation.
@@ -261,18 +327,120 @@ enum Scan {
     Stop(StopReason),
 }
 
+/// One intact transaction in the log.
+#[derive(Clone, Copy, Debug)]
+struct Txn {
+    /// Log offset.
+    pos: u64,
+    seq: u64,
+    total: u64,
+    /// The tail sequence of the header that was durable when it was committed (header
+    /// offset 48; 0 in logs written before it was recorded): no transaction before that
+    /// one may be replayed.
+    since: u64,
+}
+
+impl Txn {
+    /// The transaction at `pos` with sequence `seq`, whose bytes `scan` left in `buf`.
+    fn scanned(pos: u64, seq: u64, total: u64, buf: &[u8]) -> Txn {
+        Txn {
+            pos,
+            seq,
+            total,
+            // Never above its own sequence number (only a bug could write that).
+            since: get_u64(buf, 48).min(seq),
+        }
+    }
+}
+
+/// What the log holds from the header's tail on, found without writing anything.
+struct Survey {
+    tail_seq: u64,
+    /// The intact transactions from the tail on, back to back, in sequence order.
+    chain: Vec<Txn>,
+    /// Log offset where the chain stops, and why.
+    stop_pos: u64,
+    stop: StopReason,
+    /// Traces (intact headers or commit records) of transactions of this journal that
+    /// are neither on the chain nor the stop's own, with a sequence number at least the
+    /// one the chain stopped at:
+    /// (log offset, sequence number), in log order. A crash never leaves one (see
+    /// `Journal::survey`), so any is damage.
+    beyond: Vec<(u64, u64)>,
+}
+
+impl Survey {
+    /// The sequence number the chain stopped at.
+    fn stop_seq(&self) -> u64 {
+        self.tail_seq.wrapping_add(self.chain.len() as u64)
+    }
+
+    /// The transactions a replay of an undamaged log applies: the whole chain if it ended
+    /// because nothing follows it, nothing if it ended at a torn (or invalid) one (see
+    /// `Journal::replay_surveyed`), and never what a checkpoint newer than the header in
+    /// use (its copy unreadable) had already retired: blocks those transactions freed may
+    /// hold file data now.
+    fn to_replay(&self) -> &[Txn] {
+        if self.stop != StopReason::End {
+            return &[];
+        }
+        let since = self.chain.last().map_or(0, |t| t.since);
+        &self.chain[self.chain.partition_point(|t| t.seq < since)..]
+    }
+
+    /// The damage this survey shows, if any (offsets made absolute with `log_base`).
+    fn damage(&self, log_base: u64) -> Option<Damage> {
+        let &(pos, seq) = self.beyond.iter().min_by_key(|(_, seq)| *seq)?;
+        Some(Damage {
+            sequence: self.stop_seq(),
+            offset: log_base + self.stop_pos,
+            later_sequence: seq,
+            later_offset: log_base + pos,
+            dropped: 0,
+        })
+    }
+}
+
 impl Journal {
     /// Opens the journal in `[start, start+len)` of `media`: validates the header, replays
-    /// every committed transaction after the tail in sequence order (stopping at the first
-    /// torn, corrupt or out-of-sequence one), makes the replayed writes durable and
-    /// checkpoints, so the journal is empty on return.
+    /// the committed transactions after the tail in sequence order (up to the first
+    /// missing or out-of-sequence one; none if it stops at a torn one, whose trace proves
+    /// they are already applied), makes the replayed writes durable and checkpoints, so
+    /// the journal is empty on return.
+    ///
+    /// Refuses with [`JournalError::Damaged`], writing nothing, when a transaction fails
+    /// its checks (or is missing) and an intact later one follows: replaying up to it
+    /// would put older metadata back over newer. [`Journal::recover`] handles such a log.
     pub fn open(
         media: Arc<dyn Media>,
         start: u64,
         len: u64,
     ) -> Result<(Journal, ReplayReport), JournalError> {
         let mut journal = Journal::from_header(media, start, len, false)?;
-        let report = journal.replay();
+        let report = journal.replay()?;
+        journal.reset_after_replay();
+        Ok((journal, report))
+    }
+
+    /// Opens the journal as [`Journal::open`] does, but a damaged log (what `open`
+    /// refuses with [`JournalError::Damaged`]) is recovered instead: of every intact
+    /// transaction the log holds from the tail on, the newest run of consecutive sequence
+    /// numbers is replayed (none if the newest transaction found is itself not intact);
+    /// the damaged or missing transactions before it are dropped and the intact ones
+    /// before it are not replayed. Both had reached their home locations, as later
+    /// transactions were committed after them, so the result is the newest committed
+    /// state. The report's `damage` says what was found and dropped. For fsck.
+    pub fn recover(
+        media: Arc<dyn Media>,
+        start: u64,
+        len: u64,
+    ) -> Result<(Journal, ReplayReport), JournalError> {
+        let mut journal = Journal::from_header(media, start, len, false)?;
+        let survey = journal.survey();
+        let report = match survey.damage(journal.log_base) {
+            None => journal.replay_surveyed(survey),
+            Some(damage) => journal.recover_surveyed(survey, damage),
+        };
         journal.reset_after_replay();
         Ok((journal, report))
     }
@@ -287,7 +455,7 @@ impl Journal {
         len: u64,
     ) -> Result<(Journal, ReplayReport), JournalError> {
         let mut journal = Journal::from_header(media, start, len, true)?;
-        let report = journal.replay();
+        let report = journal.replay()?;
         if report.transactions_replayed > 0 {
             journal.reset_after_replay();
         } else {
@@ -325,6 +493,7 @@ impl Journal {
             journal_id: header.journal_id,
             generation: header.generation,
             tail: header.tail,
+            tail_seq: header.tail_seq,
             head: header.tail,
             next_seq: header.tail_seq,
             scratch: Vec::new(),
@@ -531,6 +700,7 @@ impl Journal {
         self.media.fence();
         self.generation = generation;
         self.tail = tail;
+        self.tail_seq = tail_seq;
     }
 
     /// Encodes the records of `batch` (`count` records, `payload` bytes), in order, as
@@ -547,6 +717,7 @@ impl Journal {
         put_u64(h, 24, total);
         put_u32(h, 32, count);
         put_u64(h, 40, payload);
+        put_u64(h, 48, self.tail_seq);
         let crc = crc_with_hole(h, 4);
         put_u32(h, 4, crc);
 
@@ -579,39 +750,218 @@ impl Journal {
     }
 
     /// Replays from the tail; leaves `head`/`next_seq` just after the last valid
-    /// transaction. Replayed writes are durable on return.
-    fn replay(&mut self) -> ReplayReport {
-        let mut report = ReplayReport {
-            transactions_replayed: 0,
-            records_replayed: 0,
-            bytes_replayed: 0,
-            stopped_reason: StopReason::End,
-        };
+    /// transaction. Replayed writes are durable on return. Refuses a damaged log,
+    /// having written nothing.
+    fn replay(&mut self) -> Result<ReplayReport, JournalError> {
+        let survey = self.survey();
+        if let Some(damage) = survey.damage(self.log_base) {
+            return Err(JournalError::Damaged(damage));
+        }
+        Ok(self.replay_surveyed(survey))
+    }
+
+    /// Replays an undamaged log: the whole chain if it ended because nothing follows it,
+    /// nothing if it ended at a torn (or invalid) transaction. That transaction's header
+    /// or commit record is on media, so its commit had started, which happens only after every earlier
+    /// transaction's home writes are durable (`commit_batch`); and if it was in fact
+    /// committed and damaged later, its own home writes may be there too, and replaying
+    /// the older transactions would put their older bytes back over them.
+    fn replay_surveyed(&mut self, survey: Survey) -> ReplayReport {
+        let mut report = ReplayReport::new();
+        report.stopped_reason = survey.stop;
+        let replay = survey.to_replay();
+        report.transactions_in_place = (survey.chain.len() - replay.len()) as u64;
+        self.apply(replay, &mut report);
+        self.head = survey.stop_pos;
+        self.next_seq = survey.stop_seq();
+        report
+    }
+
+    /// `Journal::recover` of a damaged log: see there.
+    fn recover_surveyed(&mut self, survey: Survey, mut damage: Damage) -> ReplayReport {
+        // Every transaction found from the tail on, by sequence number: Some if intact.
+        let mut found: BTreeMap<u64, Option<Txn>> = BTreeMap::new();
+        for t in &survey.chain {
+            found.insert(t.seq, Some(*t));
+        }
+        if survey.stop != StopReason::End {
+            found.insert(survey.stop_seq(), None);
+        }
         let mut records = Vec::new();
-        loop {
-            match self.scan(self.head, self.next_seq, &mut records) {
-                Scan::Valid(total) => {
-                    for r in &records {
-                        let data = &self.scratch[r.data_start..r.data_start + r.len];
-                        self.media.write(r.off, data);
-                        self.media.flush(r.off, r.len as u64);
-                        report.bytes_replayed += r.len as u64;
-                    }
-                    report.records_replayed += records.len() as u64;
-                    report.transactions_replayed += 1;
-                    self.head += total;
-                    self.next_seq = self.next_seq.wrapping_add(1);
-                }
-                Scan::Stop(reason) => {
-                    report.stopped_reason = reason;
-                    break;
-                }
+        for &(pos, seq) in &survey.beyond {
+            let txn = match self.scan(pos, seq, &mut records) {
+                Scan::Valid(total) => Some(Txn::scanned(pos, seq, total, &self.scratch)),
+                Scan::Stop(_) => None,
+            };
+            let e = found.entry(seq).or_insert(txn);
+            if e.is_none() {
+                *e = txn;
             }
+        }
+        // The newest run of consecutive intact transactions (none if the newest found is
+        // not intact: as at a torn tail, everything before it is in place), not reaching
+        // below what the newest one's header had retired.
+        let newest = found.keys().next_back().copied().unwrap_or(survey.tail_seq);
+        let floor = match found.get(&newest) {
+            Some(Some(t)) => t.since.max(survey.tail_seq),
+            _ => survey.tail_seq,
+        };
+        let mut run = Vec::new();
+        let mut seq = newest;
+        while let Some(&Some(t)) = found.get(&seq) {
+            run.push(t);
+            if seq <= floor {
+                break;
+            }
+            seq -= 1;
+        }
+        run.reverse();
+        let run_start = run.first().map_or(newest.wrapping_add(1), |t| t.seq);
+        let intact_before = found
+            .range(survey.tail_seq..run_start)
+            .filter(|(_, t)| t.is_some())
+            .count() as u64;
+        damage.dropped = run_start
+            .wrapping_sub(survey.tail_seq)
+            .saturating_sub(intact_before);
+
+        let mut report = ReplayReport::new();
+        report.stopped_reason = survey.stop;
+        report.transactions_in_place = intact_before;
+        self.apply(&run, &mut report);
+        report.damage = Some(damage);
+        // Restart the log at its beginning with a sequence number above everything found,
+        // so nothing left in the log can ever validate again.
+        self.head = 0;
+        self.next_seq = newest.wrapping_add(1);
+        report
+    }
+
+    /// Applies `txns` (intact, in order) at their home locations and makes them durable.
+    fn apply(&mut self, txns: &[Txn], report: &mut ReplayReport) {
+        let mut records = Vec::new();
+        for t in txns {
+            // The survey validated it; nothing wrote the log since.
+            if !matches!(self.scan(t.pos, t.seq, &mut records), Scan::Valid(_)) {
+                continue;
+            }
+            for r in &records {
+                let data = &self.scratch[r.data_start..r.data_start + r.len];
+                self.media.write(r.off, data);
+                self.media.flush(r.off, r.len as u64);
+                report.bytes_replayed += r.len as u64;
+            }
+            report.records_replayed += records.len() as u64;
+            report.transactions_replayed += 1;
         }
         if report.transactions_replayed > 0 {
             self.media.fence();
         }
-        report
+    }
+
+    /// Walks the chain of intact transactions from the tail, then looks through the rest
+    /// of the log for traces (an intact header or commit record) of transactions of this
+    /// journal with a sequence number at least the one the chain stopped at, S. Only one
+    /// can be there after a crash: S's own, at the stop position (its commit was cut
+    /// short; the stop is then `Torn` even if only the commit record survived). Any
+    /// other means S had been committed and was damaged since: sequence numbers are never
+    /// reused, a transaction is written only after the previous one is durable, the log
+    /// restarts at its beginning only behind a header pointing there, and a header after
+    /// replay skips the number a torn transaction may hold. Reads only.
+    fn survey(&mut self) -> Survey {
+        let (tail, tail_seq) = (self.head, self.next_seq);
+        let mut records = Vec::new();
+        let mut chain = Vec::new();
+        let (mut pos, mut seq) = (tail, tail_seq);
+        let stop = loop {
+            match self.scan(pos, seq, &mut records) {
+                Scan::Valid(total) => {
+                    chain.push(Txn::scanned(pos, seq, total, &self.scratch));
+                    pos += total;
+                    seq = seq.wrapping_add(1);
+                }
+                Scan::Stop(reason) => break reason,
+            }
+        };
+        let mut beyond = self.find_traces(seq, |p| (tail..pos).contains(&p));
+        // The stop transaction's own header or commit record: its commit had begun.
+        let own = beyond.len();
+        beyond.retain(|&t| t != (pos, seq));
+        let stop = if stop == StopReason::End && beyond.len() < own {
+            StopReason::Torn { sequence: seq }
+        } else {
+            stop
+        };
+        Survey {
+            tail_seq,
+            chain,
+            stop_pos: pos,
+            stop,
+            beyond,
+        }
+    }
+
+    /// Traces of transactions of this journal with a sequence number of at least
+    /// `min_seq` — an intact header, or an intact commit record (which tells where its
+    /// transaction starts) — at every 64-byte log position but those `skip` names: (log
+    /// offset of the transaction, sequence number), in log order of the trace. Reads the
+    /// log in large chunks, so the cost is one pass over it.
+    fn find_traces(&self, min_seq: u64, skip: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+        const CHUNK: u64 = 256 * 1024;
+        let mut out = Vec::new();
+        let Some(last) = self.log_len.checked_sub(TXN_HEADER_SIZE + COMMIT_SIZE) else {
+            return out;
+        };
+        let mut buf = vec![0u8; CHUNK.min(self.log_len) as usize];
+        let mut base = 0u64;
+        while base <= last {
+            let n = CHUNK.min(self.log_len - base) as usize;
+            let chunk = &mut buf[..n];
+            self.media.read(self.log_base + base, chunk);
+            for (i, h) in chunk.chunks_exact(TXN_ALIGN as usize).enumerate() {
+                let p = base + i as u64 * TXN_ALIGN;
+                if p > last {
+                    break;
+                }
+                let magic = get_u32(h, 0);
+                if (magic != TXN_MAGIC && magic != COMMIT_MAGIC) || skip(p) {
+                    continue;
+                }
+                let trace = if magic == TXN_MAGIC {
+                    self.header_seq(h).map(|seq| (p, seq))
+                } else {
+                    self.commit_trace(h, p)
+                };
+                match trace {
+                    Some((at, seq)) if seq >= min_seq => out.push((at, seq)),
+                    _ => {}
+                }
+            }
+            base += n as u64;
+        }
+        out
+    }
+
+    /// For an intact commit record of this journal (`h`: its 64 bytes) at log offset `p`:
+    /// the log offset of its transaction and its sequence number.
+    fn commit_trace(&self, h: &[u8], p: u64) -> Option<(u64, u64)> {
+        let intact = get_u32(h, 0) == COMMIT_MAGIC
+            && get_u32(h, 4) == crc_with_hole(h, 4)
+            && get_u64(h, 8) == self.journal_id;
+        let total = get_u64(h, 24);
+        let fits = total & (TXN_ALIGN - 1) == 0
+            && total >= TXN_HEADER_SIZE + COMMIT_SIZE
+            && total <= p + COMMIT_SIZE;
+        (intact && fits).then(|| (p + COMMIT_SIZE - total, get_u64(h, 16)))
+    }
+
+    /// The sequence number of an intact transaction header of this journal (`h`: its 64
+    /// bytes), or None.
+    fn header_seq(&self, h: &[u8]) -> Option<u64> {
+        let intact = get_u32(h, 0) == TXN_MAGIC
+            && get_u32(h, 4) == crc_with_hole(h, 4)
+            && get_u64(h, 8) == self.journal_id;
+        intact.then(|| get_u64(h, 16))
     }
 
     /// Validates the transaction at log offset `pos`, which must carry sequence `seq`.
@@ -626,11 +976,7 @@ impl Journal {
         self.media.read(self.log_base + pos, &mut h);
         // Anything but an intact header of the expected transaction is simply "not ours":
         // never written, or left over from an earlier lap or an earlier format.
-        if get_u32(&h, 0) != TXN_MAGIC
-            || get_u32(&h, 4) != crc_with_hole(&h, 4)
-            || get_u64(&h, 8) != self.journal_id
-            || get_u64(&h, 16) != seq
-        {
+        if self.header_seq(&h) != Some(seq) {
             return Scan::Stop(StopReason::End);
         }
         let torn = Scan::Stop(StopReason::Torn { sequence: seq });
