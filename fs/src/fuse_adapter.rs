@@ -39,6 +39,7 @@
 //!   gathered into one buffer first.
 
 use crate::busy_poll::BusyPoll;
+use crate::deferred::Waiters;
 use crate::error::Errno as CoreErrno;
 use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
 use crate::ioctl::{PinArg, DAXFS_IOC_PIN, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN, DAXFS_STATS_SIZE};
@@ -119,6 +120,8 @@ pub struct FuseAdapter {
     /// Long-term pins by file handle.
     pins: Mutex<HashMap<u64, Vec<RangePin>>>,
     busy_poll: BusyPollSlot,
+    /// Where requests that must wait for pins wait (see [`FuseAdapter::defer`]).
+    waiters: Waiters,
 }
 
 impl FuseAdapter {
@@ -134,6 +137,7 @@ impl FuseAdapter {
             next_handle: AtomicU64::new(1),
             pins: Mutex::new(HashMap::new()),
             busy_poll: Arc::new(OnceLock::new()),
+            waiters: Waiters::default(),
         }
     }
 
@@ -155,16 +159,14 @@ impl FuseAdapter {
         FileHandle((serial << 32) | handle_for(flags).0)
     }
 
-    /// Runs `f` (an operation that may wait in break_layouts) on its own thread when the
-    /// inode holds long-term pins: their release (UNPIN, or the release of a handle)
-    /// arrives as another FUSE request, which must find a free worker thread even when
-    /// every worker is waiting. Without long-term pins a wait is only for in-flight
-    /// copies, which end on their own.
-    fn run_may_wait(&self, ino: u64, f: impl FnOnce() + Send + 'static) {
-        if self.fs.long_term_pins(ino) > 0 {
-            std::thread::spawn(f);
-        } else {
-            f();
+    /// Hands a request whose `try_*` attempt found a pinned block to a waiter thread
+    /// (`crate::deferred`), where `op` repeats it, waiting allowed, and replies. The
+    /// worker returns at once: the request that ends the wait (UNPIN, or the release of
+    /// the pin holder's handle) needs a free worker, and so does everyone else. Past the
+    /// bound on waiters the request is answered EBUSY at once, nothing changed.
+    fn defer<R: ReplyError + Send + 'static>(&self, reply: R, op: impl FnOnce(R) + Send + 'static) {
+        if let Err(reply) = self.waiters.run(reply, op) {
+            reply.fail(Errno::EBUSY);
         }
     }
 
@@ -264,6 +266,46 @@ impl FuseAdapter {
             }
             _ => None,
         }
+    }
+}
+
+/// The replies of requests that may be deferred ([`FuseAdapter::defer`]), which answers
+/// them with an errno when no waiter takes them.
+trait ReplyError {
+    fn fail(self, e: Errno);
+}
+
+macro_rules! reply_error {
+    ($($t:ty),*) => {$(
+        impl ReplyError for $t {
+            fn fail(self, e: Errno) {
+                self.error(e)
+            }
+        }
+    )*};
+}
+reply_error!(ReplyAttr, ReplyOpen, ReplyCreate, ReplyEmpty);
+
+/// The reply to a create that gave `r` (new handle `fh`), counting the kernel's new
+/// reference to the entry first.
+fn answer_create(
+    fs: &DaxFs,
+    reply: ReplyCreate,
+    r: crate::Result<Attr>,
+    ttl: &Duration,
+    fh: FileHandle,
+) {
+    match r {
+        Ok(a) => {
+            if let Err(e) = fs.remember(a.ino) {
+                // Removed by someone else before the reply: undo the open.
+                let _ = fs.release(a.ino);
+                return reply.error(errno(e));
+            }
+            let cache = open_reply_flags(fs.kernel_may_cache(a.ino));
+            reply.created(ttl, &file_attr(&a), Generation(a.generation), fh, cache)
+        }
+        Err(e) => reply.error(errno(e)),
     }
 }
 
@@ -602,16 +644,20 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(set_time),
             ctime: ctime.map(wire_time),
         };
-        let (fs, who, ttl) = (self.fs.clone(), cred(req), self.ttl);
-        let op = move || match fs.setattr(ino.0, &who, &changes) {
-            Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+        let who = cred(req);
+        let answer = move |reply: ReplyAttr, r: crate::Result<Attr>, ttl: &Duration| match r {
+            Ok(a) => reply.attr(ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         };
-        if size.is_some() {
-            // A truncate may wait for pins.
-            self.run_may_wait(ino.0, op);
-        } else {
-            op();
+        // A truncate may wait for pins: tried here without sleeping first.
+        match self.fs.try_setattr(ino.0, &who, &changes) {
+            Some(r) => answer(reply, r, &self.ttl),
+            None => {
+                let (fs, ttl) = (self.fs.clone(), self.ttl);
+                self.defer(reply, move |reply| {
+                    answer(reply, fs.setattr(ino.0, &who, &changes), &ttl)
+                });
+            }
         }
     }
 
@@ -735,9 +781,17 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.arrived();
-        match self.fs.open(ino.0, flags.0) {
-            Ok(()) => reply.opened(self.new_handle(flags.0), self.fopen_flags(ino.0)),
-            Err(e) => reply.error(errno(e)),
+        // O_TRUNC may wait for pins: tried here without sleeping first.
+        match self.fs.try_open(ino.0, flags.0) {
+            Some(Ok(())) => reply.opened(self.new_handle(flags.0), self.fopen_flags(ino.0)),
+            Some(Err(e)) => reply.error(errno(e)),
+            None => {
+                let (fs, fh) = (self.fs.clone(), self.new_handle(flags.0));
+                self.defer(reply, move |reply| match fs.open(ino.0, flags.0) {
+                    Ok(()) => reply.opened(fh, open_reply_flags(fs.kernel_may_cache(ino.0))),
+                    Err(e) => reply.error(errno(e)),
+                });
+            }
         }
     }
 
@@ -753,25 +807,21 @@ impl Filesystem for FuseAdapter {
     ) {
         self.arrived();
         let mode = self.create_mode(parent.0, mode, umask);
+        let who = cred(req);
+        // O_TRUNC of a file that exists may wait for pins: tried here without sleeping.
+        let fh = self.new_handle(flags);
         match self
             .fs
-            .create(parent.0, name.as_bytes(), mode, flags, &cred(req))
+            .try_create(parent.0, name.as_bytes(), mode, flags, &who)
         {
-            Ok(a) => {
-                if let Err(e) = self.fs.remember(a.ino) {
-                    // Removed by someone else before the reply: undo the open.
-                    let _ = self.fs.release(a.ino);
-                    return reply.error(errno(e));
-                }
-                reply.created(
-                    &self.ttl,
-                    &file_attr(&a),
-                    Generation(a.generation),
-                    self.new_handle(flags),
-                    self.fopen_flags(a.ino),
-                )
+            Some(r) => answer_create(&self.fs, reply, r, &self.ttl, fh),
+            None => {
+                let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.as_bytes().to_vec());
+                self.defer(reply, move |reply| {
+                    let r = fs.create(parent.0, &name, mode, flags, &who);
+                    answer_create(&fs, reply, r, &ttl, fh)
+                });
             }
-            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -1055,13 +1105,20 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.arrived();
-        let fs = self.fs.clone();
-        self.run_may_wait(ino.0, move || {
-            match fs.fallocate(ino.0, offset, length, mode) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+        // Punch, zero, collapse and insert may wait for pins: tried here without sleeping.
+        match self.fs.try_fallocate(ino.0, offset, length, mode) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => reply.error(errno(e)),
+            None => {
+                let fs = self.fs.clone();
+                self.defer(reply, move |reply| {
+                    match fs.fallocate(ino.0, offset, length, mode) {
+                        Ok(()) => reply.ok(),
+                        Err(e) => reply.error(errno(e)),
+                    }
+                });
             }
-        });
+        }
     }
 
     fn lseek(
