@@ -13,6 +13,9 @@
 //!   when the last descriptor of the open file is closed, also when its process is
 //!   killed), so a dead pin holder never blocks a truncate for long;
 //! - the daxfs ioctls (`crate::ioctl`, `include/daxfs_ioctl.h`): PIN, UNPIN, STATS;
+//! - requests that may wait for pins (truncate, open and create with O_TRUNC, fallocate):
+//!   tried on the worker without sleeping, and only if they would, answered from a waiter
+//!   thread (`crate::deferred`), so that no worker ever sleeps on a pin;
 //! - dropping the kernel's cached pages when break_layouts frees a range of a file the
 //!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
