@@ -18,10 +18,14 @@
 //!
 //! A thread per waiting request, started when it is handed over and ended with it: waits
 //! are rare and last as long as a pin is held, so a thread start (tens of microseconds)
-//! is noise, and an idle mount keeps no waiter thread.
+//! is noise, and an idle mount keeps no waiter thread. A waiter can outlive the FUSE
+//! session (a connection aborted under it); the daemon lets the waiters finish
+//! ([`Waiters::wait_idle`]) before it shuts the filesystem down, so that no change
+//! commits after the clean unmount.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 /// How many requests may wait for pins at a time by default: far more than a workload
 /// that truncates pinned files needs, few enough that an unprivileged user cannot make
@@ -32,8 +36,9 @@ pub const MAX_WAITERS: usize = 64;
 #[derive(Debug)]
 pub struct Waiters {
     limit: usize,
-    /// Requests handed over and not yet finished (each holds one of `limit` slots).
-    busy: Arc<AtomicUsize>,
+    /// Requests handed over and not yet finished (each holds one of `limit` slots), and
+    /// the condition signalled when one finishes.
+    busy: Arc<(Mutex<usize>, Condvar)>,
     /// Requests handed over, and those refused past the bound (or for want of a thread).
     deferred: AtomicU64,
     refused: AtomicU64,
@@ -41,12 +46,19 @@ pub struct Waiters {
 
 /// One slot of [`Waiters::busy`], given back when the waiting request is done, also
 /// when it panicked or its thread never started.
-struct Slot(Arc<AtomicUsize>);
+struct Slot(Arc<(Mutex<usize>, Condvar)>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let (count, done) = &*self.0;
+        let mut n = lock(count);
+        *n = n.saturating_sub(1);
+        done.notify_all();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Default for Waiters {
@@ -59,7 +71,7 @@ impl Waiters {
     pub fn new(limit: usize) -> Waiters {
         Waiters {
             limit,
-            busy: Arc::new(AtomicUsize::new(0)),
+            busy: Arc::new((Mutex::new(0), Condvar::new())),
             deferred: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -72,7 +84,24 @@ impl Waiters {
 
     /// Requests waiting now.
     pub fn busy(&self) -> usize {
-        self.busy.load(Ordering::SeqCst)
+        *lock(&self.busy.0)
+    }
+
+    /// Waits until no request is waiting or `deadline` passes; true when none is.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let (count, done) = &*self.busy;
+        let mut n = lock(count);
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = done
+                .wait_timeout(n, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
     }
 
     /// Requests handed to a waiter thread so far, and requests refused.
@@ -91,15 +120,14 @@ impl Waiters {
         R: Send + 'static,
         F: FnOnce(R) + Send + 'static,
     {
-        let limit = self.limit;
-        let taken = self
-            .busy
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < limit).then_some(n + 1)
-            });
-        if taken.is_err() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(reply);
+        {
+            let mut n = lock(&self.busy.0);
+            if *n >= self.limit {
+                drop(n);
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(reply);
+            }
+            *n += 1;
         }
         let slot = Slot(self.busy.clone());
         // The request travels through a shared cell so that it can be taken back if the
@@ -110,7 +138,7 @@ impl Waiters {
             .name("daxfs-waiter".into())
             .spawn(move || {
                 let _slot = slot;
-                let request = theirs.lock().unwrap_or_else(PoisonError::into_inner).take();
+                let request = lock(&theirs).take();
                 if let Some((reply, job)) = request {
                     job(reply);
                 }
@@ -120,7 +148,7 @@ impl Waiters {
             return Ok(());
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
-        let request = cell.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let request = lock(&cell).take();
         match request {
             Some((reply, _job)) => Err(reply),
             // Unreachable (a thread that never started took nothing); nothing to answer.
@@ -184,6 +212,23 @@ mod tests {
         assert!(w.run(3u32, |_| {}).is_ok());
         release_tx.send(()).unwrap();
         assert!(eventually(|| w.busy() == 0));
+    }
+
+    #[test]
+    fn wait_idle_returns_when_the_last_job_ends_or_at_the_deadline() {
+        let w = Waiters::new(4);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        assert!(w
+            .run((), move |_| {
+                let _ = release_rx.recv();
+            })
+            .is_ok());
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(!w.wait_idle(soon));
+        assert!(Instant::now() >= soon);
+        release_tx.send(()).unwrap();
+        assert!(w.wait_idle(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(w.busy(), 0);
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub struct FuseAdapter {
     pins: Mutex<HashMap<u64, Vec<RangePin>>>,
     busy_poll: BusyPollSlot,
     /// Where requests that must wait for pins wait (see [`FuseAdapter::defer`]).
-    waiters: Waiters,
+    waiters: Arc<Waiters>,
 }
 
 impl FuseAdapter {
@@ -140,7 +140,7 @@ impl FuseAdapter {
             next_handle: AtomicU64::new(1),
             pins: Mutex::new(HashMap::new()),
             busy_poll: Arc::new(OnceLock::new()),
-            waiters: Waiters::default(),
+            waiters: Arc::new(Waiters::default()),
         }
     }
 
@@ -211,6 +211,13 @@ impl FuseAdapter {
         for pin in pins.into_iter().flatten() {
             self.fs.unpin_range(pin);
         }
+    }
+
+    /// The waiter threads of requests waiting for pins, taken before the adapter is moved
+    /// into the session: they can outlive it, and the filesystem is shut down only after
+    /// them ([`Waiters::wait_idle`]).
+    pub fn waiters(&self) -> Arc<Waiters> {
+        self.waiters.clone()
     }
 
     /// The slot to store the session's notifier in (`session.notifier()`), taken before the
