@@ -176,3 +176,107 @@ fn try_fallocate_that_is_invalid_fails_at_once_even_on_a_pinned_file() {
     );
     fs.unpin_range(pin);
 }
+
+/// A daxfs mount served by two FUSE workers, for the tests that need the kernel (root
+/// and /dev/fuse; they skip without).
+struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    fs: std::sync::Arc<DaxFs>,
+    _dev: TestDev,
+    dir: std::path::PathBuf,
+}
+
+impl Mounted {
+    fn new(layout_timeout: Duration) -> Option<Mounted> {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let fuse = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .is_ok();
+        if !root || !fuse {
+            eprintln!("SKIPPED: mounting needs root and /dev/fuse");
+            return None;
+        }
+        let dev = TestDev::new(64 * MB);
+        let o = FsOptions {
+            layout_timeout,
+            ..FsOptions::default()
+        };
+        let fs = std::sync::Arc::new(DaxFs::mount(&dev.path, o).unwrap());
+        let dir = std::path::PathBuf::from(format!("{}.mnt", dev.path.display()));
+        std::fs::create_dir(&dir).unwrap();
+        let mut cfg = fuser::Config::default();
+        cfg.mount_options = vec![fuser::MountOption::DefaultPermissions];
+        cfg.n_threads = Some(2);
+        let adapter = daxfs::fuse_adapter::FuseAdapter::new(fs.clone());
+        let session = fuser::spawn_mount(adapter, &dir, &cfg).unwrap();
+        Some(Mounted {
+            session: Some(session),
+            fs,
+            _dev: dev,
+            dir,
+        })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+        let _ = self.fs.shutdown();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn opens_with_o_trunc_waiting_for_a_pin_leave_the_fuse_workers_free() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(m) = Mounted::new(Duration::from_secs(15)) else {
+        return;
+    };
+    let (f, g) = (m.dir.join("f"), m.dir.join("g"));
+    std::fs::write(&f, pattern(8192, 11)).unwrap();
+    std::fs::write(&g, b"other").unwrap();
+    let ino = std::fs::metadata(&f).unwrap().ino();
+    let pin = m.fs.pin_range(ino, 0, 4096).unwrap();
+    // Four opens per worker, each waiting for the pin.
+    let n = 8;
+    let openers: Vec<_> = (0..n)
+        .map(|_| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&f)
+                    .map(drop)
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(10);
+    while m.fs.stats().layout_breaks < n && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let waiting = m.fs.stats().layout_breaks;
+    // Everything else is served meanwhile: a lookup, a read, a create.
+    let t = Instant::now();
+    let missing = std::fs::metadata(m.dir.join("missing")).is_err();
+    let read = std::fs::read(&g).unwrap();
+    std::fs::write(m.dir.join("h"), b"new").unwrap();
+    let served_in = t.elapsed();
+    let size_while_pinned = std::fs::metadata(&f).unwrap().len();
+    // Nothing panics before every request has been answered: a test that dies with
+    // requests in flight to its own FUSE server leaves them stuck in the kernel.
+    m.fs.unpin_range(pin);
+    let opened: Vec<_> = openers.into_iter().map(|o| o.join().unwrap()).collect();
+    assert_eq!(waiting, n, "{:?}", m.fs.stats());
+    assert!(served_in < Duration::from_secs(5), "took {served_in:?}");
+    assert!(missing);
+    assert_eq!(read, b"other");
+    assert_eq!(size_while_pinned, 8192);
+    assert!(opened.iter().all(|r| r.is_ok()), "{opened:?}");
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), 0);
+}
