@@ -21,6 +21,11 @@
 //! FS_XFLAG_DAX), a successful break also asks the kernel to drop its cached pages of the
 //! range through the adapter's [`CacheInvalidator`]. It is sent once nothing is busy, so a
 //! read during the wait cannot re-cache data that is about to be freed afterwards.
+//!
+//! [`Wait::Never`] makes the first busy block fail the call with [`WOULD_WAIT`] instead,
+//! before anything changed and without counting a lease break: the FUSE adapter tries
+//! every request that may wait that way on its worker thread and hands only those that
+//! would sleep to a waiter thread (`deferred.rs`), which repeats them with [`Wait::Block`].
 
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
@@ -39,6 +44,28 @@ pub type CacheInvalidator = Arc<dyn Fn(u64, u64, u64) + Send + Sync>;
 /// The exclusive layout lock, held by the caller of [`DaxFs::break_layouts`] until its
 /// change is committed.
 pub(crate) type LayoutGuard<'a> = RwLockWriteGuard<'a, ()>;
+
+/// Whether an operation that breaks layouts may sleep until pins drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Sleep (locks dropped) up to `layout_timeout`.
+    Block,
+    /// Fail with [`WOULD_WAIT`] at the first busy block, nothing changed.
+    Never,
+}
+
+/// The error of a [`Wait::Never`] call that would have slept. Nothing else in the core
+/// returns EWOULDBLOCK, so [`would_wait`] can tell it apart.
+pub(crate) const WOULD_WAIT: Errno = Errno(libc::EWOULDBLOCK);
+
+/// The result of a [`Wait::Never`] call as the public `try_*` functions give it: None
+/// when it would have slept on a pin (nothing changed).
+pub(crate) fn would_wait<T>(r: Result<T>) -> Option<Result<T>> {
+    match r {
+        Err(e) if e == WOULD_WAIT => None,
+        r => Some(r),
+    }
+}
 
 impl DaxFs {
     /// Installs (or removes) the hook that drops the kernel's cached pages of a range.
@@ -86,10 +113,12 @@ impl DaxFs {
     /// Takes `inode`'s layout and state locks exclusively and returns them once no block of
     /// the logical block range `range(state)` is pinned (see the module docs; None: nothing
     /// to break). `range` is evaluated again after every wait, on the state as it then is.
-    /// EBUSY after `layout_timeout` with nothing changed.
+    /// EBUSY after `layout_timeout` with nothing changed; [`WOULD_WAIT`] at once under
+    /// [`Wait::Never`].
     pub(crate) fn break_layouts<'a>(
         &self,
         inode: &'a Inode,
+        wait: Wait,
         range: impl Fn(&InodeState) -> Option<Range<u64>>,
     ) -> Result<(LayoutGuard<'a>, RwLockWriteGuard<'a, InodeState>)> {
         let deadline = Instant::now() + self.opts.layout_timeout;
@@ -106,6 +135,9 @@ impl DaxFs {
                 }
                 return Ok((layout, st));
             };
+            if wait == Wait::Never {
+                return Err(WOULD_WAIT);
+            }
             if !waited {
                 self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
                 waited = true;

@@ -5,6 +5,7 @@
 //! dropped under the inode's state lock, so break_layouts (which frees only with that
 //! lock held exclusively) never has to wait for them.
 
+use crate::break_layouts::{would_wait, Wait};
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
 use crate::format::*;
@@ -400,6 +401,23 @@ impl DaxFs {
 
     /// fallocate(2) with its mode bits.
     pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        self.fallocate_waiting(ino, offset, len, mode, Wait::Block)
+    }
+
+    /// [`fallocate`](Self::fallocate) that never sleeps on a pin: None when it would have
+    /// to wait for one (nothing changed).
+    pub fn try_fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> Option<Result<()>> {
+        would_wait(self.fallocate_waiting(ino, offset, len, mode, Wait::Never))
+    }
+
+    fn fallocate_waiting(
+        &self,
+        ino: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+        wait: Wait,
+    ) -> Result<()> {
         self.check_writable()?;
         let known = FALLOC_FL_KEEP_SIZE
             | FALLOC_FL_PUNCH_HOLE
@@ -458,7 +476,7 @@ impl DaxFs {
             None
         };
         let (_layout, mut st) = if punch || zero || collapse || insert {
-            let (layout, st) = self.break_layouts(&inode, moving)?;
+            let (layout, st) = self.break_layouts(&inode, wait, moving)?;
             (Some(layout), st)
         } else {
             (None, wlock(&inode.st))

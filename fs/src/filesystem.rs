@@ -11,6 +11,7 @@
 //! leader, `commit.rs`); the leader takes the queue's, then the allocator's, the inode
 //! table's and the free-inode list's, never an inode lock.
 
+use crate::break_layouts::{would_wait, Wait};
 use crate::device::{Device, DeviceOptions};
 use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
@@ -998,13 +999,29 @@ impl DaxFs {
         Ok(self.attr_of(ino, &st))
     }
 
-    pub fn setattr(&self, ino: u64, _cred: &Cred, c: &SetAttr) -> Result<Attr> {
+    pub fn setattr(&self, ino: u64, cred: &Cred, c: &SetAttr) -> Result<Attr> {
+        self.setattr_waiting(ino, cred, c, Wait::Block)
+    }
+
+    /// [`setattr`](Self::setattr) that never sleeps on a pin: None when a truncate would
+    /// have to wait for one (nothing changed; call `setattr` where waiting is harmless).
+    pub fn try_setattr(&self, ino: u64, cred: &Cred, c: &SetAttr) -> Option<Result<Attr>> {
+        would_wait(self.setattr_waiting(ino, cred, c, Wait::Never))
+    }
+
+    pub(crate) fn setattr_waiting(
+        &self,
+        ino: u64,
+        _cred: &Cred,
+        c: &SetAttr,
+        wait: Wait,
+    ) -> Result<Attr> {
         self.check_writable()?;
         let inode = self.inode(ino)?;
         // A size change may take blocks away: break the layout of what goes first.
         let (_layout, mut st) = match c.size {
             Some(size) => {
-                let (layout, st) = self.break_layouts(&inode, |st| {
+                let (layout, st) = self.break_layouts(&inode, wait, |st| {
                     (st.kind() == Some(FileKind::File) && size < st.d.size)
                         .then(|| size.div_ceil(BLOCK_SIZE)..u64::MAX / BLOCK_SIZE)
                 })?;

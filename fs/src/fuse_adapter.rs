@@ -13,6 +13,9 @@
 //!   when the last descriptor of the open file is closed, also when its process is
 //!   killed), so a dead pin holder never blocks a truncate for long;
 //! - the daxfs ioctls (`crate::ioctl`, `include/daxfs_ioctl.h`): PIN, UNPIN, STATS;
+//! - requests that may wait for pins (truncate, open and create with O_TRUNC, fallocate):
+//!   tried on the worker without sleeping, and only if they would, answered from a waiter
+//!   thread (`crate::deferred`), so that no worker ever sleeps on a pin;
 //! - dropping the kernel's cached pages when break_layouts frees a range of a file the
 //!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
@@ -41,6 +44,7 @@
 //!   holes) is gathered into one buffer first.
 
 use crate::busy_poll::BusyPoll;
+use crate::deferred::Waiters;
 use crate::error::Errno as CoreErrno;
 use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
 use crate::ioctl::{PinArg, DAXFS_IOC_PIN, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN, DAXFS_STATS_SIZE};
@@ -122,6 +126,8 @@ pub struct FuseAdapter {
     /// Long-term pins by file handle.
     pins: Mutex<HashMap<u64, Vec<RangePin>>>,
     busy_poll: BusyPollSlot,
+    /// Where requests that must wait for pins wait (see [`FuseAdapter::defer`]).
+    waiters: Arc<Waiters>,
 }
 
 impl FuseAdapter {
@@ -137,6 +143,7 @@ impl FuseAdapter {
             next_handle: AtomicU64::new(1),
             pins: Mutex::new(HashMap::new()),
             busy_poll: Arc::new(OnceLock::new()),
+            waiters: Arc::new(Waiters::default()),
         }
     }
 
@@ -158,16 +165,14 @@ impl FuseAdapter {
         FileHandle((serial << 32) | handle_for(flags).0)
     }
 
-    /// Runs `f` (an operation that may wait in break_layouts) on its own thread when the
-    /// inode holds long-term pins: their release (UNPIN, or the release of a handle)
-    /// arrives as another FUSE request, which must find a free worker thread even when
-    /// every worker is waiting. Without long-term pins a wait is only for in-flight
-    /// copies, which end on their own.
-    fn run_may_wait(&self, ino: u64, f: impl FnOnce() + Send + 'static) {
-        if self.fs.long_term_pins(ino) > 0 {
-            std::thread::spawn(f);
-        } else {
-            f();
+    /// Hands a request whose `try_*` attempt found a pinned block to a waiter thread
+    /// (`crate::deferred`), where `op` repeats it, waiting allowed, and replies. The
+    /// worker returns at once: the request that ends the wait (UNPIN, or the release of
+    /// the pin holder's handle) needs a free worker, and so does everyone else. Past the
+    /// bound on waiters the request is answered EBUSY at once, nothing changed.
+    fn defer<R: ReplyError + Send + 'static>(&self, reply: R, op: impl FnOnce(R) + Send + 'static) {
+        if let Err(reply) = self.waiters.run(reply, op) {
+            reply.fail(Errno::EBUSY);
         }
     }
 
@@ -209,6 +214,13 @@ impl FuseAdapter {
         for pin in pins.into_iter().flatten() {
             self.fs.unpin_range(pin);
         }
+    }
+
+    /// The waiter threads of requests waiting for pins, taken before the adapter is moved
+    /// into the session: they can outlive it, and the filesystem is shut down only after
+    /// them ([`Waiters::wait_idle`]).
+    pub fn waiters(&self) -> Arc<Waiters> {
+        self.waiters.clone()
     }
 
     /// The slot to store the session's notifier in (`session.notifier()`), taken before the
@@ -270,6 +282,46 @@ impl FuseAdapter {
     }
 }
 
+/// The replies of requests that may be deferred ([`FuseAdapter::defer`]), which answers
+/// them with an errno when no waiter takes them.
+trait ReplyError {
+    fn fail(self, e: Errno);
+}
+
+macro_rules! reply_error {
+    ($($t:ty),*) => {$(
+        impl ReplyError for $t {
+            fn fail(self, e: Errno) {
+                self.error(e)
+            }
+        }
+    )*};
+}
+reply_error!(ReplyAttr, ReplyOpen, ReplyCreate, ReplyEmpty);
+
+/// The reply to a create that gave `r` (new handle `fh`), counting the kernel's new
+/// reference to the entry first.
+fn answer_create(
+    fs: &DaxFs,
+    reply: ReplyCreate,
+    r: crate::Result<Attr>,
+    ttl: &Duration,
+    fh: FileHandle,
+) {
+    match r {
+        Ok(a) => {
+            if let Err(e) = fs.remember(a.ino) {
+                // Removed by someone else before the reply: undo the open.
+                let _ = fs.release(a.ino);
+                return reply.error(errno(e));
+            }
+            let cache = open_reply_flags(fs.kernel_may_cache(a.ino));
+            reply.created(ttl, &file_attr(&a), Generation(a.generation), fh, cache)
+        }
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -309,6 +361,22 @@ fn cache_invalidator(slot: NotifierSlot) -> crate::break_layouts::CacheInvalidat
 /// A core errno as fuser's.
 pub fn errno(e: CoreErrno) -> Errno {
     Errno::from_i32(e.0)
+}
+
+/// Answers a failed fallocate. The kernel invalidates its caches only after a fallocate
+/// that succeeded. A failed one may still have changed the file (the core commits partial
+/// work: blocks allocated before ENOSPC, ends zeroed before a punch failed), so the kernel
+/// drops the attributes (the core's fail_op) and, when data may have moved, the cached
+/// pages.
+fn fallocate_failed(fs: &DaxFs, ino: u64, mode: i32, e: CoreErrno, reply: ReplyEmpty) {
+    let moves = libc::FALLOC_FL_PUNCH_HOLE
+        | libc::FALLOC_FL_ZERO_RANGE
+        | libc::FALLOC_FL_COLLAPSE_RANGE
+        | libc::FALLOC_FL_INSERT_RANGE;
+    if mode & moves != 0 {
+        fs.invalidate_cached(ino, &(0..u64::MAX));
+    }
+    reply.error(errno(e))
 }
 
 pub fn file_type(k: FileKind) -> FileType {
@@ -617,16 +685,20 @@ impl Filesystem for FuseAdapter {
             mtime: mtime.map(set_time),
             ctime: ctime.map(wire_time),
         };
-        let (fs, who, ttl) = (self.fs.clone(), cred(req), self.ttl);
-        let op = move || match fs.setattr(ino.0, &who, &changes) {
-            Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+        let who = cred(req);
+        let answer = move |reply: ReplyAttr, r: crate::Result<Attr>, ttl: &Duration| match r {
+            Ok(a) => reply.attr(ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         };
-        if size.is_some() {
-            // A truncate may wait for pins.
-            self.run_may_wait(ino.0, op);
-        } else {
-            op();
+        // A truncate may wait for pins: tried here without sleeping first.
+        match self.fs.try_setattr(ino.0, &who, &changes) {
+            Some(r) => answer(reply, r, &self.ttl),
+            None => {
+                let (fs, ttl) = (self.fs.clone(), self.ttl);
+                self.defer(reply, move |reply| {
+                    answer(reply, fs.setattr(ino.0, &who, &changes), &ttl)
+                });
+            }
         }
     }
 
@@ -750,9 +822,17 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.arrived();
-        match self.fs.open(ino.0, flags.0) {
-            Ok(()) => reply.opened(self.new_handle(flags.0), self.fopen_flags(ino.0)),
-            Err(e) => reply.error(errno(e)),
+        // O_TRUNC may wait for pins: tried here without sleeping first.
+        match self.fs.try_open(ino.0, flags.0) {
+            Some(Ok(())) => reply.opened(self.new_handle(flags.0), self.fopen_flags(ino.0)),
+            Some(Err(e)) => reply.error(errno(e)),
+            None => {
+                let (fs, fh) = (self.fs.clone(), self.new_handle(flags.0));
+                self.defer(reply, move |reply| match fs.open(ino.0, flags.0) {
+                    Ok(()) => reply.opened(fh, open_reply_flags(fs.kernel_may_cache(ino.0))),
+                    Err(e) => reply.error(errno(e)),
+                });
+            }
         }
     }
 
@@ -768,25 +848,21 @@ impl Filesystem for FuseAdapter {
     ) {
         self.arrived();
         let mode = self.create_mode(parent.0, mode, umask);
+        let who = cred(req);
+        // O_TRUNC of a file that exists may wait for pins: tried here without sleeping.
+        let fh = self.new_handle(flags);
         match self
             .fs
-            .create(parent.0, name.as_bytes(), mode, flags, &cred(req))
+            .try_create(parent.0, name.as_bytes(), mode, flags, &who)
         {
-            Ok(a) => {
-                if let Err(e) = self.fs.remember(a.ino) {
-                    // Removed by someone else before the reply: undo the open.
-                    let _ = self.fs.release(a.ino);
-                    return reply.error(errno(e));
-                }
-                reply.created(
-                    &self.ttl,
-                    &file_attr(&a),
-                    Generation(a.generation),
-                    self.new_handle(flags),
-                    self.fopen_flags(a.ino),
-                )
+            Some(r) => answer_create(&self.fs, reply, r, &self.ttl, fh),
+            None => {
+                let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.as_bytes().to_vec());
+                self.defer(reply, move |reply| {
+                    let r = fs.create(parent.0, &name, mode, flags, &who);
+                    answer_create(&fs, reply, r, &ttl, fh)
+                });
             }
-            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -1082,27 +1158,20 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         self.arrived();
-        let fs = self.fs.clone();
-        self.run_may_wait(ino.0, move || {
-            match fs.fallocate(ino.0, offset, length, mode) {
-                Ok(()) => reply.ok(),
-                Err(e) => {
-                    // The kernel invalidates its caches only after a fallocate that
-                    // succeeded. A failed one may still have changed the file (the core
-                    // commits partial work: blocks allocated before ENOSPC, ends zeroed
-                    // before a punch failed), so the kernel drops the attributes (the
-                    // core's fail_op) and, when data may have moved, the cached pages.
-                    let moves = libc::FALLOC_FL_PUNCH_HOLE
-                        | libc::FALLOC_FL_ZERO_RANGE
-                        | libc::FALLOC_FL_COLLAPSE_RANGE
-                        | libc::FALLOC_FL_INSERT_RANGE;
-                    if mode & moves != 0 {
-                        fs.invalidate_cached(ino.0, &(0..u64::MAX));
+        // Punch, zero, collapse and insert may wait for pins: tried here without sleeping.
+        match self.fs.try_fallocate(ino.0, offset, length, mode) {
+            Some(Ok(())) => reply.ok(),
+            Some(Err(e)) => fallocate_failed(&self.fs, ino.0, mode, e, reply),
+            None => {
+                let fs = self.fs.clone();
+                self.defer(reply, move |reply| {
+                    match fs.fallocate(ino.0, offset, length, mode) {
+                        Ok(()) => reply.ok(),
+                        Err(e) => fallocate_failed(&fs, ino.0, mode, e, reply),
                     }
-                    reply.error(errno(e))
-                }
+                });
             }
-        });
+        }
     }
 
     fn lseek(

@@ -10,6 +10,7 @@ pub mod acl;
 pub mod break_layouts;
 pub mod busy_poll;
 pub mod commit;
+pub mod deferred;
 pub mod device;
 pub mod dir;
 pub mod error;

@@ -2,6 +2,7 @@
 //! rename with its flags, readdir. Each change is one transaction covering the
 //! directory entries, the inodes and the blocks involved.
 
+use crate::break_layouts::{would_wait, Wait};
 use crate::dir::DirSlot;
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
@@ -371,6 +372,31 @@ impl DaxFs {
         flags: i32,
         cred: &Cred,
     ) -> Result<Attr> {
+        self.create_waiting(parent, name, mode, flags, cred, Wait::Block)
+    }
+
+    /// [`create`](Self::create) that never sleeps on a pin: None when the O_TRUNC of an
+    /// existing file would have to wait for one (nothing changed).
+    pub fn try_create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        cred: &Cred,
+    ) -> Option<Result<Attr>> {
+        would_wait(self.create_waiting(parent, name, mode, flags, cred, Wait::Never))
+    }
+
+    fn create_waiting(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        cred: &Cred,
+        wait: Wait,
+    ) -> Result<Attr> {
         let attr =
             match self.create_node(parent, name, libc::S_IFREG | (mode & 0o7777), 0, cred, None) {
                 Ok(a) => a,
@@ -379,7 +405,7 @@ impl DaxFs {
                     if a.kind == FileKind::Dir {
                         return Err(Errno::EISDIR);
                     }
-                    self.open(a.ino, flags)?;
+                    self.open_waiting(a.ino, flags, wait)?;
                     return self.getattr(a.ino);
                 }
                 Err(e) => return Err(e),
@@ -774,6 +800,16 @@ impl DaxFs {
     /// Opens an inode (counts open handles: an unlinked file lives until the last
     /// release). `flags` are open(2) flags; O_TRUNC truncates.
     pub fn open(&self, ino: u64, flags: i32) -> Result<()> {
+        self.open_waiting(ino, flags, Wait::Block)
+    }
+
+    /// [`open`](Self::open) that never sleeps on a pin: None when its O_TRUNC would have
+    /// to wait for one (nothing changed, the file is not open).
+    pub fn try_open(&self, ino: u64, flags: i32) -> Option<Result<()>> {
+        would_wait(self.open_waiting(ino, flags, Wait::Never))
+    }
+
+    fn open_waiting(&self, ino: u64, flags: i32, wait: Wait) -> Result<()> {
         let inode = self.inode(ino)?;
         {
             let st = rlock(&inode.st);
@@ -795,7 +831,7 @@ impl DaxFs {
                 size: Some(0),
                 ..Default::default()
             };
-            if let Err(e) = self.setattr(ino, &Cred::root(), &c) {
+            if let Err(e) = self.setattr_waiting(ino, &Cred::root(), &c, wait) {
                 inode.opens.fetch_sub(1, Ordering::SeqCst);
                 return Err(e);
             }

@@ -591,6 +591,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     let adapter = FuseAdapter::new(fs.clone());
     let notifier = adapter.notifier_slot();
     let busy_poll_slot = adapter.busy_poll_slot();
+    let waiters = adapter.waiters();
     let config = req.cfg.fuser_config(&device.to_string_lossy());
     let mut session = match fuser::Session::new(adapter, &req.mountpoint, &config) {
         Ok(s) => s,
@@ -619,6 +620,12 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     if let Some((poll, governor)) = busy_poll {
         poll.stop();
         let _ = governor.join();
+    }
+    // Requests still waiting for pins (a connection aborted under them) end within
+    // layout_timeout; they must not change the filesystem after its clean shutdown.
+    let deadline = std::time::Instant::now() + req.cfg.layout_timeout + WAITERS_GRACE;
+    if !waiters.wait_idle(deadline) {
+        eprintln!("daxfs: requests still waiting for pins at shutdown");
     }
     let shut = fs.shutdown();
     match (served, shut) {
@@ -661,6 +668,9 @@ fn spawn_memory_trimmer() {
             });
     }
 }
+
+/// What a request waiting for pins may take beyond layout_timeout to finish (its commit).
+const WAITERS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts busy polling of the session's device (`busy_poll=`); without it (zero, or if
 /// it cannot start) workers sleep in read(2) as usual.
