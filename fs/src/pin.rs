@@ -25,7 +25,8 @@
 //!   as slices and cannot be taken back;
 //! - limits: pins and pinned bytes are counted per user and bounded by
 //!   `max_pins_per_user` / `max_pinned_bytes_per_user` (EAGAIN past them, as fork(2) past
-//!   RLIMIT_NPROC); holders with CAP_SYS_RESOURCE are not counted.
+//!   RLIMIT_NPROC); holders with CAP_SYS_RESOURCE or CAP_SYS_ADMIN are not counted (as
+//!   for the kernel's per-user pipe buffer limit).
 
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
@@ -134,7 +135,7 @@ pub struct PinCaps {
     pub lease: bool,
     /// CAP_SYS_ADMIN: its pins are unbreakable (a layout break waits for them).
     pub sys_admin: bool,
-    /// CAP_SYS_RESOURCE: not bound by the per-user limits.
+    /// CAP_SYS_RESOURCE: not bound by the per-user limits (nor is CAP_SYS_ADMIN).
     pub sys_resource: bool,
 }
 
@@ -269,7 +270,9 @@ impl PinPolicy {
         }
         Ok(PinGrant {
             revocable: !holder.caps.sys_admin,
-            charge: (!holder.caps.sys_resource).then_some(holder.uid),
+            // As the kernel's per-user pipe buffer limit: CAP_SYS_RESOURCE or
+            // CAP_SYS_ADMIN lifts it.
+            charge: (!holder.caps.sys_resource && !holder.caps.sys_admin).then_some(holder.uid),
         })
     }
 }
@@ -391,8 +394,9 @@ impl DaxFs {
 
     /// Pins a range as [`pin_range`](Self::pin_range) does, on behalf of `holder`, under
     /// the mount's [`PinPolicy`]: EACCES unless `holder` owns the file or has CAP_LEASE;
-    /// EAGAIN past its user's `max_pins_per_user` or `max_pinned_bytes_per_user`; the pin
-    /// is revocable unless `holder` has CAP_SYS_ADMIN.
+    /// EAGAIN past its user's `max_pins_per_user` or `max_pinned_bytes_per_user` (unless
+    /// it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN); the pin is revocable unless `holder`
+    /// has CAP_SYS_ADMIN.
     pub fn pin_range_for(
         &self,
         ino: u64,
