@@ -102,6 +102,9 @@ impl DaxFs {
         // a busy block, and never after `layout_timeout` (a revocable pin must not make
         // the operation fail).
         let mut revoke_at: Option<Instant> = None;
+        // The wait reached `layout_timeout`: one more pass (which revokes what may be
+        // revoked), then EBUSY if anything is still busy.
+        let mut final_pass = false;
         loop {
             let layout = wlock(&inode.layout);
             let st = wlock(&inode.st);
@@ -114,11 +117,8 @@ impl DaxFs {
             if busy.is_some() {
                 let now = Instant::now();
                 let at = *revoke_at.get_or_insert_with(|| {
-                    now + self
-                        .opts
-                        .pins
-                        .lease_break_time
-                        .min(self.opts.layout_timeout)
+                    now.checked_add(self.opts.pins.lease_break_time)
+                        .map_or(deadline, |t| t.min(deadline))
                 });
                 let revoked;
                 (revoked, revocable) = self.break_pins(inode, &r, now >= at);
@@ -133,6 +133,9 @@ impl DaxFs {
                 }
                 return Ok((layout, st));
             };
+            if final_pass {
+                return Err(Errno::EBUSY);
+            }
             if !waited {
                 self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
                 waited = true;
@@ -149,7 +152,7 @@ impl DaxFs {
                 _ => deadline,
             };
             if !self.refs.wait_idle(busy, Some(until)) && until == deadline {
-                return Err(Errno::EBUSY);
+                final_pass = true;
             }
         }
     }
