@@ -321,7 +321,8 @@ pub struct FsStats {
     /// break_layouts calls that met a busy block, and the lease breaks they signalled.
     pub layout_breaks: u64,
     pub lease_breaks: u64,
-    /// Waits for a block to become idle, their total time, and those that gave up.
+    /// Waits for a block to become idle, their total time, and those that reached
+    /// their deadline (layout_timeout: EBUSY; lease_break_time: revocation follows).
     pub waits: u64,
     pub wait_ns: u64,
     pub timeouts: u64,

@@ -91,6 +91,13 @@ Options (-o, comma-separated, may be repeated):
   busy_poll=USECS        workers poll for requests this long after the last one before
                          they sleep (default 1000; 0: always sleep)
   layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
+  lease_break_time=SECS  how long a pin holder has to let go before a truncate that
+                         needs its range revokes the pin (default 10; not for pins of
+                         CAP_SYS_ADMIN holders, which wait for layout_timeout)
+  max_pins_per_user=N    pins one user may hold at once (default 4096; EAGAIN past it)
+  max_pinned_bytes_per_user=BYTES
+                         bytes one user may keep pinned (k/m/g/t suffixes; default
+                         the filesystem's size)
   allow_other            let every user use the mount (permission checks still apply)
   allow_root             let root use the mount too
   default_permissions    kernel permission checks (default on);
