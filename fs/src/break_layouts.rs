@@ -12,7 +12,11 @@
 //! busy block it signals a lease break, drops both locks, sleeps on the block (futex, no
 //! polling) until the count drains to 1 or `layout_timeout` passes, retakes the locks and
 //! rescans from the start (pins may have started while the locks were dropped, and the
-//! range itself may have moved). It returns the locks only after a full pass under them
+//! range itself may have moved). The lease break flags the pins of the range for their
+//! holders (`DaxFs::break_pins`, which also tells the FUSE adapter); once the mount's
+//! `lease_break_time` has passed (at the latest at `layout_timeout`), the next pass
+//! revokes the revocable ones under the locks and rescans at once, so only unbreakable
+//! pins (CAP_SYS_ADMIN holders, the library's mappings) can make it fail. It returns the locks only after a full pass under them
 //! found nothing busy: the caller then unmaps and frees in the same transaction as the
 //! extent change, with no window for a pin to start in between. A timeout is EBUSY before
 //! anything changed.
@@ -123,20 +127,48 @@ impl DaxFs {
     ) -> Result<(LayoutGuard<'a>, RwLockWriteGuard<'a, InodeState>)> {
         let deadline = Instant::now() + self.opts.layout_timeout;
         let mut waited = false;
+        // When revocable pins are revoked: `lease_break_time` after the break first met
+        // a busy block, and never after `layout_timeout` (a revocable pin must not make
+        // the operation fail).
+        let mut revoke_at: Option<Instant> = None;
+        // The wait reached `layout_timeout`: one more pass (which revokes what may be
+        // revoked), then EBUSY if anything is still busy.
+        let mut final_pass = false;
         loop {
             let layout = wlock(&inode.layout);
             let st = wlock(&inode.st);
             let Some(r) = range(&st) else {
                 return Ok((layout, st));
             };
-            let Some(busy) = self.first_busy(&st, &r) else {
+            let mut busy = self.first_busy(&st, &r);
+            // Before the lease break flags any pin: a request that may not wait gives up
+            // with nothing changed, and its retry on a waiter thread breaks the lease.
+            if busy.is_some() && wait == Wait::Never {
+                return Err(WOULD_WAIT);
+            }
+            // Revocable pins still held after this pass's lease break.
+            let mut revocable = 0;
+            if busy.is_some() {
+                let now = Instant::now();
+                let at = *revoke_at.get_or_insert_with(|| {
+                    now.checked_add(self.opts.pins.lease_break_time)
+                        .map_or(deadline, |t| t.min(deadline))
+                });
+                let revoked;
+                (revoked, revocable) = self.break_pins(inode, &r, now >= at);
+                if revoked > 0 {
+                    // Under the same locks: nothing new can have been pinned.
+                    busy = self.first_busy(&st, &r);
+                }
+            }
+            let Some(busy) = busy else {
                 if self.cache_used(&st) {
                     self.invalidate_cached(inode.ino, &r);
                 }
                 return Ok((layout, st));
             };
-            if wait == Wait::Never {
-                return Err(WOULD_WAIT);
+            if final_pass {
+                return Err(Errno::EBUSY);
             }
             if !waited {
                 self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
@@ -148,8 +180,13 @@ impl DaxFs {
             self.stats.lease_breaks.fetch_add(1, Ordering::Relaxed);
             drop(st);
             drop(layout);
-            if !self.refs.wait_idle(busy, Some(deadline)) {
-                return Err(Errno::EBUSY);
+            // Wake up at the revocation time when there is a revocable pin to revoke.
+            let until = match revoke_at {
+                Some(at) if revocable > 0 && at < deadline => at,
+                _ => deadline,
+            };
+            if !self.refs.wait_idle(busy, Some(until)) && until == deadline {
+                final_pass = true;
             }
         }
     }

@@ -141,6 +141,8 @@ pub struct DaxFs {
     pub(crate) shut_down: AtomicBool,
     /// Drops the kernel's cached pages of a range (set by the FUSE adapter).
     pub(crate) cache_inval: RwLock<Option<crate::break_layouts::CacheInvalidator>>,
+    /// Long-term pins by inode, per-user pin usage, the lease break hook (`pin.rs`).
+    pub(crate) pins: crate::pin::PinRegistry,
 }
 
 #[derive(Default)]
@@ -322,6 +324,7 @@ impl DaxFs {
             stats: FsCounters::default(),
             shut_down: AtomicBool::new(false),
             cache_inval: RwLock::new(None),
+            pins: Default::default(),
         };
         if let Err(e) = fs.load() {
             // Refused: nothing may be written, not even the clean shutdown that dropping

@@ -12,7 +12,10 @@
 //!   handle (DAXFS_IOC_PIN) are kept per handle and released with it (`release` arrives
 //!   when the last descriptor of the open file is closed, also when its process is
 //!   killed), so a dead pin holder never blocks a truncate for long;
-//! - the daxfs ioctls (`crate::ioctl`, `include/daxfs_ioctl.h`): PIN, UNPIN, STATS;
+//! - the daxfs ioctls (`crate::ioctl`, `include/daxfs_ioctl.h`): PIN (on behalf of the
+//!   caller, [`PinHolder::of_process`], under the mount's pin policy), UNPIN, PIN_STATUS,
+//!   STATS; and `poll`, which reports POLLPRI on a handle once a layout break asked for one
+//!   of its pins (or revoked one): a lease-break notifier thread sends FUSE_NOTIFY_POLL;
 //! - requests that may wait for pins (truncate, open and create with O_TRUNC, fallocate):
 //!   tried on the worker without sleeping, and only if they would, answered from a waiter
 //!   thread (`crate::deferred`), so that no worker ever sleeps on a pin;
@@ -47,16 +50,19 @@ use crate::busy_poll::BusyPoll;
 use crate::deferred::Waiters;
 use crate::error::Errno as CoreErrno;
 use crate::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
-use crate::ioctl::{PinArg, DAXFS_IOC_PIN, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN, DAXFS_STATS_SIZE};
-use crate::pin::RangePin;
+use crate::ioctl::{
+    PinArg, PinStatus, DAXFS_IOC_PIN, DAXFS_IOC_PIN_STATUS, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN,
+    DAXFS_PIN_STATUS_SIZE, DAXFS_STATS_SIZE,
+};
+use crate::pin::{PinHolder, RangePin};
 use crate::types::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
 use crate::volatile::VolatileSlice;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
-    WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -124,7 +130,10 @@ pub struct FuseAdapter {
     /// Serial of the next file handle (its high 32 bits).
     next_handle: AtomicU64,
     /// Long-term pins by file handle.
-    pins: Mutex<HashMap<u64, Vec<RangePin>>>,
+    pins: PinTable,
+    /// The pending poll of each file handle that asked to be notified (FUSE keeps one
+    /// poll handle per open file), for the lease-break notifier.
+    polls: PollTable,
     busy_poll: BusyPollSlot,
     /// Where requests that must wait for pins wait (see [`FuseAdapter::defer`]).
     waiters: Arc<Waiters>,
@@ -134,6 +143,9 @@ impl FuseAdapter {
     pub fn new(fs: Arc<DaxFs>) -> FuseAdapter {
         let notifier: NotifierSlot = Arc::new(Mutex::new(None));
         fs.set_cache_invalidator(Some(cache_invalidator(notifier.clone())));
+        let pins: PinTable = Arc::new(Mutex::new(HashMap::new()));
+        let polls: PollTable = Arc::new(Mutex::new(HashMap::new()));
+        fs.set_lease_break_notifier(Some(lease_break_notifier(pins.clone(), polls.clone())));
         FuseAdapter {
             fs,
             ttl: DEFAULT_TTL,
@@ -141,7 +153,8 @@ impl FuseAdapter {
             dont_mask: false,
             notifier,
             next_handle: AtomicU64::new(1),
-            pins: Mutex::new(HashMap::new()),
+            pins,
+            polls,
             busy_poll: Arc::new(OnceLock::new()),
             waiters: Arc::new(Waiters::default()),
         }
@@ -176,11 +189,11 @@ impl FuseAdapter {
         }
     }
 
-    /// DAXFS_IOC_PIN on handle `fh`.
-    fn ioctl_pin(&self, ino: u64, fh: u64, arg: PinArg) -> Result<(), Errno> {
+    /// DAXFS_IOC_PIN on handle `fh`, for `holder` (the caller).
+    fn ioctl_pin(&self, ino: u64, fh: u64, arg: PinArg, holder: &PinHolder) -> Result<(), Errno> {
         let pin = self
             .fs
-            .pin_range(ino, arg.offset, arg.length)
+            .pin_range_for(ino, arg.offset, arg.length, holder)
             .map_err(errno)?;
         lock_ignoring_poison(&self.pins)
             .entry(fh)
@@ -189,14 +202,18 @@ impl FuseAdapter {
         Ok(())
     }
 
-    /// DAXFS_IOC_UNPIN on handle `fh`: releases one pin of exactly that range.
+    /// DAXFS_IOC_UNPIN on handle `fh`: releases one pin of exactly that range (a held
+    /// one first); ECANCELED when that pin had been revoked (it is given back all the
+    /// same), so that a holder learns that it did not hold the range all along.
     fn ioctl_unpin(&self, fh: u64, arg: PinArg) -> Result<(), Errno> {
         let pin = {
             let mut table = lock_ignoring_poison(&self.pins);
             let list = table.get_mut(&fh).ok_or(Errno::EINVAL)?;
+            let same = |p: &RangePin| p.offset() == arg.offset && p.len() == arg.length;
             let i = list
                 .iter()
-                .position(|p| p.offset() == arg.offset && p.len() == arg.length)
+                .position(|p| same(p) && !p.revoked())
+                .or_else(|| list.iter().position(same))
                 .ok_or(Errno::EINVAL)?;
             let pin = list.swap_remove(i);
             if list.is_empty() {
@@ -204,12 +221,29 @@ impl FuseAdapter {
             }
             pin
         };
+        let revoked = pin.revoked();
         self.fs.unpin_range(pin);
+        if revoked {
+            return Err(Errno::from_i32(libc::ECANCELED));
+        }
         Ok(())
+    }
+
+    /// DAXFS_IOC_PIN_STATUS on handle `fh`.
+    fn pin_status(&self, fh: u64) -> PinStatus {
+        let table = lock_ignoring_poison(&self.pins);
+        let mut st = PinStatus::default();
+        for p in table.get(&fh).into_iter().flatten() {
+            st.pins += 1;
+            st.breaking += u64::from(p.break_requested());
+            st.revoked += u64::from(p.revoked());
+        }
+        st
     }
 
     /// Releases every pin of handle `fh` (the handle is being released).
     fn release_pins(&self, fh: u64) {
+        lock_ignoring_poison(&self.polls).remove(&fh);
         let pins = lock_ignoring_poison(&self.pins).remove(&fh);
         for pin in pins.into_iter().flatten() {
             self.fs.unpin_range(pin);
@@ -324,6 +358,52 @@ fn answer_create(
 
 fn lock_ignoring_poison<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Long-term pins by file handle.
+type PinTable = Arc<Mutex<HashMap<u64, Vec<RangePin>>>>;
+/// The poll to notify, by file handle.
+type PollTable = Arc<Mutex<HashMap<u64, PollNotifier>>>;
+
+/// Whether handle `fh`'s pins want their holder's attention (a break asked for one, or
+/// revoked one): POLLPRI.
+fn pins_need_attention(pins: &[RangePin]) -> bool {
+    pins.iter().any(|p| p.break_requested() || p.revoked())
+}
+
+/// The hook break_layouts calls when it flags or revokes pins of an inode: it queues the
+/// inode for a notifier thread (it is called with the inode's locks held), which wakes
+/// the pending poll of every handle holding such a pin (FUSE_NOTIFY_POLL). The thread
+/// ends when the hook is dropped.
+fn lease_break_notifier(pins: PinTable, polls: PollTable) -> crate::pin::LeaseBreakNotifier {
+    let (tx, rx) = mpsc::channel::<u64>();
+    let spawned = std::thread::Builder::new()
+        .name("daxfs-lease".into())
+        .spawn(move || {
+            for ino in rx {
+                let handles: Vec<u64> = lock_ignoring_poison(&pins)
+                    .iter()
+                    .filter(|(_, list)| {
+                        list.iter().any(|p| p.ino() == ino) && pins_need_attention(list)
+                    })
+                    .map(|(fh, _)| *fh)
+                    .collect();
+                for fh in handles {
+                    // A poll is woken once; the kernel polls again and registers anew.
+                    let pending = lock_ignoring_poison(&polls).remove(&fh);
+                    if let Some(ph) = pending {
+                        // An error: the file was closed meanwhile; nobody to tell.
+                        let _ = ph.notify();
+                    }
+                }
+            }
+        });
+    let tx = spawned.ok().map(|_| Mutex::new(tx));
+    Arc::new(move |ino| {
+        if let Some(tx) = &tx {
+            let _ = lock_ignoring_poison(tx).send(ino);
+        }
+    })
 }
 
 /// The hook break_layouts calls to drop the kernel's cached pages of a range: it queues
@@ -1229,9 +1309,40 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    fn ioctl(
+    /// A regular file is always readable and writable (the kernel's default answer for
+    /// files that do not implement poll); POLLPRI means that a layout break asked for one
+    /// of the pins held through this handle, or revoked one (see DAXFS_IOC_PIN_STATUS).
+    fn poll(
         &self,
         _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: PollNotifier,
+        events: PollEvents,
+        flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        self.arrived();
+        // Registered before the state is read: a break after the read notifies it.
+        if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
+            lock_ignoring_poison(&self.polls).insert(fh.0, ph);
+        }
+        let mut ready = PollEvents::POLLIN
+            | PollEvents::POLLOUT
+            | PollEvents::POLLRDNORM
+            | PollEvents::POLLWRNORM;
+        let attention = lock_ignoring_poison(&self.pins)
+            .get(&fh.0)
+            .is_some_and(|l| pins_need_attention(l));
+        if attention {
+            ready |= PollEvents::POLLPRI;
+        }
+        reply.poll(ready & (events | PollEvents::POLLERR | PollEvents::POLLHUP));
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: IoctlFlags,
@@ -1247,7 +1358,8 @@ impl Filesystem for FuseAdapter {
                     return reply.error(Errno::EINVAL);
                 };
                 let r = if cmd == DAXFS_IOC_PIN {
-                    self.ioctl_pin(ino.0, fh.0, arg)
+                    let holder = PinHolder::of_process(req.pid(), req.uid());
+                    self.ioctl_pin(ino.0, fh.0, arg, &holder)
                 } else {
                     self.ioctl_unpin(fh.0, arg)
                 };
@@ -1255,6 +1367,12 @@ impl Filesystem for FuseAdapter {
                     Ok(()) => reply.ioctl(0, &[]),
                     Err(e) => reply.error(e),
                 }
+            }
+            DAXFS_IOC_PIN_STATUS => {
+                if (out_size as usize) < DAXFS_PIN_STATUS_SIZE {
+                    return reply.error(Errno::EINVAL);
+                }
+                reply.ioctl(0, &self.pin_status(fh.0).encode());
             }
             DAXFS_IOC_STATS => {
                 if (out_size as usize) < DAXFS_STATS_SIZE {

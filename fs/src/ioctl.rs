@@ -1,8 +1,8 @@
 //! The daxfs ioctl ABI, as documented for C in `include/daxfs_ioctl.h` (keep both in
-//! step): ioctl numbers, `struct daxfs_pin` and `struct daxfs_stats`, with their
-//! encodings. Shared by the FUSE adapter (server side) and the `daxfs` CLI (client side).
+//! step): ioctl numbers, `struct daxfs_pin`, `struct daxfs_pin_status` and
+//! `struct daxfs_stats`, with their encodings. Shared by the FUSE adapter (server side) and the `daxfs` CLI (client side).
 //!
-//! All three are "restricted" ioctls in FUSE terms: their `_IOC` number carries the
+//! All four are "restricted" ioctls in FUSE terms: their `_IOC` number carries the
 //! direction and size of the argument, so the kernel copies it in and out by itself.
 
 use crate::pin::FsStats;
@@ -25,6 +25,8 @@ const IOC_READ: u32 = 2;
 pub const DAXFS_PIN_SIZE: usize = 16;
 /// `struct daxfs_stats`: 32 `__u64` fields.
 pub const DAXFS_STATS_SIZE: usize = 256;
+/// `struct daxfs_pin_status`: 8 `__u64` fields.
+pub const DAXFS_PIN_STATUS_SIZE: usize = 64;
 
 /// `_IOW(0xDA, 1, struct daxfs_pin)`: pin a byte range of the open file.
 pub const DAXFS_IOC_PIN: u32 = ioc(IOC_WRITE, DAXFS_IOC_MAGIC, 1, DAXFS_PIN_SIZE as u32);
@@ -33,6 +35,10 @@ pub const DAXFS_IOC_UNPIN: u32 = ioc(IOC_WRITE, DAXFS_IOC_MAGIC, 2, DAXFS_PIN_SI
 /// `_IOR(0xDA, 3, struct daxfs_stats)`: the filesystem's counters (any file or directory
 /// of the mount, typically its root).
 pub const DAXFS_IOC_STATS: u32 = ioc(IOC_READ, DAXFS_IOC_MAGIC, 3, DAXFS_STATS_SIZE as u32);
+/// `_IOR(0xDA, 4, struct daxfs_pin_status)`: the state of the pins held through the open
+/// file (how many, how many a layout break asked back, how many it revoked).
+pub const DAXFS_IOC_PIN_STATUS: u32 =
+    ioc(IOC_READ, DAXFS_IOC_MAGIC, 4, DAXFS_PIN_STATUS_SIZE as u32);
 
 /// `daxfs_stats.magic`: "DAXFSST1" in little-endian byte order.
 pub const DAXFS_STATS_MAGIC: u64 = u64::from_le_bytes(*b"DAXFSST1");
@@ -61,8 +67,44 @@ impl PinArg {
     }
 }
 
+/// `struct daxfs_pin_status { __u64 pins, breaking, revoked, reserved[5]; }`: the pins of
+/// one open file description.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PinStatus {
+    /// Pins held through the description (revoked ones included, until unpinned).
+    pub pins: u64,
+    /// Of those, the ones a layout break asked back (revoked ones included).
+    pub breaking: u64,
+    /// Of those, the ones a layout break revoked: they hold nothing any more.
+    pub revoked: u64,
+}
+
+impl PinStatus {
+    pub fn encode(&self) -> [u8; DAXFS_PIN_STATUS_SIZE] {
+        let mut b = [0u8; DAXFS_PIN_STATUS_SIZE];
+        for (i, w) in [self.pins, self.breaking, self.revoked].iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
+        }
+        b
+    }
+
+    /// None when `b` is shorter than the three fields.
+    pub fn decode(b: &[u8]) -> Option<PinStatus> {
+        let word = |i: usize| -> Option<u64> {
+            Some(u64::from_ne_bytes(
+                b.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+            ))
+        };
+        Some(PinStatus {
+            pins: word(0)?,
+            breaking: word(1)?,
+            revoked: word(2)?,
+        })
+    }
+}
+
 /// The fields of `struct daxfs_stats` after `magic` and `size`, in order.
-fn stats_fields(s: &FsStats) -> [u64; 17] {
+fn stats_fields(s: &FsStats) -> [u64; 18] {
     [
         s.blocks_total,
         s.blocks_free,
@@ -81,11 +123,12 @@ fn stats_fields(s: &FsStats) -> [u64; 17] {
         s.violations,
         s.commits,
         s.transactions,
+        s.pins_revoked,
     ]
 }
 
 /// Number of meaningful bytes of `struct daxfs_stats` (the rest is reserved, zero).
-const STATS_USED: u64 = 8 * (2 + 17);
+const STATS_USED: u64 = 8 * (2 + 18);
 /// `size` of the first version of the structure (up to `commits`): a reply at least
 /// this long is accepted, and fields it does not cover read as the zeros an older
 /// daemon leaves in `reserved`.
@@ -131,6 +174,8 @@ pub fn decode_stats(b: &[u8]) -> Option<FsStats> {
         violations: f(14)?,
         commits: f(15)?,
         transactions: f(16)?,
+        // Zero from a daemon older than the field (`size` 152), as `reserved` was.
+        pins_revoked: f(17)?,
     })
 }
 
@@ -163,6 +208,14 @@ pub fn unpin_file(file: &File, offset: u64, length: u64) -> io::Result<()> {
     raw_ioctl(file, DAXFS_IOC_UNPIN, b.as_mut_ptr())
 }
 
+/// DAXFS_IOC_PIN_STATUS: the state of the pins held through `file`.
+pub fn pin_status(file: &File) -> io::Result<PinStatus> {
+    let mut b = [0u8; DAXFS_PIN_STATUS_SIZE];
+    raw_ioctl(file, DAXFS_IOC_PIN_STATUS, b.as_mut_ptr())?;
+    PinStatus::decode(&b)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short pin status"))
+}
+
 /// DAXFS_IOC_STATS on `path` (a daxfs mount point or anything in it). An error of kind
 /// `InvalidData` when the path answers the ioctl but not with daxfs's structure.
 pub fn read_stats(path: &Path) -> io::Result<FsStats> {
@@ -175,7 +228,7 @@ pub fn read_stats(path: &Path) -> io::Result<FsStats> {
 
 /// `daxfs stats` output: one `name value` line per counter.
 pub fn format_stats(s: &FsStats) -> String {
-    let rows: [(&str, String); 19] = [
+    let rows: [(&str, String); 20] = [
         ("blocks_total", s.blocks_total.to_string()),
         ("blocks_free", s.blocks_free.to_string()),
         ("blocks_cached", s.blocks_cached.to_string()),
@@ -184,6 +237,7 @@ pub fn format_stats(s: &FsStats) -> String {
         ("pins_taken", s.pins_taken.to_string()),
         ("pins_released", s.pins_released.to_string()),
         ("pins_active", s.pins_active().to_string()),
+        ("pins_revoked", s.pins_revoked.to_string()),
         ("block_refs_taken", s.block_pins.to_string()),
         ("block_refs_dropped", s.block_unpins.to_string()),
         ("layout_breaks", s.layout_breaks.to_string()),
@@ -212,6 +266,7 @@ mod tests {
         assert_eq!(DAXFS_IOC_PIN, 0x4010_DA01);
         assert_eq!(DAXFS_IOC_UNPIN, 0x4010_DA02);
         assert_eq!(DAXFS_IOC_STATS, 0x8100_DA03);
+        assert_eq!(DAXFS_IOC_PIN_STATUS, 0x8040_DA04);
     }
 
     #[test]
@@ -222,6 +277,17 @@ mod tests {
         };
         assert_eq!(PinArg::decode(&a.encode()), Some(a));
         assert_eq!(PinArg::decode(&[0u8; 15]), None);
+    }
+
+    #[test]
+    fn pin_status_round_trips() {
+        let st = PinStatus {
+            pins: 3,
+            breaking: 2,
+            revoked: 1,
+        };
+        assert_eq!(PinStatus::decode(&st.encode()), Some(st));
+        assert_eq!(PinStatus::decode(&[0u8; 23]), None);
     }
 
     #[test]
@@ -244,6 +310,7 @@ mod tests {
             violations: 15,
             commits: 16,
             transactions: 17,
+            pins_revoked: 18,
         };
         let b = encode_stats(&s);
         assert_eq!(&b[..8], b"DAXFSST1");

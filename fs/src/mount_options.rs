@@ -1,12 +1,13 @@
 //! `-o` mount option parsing for `daxfs mount` and the mount helpers.
 //!
 //! Owns the option vocabulary: daxfs's own options (`dax=`, `threads=`, `layout_timeout=`,
-//! `log=`), the FUSE session ones (`allow_other`, `allow_root`, `default_permissions`,
+//! `lease_break_time=`, `max_pins_per_user=`, `max_pinned_bytes_per_user=`, `log=`), the FUSE session ones (`allow_other`, `allow_root`, `default_permissions`,
 //! `auto_unmount`, `fsname=`, `subtype=`) and the generic mount flags (`ro`, `nodev`, ...),
 //! and turns them into the core's [`FsOptions`] and a [`fuser::Config`]. Options that only
 //! mount(8) and fstab care about (`defaults`, `_netdev`, `nofail`, `x-*`, ...) are accepted and
 //! ignored, as mount helpers do. Later options override earlier ones (`ro,rw` is `rw`).
 
+use crate::pin::PinPolicy;
 use crate::types::{DaxMode, FsOptions};
 use fuser::{MountOption, SessionACL};
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct MountConfig {
     pub read_only: bool,
     pub dax: DaxMode,
     pub layout_timeout: Duration,
+    /// Who may pin, when pins are revoked, per-user pin limits.
+    pub pins: PinPolicy,
     pub access: Access,
     /// Kernel-side permission checks (on unless `nodefault_permissions`).
     pub default_permissions: bool,
@@ -61,6 +64,7 @@ impl Default for MountConfig {
             read_only: fs.read_only,
             dax: DaxMode::Always,
             layout_timeout: fs.layout_timeout,
+            pins: fs.pins,
             access: Access::Owner,
             default_permissions: true,
             threads: default_threads(),
@@ -209,6 +213,31 @@ impl MountConfig {
                         format!("invalid value '{v}' for layout_timeout= (expected seconds)")
                     })?;
             }
+            "lease_break_time" => {
+                let v = required(key, value)?;
+                self.pins.lease_break_time = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                    .ok_or_else(|| {
+                        format!("invalid value '{v}' for lease_break_time= (expected seconds)")
+                    })?;
+            }
+            "max_pins_per_user" => {
+                let v = required(key, value)?;
+                self.pins.max_pins_per_user = v.parse().map_err(|_| {
+                    format!("invalid value '{v}' for max_pins_per_user= (expected a count)")
+                })?;
+            }
+            "max_pinned_bytes_per_user" => {
+                let v = required(key, value)?;
+                self.pins.max_pinned_bytes_per_user = Some(parse_bytes(v).ok_or_else(|| {
+                    format!(
+                        "invalid value '{v}' for max_pinned_bytes_per_user= (expected bytes, with an optional k, m, g or t suffix)"
+                    )
+                })?);
+            }
             "fsname" => {
                 let v = required(key, value)?;
                 self.fsname = Some(v.to_string());
@@ -253,6 +282,7 @@ impl MountConfig {
             read_only: self.read_only,
             dax: self.dax,
             layout_timeout: self.layout_timeout,
+            pins: self.pins,
         }
     }
 
@@ -307,6 +337,23 @@ impl MountConfig {
         cfg.clone_fd = self.threads > 1;
         cfg
     }
+}
+
+/// A byte count: decimal, with an optional k, m, g or t suffix (powers of 1024).
+fn parse_bytes(v: &str) -> Option<u64> {
+    let (num, shift) = match v.char_indices().last() {
+        Some((i, c)) if "kKmMgGtT".contains(c) => {
+            let shift = match c.to_ascii_lowercase() {
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                _ => 40,
+            };
+            (&v[..i], shift)
+        }
+        _ => (v, 0),
+    };
+    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
 }
 
 fn required<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str, String> {
@@ -407,6 +454,24 @@ mod tests {
         assert!(f.read_only);
         assert_eq!(f.dax, DaxMode::Inode);
         assert_eq!(f.layout_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn pin_policy_options_parse_and_reach_the_core() {
+        let d = parse("").pins;
+        assert_eq!(d, PinPolicy::default());
+        assert_eq!(d.lease_break_time, Duration::from_secs(10));
+        assert_eq!(d.max_pins_per_user, 4096);
+        assert_eq!(d.max_pinned_bytes_per_user, None);
+        let c = parse("lease_break_time=0.5,max_pins_per_user=3,max_pinned_bytes_per_user=2m");
+        assert_eq!(c.pins.lease_break_time, Duration::from_millis(500));
+        assert_eq!(c.pins.max_pins_per_user, 3);
+        assert_eq!(c.pins.max_pinned_bytes_per_user, Some(2 << 20));
+        assert_eq!(c.fs_options().pins, c.pins);
+        assert!(parse_err("lease_break_time=-1").contains("lease_break_time"));
+        assert!(parse_err("max_pins_per_user=many").contains("max_pins_per_user"));
+        assert!(parse_err("max_pinned_bytes_per_user=1x").contains("max_pinned_bytes"));
+        assert!(parse_err("max_pinned_bytes_per_user=99999999t").contains("max_pinned_bytes"));
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct FsOptions {
     pub dax: DaxMode,
     /// How long break_layouts waits for pins to drain before failing with EBUSY.
     pub layout_timeout: Duration,
+    /// Who may pin, when pins are revoked, per-user limits (`pin.rs`).
+    pub pins: crate::pin::PinPolicy,
 }
 
 impl Default for FsOptions {
@@ -179,6 +181,7 @@ impl Default for FsOptions {
             read_only: false,
             dax: DaxMode::Always,
             layout_timeout: Duration::from_secs(30),
+            pins: crate::pin::PinPolicy::default(),
         }
     }
 }

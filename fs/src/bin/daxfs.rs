@@ -6,8 +6,10 @@
 //!   it takes mount(8)'s helper syntax `DEVICE MOUNTPOINT [-sfnv] [-o OPTS] [-t TYPE]`, so
 //!   `mount -t fuse.daxfs DEVICE DIR -o ...` and fstab lines work.
 //!
-//! - `daxfs pin FILE OFFSET LENGTH [--hold SECONDS]`: holds a long-term pin
-//!   (DAXFS_IOC_PIN) on a file range until the time passes or SIGINT/SIGTERM/SIGHUP.
+//! - `daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]`: holds a
+//!   long-term pin (DAXFS_IOC_PIN) on a file range until the time passes or
+//!   SIGINT/SIGTERM/SIGHUP, and reports layout breaks and revocation (poll POLLPRI,
+//!   DAXFS_IOC_PIN_STATUS).
 //! - `daxfs stats MOUNTPOINT`: the filesystem's counters (DAXFS_IOC_STATS).
 //!
 //! Without `-f` the process daemonises and the command returns only once the mount is live
@@ -32,7 +34,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const USAGE: &str = "\
 usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
        daxfs DEVICE MOUNTPOINT [-o OPTIONS] [-f]
-       daxfs pin FILE OFFSET LENGTH [--hold SECONDS]
+       daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]
        daxfs stats MOUNTPOINT
        daxfs help [mount|pin|stats] | --help | --version
 
@@ -43,13 +45,19 @@ Commands:
 ";
 
 const PIN_HELP: &str = "\
-usage: daxfs pin FILE OFFSET LENGTH [--hold SECONDS]
+usage: daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]
 
 Pins LENGTH bytes at OFFSET of FILE (on a daxfs mount) with DAXFS_IOC_PIN: the blocks
 holding them stay in the file, and a truncate, hole punch or collapse that would take
-them waits (up to the mount's layout_timeout, then fails with EBUSY). Prints one line
-once pinned, holds the pin for SECONDS (default: until SIGINT, SIGTERM or SIGHUP), then
-unpins and exits 0. A killed holder's pin is released when its file is closed.
+them waits. Prints one line once pinned, holds the pin for SECONDS (default: until
+SIGINT, SIGTERM or SIGHUP), then unpins and exits 0. A killed holder's pin is released
+when its file is closed.
+
+Only the file's owner (or a holder with CAP_LEASE) may pin it. When a truncate or punch
+meets the pin, this prints 'layout break requested'; with --release-on-break it then
+unpins and exits 0, else it keeps the pin. A pin taken without CAP_SYS_ADMIN is revoked
+once the mount's lease_break_time has passed: this prints 'pin revoked' and exits 1. A
+CAP_SYS_ADMIN holder's pin holds the operation off until layout_timeout (EBUSY).
 
 OFFSET and LENGTH take k, m, g, t suffixes (powers of 1024). The range must be inside
 the file and allocated (ENXIO on a hole: fallocate it first).
@@ -83,6 +91,13 @@ Options (-o, comma-separated, may be repeated):
   busy_poll=USECS        workers poll for requests this long after the last one before
                          they sleep (default 1000; 0: always sleep)
   layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
+  lease_break_time=SECS  how long a pin holder has to let go before a truncate that
+                         needs its range revokes the pin (default 10; not for pins of
+                         CAP_SYS_ADMIN holders, which wait for layout_timeout)
+  max_pins_per_user=N    pins one user may hold at once (default 4096; EAGAIN past it)
+  max_pinned_bytes_per_user=BYTES
+                         bytes one user may keep pinned (k/m/g/t suffixes; default
+                         the filesystem's size)
   allow_other            let every user use the mount (permission checks still apply)
   allow_root             let root use the mount too
   default_permissions    kernel permission checks (default on);
@@ -221,6 +236,7 @@ fn pin_range_end(offset: u64, length: u64) -> Result<u64, Failure> {
 fn pin(args: &[OsString]) -> Result<(), Failure> {
     let mut positional = Vec::new();
     let mut hold: Option<std::time::Duration> = None;
+    let mut release_on_break = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.to_str() {
@@ -238,6 +254,7 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
                     })?;
                 hold = Some(std::time::Duration::from_secs_f64(secs));
             }
+            Some("--release-on-break") => release_on_break = true,
             Some(o) if o.starts_with('-') && o.len() > 1 => {
                 return fail(format!("unknown option '{o}' (see 'daxfs help pin')"))
             }
@@ -261,6 +278,10 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
             Some(libc::ENOTTY) => " (not a file on a daxfs mount)",
             Some(libc::ENXIO) => " (the range has a hole: allocate it first)",
             Some(libc::EINVAL) => " (empty range, or beyond the end of the file)",
+            Some(libc::EACCES) => " (only the file's owner or a holder with CAP_LEASE may pin it)",
+            Some(libc::EAGAIN) => {
+                " (over the mount's max_pins_per_user or max_pinned_bytes_per_user)"
+            }
             _ => "",
         };
         return fail(format!(
@@ -274,7 +295,17 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
         path.display()
     );
     let _ = std::io::stdout().flush();
-    wait_for_signal(&set, hold);
+    let end = hold_pin(&f, &set, hold, release_on_break);
+    if end == HoldEnd::Revoked {
+        println!("pin revoked");
+        let _ = std::io::stdout().flush();
+        // The pin is given back all the same (UNPIN answers ECANCELED for it).
+        let _ = daxfs::ioctl::unpin_file(&f, offset, length);
+        return fail(format!(
+            "the pin of {} was revoked by a layout break (the mount's lease_break_time passed)",
+            path.display()
+        ));
+    }
     if let Err(e) = daxfs::ioctl::unpin_file(&f, offset, length) {
         // Closing the file releases the pin anyway.
         eprintln!(
@@ -286,6 +317,103 @@ fn pin(args: &[OsString]) -> Result<(), Failure> {
     drop(f);
     println!("unpinned {}", path.display());
     Ok(())
+}
+
+/// Why `hold_pin` returned.
+#[derive(Debug, PartialEq, Eq)]
+enum HoldEnd {
+    /// The time passed or a stop signal came.
+    Done,
+    /// A layout break asked for the pin and `--release-on-break` was given.
+    Break,
+    /// A layout break revoked the pin.
+    Revoked,
+}
+
+/// Holds the pin through `f` until a stop signal (blocked in `set`), `timeout`, or a
+/// layout break (`release_on_break`) or its revocation. Waits in poll(2) on a signalfd and
+/// on POLLPRI of `f`; once a break was reported and the pin is kept, POLLPRI stays up, so
+/// it looks at the pin's status every 100 ms instead. Where poll cannot be used (no
+/// signalfd), it only waits for a signal or the time.
+fn hold_pin(
+    f: &File,
+    set: &libc::sigset_t,
+    timeout: Option<std::time::Duration>,
+    release_on_break: bool,
+) -> HoldEnd {
+    use std::time::{Duration, Instant};
+    // SAFETY: `set` is an initialised signal set; -1 asks for a new descriptor.
+    let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
+    if sfd < 0 {
+        wait_for_signal(set, timeout);
+        return HoldEnd::Done;
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut break_seen = false;
+    loop {
+        let mut wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if wait == Some(Duration::ZERO) {
+            return HoldEnd::Done;
+        }
+        if break_seen {
+            wait = Some(wait.map_or(Duration::from_millis(100), |w| {
+                w.min(Duration::from_millis(100))
+            }));
+        }
+        let ms = wait.map_or(-1, |w| {
+            libc::c_int::try_from(w.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
+        });
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A negative descriptor is skipped by poll.
+                fd: if break_seen { -1 } else { f.as_raw_fd() },
+                events: libc::POLLPRI,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            wait_for_signal(
+                set,
+                deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            );
+            return HoldEnd::Done;
+        }
+        if fds[0].revents != 0 {
+            return HoldEnd::Done;
+        }
+        if fds[1].revents & libc::POLLPRI == 0 && !break_seen {
+            continue;
+        }
+        let Ok(st) = daxfs::ioctl::pin_status(f) else {
+            continue;
+        };
+        if st.revoked > 0 {
+            if !break_seen {
+                println!("layout break requested");
+            }
+            return HoldEnd::Revoked;
+        }
+        if st.breaking > 0 && !break_seen {
+            println!("layout break requested");
+            let _ = std::io::stdout().flush();
+            if release_on_break {
+                return HoldEnd::Break;
+            }
+            break_seen = true;
+        }
+    }
 }
 
 /// Sleeps until one of the blocked stop signals arrives or `timeout` passes.
