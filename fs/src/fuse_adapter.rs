@@ -182,9 +182,15 @@ impl FuseAdapter {
     /// (`crate::deferred`), where `op` repeats it, waiting allowed, and replies. The
     /// worker returns at once: the request that ends the wait (UNPIN, or the release of
     /// the pin holder's handle) needs a free worker, and so does everyone else. Past the
-    /// bound on waiters the request is answered EBUSY at once, nothing changed.
-    fn defer<R: ReplyError + Send + 'static>(&self, reply: R, op: impl FnOnce(R) + Send + 'static) {
-        if let Err(reply) = self.waiters.run(reply, op) {
+    /// bounds on waiters (in all, and of the request's user) the request is answered
+    /// EBUSY at once, nothing changed.
+    fn defer<R: ReplyError + Send + 'static>(
+        &self,
+        req: &Request,
+        reply: R,
+        op: impl FnOnce(R) + Send + 'static,
+    ) {
+        if let Err(reply) = self.waiters.run(req.uid(), reply, op) {
             reply.fail(Errno::EBUSY);
         }
     }
@@ -775,7 +781,7 @@ impl Filesystem for FuseAdapter {
             Some(r) => answer(reply, r, &self.ttl),
             None => {
                 let (fs, ttl) = (self.fs.clone(), self.ttl);
-                self.defer(reply, move |reply| {
+                self.defer(req, reply, move |reply| {
                     answer(reply, fs.setattr(ino.0, &who, &changes), &ttl)
                 });
             }
@@ -900,7 +906,7 @@ impl Filesystem for FuseAdapter {
         self.entry(reply, r);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.arrived();
         // O_TRUNC may wait for pins: tried here without sleeping first.
         match self.fs.try_open(ino.0, flags.0) {
@@ -908,7 +914,7 @@ impl Filesystem for FuseAdapter {
             Some(Err(e)) => reply.error(errno(e)),
             None => {
                 let (fs, fh) = (self.fs.clone(), self.new_handle(flags.0));
-                self.defer(reply, move |reply| match fs.open(ino.0, flags.0) {
+                self.defer(req, reply, move |reply| match fs.open(ino.0, flags.0) {
                     Ok(()) => reply.opened(fh, open_reply_flags(fs.kernel_may_cache(ino.0))),
                     Err(e) => reply.error(errno(e)),
                 });
@@ -938,7 +944,7 @@ impl Filesystem for FuseAdapter {
             Some(r) => answer_create(&self.fs, reply, r, &self.ttl, fh),
             None => {
                 let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.as_bytes().to_vec());
-                self.defer(reply, move |reply| {
+                self.defer(req, reply, move |reply| {
                     let r = fs.create(parent.0, &name, mode, flags, &who);
                     answer_create(&fs, reply, r, &ttl, fh)
                 });
@@ -1229,7 +1235,7 @@ impl Filesystem for FuseAdapter {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -1244,7 +1250,7 @@ impl Filesystem for FuseAdapter {
             Some(Err(e)) => fallocate_failed(&self.fs, ino.0, mode, e, reply),
             None => {
                 let fs = self.fs.clone();
-                self.defer(reply, move |reply| {
+                self.defer(req, reply, move |reply| {
                     match fs.fallocate(ino.0, offset, length, mode) {
                         Ok(()) => reply.ok(),
                         Err(e) => fallocate_failed(&fs, ino.0, mode, e, reply),
