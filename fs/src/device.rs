@@ -1575,7 +1575,10 @@ mod tests {
     #[test]
     fn recorded_raw_pointer_stores_are_read_back_at_the_flush() {
         let (dev, rec) = Device::recording(8192).expect("recording device");
-        let ptr = dev.volatile_mut(128, 16).as_mut_ptr().expect("writable view");
+        let ptr = dev
+            .volatile_mut(128, 16)
+            .as_mut_ptr()
+            .expect("writable view");
         // SAFETY: `ptr` points at 16 writable bytes of the live mapping (the view checked
         // the range), and the test is the only user of these bytes.
         unsafe { std::ptr::write_bytes(ptr, 4, 16) };
