@@ -1086,6 +1086,9 @@ impl daxfs_journal::Media for Device {
     fn fence(&self) {
         Device::fence(self)
     }
+    fn size(&self) -> u64 {
+        Device::size(self)
+    }
 }
 
 #[cfg(test)]

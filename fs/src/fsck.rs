@@ -266,6 +266,9 @@ impl Media for Overlay {
     }
     fn flush(&self, _off: u64, _len: u64) {}
     fn fence(&self) {}
+    fn size(&self) -> u64 {
+        self.size
+    }
 }
 
 // ---------------------------------------------------------------------------

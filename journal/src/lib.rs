@@ -56,6 +56,13 @@ pub trait Media: Send + Sync {
     fn flush(&self, off: u64, len: u64);
     /// Orders and completes preceding flushes (sfence).
     fn fence(&self);
+    /// Bytes the media holds. Commit refuses, and replay stops at, a record that ends
+    /// beyond it: a well-checksummed but hostile journal must not make replay write past
+    /// the end of the device. The default (no limit) suits media that bound writes
+    /// themselves.
+    fn size(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// Why replay stopped. Every variant is a normal outcome after a crash; none is an error.
@@ -256,8 +263,11 @@ impl Journal {
 
     /// Opens the journal for a read-only mount: committed transactions are still replayed
     /// (the metadata read next must include them, as ext4 recovers on a read-only mount),
-    /// but when there is nothing to replay nothing at all is written. The journal then
-    /// refuses commits and checkpoints.
+    /// but the header is left as it is until [`make_writable`](Self::make_writable): the
+    /// only writes are the replayed records, which rewrite bytes already home unless a
+    /// crash cut their commit short, so a mount refused after this leaves such an image
+    /// byte-identical. (Replaying the same transactions again at the next open is
+    /// idempotent.) The journal then refuses commits and checkpoints.
     pub fn open_read_only(
         media: Arc<dyn Media>,
         start: u64,
@@ -265,11 +275,7 @@ impl Journal {
     ) -> Result<(Journal, ReplayReport), JournalError> {
         let mut journal = Journal::from_header(media, start, len, true)?;
         let report = journal.replay();
-        if report.transactions_replayed > 0 {
-            journal.reset_after_replay();
-        } else {
-            journal.reset_pending = true;
-        }
+        journal.reset_pending = true;
         Ok((journal, report))
     }
 
@@ -456,6 +462,9 @@ impl Journal {
         }
         if off < self.start + self.len && end > self.start {
             return invalid("overlaps the journal region");
+        }
+        if end > self.media.size() {
+            return invalid("ends beyond the media");
         }
         Ok(())
     }

@@ -199,6 +199,9 @@ fn lines(off: u64, len: u64, size: usize) -> Option<std::ops::RangeInclusive<usi
 }
 
 impl Media for MemMedia {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
     fn read(&self, off: u64, buf: &mut [u8]) {
         let mut g = self.lock();
         let size = g.volatile.len() as u64;
