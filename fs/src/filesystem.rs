@@ -719,7 +719,8 @@ impl DaxFs {
             ino,
             generation: d.generation as u64,
             size: d.size,
-            blocks: d.blocks * (BLOCK_SIZE / 512),
+            // Saturating: `blocks` is read from the media and not checked by `load`.
+            blocks: d.blocks.saturating_mul(BLOCK_SIZE / 512),
             atime: d.atime,
             mtime: d.mtime,
             ctime: d.ctime,

@@ -5,7 +5,8 @@
 //! image's superblocks, journal headers, inodes, extent, directory, xattr and bitmap
 //! blocks set to boundary values, structures copied over others, bytes changed, some of
 //! it delivered through committed journal transactions; then every CRC is recomputed,
-//! so the decoders, validators, replay and `load` see the damage. Any panic is a bug.
+//! so the decoders, validators, replay and `load` see the damage; a mounted image is
+//! then walked, read and changed (`hostile::exercise`). Any panic is a bug.
 //! At exit the target prints how many inputs got past the checksums to `load`
 //! ("mount_image: N inputs, M reached load, K mounted"; tests/daxfs/043 reports it).
 #![no_main]
@@ -58,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let dev = Arc::new(Device::memory(&img).expect("memory device"));
     if let Ok(fs) = DaxFs::mount_device(dev.clone(), FsOptions::default()) {
         MOUNTED.fetch_add(1, Ordering::Relaxed);
+        hostile::exercise(&fs);
         let _ = fs.shutdown();
         drop(fs);
         let mut after = vec![0u8; img.len()];

@@ -48,8 +48,9 @@ impl Entropy for Rng {
     }
 }
 
-/// A fuzzer's input as entropy: eight bytes per draw, zeros once it is used up (so a
-/// short input makes few, simple mutations, which is what libFuzzer minimizes towards).
+/// A fuzzer's input as entropy: as few bytes per draw as the choice needs (one for a
+/// choice among up to 256), zeros once it is used up (so a short input makes few, simple
+/// mutations, which is what libFuzzer minimizes towards).
 pub struct Bytes<'a> {
     data: &'a [u8],
     pos: usize,
@@ -64,14 +65,27 @@ impl<'a> Bytes<'a> {
     }
 }
 
-impl Entropy for Bytes<'_> {
-    fn next_u64(&mut self) -> u64 {
+impl Bytes<'_> {
+    fn take(&mut self, width: usize) -> u64 {
         let mut b = [0u8; 8];
         let rest = self.data.get(self.pos..).unwrap_or_default();
-        let n = rest.len().min(8);
+        let n = rest.len().min(width);
         b[..n].copy_from_slice(&rest[..n]);
-        self.pos = self.pos.saturating_add(8);
+        self.pos = self.pos.saturating_add(width);
         u64::from_le_bytes(b)
+    }
+}
+
+impl Entropy for Bytes<'_> {
+    fn next_u64(&mut self) -> u64 {
+        self.take(8)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let width = (64 - (n - 1).leading_zeros()).div_ceil(8).max(1) as usize;
+        self.take(width) % n
     }
 }
 
@@ -472,12 +486,275 @@ pub fn reaches_load(img: &[u8]) -> bool {
     let Some(sb) = copy(0).or_else(|| copy(BLOCK_SIZE as usize)) else {
         return false;
     };
-    let m = MemMedia::from_bytes(img.to_vec());
     sb.ro_compat == 0
         && daxfs_journal::probe(
-            &m,
+            &ReadOnly(img),
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,
         )
         .is_ok()
+}
+
+/// An image as read-only journal media (for `probe`, which only reads).
+struct ReadOnly<'a>(&'a [u8]);
+
+impl daxfs_journal::Media for ReadOnly<'_> {
+    fn read(&self, off: u64, buf: &mut [u8]) {
+        buf.fill(0);
+        let s = usize::try_from(off).unwrap_or(usize::MAX);
+        if let Some(rest) = self.0.get(s..) {
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+        }
+    }
+    fn write(&self, _off: u64, _data: &[u8]) {}
+    fn flush(&self, _off: u64, _len: u64) {}
+    fn fence(&self) {}
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// What a mounted hostile image is put through before its unmount: every directory
+/// listed, every inode looked up, stat'ed and read (files, symlinks, xattrs), then
+/// changes that make the filesystem walk and rewrite what it loaded (a new file written
+/// and renamed, files truncated and extended, entries unlinked and xattrs replaced).
+/// Errors are fine (the image is hostile); only a panic is a bug. Returns how many
+/// operations succeeded.
+pub fn exercise(fs: &DaxFs) -> u64 {
+    let r = Cred::root();
+    let mut ok = 0u64;
+    let mut count = |res: bool| ok += u64::from(res);
+    let mut dirs = vec![ROOT];
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        if !seen.insert(dir) || seen.len() > 4096 {
+            continue;
+        }
+        let mut entries = Vec::new();
+        count(
+            fs.readdir(dir, 0, |e| {
+                entries.push(e);
+                entries.len() < 4096
+            })
+            .is_ok(),
+        );
+        for e in entries {
+            if e.name == b"." || e.name == b".." {
+                continue;
+            }
+            count(fs.lookup(dir, &e.name).is_ok());
+            let Ok(a) = fs.getattr(e.ino) else { continue };
+            count(true);
+            match a.kind {
+                daxfs::types::FileKind::Dir => dirs.push(e.ino),
+                daxfs::types::FileKind::Symlink => count(fs.readlink(e.ino).is_ok()),
+                daxfs::types::FileKind::File => {
+                    let mut buf = vec![0u8; 64 << 10];
+                    for off in [0, a.size.saturating_sub(100), a.size / 2, 1 << 40] {
+                        count(fs.read(e.ino, off, &mut buf).is_ok());
+                    }
+                    files.push((dir, e.name.clone(), e.ino, a.size));
+                }
+                _ => {}
+            }
+            if let Ok(list) = fs.listxattr(e.ino) {
+                for name in list.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+                    count(fs.getxattr(e.ino, name).is_ok());
+                }
+            }
+        }
+    }
+    if let Ok(a) = fs.create(ROOT, b"hostile-new", 0o644, libc::O_RDWR, &r) {
+        count(fs.write(a.ino, 0, &[9u8; 20000], false).is_ok());
+        count(fs.write(a.ino, 1 << 20, b"far", false).is_ok());
+        count(fs.release(a.ino).is_ok());
+        count(
+            fs.rename(ROOT, b"hostile-new", ROOT, b"hostile-renamed", 0)
+                .is_ok(),
+        );
+    }
+    for (i, (dir, name, ino, size)) in files.into_iter().enumerate().take(64) {
+        let set = |size| daxfs::types::SetAttr {
+            size: Some(size),
+            ..Default::default()
+        };
+        match i % 4 {
+            0 => count(fs.setattr(ino, &r, &set(size / 3)).is_ok()),
+            1 => count(fs.write(ino, size / 2, &[1u8; 5000], false).is_ok()),
+            2 => count(fs.setxattr(ino, b"user.hostile", &[2u8; 300], 0).is_ok()),
+            _ => count(fs.unlink(dir, &name).is_ok()),
+        }
+    }
+    count(fs.unlink(ROOT, b"hostile-renamed").is_ok());
+    ok
+}
+
+// ---------------------------------------------------------------------------------
+// Journals: transactions committed through the journal's own API, then their fields
+// (sequence, lengths, counts, record targets) and the header's set to boundary values
+// and every checksum recomputed following docs/FORMAT.md ("Journal"), so replay's
+// structural checks, not its CRCs, have to refuse them.
+
+/// The journal region of [`hostile_journal`]'s media and the media size.
+pub const J_START: u64 = 4096;
+pub const J_LEN: u64 = 64 << 10;
+pub const J_MEDIA: usize = 128 << 10;
+const J_LOG: u64 = J_START + 4096;
+const J_LOG_LEN: u64 = J_LEN - 4096;
+const TXN_MAGIC: u32 = u32::from_le_bytes(*b"DXJT");
+
+/// CRC-32C (Castagnoli), the transaction body checksum.
+fn crc32c(buf: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in buf {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Recomputes the checksums of the transaction at log offset `pos` (records, header,
+/// body, commit record), as far as its (possibly hostile) lengths let them be found.
+pub fn seal_transaction(img: &mut [u8], pos: u64) {
+    let base = (J_LOG + pos) as usize;
+    let room = J_LOG_LEN.saturating_sub(pos);
+    if room < 128 {
+        return;
+    }
+    let total = u64_at(img, base + 24);
+    let count = u32_at(img, base + 32);
+    let sane = total >= 128 && total <= room && total.is_multiple_of(64);
+    let c = if sane { (total - 64) as usize } else { 64 };
+    let mut p = 64usize;
+    for _ in 0..count {
+        if p + 16 > c {
+            break;
+        }
+        let len = u32_at(img, base + p + 8) as usize;
+        if p + 16 + len > c {
+            break;
+        }
+        let r = &mut img[base + p..base + p + 16 + len];
+        let c = crc(&[&r[..12], &r[16..]].concat());
+        set_u32(r, 12, c);
+        p += 16 + len.div_ceil(8) * 8;
+    }
+    seal_hole(&mut img[base..base + 64], 4);
+    if sane {
+        let body = crc32c(&img[base..base + c]);
+        let commit = &mut img[base + c..base + c + 64];
+        set_u32(commit, 36, body);
+        seal_hole(commit, 4);
+    }
+}
+
+/// Log offsets of the transactions from the newest header's tail on.
+fn transactions(img: &[u8]) -> (usize, Vec<u64>) {
+    let copies = [J_START as usize, J_START as usize + 2048];
+    let newest = *copies
+        .iter()
+        .max_by_key(|&&o| u64_at(img, o + 16))
+        .unwrap_or(&copies[0]);
+    let mut pos = u64_at(img, newest + 48);
+    let mut out = Vec::new();
+    while pos + 128 <= J_LOG_LEN && out.len() < 64 {
+        let b = (J_LOG + pos) as usize;
+        let total = u64_at(img, b + 24);
+        if u32_at(img, b) != TXN_MAGIC || total < 128 || !total.is_multiple_of(64) {
+            break;
+        }
+        out.push(pos);
+        pos = pos.saturating_add(total);
+    }
+    (newest, out)
+}
+
+/// A hostile journal: 1–6 transactions of 1–4 records (targets anywhere from the home
+/// area to past the end of the media), committed; sometimes their home writes undone
+/// (a crash before they were applied); then 0–3 fields of the transactions or the
+/// header set to boundary values, and the checksums recomputed.
+pub fn hostile_journal(e: &mut impl Entropy) -> Vec<u8> {
+    let m = Arc::new(MemMedia::new(J_MEDIA));
+    let home = J_START + J_LEN..J_MEDIA as u64;
+    if daxfs_journal::format(&*m, J_START, J_LEN).is_err() {
+        return m.volatile_image();
+    }
+    let Ok((mut j, _)) = Journal::open(m.clone(), J_START, J_LEN) else {
+        return m.volatile_image();
+    };
+    let clean_home = m.volatile_image();
+    for _ in 0..1 + e.below(6) {
+        let mut t = Transaction::new();
+        for _ in 0..1 + e.below(4) {
+            let len = 1 + e.below(600) as usize;
+            let off = match e.below(8) {
+                0 => J_MEDIA as u64 - e.below(len as u64 + 64),
+                1 => e.below(J_START),
+                _ => home.start + e.below(home.end - home.start - len as u64),
+            };
+            let fill = e.next_u64() as u8;
+            t.write(off, &vec![fill; len]);
+        }
+        let _ = j.commit(&t);
+    }
+    drop(j);
+    let mut img = m.volatile_image();
+    if e.below(2) == 0 {
+        let h = home.start as usize..home.end as usize;
+        img[h.clone()].copy_from_slice(&clean_home[h]);
+    }
+    let (header, txns) = transactions(&img);
+    for _ in 0..e.below(4) {
+        if txns.is_empty() || e.below(5) == 0 {
+            // The header: generation, tail, tail sequence.
+            let at = header + [16, 48, 56][e.below(3) as usize];
+            let v = match e.below(4) {
+                0 => u64_at(&img, at).wrapping_add(1 + e.below(2)),
+                1 => u64::MAX - e.below(2),
+                2 => e.below(J_LOG_LEN + 128) & !63,
+                _ => e.next_u64(),
+            };
+            set_u64(&mut img, at, v);
+            seal_hole(&mut img[header..header + 64], 12);
+            continue;
+        }
+        let pos = txns[e.below(txns.len() as u64) as usize];
+        let b = (J_LOG + pos) as usize;
+        let total = u64_at(&img, b + 24);
+        let (at, width) = match e.below(7) {
+            0 => (b + 16, 8),                                      // sequence
+            1 => (b + 24, 8),                                      // total length
+            2 => (b + 32, 4),                                      // record count
+            3 => (b + 40, 8),                                      // payload bytes
+            4 => (b + 64, 8),                                      // first record's target
+            5 => (b + 72, 4),                                      // first record's length
+            _ => (b + total.min(J_LOG_LEN) as usize - 64 + 24, 8), // commit's total
+        };
+        if at + width > img.len() {
+            continue;
+        }
+        let v = match e.below(6) {
+            0 => 0,
+            1 => u64::MAX - e.below(2),
+            2 => J_MEDIA as u64 - e.below(64),
+            3 => J_START + e.below(J_LEN),
+            4 => e.below(1 << 16),
+            _ => e.next_u64(),
+        };
+        if width == 8 {
+            set_u64(&mut img, at, v);
+        } else {
+            set_u32(&mut img, at, v as u32);
+        }
+        seal_transaction(&mut img, pos);
+    }
+    img
 }
