@@ -167,6 +167,8 @@ struct Deferred {
     bitmap_mismatched: bool,
     /// Inodes with no links left (unlinked while open before a crash): reclaim them.
     orphans: Vec<u64>,
+    /// Inodes whose block count on the media was wrong (corrected in memory): rewrite.
+    block_counts: Vec<u64>,
 }
 
 /// Recovers a poisoned lock: a panic in another thread must not take the filesystem
@@ -336,6 +338,17 @@ impl DaxFs {
                 self.commit(tx)
                     .map_err(|e| format!("rewriting the bitmap: {e}"))?;
             }
+            for ino in deferred.block_counts {
+                let Some(inode) = self.inode(ino).ok() else {
+                    continue;
+                };
+                let mut tx = Tx::new();
+                let mut st = wlock(&inode.st);
+                self.log_inode(ino, &mut st, &mut tx);
+                drop(st);
+                self.commit(tx)
+                    .map_err(|e| format!("correcting the block count of inode {ino}: {e}"))?;
+            }
             for ino in deferred.orphans {
                 let Some(inode) = self.inode(ino).ok() else {
                     continue;
@@ -408,6 +421,7 @@ impl DaxFs {
         let mut slot = [0u8; INODE_SIZE as usize];
         let mut blockbuf = vec![0u8; BLOCK_SIZE as usize];
         let mut orphans = Vec::new();
+        let mut block_counts = Vec::new();
         self.dev.read(g.inode_offset(0), &mut slot);
         if slot.iter().any(|&b| b != 0) {
             return Err("inode slot 0 (reserved) is not zero".into());
@@ -446,6 +460,7 @@ impl DaxFs {
                 chain.push((next, slots));
                 next = nx;
             }
+            let chain_blocks = chain.len() as u64;
             let ext = ExtentMap::load(&d.inline, chain).map_err(|e| format!("inode {ino}: {e}"))?;
             for e in ext.iter() {
                 if e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
@@ -473,6 +488,15 @@ impl DaxFs {
             };
             if d.nlink == 0 {
                 orphans.push(ino);
+            }
+            // The block count is only statistics (st_blocks), derived from what was just
+            // claimed: a wrong one is corrected (in memory now, on the media when the
+            // mount goes live) rather than refused, as fsck -p would.
+            let owned = ext.mapped_blocks() + chain_blocks + u64::from(d.xattr_block != 0);
+            let mut d = d;
+            if d.blocks != owned {
+                d.blocks = owned;
+                block_counts.push(ino);
             }
             nodes.push(LinkNode {
                 ino,
@@ -524,6 +548,7 @@ impl DaxFs {
         Ok(Deferred {
             bitmap_mismatched: mismatched > 0,
             orphans,
+            block_counts,
         })
     }
 

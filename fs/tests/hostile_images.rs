@@ -156,25 +156,25 @@ fn superblock_sizes_that_overflow_are_refused() {
     }
 }
 
-/// Structure-aware mutation: DAXFS_HOSTILE_ITERS (default 400) images, each with 1–4
+/// Structure-aware mutation: DAXFS_HOSTILE_ITERS (default 100) images, each with 1–4
 /// mutations of fields, bytes and whole structures and every CRC recomputed, go through
-/// fsck, the mount (replay + load) and, when mounted, a clean unmount and fsck again.
-/// Nothing panics, and most inputs get past the checksums to `load`.
+/// fsck, the mount (replay + load) and, when mounted, a clean unmount and fsck again, and
+/// a mount running a workload (`hostile::exercise`). Nothing panics; fsck clean implies
+/// the mount accepts, and what the mount accepts fsck finds clean after its unmount;
+/// and most inputs get past the checksums to `load`.
 #[test]
 fn checksummed_hostile_images_never_panic_fsck_or_the_mount() {
     let base = Base::populated();
     let iters: u64 = std::env::var("DAXFS_HOSTILE_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+        .unwrap_or(100);
     let seed: u64 = std::env::var("DAXFS_HOSTILE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_da7f_0000_0001);
     let mut rng = Rng(seed);
     let (mut reached, mut mounted, mut flagged) = (0u64, 0u64, 0u64);
-    // Disagreements between fsck and the mount (reported, not yet asserted).
-    let (mut unrepaired, mut clean_refused) = (0u64, 0u64);
     let mut ops = 0u64;
     let t = std::time::Instant::now();
     for it in 0..iters {
@@ -192,25 +192,24 @@ fn checksummed_hostile_images_never_panic_fsck_or_the_mount() {
             Ok(after) => {
                 mounted += 1;
                 let after = check(&after).unwrap_or_else(|e| panic!("{ctx}: after the mount: {e}"));
-                if !after.is_clean() {
-                    unrepaired += 1;
-                    eprintln!("{ctx}: mounted, fsck after: {:?}", after.findings);
-                }
+                assert!(
+                    after.is_clean(),
+                    "{ctx}: mounted an image it did not repair: before {:?}, after {:?}",
+                    before.findings,
+                    after.findings
+                );
             }
-            Err(msg) => {
-                if before.is_clean() {
-                    clean_refused += 1;
-                    eprintln!("{ctx}: fsck clean, mount refuses: {msg}");
-                }
-            }
+            Err(msg) => assert!(
+                !before.is_clean(),
+                "{ctx}: fsck is clean but the mount refuses: {msg}"
+            ),
         }
         let _ = rng.next_u64();
     }
     println!(
         "hostile: {iters} checksummed hostile images in {:.1}s: {reached} reached load, \
          {mounted} mounted ({ops} operations on them succeeded), fsck flagged {flagged}, \
-         no panic; fsck clean but refused \
-         {clean_refused}, mounted but fsck unclean after {unrepaired}",
+         no panic, fsck and the mount agree",
         t.elapsed().as_secs_f64()
     );
     assert!(
@@ -321,67 +320,28 @@ fn journal_record_beyond_the_device_end_is_not_replayed() {
     }
 }
 
-/// An inode whose block count (read from the media, not checked by the mount) is near
-/// 2^64 is stat'ed without an overflow: st_blocks saturates. The fuzz target found the
-/// old multiplication overflowing (a panic in debug builds).
+/// An inode whose block count (statistics, st_blocks) is wrong on the media — here near
+/// 2^64 — is corrected by the mount from the blocks it owns, in memory and on the media
+/// once live: stat shows the real count and fsck is clean after the unmount. The old
+/// mount kept the value, and stat's multiplication overflowed (found by the fuzz target;
+/// a panic in debug builds), and fsck flagged the image after every mount.
 #[test]
-fn huge_inode_block_count_does_not_overflow_stat() {
+fn a_wrong_inode_block_count_is_corrected_by_the_mount() {
     let base = Base::populated();
     let mut img = base.image.clone();
     let root = hostile::map_structures(&img, &base.sb)
         .into_iter()
         .find(|s| s.kind == hostile::Kind::Inode && s.off == base.sb.inode_offset(1) as usize)
         .expect("root inode");
+    let right = u64::from_le_bytes(img[root.off + 32..root.off + 40].try_into().expect("8"));
     img[root.off + 32..root.off + 40].copy_from_slice(&u64::MAX.to_le_bytes());
     hostile::seal(&mut img, &root);
-    let r = mount_with(&img, |fs| {
+    let after = mount_with(&img, |fs| {
         let a = fs.getattr(daxfs::ROOT).expect("getattr");
-        assert_eq!(a.blocks, u64::MAX);
+        assert_eq!(a.blocks, right * (BLOCK_SIZE / 512));
     })
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert!(r.is_ok(), "{r:?}");
-}
-
-/// The journal counterpart: DAXFS_HOSTILE_JOURNALS (default 3000) journals with
-/// committed transactions whose fields and header were set to boundary values and
-/// resealed (common/hostile.rs) are opened: replay never panics, never writes outside
-/// the media, and leaves a journal that opens again.
-#[test]
-fn checksummed_hostile_journals_never_panic_replay() {
-    use daxfs_journal::{Journal, MemMedia};
-    let iters: u64 = std::env::var("DAXFS_HOSTILE_JOURNALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
-    let mut rng = Rng(0x0bad_5eed_0000_0002);
-    let (mut opened, mut replayed) = (0u64, 0u64);
-    for it in 0..iters {
-        let img = hostile::hostile_journal(&mut rng);
-        let m = Arc::new(MemMedia::from_bytes(img));
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            let Ok((_, report)) = Journal::open(m.clone(), hostile::J_START, hostile::J_LEN) else {
-                return None;
-            };
-            Journal::open(m.clone(), hostile::J_START, hostile::J_LEN)
-                .expect("reopen after replay");
-            Some(report.transactions_replayed)
-        }))
-        .unwrap_or_else(|p| panic!("iteration {it}: replay panicked: {}", panic_text(p)));
-        if let Some(n) = r {
-            opened += 1;
-            replayed += n;
-        }
-        assert_eq!(
-            m.out_of_range_count(),
-            0,
-            "iteration {it}: outside the media"
-        );
-    }
-    println!(
-        "hostile journals: {iters} opened {opened}, {replayed} transactions replayed, no panic"
-    );
-    assert!(
-        opened * 2 > iters,
-        "most journals get past the header checks"
-    );
+    .unwrap_or_else(|e| panic!("{e}"))
+    .expect("mounts");
+    let rep = check(&after).expect("fsck");
+    assert!(rep.is_clean(), "{:?}", rep.findings);
 }

@@ -6,7 +6,9 @@
 //! blocks set to boundary values, structures copied over others, bytes changed, some of
 //! it delivered through committed journal transactions; then every CRC is recomputed,
 //! so the decoders, validators, replay and `load` see the damage; a mounted image is
-//! then walked, read and changed (`hostile::exercise`). Any panic is a bug.
+//! then walked, read and changed (`hostile::exercise`). Any panic is a bug; so is an
+//! image fsck calls clean that the mount refuses, or one the mount accepts that fsck
+//! still finds damaged after the mount's clean unmount.
 //! At exit the target prints how many inputs got past the checksums to `load`
 //! ("mount_image: N inputs, M reached load, K mounted"; tests/daxfs/043 reports it).
 #![no_main]
@@ -43,9 +45,9 @@ fn base() -> &'static hostile::Base {
     })
 }
 
-fn check(img: &[u8]) {
+fn check(img: &[u8]) -> daxfs::fsck::FsckReport {
     let dev = Arc::new(Device::memory(img).expect("memory device"));
-    daxfs::fsck::check(&dev, false, &mut |_, _, _| {});
+    daxfs::fsck::check(&dev, false, &mut |_, _, _| {})
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -55,15 +57,33 @@ fuzz_target!(|data: &[u8]| {
     if hostile::reaches_load(&img) {
         REACHED_LOAD.fetch_add(1, Ordering::Relaxed);
     }
-    check(&img);
+    let before = check(&img);
     let dev = Arc::new(Device::memory(&img).expect("memory device"));
-    if let Ok(fs) = DaxFs::mount_device(dev.clone(), FsOptions::default()) {
-        MOUNTED.fetch_add(1, Ordering::Relaxed);
-        hostile::exercise(&fs);
-        let _ = fs.shutdown();
-        drop(fs);
-        let mut after = vec![0u8; img.len()];
-        dev.read(0, &mut after);
-        check(&after);
+    match DaxFs::mount_device(dev.clone(), FsOptions::default()) {
+        Ok(fs) => {
+            MOUNTED.fetch_add(1, Ordering::Relaxed);
+            fs.shutdown().expect("clean unmount of a mounted image");
+            drop(fs);
+            let mut after = vec![0u8; img.len()];
+            dev.read(0, &mut after);
+            let rep = check(&after);
+            assert!(
+                rep.is_clean(),
+                "mounted an image it did not repair: before {:?}, after {:?}",
+                before.findings,
+                rep.findings
+            );
+            // Then what the mount accepted is used (only a panic is a bug here).
+            let dev = Arc::new(Device::memory(&after).expect("memory device"));
+            if let Ok(fs) = DaxFs::mount_device(dev.clone(), FsOptions::default()) {
+                hostile::exercise(&fs);
+                let _ = fs.shutdown();
+                drop(fs);
+                let mut used = vec![0u8; img.len()];
+                dev.read(0, &mut used);
+                check(&used);
+            }
+        }
+        Err(msg) => assert!(!before.is_clean(), "fsck is clean but the mount refuses: {msg}"),
     }
 });
