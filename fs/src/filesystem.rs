@@ -515,6 +515,13 @@ impl DaxFs {
             inodes.push((ino, Arc::new(Inode::new(ino, st))));
         }
         match nodes.first() {
+            // The root's ".." is itself: its parent field names no other directory.
+            Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR && n.parent != ROOT_INO => {
+                return Err(format!(
+                    "root directory: parent field is {}, not itself",
+                    n.parent
+                ))
+            }
             Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR => {}
             Some(n) if n.ino == ROOT_INO => return Err("root inode is not a directory".into()),
             _ => return Err("root directory is missing".into()),

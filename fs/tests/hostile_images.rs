@@ -345,3 +345,25 @@ fn a_wrong_inode_block_count_is_corrected_by_the_mount() {
     let rep = check(&after).expect("fsck");
     assert!(rep.is_clean(), "{:?}", rep.findings);
 }
+
+/// A root directory whose parent field names another inode (its ".." would lead out of
+/// the filesystem) is refused by the mount, as fsck flags it. The old mount accepted it
+/// (found by the fuzz target: fsck still flagged the image after the mount).
+#[test]
+fn a_root_directory_whose_parent_is_not_itself_is_refused() {
+    let base = Base::populated();
+    for parent in [0, 2, 1 << 63] {
+        let mut img = base.image.clone();
+        let root = hostile::map_structures(&img, &base.sb)
+            .into_iter()
+            .find(|s| s.kind == hostile::Kind::Inode && s.off == base.sb.inode_offset(1) as usize)
+            .expect("root inode");
+        img[root.off + 96..root.off + 104].copy_from_slice(&u64::to_le_bytes(parent));
+        hostile::seal(&mut img, &root);
+        let before = check(&img).expect("fsck");
+        assert!(!before.is_clean(), "parent {parent}: fsck clean");
+        let r = mount(&img).unwrap_or_else(|e| panic!("{e}"));
+        let msg = r.expect_err("the mount refuses");
+        assert!(msg.contains("root directory"), "{msg}");
+    }
+}
