@@ -167,8 +167,9 @@ struct Deferred {
     bitmap_mismatched: bool,
     /// Inodes with no links left (unlinked while open before a crash): reclaim them.
     orphans: Vec<u64>,
-    /// Inodes whose block count on the media was wrong (corrected in memory): rewrite.
-    block_counts: Vec<u64>,
+    /// Inodes whose block or extent count on the media was wrong (corrected in memory):
+    /// rewrite them.
+    recounted: Vec<u64>,
 }
 
 /// Recovers a poisoned lock: a panic in another thread must not take the filesystem
@@ -338,7 +339,7 @@ impl DaxFs {
                 self.commit(tx)
                     .map_err(|e| format!("rewriting the bitmap: {e}"))?;
             }
-            for ino in deferred.block_counts {
+            for ino in deferred.recounted {
                 let Some(inode) = self.inode(ino).ok() else {
                     continue;
                 };
@@ -347,7 +348,7 @@ impl DaxFs {
                 self.log_inode(ino, &mut st, &mut tx);
                 drop(st);
                 self.commit(tx)
-                    .map_err(|e| format!("correcting the block count of inode {ino}: {e}"))?;
+                    .map_err(|e| format!("correcting the counts of inode {ino}: {e}"))?;
             }
             for ino in deferred.orphans {
                 let Some(inode) = self.inode(ino).ok() else {
@@ -370,7 +371,8 @@ impl DaxFs {
         let enc = {
             let mut sbm = lock(&self.sb);
             sbm.state = STATE_MOUNTED;
-            sbm.mount_count += 1;
+            // Statistics read from the media: wraps rather than overflows.
+            sbm.mount_count = sbm.mount_count.wrapping_add(1);
             sbm.mount_time = {
                 let t = now();
                 t.sec as u64 * 1_000_000_000 + t.nsec as u64
@@ -421,7 +423,7 @@ impl DaxFs {
         let mut slot = [0u8; INODE_SIZE as usize];
         let mut blockbuf = vec![0u8; BLOCK_SIZE as usize];
         let mut orphans = Vec::new();
-        let mut block_counts = Vec::new();
+        let mut recounted = Vec::new();
         self.dev.read(g.inode_offset(0), &mut slot);
         if slot.iter().any(|&b| b != 0) {
             return Err("inode slot 0 (reserved) is not zero".into());
@@ -489,14 +491,17 @@ impl DaxFs {
             if d.nlink == 0 {
                 orphans.push(ino);
             }
-            // The block count is only statistics (st_blocks), derived from what was just
-            // claimed: a wrong one is corrected (in memory now, on the media when the
-            // mount goes live) rather than refused, as fsck -p would.
+            // The block and extent counts are derived from what was just claimed and
+            // loaded (st_blocks; nothing else reads them): a wrong one is corrected (in
+            // memory now, on the media when the mount goes live) rather than refused, as
+            // fsck -p would.
             let owned = ext.mapped_blocks() + chain_blocks + u64::from(d.xattr_block != 0);
+            let extents = ext.len() as u32;
             let mut d = d;
-            if d.blocks != owned {
+            if d.blocks != owned || d.extent_count != extents {
                 d.blocks = owned;
-                block_counts.push(ino);
+                d.extent_count = extents;
+                recounted.push(ino);
             }
             nodes.push(LinkNode {
                 ino,
@@ -555,7 +560,7 @@ impl DaxFs {
         Ok(Deferred {
             bitmap_mismatched: mismatched > 0,
             orphans,
-            block_counts,
+            recounted,
         })
     }
 

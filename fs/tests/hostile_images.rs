@@ -156,7 +156,7 @@ fn superblock_sizes_that_overflow_are_refused() {
     }
 }
 
-/// Structure-aware mutation: DAXFS_HOSTILE_ITERS (default 100) images, each with 1–4
+/// Structure-aware mutation: DAXFS_HOSTILE_ITERS (default 300) images, each with 1–4
 /// mutations of fields, bytes and whole structures and every CRC recomputed, go through
 /// fsck, the mount (replay + load) and, when mounted, a clean unmount and fsck again, and
 /// a mount running a workload (`hostile::exercise`). Nothing panics; fsck clean implies
@@ -168,7 +168,7 @@ fn checksummed_hostile_images_never_panic_fsck_or_the_mount() {
     let iters: u64 = std::env::var("DAXFS_HOSTILE_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(300);
     let seed: u64 = std::env::var("DAXFS_HOSTILE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -321,12 +321,13 @@ fn journal_record_beyond_the_device_end_is_not_replayed() {
 }
 
 /// An inode whose block count (statistics, st_blocks) is wrong on the media — here near
-/// 2^64 — is corrected by the mount from the blocks it owns, in memory and on the media
-/// once live: stat shows the real count and fsck is clean after the unmount. The old
+/// 2^64 — and whose extent count is wrong, is corrected by the mount from the blocks and
+/// extents it owns, in memory and on the media once live: stat shows the real count and
+/// fsck is clean after the unmount. The old
 /// mount kept the value, and stat's multiplication overflowed (found by the fuzz target;
 /// a panic in debug builds), and fsck flagged the image after every mount.
 #[test]
-fn a_wrong_inode_block_count_is_corrected_by_the_mount() {
+fn wrong_inode_block_and_extent_counts_are_corrected_by_the_mount() {
     let base = Base::populated();
     let mut img = base.image.clone();
     let root = hostile::map_structures(&img, &base.sb)
@@ -335,6 +336,8 @@ fn a_wrong_inode_block_count_is_corrected_by_the_mount() {
         .expect("root inode");
     let right = u64::from_le_bytes(img[root.off + 32..root.off + 40].try_into().expect("8"));
     img[root.off + 32..root.off + 40].copy_from_slice(&u64::MAX.to_le_bytes());
+    // The extent count too (also derived from what the mount loads).
+    img[root.off + 120..root.off + 124].copy_from_slice(&377u32.to_le_bytes());
     hostile::seal(&mut img, &root);
     let after = mount_with(&img, |fs| {
         let a = fs.getattr(daxfs::ROOT).expect("getattr");
@@ -366,4 +369,66 @@ fn a_root_directory_whose_parent_is_not_itself_is_refused() {
         let msg = r.expect_err("the mount refuses");
         assert!(msg.contains("root directory"), "{msg}");
     }
+}
+
+/// A superblock whose mount count is 2^64-1 (statistics, valid CRC) mounts: the count
+/// wraps instead of overflowing (a panic in debug builds before).
+#[test]
+fn a_mount_count_at_its_maximum_wraps() {
+    let base = Base::populated();
+    let mut img = base.image.clone();
+    let mut sb = base.sb.clone();
+    sb.mount_count = u64::MAX;
+    let enc = sb.encode();
+    img[..SB_SIZE].copy_from_slice(&enc);
+    img[BLOCK_SIZE as usize..BLOCK_SIZE as usize + SB_SIZE].copy_from_slice(&enc);
+    let after = mount(&img)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("mounts");
+    let sb = Superblock::decode(&after[..SB_SIZE], after.len() as u64).expect("superblock");
+    assert_eq!(sb.mount_count, 0);
+}
+
+/// The journal counterpart: DAXFS_HOSTILE_JOURNALS (default 3000) journals with
+/// committed transactions whose fields and header were set to boundary values and
+/// resealed (common/hostile.rs) are opened: replay never panics, never writes outside
+/// the media, and leaves a journal that opens again.
+#[test]
+fn checksummed_hostile_journals_never_panic_replay() {
+    use daxfs_journal::{Journal, MemMedia};
+    let iters: u64 = std::env::var("DAXFS_HOSTILE_JOURNALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let mut rng = Rng(0x0bad_5eed_0000_0002);
+    let (mut opened, mut replayed) = (0u64, 0u64);
+    for it in 0..iters {
+        let img = hostile::hostile_journal(&mut rng);
+        let m = Arc::new(MemMedia::from_bytes(img));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let Ok((_, report)) = Journal::open(m.clone(), hostile::J_START, hostile::J_LEN) else {
+                return None;
+            };
+            Journal::open(m.clone(), hostile::J_START, hostile::J_LEN)
+                .expect("reopen after replay");
+            Some(report.transactions_replayed)
+        }))
+        .unwrap_or_else(|p| panic!("iteration {it}: replay panicked: {}", panic_text(p)));
+        if let Some(n) = r {
+            opened += 1;
+            replayed += n;
+        }
+        assert_eq!(
+            m.out_of_range_count(),
+            0,
+            "iteration {it}: outside the media"
+        );
+    }
+    println!(
+        "hostile journals: {iters} opened {opened}, {replayed} transactions replayed, no panic"
+    );
+    assert!(
+        opened * 2 > iters,
+        "most journals get past the header checks"
+    );
 }

@@ -384,7 +384,22 @@ fn interesting(e: &mut impl Entropy, sb: &Superblock, width: usize) -> u64 {
 /// Applies one random mutation to `img` (not yet sealed).
 pub fn mutate_once(img: &mut [u8], base: &Base, e: &mut impl Entropy) {
     let all = &base.structures;
-    let s = all[e.below(all.len() as u64) as usize];
+    // A kind first, then one structure of it: the two superblocks and journal headers
+    // are as likely a target as the hundred inode slots.
+    let kinds = [
+        Kind::Superblock,
+        Kind::JournalHeader,
+        Kind::Inode,
+        Kind::ExtentBlock,
+        Kind::DirBlock,
+        Kind::XattrBlock,
+        Kind::BitmapBlock,
+    ];
+    let kind = kinds[e.below(kinds.len() as u64) as usize];
+    let of_kind: Vec<&Structure> = all.iter().filter(|t| t.kind == kind).collect();
+    let Some(&&s) = of_kind.get(e.below(of_kind.len() as u64) as usize) else {
+        return;
+    };
     match e.below(12) {
         // A field set to a boundary value (the most productive: decoders see it).
         0..=5 => {
