@@ -440,6 +440,14 @@ impl DaxFs {
             let Some(kind) = FileKind::from_mode(d.mode) else {
                 return Err(format!("inode {ino}: invalid mode {:o}", d.mode));
             };
+            // No file grows past MAX_FILE_SIZE; the I/O paths compute `offset + len` up
+            // to the size and rely on it (fsck reports the same).
+            if d.size > MAX_FILE_SIZE {
+                return Err(format!(
+                    "inode {ino}: size {} is beyond the maximum file size",
+                    d.size
+                ));
+            }
             // Extent blocks chain.
             let mut chain = Vec::new();
             let mut next = d.extent_block;

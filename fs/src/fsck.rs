@@ -749,6 +749,14 @@ impl Checker {
                 n.empty_file = true;
             }
         }
+        if d.size > MAX_FILE_SIZE {
+            // The mount refuses it too: no file can grow past this, and offsets up to
+            // the size must be free of overflow.
+            self.r.error(format!(
+                "inode {ino}: size {} is beyond the maximum file size",
+                d.size
+            ));
+        }
         match kind {
             FileKind::Dir => self.check_dir(ino, &d, &ext),
             FileKind::Symlink => {

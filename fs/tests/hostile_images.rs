@@ -432,3 +432,29 @@ fn checksummed_hostile_journals_never_panic_replay() {
         "most journals get past the header checks"
     );
 }
+
+/// A file whose size is beyond the maximum file size (2^44; here near 2^64, valid CRC)
+/// is refused by the mount and flagged by fsck. The old mount accepted it and a read
+/// near its end overflowed computing `offset + len` (found by the stable hostile run).
+#[test]
+fn a_file_size_beyond_the_maximum_is_refused() {
+    let base = Base::populated();
+    let structures = hostile::map_structures(&base.image, &base.sb);
+    // Inode 3 is /d/a, a regular file of 10000 bytes.
+    let slot = structures
+        .iter()
+        .find(|s| s.kind == hostile::Kind::Inode && s.off == base.sb.inode_offset(3) as usize)
+        .expect("inode 3");
+    for size in [u64::MAX - 50, (1 << 44) + 1] {
+        let mut img = base.image.clone();
+        assert_eq!(img[slot.off + 24..slot.off + 32], 10000u64.to_le_bytes());
+        img[slot.off + 24..slot.off + 32].copy_from_slice(&size.to_le_bytes());
+        hostile::seal(&mut img, slot);
+        let rep = check(&img).expect("fsck");
+        assert!(!rep.is_clean(), "size {size}: fsck clean");
+        let msg = mount(&img)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .expect_err("refused");
+        assert!(msg.contains("maximum file size"), "{msg}");
+    }
+}
