@@ -484,6 +484,24 @@ impl DaxFs {
                 self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
                 xattrs = decode_xattr_block(&blockbuf, ino).map_err(|e| e.to_string())?;
             }
+            // What fsck checks of the other kinds (readlink reads block 0 of a symlink
+            // up to its size; device nodes, fifos and sockets hold no data).
+            match kind {
+                FileKind::Symlink if d.size == 0 || d.size >= BLOCK_SIZE => {
+                    return Err(format!(
+                        "symlink {ino}: target length {} is out of range",
+                        d.size
+                    ));
+                }
+                FileKind::Symlink if ext.find(0).is_none() => {
+                    return Err(format!("symlink {ino}: target block is missing"));
+                }
+                FileKind::Dir | FileKind::File | FileKind::Symlink => {}
+                _ if !ext.is_empty() || d.size != 0 => {
+                    return Err(format!("inode {ino}: a {kind:?} node has data"));
+                }
+                _ => {}
+            }
             let dir = if kind == FileKind::Dir {
                 let idx = self.load_dir(ino, &d, &ext)?;
                 let at = nodes.len();

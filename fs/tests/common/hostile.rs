@@ -489,6 +489,12 @@ pub fn hostile_image(base: &Base, e: &mut impl Entropy) -> Vec<u8> {
     img
 }
 
+/// A refusal of an image fsck rightly calls clean: unknown read-only-compatible features
+/// refuse a read-write mount only (the message says to mount with -o ro).
+pub fn refusal_by_design(msg: &str) -> bool {
+    msg.contains("read-only-compatible features")
+}
+
 /// Whether an image passes every check a mount makes before `load` (a superblock copy
 /// decodes, the journal header is valid): such an input reaches the parsers of the
 /// metadata behind the checksums.
