@@ -1096,6 +1096,9 @@ impl daxfs_journal::Media for Device {
     fn take_error(&self) -> io::Result<()> {
         Device::take_error(self)
     }
+    fn size(&self) -> u64 {
+        Device::size(self)
+    }
 }
 
 #[cfg(test)]

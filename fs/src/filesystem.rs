@@ -139,6 +139,8 @@ pub struct DaxFs {
     pub(crate) failed: AtomicBool,
     pub(crate) stats: FsCounters,
     pub(crate) shut_down: AtomicBool,
+    /// What the mount still has to write once it goes live (`go_live`); None when live.
+    deferred: Mutex<Option<Deferred>>,
     /// Drops the kernel's cached pages of a range (set by the FUSE adapter).
     pub(crate) cache_inval: RwLock<Option<crate::break_layouts::CacheInvalidator>>,
     /// Long-term pins by inode, per-user pin usage, the lease break hook (`pin.rs`).
@@ -158,6 +160,16 @@ pub(crate) struct FsCounters {
     /// transactions they carried (more than one when concurrent commits were batched).
     pub commits: AtomicU64,
     pub transactions: AtomicU64,
+}
+
+/// The writes a mount makes after `load` accepted the image, held back until
+/// [`DaxFs::go_live`] so that a mount that fails before it is live (mount(2) refused)
+/// leaves the image as it found it.
+struct Deferred {
+    /// The on-media bitmap disagrees with the extent maps (left by a crash): rewrite it.
+    bitmap_mismatched: bool,
+    /// Inodes with no links left (unlinked while open before a crash): reclaim them.
+    orphans: Vec<u64>,
 }
 
 /// Recovers a poisoned lock: a panic in another thread must not take the filesystem
@@ -210,6 +222,18 @@ impl DaxFs {
     /// metadata can be read (ext4 recovers on a read-only mount too), so the device is
     /// then reopened read-write, and the mount refused if it cannot be.
     pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+        let fs = DaxFs::prepare(device, opts)?;
+        fs.go_live()?;
+        Ok(fs)
+    }
+
+    /// The checking half of [`mount`](Self::mount): opens the device, validates the
+    /// superblock, replays the journal and loads the metadata, but writes nothing else
+    /// (not even when dropped) until [`go_live`](Self::go_live). The daemon calls it
+    /// before mount(2) and `go_live` once the kernel mount exists, so a mount that fails
+    /// in between leaves the image byte-identical (when there was nothing to replay:
+    /// replay of committed transactions is the one write a refused mount makes).
+    pub fn prepare(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
         let open = |writable| {
             Device::open(
                 device,
@@ -241,30 +265,43 @@ impl DaxFs {
                 )
             })?;
         }
-        DaxFs::mount_device(dev, opts)
+        DaxFs::prepare_device(dev, opts)
     }
 
     /// Mounts an already opened device (e.g. a memory device holding a crash image):
     /// validates the superblock, replays the journal, loads metadata, reclaims orphans.
     pub fn mount_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+        let fs = DaxFs::prepare_device(dev, opts)?;
+        fs.go_live()?;
+        Ok(fs)
+    }
+
+    /// [`prepare`](Self::prepare) on an already opened device.
+    pub fn prepare_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
         let size = dev.size();
         let name = dev.path().display().to_string();
-        let mut buf = [0u8; SB_SIZE];
-        dev.read(0, &mut buf);
+        // Either copy may lie beyond the end of a truncated image: a copy the device
+        // cannot hold reads as zeros (no magic), and `decode` then refuses it.
+        let read_copy = |off: u64| {
+            let mut b = [0u8; SB_SIZE];
+            if off
+                .checked_add(SB_SIZE as u64)
+                .is_some_and(|end| end <= size)
+            {
+                dev.read(off, &mut b);
+            }
+            b
+        };
+        let buf = read_copy(0);
         let sb = match Superblock::decode(&buf, size) {
             Ok(sb) => sb,
             Err(primary) => {
-                if !Superblock::has_magic(&buf) {
-                    let mut b2 = [0u8; SB_SIZE];
-                    if size >= 2 * BLOCK_SIZE {
-                        dev.read(BLOCK_SIZE, &mut b2);
-                    }
-                    if !Superblock::has_magic(&b2) {
-                        return Err(err(format!("{name}: not a daxfs filesystem (no superblock; format it with mkfs.daxfs)")));
-                    }
+                let b2 = read_copy(BLOCK_SIZE);
+                if !Superblock::has_magic(&buf) && !Superblock::has_magic(&b2) {
+                    return Err(err(format!(
+                        "{name}: not a daxfs filesystem (no superblock; format it with mkfs.daxfs)"
+                    )));
                 }
-                let mut b2 = [0u8; SB_SIZE];
-                dev.read(BLOCK_SIZE, &mut b2);
                 match Superblock::decode(&b2, size) {
                     Ok(sb) => {
                         eprintln!("daxfs: {name}: primary superblock is bad ({primary}); using the backup");
@@ -322,32 +359,83 @@ impl DaxFs {
             generation: AtomicU32::new(now().nsec),
             failed: AtomicBool::new(false),
             stats: FsCounters::default(),
-            shut_down: AtomicBool::new(false),
+            // Not live yet: dropping it writes nothing (see `go_live`).
+            shut_down: AtomicBool::new(true),
+            deferred: Mutex::new(None),
             cache_inval: RwLock::new(None),
             pins: Default::default(),
         };
-        if let Err(e) = fs.load() {
-            // Refused: nothing may be written, not even the clean shutdown that dropping
-            // a mounted filesystem does (it would reclaim "orphans" and mark the image
-            // clean on the strength of metadata that was just found inconsistent).
-            fs.shut_down.store(true, Ordering::SeqCst);
+        // Refused: nothing may be written, not even the clean shutdown that dropping a
+        // mounted filesystem does (it would reclaim "orphans" and mark the image clean on
+        // the strength of metadata that was just found inconsistent): `shut_down` is
+        // still set.
+        let deferred = fs
+            .load()
+            .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
+        *lock(&fs.deferred) = Some(deferred);
+        Ok(fs)
+    }
+
+    /// The writing half of a mount, after [`prepare`](Self::prepare): makes the journal
+    /// writable, rewrites a bitmap a crash left stale, reclaims orphans and marks the
+    /// superblock mounted. From here on dropping the filesystem shuts it down cleanly. A
+    /// second call does nothing.
+    pub fn go_live(&self) -> std::result::Result<(), String> {
+        let Some(deferred) = lock(&self.deferred).take() else {
+            return Ok(());
+        };
+        let name = self.dev.path().display().to_string();
+        if self.opts.read_only {
+            self.shut_down.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        let g = &self.geo;
+        lock(&self.journal).make_writable();
+        let written = (|| {
+            if deferred.bitmap_mismatched {
+                // Rewrite the bitmap from the extent maps, through the journal.
+                let mut tx = Tx::new();
+                {
+                    let space = lock(&self.space);
+                    for i in 0..g.bitmap_blocks {
+                        let im = self.bitmap_image(&space, i, &[]);
+                        tx.txn.write(g.bitmap_block_offset(i), &im);
+                    }
+                }
+                self.commit(tx)
+                    .map_err(|e| format!("rewriting the bitmap: {e}"))?;
+            }
+            for ino in deferred.orphans {
+                let Some(inode) = self.inode(ino).ok() else {
+                    continue;
+                };
+                let mut tx = Tx::new();
+                let mut st = wlock(&inode.st);
+                self.free_inode(&inode, &mut st, &mut tx)
+                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                drop(st);
+                self.commit(tx)
+                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+            }
+            std::result::Result::<(), String>::Ok(())
+        })();
+        if let Err(e) = written {
             return Err(format!("{name}: {e}; run fsck.daxfs"));
         }
-        if !fs.opts.read_only {
-            let enc = {
-                let mut sbm = lock(&fs.sb);
-                sbm.state = STATE_MOUNTED;
-                sbm.mount_count += 1;
-                sbm.mount_time = {
-                    let t = now();
-                    t.sec as u64 * 1_000_000_000 + t.nsec as u64
-                };
-                sbm.encode()
+        self.shut_down.store(false, Ordering::SeqCst);
+        let enc = {
+            let mut sbm = lock(&self.sb);
+            sbm.state = STATE_MOUNTED;
+            // Statistics read from the media: wraps rather than overflows.
+            sbm.mount_count = sbm.mount_count.wrapping_add(1);
+            sbm.mount_time = {
+                let t = now();
+                t.sec as u64 * 1_000_000_000 + t.nsec as u64
             };
-            fs.write_superblock(0, &enc)
-                .map_err(|_| format!("{name}: could not update the superblock"))?;
-        }
-        Ok(fs)
+            sbm.encode()
+        };
+        self.write_superblock(0, &enc)
+            .map_err(|_| format!("{name}: could not update the superblock"))
     }
 
     /// Reads every inode, extent map, directory and xattr block; rebuilds the free-space
@@ -357,7 +445,7 @@ impl DaxFs {
     /// two flat arrays (one record per inode, one per directory entry) and checked by
     /// sorting and merging, so a mount costs a few hundred ns per inode rather than
     /// hash probes per entry (10^6 files: see docs/BENCHMARKS.md, "Scale").
-    fn load(&self) -> std::result::Result<(), String> {
+    fn load(&self) -> std::result::Result<Deferred, String> {
         let g = &self.geo;
         let mut used = FreeSpace::new_all_free(g.data_blocks);
         let refs = &self.refs;
@@ -406,6 +494,14 @@ impl DaxFs {
             let Some(kind) = FileKind::from_mode(d.mode) else {
                 return Err(format!("inode {ino}: invalid mode {:o}", d.mode));
             };
+            // No file grows past MAX_FILE_SIZE; the I/O paths compute `offset + len` up
+            // to the size and rely on it (fsck reports the same).
+            if d.size > MAX_FILE_SIZE {
+                return Err(format!(
+                    "inode {ino}: size {} is beyond the maximum file size",
+                    d.size
+                ));
+            }
             // Extent blocks chain.
             let mut chain = Vec::new();
             let mut next = d.extent_block;
@@ -459,6 +555,24 @@ impl DaxFs {
                 self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
                 xattrs = decode_xattr_block(&blockbuf, ino).map_err(|e| e.to_string())?;
             }
+            // What fsck checks of the other kinds (readlink reads block 0 of a symlink
+            // up to its size; device nodes, fifos and sockets hold no data).
+            match kind {
+                FileKind::Symlink if d.size == 0 || d.size >= BLOCK_SIZE => {
+                    return Err(format!(
+                        "symlink {ino}: target length {} is out of range",
+                        d.size
+                    ));
+                }
+                FileKind::Symlink if ext.find(0).is_none() => {
+                    return Err(format!("symlink {ino}: target block is missing"));
+                }
+                FileKind::Dir | FileKind::File | FileKind::Symlink => {}
+                _ if !ext.is_empty() || d.size != 0 => {
+                    return Err(format!("inode {ino}: a {kind:?} node has data"));
+                }
+                _ => {}
+            }
             let dir = if kind == FileKind::Dir {
                 let idx = self.load_dir(ino, &d, &ext)?;
                 let at = nodes.len();
@@ -491,6 +605,13 @@ impl DaxFs {
             inodes.push((ino, Arc::new(Inode::new(ino, st))));
         }
         match nodes.first() {
+            // The root's ".." is itself: its parent field names no other directory.
+            Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR && n.parent != ROOT_INO => {
+                return Err(format!(
+                    "root directory: parent field is {}, not itself",
+                    n.parent
+                ))
+            }
             Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR => {}
             Some(n) if n.ino == ROOT_INO => return Err("root inode is not a directory".into()),
             _ => return Err("root directory is missing".into()),
@@ -520,36 +641,11 @@ impl DaxFs {
         *lock(&self.space) = used;
         *lock(&self.free_inos) = free.into_iter().collect();
         *wlock(&self.inodes) = inodes.into_iter().collect();
-        if !self.opts.read_only {
-            // Every check passed: from here on the mount writes (see `mount_device`).
-            lock(&self.journal).make_writable();
-            if mismatched > 0 {
-                // Rewrite the bitmap from the extent maps, through the journal.
-                let mut tx = Tx::new();
-                {
-                    let space = lock(&self.space);
-                    for i in 0..g.bitmap_blocks {
-                        let im = self.bitmap_image(&space, i, &[]);
-                        tx.txn.write(g.bitmap_block_offset(i), &im);
-                    }
-                }
-                self.commit(tx)
-                    .map_err(|e| format!("rewriting the bitmap: {e}"))?;
-            }
-            for ino in orphans {
-                let Some(inode) = self.inode(ino).ok() else {
-                    continue;
-                };
-                let mut tx = Tx::new();
-                let mut st = wlock(&inode.st);
-                self.free_inode(&inode, &mut st, &mut tx)
-                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
-                drop(st);
-                self.commit(tx)
-                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
-            }
-        }
-        Ok(())
+        // Every check passed; what the mount has to write is left to `go_live`.
+        Ok(Deferred {
+            bitmap_mismatched: mismatched > 0,
+            orphans,
+        })
     }
 
     fn load_dir(
@@ -744,7 +840,8 @@ impl DaxFs {
             ino,
             generation: d.generation as u64,
             size: d.size,
-            blocks: d.blocks * (BLOCK_SIZE / 512),
+            // Saturating: `blocks` is read from the media and not checked by `load`.
+            blocks: d.blocks.saturating_mul(BLOCK_SIZE / 512),
             atime: d.atime,
             mtime: d.mtime,
             ctime: d.ctime,

@@ -302,14 +302,24 @@ impl Superblock {
                 self.total_blocks, device_size
             ));
         }
+        // Every sum and product is checked: the fields come from the media, and a CRC
+        // only proves that whoever wrote them computed it (a wrapped sum would place a
+        // region "after" another while it actually starts near block 0). The regions are
+        // contiguous and in order, and all end at or before `data_start`, which is inside
+        // the filesystem: so every region is inside the device.
+        let end = |start: u64, blocks: u64| start.checked_add(blocks);
+        let inode_table_blocks = self
+            .inode_count
+            .checked_mul(INODE_SIZE)
+            .map(|bytes| bytes.div_ceil(BLOCK_SIZE));
         let ok = self.journal_start == 2
             && self.journal_blocks >= 16
-            && self.inode_table_start == self.journal_start.saturating_add(self.journal_blocks)
+            && Some(self.inode_table_start) == end(self.journal_start, self.journal_blocks)
             && self.inode_count >= 2
             && self.inode_count <= u32::MAX as u64
-            && self.inode_table_blocks == (self.inode_count * INODE_SIZE).div_ceil(BLOCK_SIZE)
-            && self.bitmap_start == self.inode_table_start + self.inode_table_blocks
-            && self.data_start >= self.bitmap_start.saturating_add(self.bitmap_blocks)
+            && Some(self.inode_table_blocks) == inode_table_blocks
+            && Some(self.bitmap_start) == end(self.inode_table_start, self.inode_table_blocks)
+            && end(self.bitmap_start, self.bitmap_blocks).is_some_and(|e| self.data_start >= e)
             && self.data_start.is_multiple_of(DATA_ALIGN_BLOCKS)
             && self.data_start < self.total_blocks
             && self.data_blocks == self.total_blocks - self.data_start

@@ -273,6 +273,9 @@ impl Media for Overlay {
     }
     fn flush(&self, _off: u64, _len: u64) {}
     fn fence(&self) {}
+    fn size(&self) -> u64 {
+        self.size
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -848,6 +851,14 @@ impl Checker {
             if let Some(n) = self.nodes.get_mut(&ino) {
                 n.empty_file = true;
             }
+        }
+        if d.size > MAX_FILE_SIZE {
+            // The mount refuses it too: no file can grow past this, and offsets up to
+            // the size must be free of overflow.
+            self.r.error(format!(
+                "inode {ino}: size {} is beyond the maximum file size",
+                d.size
+            ));
         }
         match kind {
             FileKind::Dir => self.check_dir(ino, &d, &ext),

@@ -119,9 +119,18 @@ impl Header {
         if h.tail > log_len || h.tail & (TXN_ALIGN - 1) != 0 {
             return Err("tail outside the log");
         }
+        // Both count up by one per checkpoint or commit and never come near 2^63; a copy
+        // beyond it could only wrap (a newer header would then look older than a stale
+        // one, and the log damaged), so it is not a valid copy.
+        if h.generation >= COUNTER_LIMIT || h.tail_seq >= COUNTER_LIMIT {
+            return Err("generation or sequence number out of range");
+        }
         Ok(h)
     }
 }
+
+/// Bound on a header's generation and tail sequence number (see `Header::decode`).
+pub(crate) const COUNTER_LIMIT: u64 = 1 << 63;
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of a transaction
 /// body. Deliberately not the CRC-32 (IEEE) that protects the metadata structures the

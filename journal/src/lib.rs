@@ -67,6 +67,13 @@ pub trait Media: Send + Sync {
     fn take_error(&self) -> std::io::Result<()> {
         Ok(())
     }
+    /// Bytes the media holds. Commit refuses, and replay stops at, a record that ends
+    /// beyond it: a well-checksummed but hostile journal must not make replay write past
+    /// the end of the device. The default (no limit) suits media that bound writes
+    /// themselves.
+    fn size(&self) -> u64 {
+        u64::MAX
+    }
 }
 
 /// Why replay stopped. Every variant is a normal outcome after a crash; none is an error
@@ -367,6 +374,11 @@ struct Survey {
     /// (log offset, sequence number), in log order. A crash never leaves one (see
     /// `Journal::survey`), so any is damage.
     beyond: Vec<(u64, u64)>,
+    /// The highest sequence number (at least the stop's) of a trace found inside the
+    /// chain's bytes: record data that looks like a header or commit record (an xattr
+    /// value can hold any bytes). Harmless while the chain covers it, but once a replay
+    /// retires the chain it would look like damage, so the log restarts above it.
+    inside: Option<u64>,
 }
 
 impl Survey {
@@ -447,8 +459,11 @@ impl Journal {
 
     /// Opens the journal for a read-only mount: committed transactions are still replayed
     /// (the metadata read next must include them, as ext4 recovers on a read-only mount),
-    /// but when there is nothing to replay nothing at all is written. The journal then
-    /// refuses commits and checkpoints.
+    /// but the header is left as it is until [`make_writable`](Self::make_writable): the
+    /// only writes are the replayed records, which rewrite bytes already home unless a
+    /// crash cut their commit short, so a mount refused after this leaves such an image
+    /// byte-identical. (Replaying the same transactions again at the next open is
+    /// idempotent.) The journal then refuses commits and checkpoints.
     pub fn open_read_only(
         media: Arc<dyn Media>,
         start: u64,
@@ -456,11 +471,7 @@ impl Journal {
     ) -> Result<(Journal, ReplayReport), JournalError> {
         let mut journal = Journal::from_header(media, start, len, true)?;
         let report = journal.replay()?;
-        if report.transactions_replayed > 0 {
-            journal.reset_after_replay();
-        } else {
-            journal.reset_pending = true;
-        }
+        journal.reset_pending = true;
         Ok((journal, report))
     }
 
@@ -680,6 +691,9 @@ impl Journal {
         if off < self.start + self.len && end > self.start {
             return invalid("overlaps the journal region");
         }
+        if end > self.media.size() {
+            return invalid("ends beyond the media");
+        }
         Ok(())
     }
 
@@ -773,7 +787,9 @@ impl Journal {
         report.transactions_in_place = (survey.chain.len() - replay.len()) as u64;
         self.apply(replay, &mut report);
         self.head = survey.stop_pos;
-        self.next_seq = survey.stop_seq();
+        // Above any trace inside the retired chain (`Survey::inside`), so that the log
+        // does not read as damaged on the next open.
+        self.next_seq = survey.stop_seq().max(survey.inside.unwrap_or(0));
         report
     }
 
@@ -883,7 +899,7 @@ impl Journal {
                 Scan::Stop(reason) => break reason,
             }
         };
-        let mut beyond = self.find_traces(seq, |p| (tail..pos).contains(&p));
+        let (mut beyond, inside) = self.find_traces(seq, |p| (tail..pos).contains(&p));
         // The stop transaction's own header or commit record: its commit had begun.
         let own = beyond.len();
         beyond.retain(|&t| t != (pos, seq));
@@ -898,19 +914,26 @@ impl Journal {
             stop_pos: pos,
             stop,
             beyond,
+            inside,
         }
     }
 
     /// Traces of transactions of this journal with a sequence number of at least
     /// `min_seq` — an intact header, or an intact commit record (which tells where its
     /// transaction starts) — at every 64-byte log position but those `skip` names: (log
-    /// offset of the transaction, sequence number), in log order of the trace. Reads the
-    /// log in large chunks, so the cost is one pass over it.
-    fn find_traces(&self, min_seq: u64, skip: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+    /// offset of the transaction, sequence number), in log order of the trace; and the
+    /// highest sequence number of such a trace at a position `skip` names. Reads the log
+    /// in large chunks, so the cost is one pass over it.
+    fn find_traces(
+        &self,
+        min_seq: u64,
+        skip: impl Fn(u64) -> bool,
+    ) -> (Vec<(u64, u64)>, Option<u64>) {
         const CHUNK: u64 = 256 * 1024;
         let mut out = Vec::new();
+        let mut skipped: Option<u64> = None;
         let Some(last) = self.log_len.checked_sub(TXN_HEADER_SIZE + COMMIT_SIZE) else {
-            return out;
+            return (out, skipped);
         };
         let mut buf = vec![0u8; CHUNK.min(self.log_len) as usize];
         let mut base = 0u64;
@@ -924,7 +947,7 @@ impl Journal {
                     break;
                 }
                 let magic = get_u32(h, 0);
-                if (magic != TXN_MAGIC && magic != COMMIT_MAGIC) || skip(p) {
+                if magic != TXN_MAGIC && magic != COMMIT_MAGIC {
                     continue;
                 }
                 let trace = if magic == TXN_MAGIC {
@@ -933,13 +956,16 @@ impl Journal {
                     self.commit_trace(h, p)
                 };
                 match trace {
+                    Some((_, seq)) if seq >= min_seq && skip(p) => {
+                        skipped = skipped.max(Some(seq));
+                    }
                     Some((at, seq)) if seq >= min_seq => out.push((at, seq)),
                     _ => {}
                 }
             }
             base += n as u64;
         }
-        out
+        (out, skipped)
     }
 
     /// For an intact commit record of this journal (`h`: its 64 bytes) at log offset `p`:

@@ -620,6 +620,9 @@ impl MemMedia {
 }
 
 impl Media for MemMedia {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
     fn read(&self, off: u64, buf: &mut [u8]) {
         let mut g = self.lock();
         let size = g.volatile.len() as u64;

@@ -1,70 +1,47 @@
-//! Fuzz target: damage a populated daxfs image and check it, then mount it.
+//! Fuzz target: a hostile but well-checksummed image through fsck and the mount.
 //!
-//! The input is a list of 5-byte patches (little-endian u32 position, xor byte) applied
-//! to the metadata of a fixed populated image (superblocks, journal, inode table,
-//! bitmap, the first data blocks, where directory, extent and xattr blocks live). Any
-//! panic is a bug; so is an image fsck calls clean that the mount refuses, or one the
-//! mount accepts that fsck still finds damaged after the mount's clean unmount.
+//! The input drives the structure-aware mutations of fs/tests/common/hostile.rs (the
+//! same code as the stable test fs/tests/hostile_images.rs): fields of a populated
+//! image's superblocks, journal headers, inodes, extent, directory, xattr and bitmap
+//! blocks set to boundary values, structures copied over others, bytes changed, some of
+//! it delivered through committed journal transactions; then every CRC is recomputed,
+//! so the decoders, validators, replay and `load` see the damage; a mounted image is
+//! then walked, read and changed (`hostile::exercise`). Any panic is a bug; so is an
+//! image fsck calls clean that the mount refuses, or one the mount accepts that fsck
+//! still finds damaged after the mount's clean unmount.
+//! At exit the target prints how many inputs got past the checksums to `load`
+//! ("mount_image: N inputs, M reached load, K mounted"; tests/daxfs/043 reports it).
 #![no_main]
 
+#[path = "../../tests/common/hostile.rs"]
+mod hostile;
+
 use daxfs::device::Device;
-use daxfs::format::{MkfsParams, BLOCK_SIZE};
-use daxfs::{Cred, DaxFs, FsOptions, ROOT};
+use daxfs::{DaxFs, FsOptions};
 use libfuzzer_sys::fuzz_target;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-const SIZE: usize = 4 << 20;
+static INPUTS: AtomicU64 = AtomicU64::new(0);
+static REACHED_LOAD: AtomicU64 = AtomicU64::new(0);
+static MOUNTED: AtomicU64 = AtomicU64::new(0);
 
-struct Base {
-    image: Vec<u8>,
-    /// Byte ranges patches land in.
-    regions: Vec<(usize, usize)>,
+extern "C" fn report() {
+    eprintln!(
+        "mount_image: {} inputs, {} reached load, {} mounted",
+        INPUTS.load(Ordering::Relaxed),
+        REACHED_LOAD.load(Ordering::Relaxed),
+        MOUNTED.load(Ordering::Relaxed)
+    );
 }
 
-fn base() -> &'static Base {
-    static BASE: OnceLock<Base> = OnceLock::new();
+fn base() -> &'static hostile::Base {
+    static BASE: OnceLock<hostile::Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dev = Arc::new(Device::memory(&vec![0u8; SIZE]).expect("memory device"));
-        let p = MkfsParams {
-            label: "fuzz".into(),
-            journal_bytes: 64 << 10,
-            inodes: 64,
-            uuid: [9; 16],
-            now_ns: 0,
-        };
-        daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
-        let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
-        let r = Cred::root();
-        let d = fs.mkdir(ROOT, b"d", 0o755, &r).expect("mkdir").ino;
-        let a = fs.create(d, b"a", 0o644, libc::O_RDWR, &r).expect("create").ino;
-        fs.write(a, 0, &[7u8; 10000], false).expect("write");
-        fs.release(a).expect("release");
-        fs.link(a, ROOT, b"l").expect("link");
-        fs.symlink(ROOT, b"s", b"d/a", &r).expect("symlink");
-        let f = fs.create(ROOT, b"frag", 0o644, libc::O_RDWR, &r).expect("create").ino;
-        for i in 0..8u64 {
-            fs.write(f, i * 2 * BLOCK_SIZE, &[i as u8 + 1; 4096], false)
-                .expect("write");
-        }
-        fs.release(f).expect("release");
-        fs.setxattr(a, b"user.x", b"value", 0).expect("setxattr");
-        let sb = fs.superblock();
-        fs.shutdown().expect("unmount");
-        drop(fs);
-        let mut image = vec![0u8; SIZE];
-        dev.read(0, &mut image);
-        let b = |blk: u64| (blk * BLOCK_SIZE) as usize;
-        let regions = vec![
-            (0, b(2)),
-            (b(sb.journal_start), b(sb.journal_start + sb.journal_blocks)),
-            (
-                b(sb.inode_table_start),
-                b(sb.inode_table_start + sb.inode_table_blocks),
-            ),
-            (b(sb.bitmap_start), b(sb.bitmap_start + sb.bitmap_blocks)),
-            (b(sb.data_start), b(sb.data_start + 32)),
-        ];
-        Base { image, regions }
+        // SAFETY: registers a plain extern "C" function with no arguments; libFuzzer
+        // leaves through exit(), which runs it.
+        unsafe { libc::atexit(report) };
+        hostile::Base::populated()
     })
 }
 
@@ -75,36 +52,41 @@ fn check(img: &[u8]) -> daxfs::fsck::FsckReport {
 
 fuzz_target!(|data: &[u8]| {
     let base = base();
-    let span: usize = base.regions.iter().map(|(s, e)| e - s).sum();
-    let mut img = base.image.clone();
-    for p in data.chunks_exact(5) {
-        let mut at = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize % span;
-        for &(s, e) in &base.regions {
-            if at < e - s {
-                img[s + at] ^= p[4];
-                break;
-            }
-            at -= e - s;
-        }
+    let img = hostile::hostile_image(base, &mut hostile::Bytes::new(data));
+    INPUTS.fetch_add(1, Ordering::Relaxed);
+    if hostile::reaches_load(&img) {
+        REACHED_LOAD.fetch_add(1, Ordering::Relaxed);
     }
     let before = check(&img);
     let dev = Arc::new(Device::memory(&img).expect("memory device"));
     match DaxFs::mount_device(dev.clone(), FsOptions::default()) {
         Ok(fs) => {
+            MOUNTED.fetch_add(1, Ordering::Relaxed);
             fs.shutdown().expect("clean unmount of a mounted image");
             drop(fs);
             let mut after = vec![0u8; img.len()];
             dev.read(0, &mut after);
-            let after = check(&after);
+            let rep = check(&after);
             assert!(
-                after.is_clean(),
+                rep.is_clean(),
                 "mounted an image it did not repair: before {:?}, after {:?}",
                 before.findings,
-                after.findings
+                rep.findings
             );
+            // Then what the mount accepted is used (only a panic is a bug here).
+            let dev = Arc::new(Device::memory(&after).expect("memory device"));
+            if let Ok(fs) = DaxFs::mount_device(dev.clone(), FsOptions::default()) {
+                hostile::exercise(&fs);
+                let _ = fs.shutdown();
+                drop(fs);
+                let mut used = vec![0u8; img.len()];
+                dev.read(0, &mut used);
+                check(&used);
+            }
         }
-        Err(msg) => {
-            assert!(!before.is_clean(), "fsck is clean but the mount refuses: {msg}");
-        }
+        Err(msg) => assert!(
+            !before.is_clean() || hostile::refusal_by_design(&msg),
+            "fsck is clean but the mount refuses: {msg}"
+        ),
     }
 });

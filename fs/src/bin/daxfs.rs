@@ -706,16 +706,21 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     // thread (sigwait) ever sees these signals.
     let sigs = block_signals()?;
     let device = &req.device;
-    let fs = DaxFs::mount(device, req.cfg.fs_options())
+    let cannot_mount = |e: String| {
+        // The core's messages usually start with the device path already.
+        let dev = device.display().to_string();
+        let msg = match e.strip_prefix(&format!("{dev}: ")) {
+            Some(rest) => format!("cannot mount {dev}: {rest}"),
+            None => format!("cannot mount {dev}: {e}"),
+        };
+        Failure(msg, 1)
+    };
+    // Checked but not yet written to: every failure before `go_live` below (mount(2)
+    // refusing the options or the mountpoint, no thread for signals) drops it, and the
+    // image is left byte-identical.
+    let fs = DaxFs::prepare(device, req.cfg.fs_options())
         .map(Arc::new)
-        .or_else(|e| {
-            // The core's messages usually start with the device path already.
-            let dev = device.display().to_string();
-            fail(match e.strip_prefix(&format!("{dev}: ")) {
-                Some(rest) => format!("cannot mount {dev}: {rest}"),
-                None => format!("cannot mount {dev}: {e}"),
-            })
-        })?;
+        .map_err(cannot_mount)?;
     let adapter = FuseAdapter::new(fs.clone());
     let notifier = adapter.notifier_slot();
     let busy_poll_slot = adapter.busy_poll_slot();
@@ -723,10 +728,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     let config = req.cfg.fuser_config(&device.to_string_lossy());
     let mut session = match fuser::Session::new(adapter, &req.mountpoint, &config) {
         Ok(s) => s,
-        Err(e) => {
-            let _ = fs.shutdown();
-            return fail(mount_error(&req.mountpoint, &e));
-        }
+        Err(e) => return fail(mount_error(&req.mountpoint, &e)),
     };
     if let Ok(mut slot) = notifier.lock() {
         *slot = Some(session.notifier());
@@ -737,6 +739,10 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         source: config_source(&config).into_bytes(),
     };
     spawn_signal_thread(sigs, session.unmount_callable(), ours)?;
+    // The kernel mount exists and nothing has been served yet (that starts with `run`):
+    // only now does the image become "mounted". On failure dropping the session
+    // unmounts it again.
+    fs.go_live().map_err(cannot_mount)?;
     if let Some(mut pipe) = ready.take() {
         // The caller's exit status depends on this message; if it is gone, it has
         // already given up on us, so serving on is all that is left to do.
