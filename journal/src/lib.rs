@@ -36,8 +36,8 @@ pub use txn::{LogSize, Transaction};
 
 use layout::{
     crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC,
-    COMMIT_SIZE, DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS, HEADER_SIZE,
-    RECORD_HEADER_SIZE, TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
+    COMMIT_SIZE, COUNTER_LIMIT, DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS,
+    HEADER_SIZE, RECORD_HEADER_SIZE, TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
 };
 use txn::RecordRef;
 
@@ -322,9 +322,21 @@ fn read_header(media: &dyn Media, start: u64, len: u64) -> Result<Header, Journa
             Err(why) => problems.push(format!("header copy {i}: {why}")),
         }
     }
-    best.ok_or_else(|| JournalError::Corrupt {
+    let best = best.ok_or_else(|| JournalError::Corrupt {
         what: format!("no valid header ({})", problems.join("; ")),
-    })
+    })?;
+    // Half the range a copy may hold (`layout::COUNTER_LIMIT`): from below it, a journal
+    // would need 2^62 header writes or commits to reach a value a copy may not hold, so
+    // a header it writes is always read back as the newer copy.
+    if best.generation >= COUNTER_LIMIT / 2 || best.tail_seq >= COUNTER_LIMIT / 2 {
+        return Err(JournalError::Corrupt {
+            what: format!(
+                "header generation {} or sequence number {} too large to go on from",
+                best.generation, best.tail_seq
+            ),
+        });
+    }
+    Ok(best)
 }
 
 /// Outcome of looking at one log position during replay.
@@ -1069,5 +1081,57 @@ impl Journal {
             return torn;
         }
         Scan::Valid(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal formatted on a memory media whose header copy 0 is replaced by one
+    /// with `generation` and `tail_seq` (valid CRC).
+    fn with_header(generation: u64, tail_seq: u64) -> Arc<MemMedia> {
+        let (start, len) = (4096, MIN_JOURNAL_LEN);
+        let m = Arc::new(MemMedia::new((start + len) as usize));
+        format(&*m, start, len).expect("format");
+        let h = read_header(&*m, start, len).expect("formatted header");
+        let forged = Header {
+            generation,
+            tail_seq,
+            ..h
+        };
+        m.write(start + HEADER_COPY_OFFSETS[0], &forged.encode());
+        m
+    }
+
+    /// A header copy at the counters' limit could only have wrapped: it is not a valid
+    /// copy, and the other copy is used.
+    #[test]
+    fn a_header_copy_with_a_counter_at_the_limit_is_not_used() {
+        for (generation, seq) in [(COUNTER_LIMIT, 1), (u64::MAX, 1), (10, COUNTER_LIMIT)] {
+            let m = with_header(generation, seq);
+            let h = read_header(&*m, 4096, MIN_JOURNAL_LEN).expect("the other copy");
+            assert!(h.generation < COUNTER_LIMIT && h.tail_seq < COUNTER_LIMIT);
+        }
+    }
+
+    /// A header near the limit is refused at open: its next write would reach a value a
+    /// copy may not hold, and the stale copy would then be taken for the newer one (the
+    /// journal_replay fuzz target found a log that opened, then read as damaged).
+    #[test]
+    fn a_journal_too_close_to_the_counter_limit_is_refused() {
+        for (generation, seq) in [
+            (COUNTER_LIMIT - 1, 1),
+            (COUNTER_LIMIT / 2, 1),
+            (10, COUNTER_LIMIT / 2),
+        ] {
+            let m = with_header(generation, seq);
+            let r = Journal::open(m.clone(), 4096, MIN_JOURNAL_LEN);
+            assert!(
+                matches!(r, Err(JournalError::Corrupt { .. })),
+                "generation {generation}, sequence {seq}: {:?}",
+                r.map(|(_, rep)| rep)
+            );
+        }
     }
 }
