@@ -386,6 +386,11 @@ impl DaxFs {
         };
         let name = self.dev.path().display().to_string();
         if self.opts.read_only {
+            // A journal the open replayed (the device was opened writable for it) is
+            // retired now that the mount is live, as ext4 recovers on a read-only mount:
+            // the next mount, perhaps of a device that can no longer be written, has
+            // nothing to replay.
+            lock(&self.journal).retire_replayed();
             self.shut_down.store(false, Ordering::SeqCst);
             return Ok(());
         }

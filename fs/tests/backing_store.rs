@@ -138,6 +138,30 @@ fn a_read_only_mount_of_a_crashed_image_replays_its_journal() {
     assert_eq!(read_all(&fs, ino), b"data");
 }
 
+/// A read-only mount that replayed the journal retires it once live, as ext4 does: a
+/// later read-only mount of the same image, through a read-only descriptor, has nothing
+/// to replay and mounts (before, the header still named the replayed transactions and
+/// that mount was refused).
+#[test]
+fn a_read_only_mount_that_replayed_leaves_nothing_to_replay() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    mkfile(&fs, 1, b"f", b"data");
+    let crashed = d.crash_image();
+    drop(fs);
+    let fs = DaxFs::mount(&crashed.path, ro()).expect("ro mount replays");
+    drop(fs);
+    let opts = DeviceOptions {
+        writable: false,
+        exclusive: true,
+        populate: false,
+    };
+    let dev = Device::open(&crashed.path, opts).expect("open read-only");
+    let fs = DaxFs::mount_device(Arc::new(dev), ro()).expect("nothing left to replay");
+    let ino = fs.lookup(1, b"f").unwrap().ino;
+    assert_eq!(read_all(&fs, ino), b"data");
+}
+
 #[test]
 fn a_fallocate_failing_with_enospc_invalidates_the_cached_attributes() {
     let d = TestDev::new(32 * MB);

@@ -188,6 +188,8 @@ pub struct Journal {
     /// The header still has to be moved past the replayed log before the first commit
     /// (a read-only open that found nothing to replay wrote nothing).
     reset_pending: bool,
+    /// `open_read_only` replayed transactions (and so wrote): see `retire_replayed`.
+    replayed: bool,
     /// The media reported a write-back failure: what is durable is unknown, so nothing
     /// more is written (commits and checkpoints fail) until the journal is reopened.
     failed: bool,
@@ -484,7 +486,20 @@ impl Journal {
         let mut journal = Journal::from_header(media, start, len, true)?;
         let report = journal.replay()?;
         journal.reset_pending = true;
+        journal.replayed = report.transactions_replayed > 0;
         Ok((journal, report))
+    }
+
+    /// For a read-only mount that goes live after [`Journal::open_read_only`] replayed
+    /// transactions: moves the header past them, as [`make_writable`](Self::make_writable)
+    /// would, so that the next open (perhaps of a device that can no longer be written)
+    /// finds nothing to replay. The journal stays read-only. Nothing happens when
+    /// nothing was replayed.
+    pub fn retire_replayed(&mut self) {
+        if self.reset_pending && self.replayed {
+            self.reset_after_replay();
+            self.reset_pending = false;
+        }
     }
 
     /// Turns a journal opened with [`Journal::open_read_only`] into one that commits, as
@@ -523,6 +538,7 @@ impl Journal {
             stats: JournalStats::default(),
             read_only,
             reset_pending: false,
+            replayed: false,
             failed: false,
         })
     }
