@@ -339,8 +339,10 @@ impl MountConfig {
     }
 }
 
-/// A byte count: decimal, with an optional k, m, g or t suffix (powers of 1024).
-fn parse_bytes(v: &str) -> Option<u64> {
+/// A byte count: decimal (or 0x hex), with an optional k, m, g or t suffix (powers of
+/// 1024); None if it is not one or overflows. The one size parser of the mount options
+/// and the daxfs command line.
+pub fn parse_bytes(v: &str) -> Option<u64> {
     let (num, shift) = match v.char_indices().last() {
         Some((i, c)) if "kKmMgGtT".contains(c) => {
             let shift = match c.to_ascii_lowercase() {
@@ -353,7 +355,11 @@ fn parse_bytes(v: &str) -> Option<u64> {
         }
         _ => (v, 0),
     };
-    num.parse::<u64>().ok()?.checked_mul(1u64 << shift)
+    let n = match num.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => num.parse::<u64>().ok()?,
+    };
+    n.checked_mul(1u64 << shift)
 }
 
 fn required<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str, String> {

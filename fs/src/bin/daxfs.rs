@@ -189,26 +189,9 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
 
 /// A size argument: a decimal (or 0x hex) number with an optional k/m/g/t suffix.
 fn parse_size(what: &str, a: &OsStr) -> Result<u64, Failure> {
-    let bad = || Failure(format!("invalid {what} '{}'", a.to_string_lossy()), 1);
-    let s = a.to_str().ok_or_else(bad)?;
-    let (num, shift) = match s.char_indices().last() {
-        Some((i, c)) if "kKmMgGtT".contains(c) => {
-            let shift = match c.to_ascii_lowercase() {
-                'k' => 10,
-                'm' => 20,
-                'g' => 30,
-                _ => 40,
-            };
-            (&s[..i], shift)
-        }
-        _ => (s, 0),
-    };
-    let n = match num.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => num.parse(),
-    }
-    .map_err(|_| bad())?;
-    n.checked_mul(1u64 << shift).ok_or_else(bad)
+    a.to_str()
+        .and_then(daxfs::mount_options::parse_bytes)
+        .ok_or_else(|| Failure(format!("invalid {what} '{}'", a.to_string_lossy()), 1))
 }
 
 /// The end of the pin range `offset..offset+length`, or why it is no range: empty, or

@@ -178,24 +178,8 @@ impl DirAppend {
         let (block, slot) = match self.idx.find_space(name.len()) {
             Some(at) => at,
             None => {
-                let index = self.d.size / BLOCK_SIZE;
-                let pblk = blocks.alloc()?;
-                let mut img = vec![0u8; BLOCK_SIZE as usize];
-                img[..DIR_SLOT].copy_from_slice(&encode_dir_block_header(self.ino, index));
-                w.push((pblk * BLOCK_SIZE, img));
-                let e = Extent {
-                    lblk: index,
-                    pblk,
-                    len: 1,
-                };
-                if !self.ext.insert(e) {
-                    self.add_extent_block(blocks, w)?;
-                    if !self.ext.insert(e) {
-                        return Err(format!("directory {}: no extent slot", self.ino));
-                    }
-                }
+                self.fill_hole(self.d.size / BLOCK_SIZE, blocks, w)?;
                 self.d.size += BLOCK_SIZE;
-                self.d.blocks += 1;
                 (self.idx.add_block(), 1)
             }
         };
@@ -220,8 +204,8 @@ impl DirAppend {
         Ok(())
     }
 
-    /// Gives block `index`, a hole (its extent was lost with a damaged extent block),
-    /// a new empty directory block.
+    /// Gives block `index` a new empty directory block: a hole (its extent was lost with
+    /// a damaged extent block), or the block just past the end when the directory grows.
     fn fill_hole(
         &mut self,
         index: u64,
