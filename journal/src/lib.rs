@@ -324,21 +324,9 @@ fn read_header(media: &dyn Media, start: u64, len: u64) -> Result<Header, Journa
             Err(why) => problems.push(format!("header copy {i}: {why}")),
         }
     }
-    let best = best.ok_or_else(|| JournalError::Corrupt {
+    best.ok_or_else(|| JournalError::Corrupt {
         what: format!("no valid header ({})", problems.join("; ")),
-    })?;
-    // Half the range a copy may hold (`layout::COUNTER_LIMIT`): from below it, a journal
-    // would need 2^62 header writes or commits to reach a value a copy may not hold, so
-    // a header it writes is always read back as the newer copy.
-    if best.generation >= COUNTER_LIMIT / 2 || best.tail_seq >= COUNTER_LIMIT / 2 {
-        return Err(JournalError::Corrupt {
-            what: format!(
-                "header generation {} or sequence number {} too large to go on from",
-                best.generation, best.tail_seq
-            ),
-        });
-    }
-    Ok(best)
+    })
 }
 
 /// Outcome of looking at one log position during replay.
@@ -728,6 +716,14 @@ impl Journal {
     /// Writes a header (tail, tail_seq) into the older copy, durably.
     fn write_header(&mut self, tail: u64, tail_seq: u64) {
         let generation = self.generation.wrapping_add(1);
+        if generation >= COUNTER_LIMIT || tail_seq >= COUNTER_LIMIT {
+            // A copy there is not valid (`Header::decode`): the stale copy would be taken
+            // for the newer one. Never reached but from a hostile header; the journal
+            // writes nothing more (commits and checkpoints fail), and the header on media
+            // stays as it was, so the log opens again as it did.
+            self.failed = true;
+            return;
+        }
         let header = Header {
             generation,
             journal_id: self.journal_id,
@@ -1131,23 +1127,25 @@ mod tests {
         }
     }
 
-    /// A header near the limit is refused at open: its next write would reach a value a
-    /// copy may not hold, and the stale copy would then be taken for the newer one (the
-    /// journal_replay fuzz target found a log that opened, then read as damaged).
+    /// A journal whose next header write would reach the limit writes no header: it
+    /// opens, refuses commits, and leaves the header as it was, so it opens again (the
+    /// journal_replay fuzz target found a header at 2^63-1 written to 2^63, read back
+    /// invalid, so the stale copy won and the log read as damaged).
     #[test]
-    fn a_journal_too_close_to_the_counter_limit_is_refused() {
-        for (generation, seq) in [
-            (COUNTER_LIMIT - 1, 1),
-            (COUNTER_LIMIT / 2, 1),
-            (10, COUNTER_LIMIT / 2),
-        ] {
+    fn a_journal_at_the_counter_limit_writes_no_header_and_opens_again() {
+        for (generation, seq) in [(COUNTER_LIMIT - 1, 1), (10, COUNTER_LIMIT - 1)] {
             let m = with_header(generation, seq);
-            let r = Journal::open(m.clone(), 4096, MIN_JOURNAL_LEN);
-            assert!(
-                matches!(r, Err(JournalError::Corrupt { .. })),
-                "generation {generation}, sequence {seq}: {:?}",
-                r.map(|(_, rep)| rep)
+            let before = read_header(&*m, 4096, MIN_JOURNAL_LEN).expect("header");
+            let (mut j, _) = Journal::open(m.clone(), 4096, MIN_JOURNAL_LEN).expect("opens");
+            let mut t = Transaction::new();
+            t.write(0, &[1]);
+            assert!(matches!(j.commit(&t), Err(JournalError::Media { .. })));
+            drop(j);
+            assert_eq!(
+                read_header(&*m, 4096, MIN_JOURNAL_LEN).expect("header"),
+                before
             );
+            Journal::open(m.clone(), 4096, MIN_JOURNAL_LEN).expect("opens again");
         }
     }
 }
