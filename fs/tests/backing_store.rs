@@ -102,6 +102,17 @@ fn a_read_only_mount_of_a_clean_image_writes_nothing() {
     );
 }
 
+/// The device at `path` through a read-only descriptor (as an image on a read-only
+/// filesystem is opened).
+fn open_read_only(path: &std::path::Path) -> Device {
+    let opts = DeviceOptions {
+        writable: false,
+        exclusive: true,
+        populate: false,
+    };
+    Device::open(path, opts).expect("open read-only")
+}
+
 #[test]
 fn a_read_only_device_whose_journal_needs_replay_is_refused_unchanged() {
     let d = TestDev::new(32 * MB);
@@ -110,12 +121,7 @@ fn a_read_only_device_whose_journal_needs_replay_is_refused_unchanged() {
     let crashed = d.crash_image();
     drop(fs);
     let before = std::fs::read(&crashed.path).unwrap();
-    let opts = DeviceOptions {
-        writable: false,
-        exclusive: true,
-        populate: false,
-    };
-    let dev = Device::open(&crashed.path, opts).expect("open read-only");
+    let dev = open_read_only(&crashed.path);
     let e = DaxFs::mount_device(Arc::new(dev), ro())
         .err()
         .expect("refused");
@@ -151,12 +157,7 @@ fn a_read_only_mount_that_replayed_leaves_nothing_to_replay() {
     drop(fs);
     let fs = DaxFs::mount(&crashed.path, ro()).expect("ro mount replays");
     drop(fs);
-    let opts = DeviceOptions {
-        writable: false,
-        exclusive: true,
-        populate: false,
-    };
-    let dev = Device::open(&crashed.path, opts).expect("open read-only");
+    let dev = open_read_only(&crashed.path);
     let fs = DaxFs::mount_device(Arc::new(dev), ro()).expect("nothing left to replay");
     let ino = fs.lookup(1, b"f").unwrap().ino;
     assert_eq!(read_all(&fs, ino), b"data");
