@@ -2,7 +2,7 @@
 /*
  * daxfs_ioctl.h - the ioctls of daxfs (a DAX filesystem served through FUSE).
  *
- * Mirrors fs/src/ioctl.rs in the daxfs sources (keep both in step). All structures
+ * Mirrors fuse/src/ioctl.rs in the daxfs sources (keep both in step). All structures
  * are made of __u64 fields in native byte order, so they have the same layout for
  * 32- and 64-bit callers. The ioctl numbers carry the argument's size and direction,
  * so FUSE passes them to the daemon without any special support ("restricted" ioctls).

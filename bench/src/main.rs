@@ -25,8 +25,8 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use daxfs::device::{Device, DeviceOptions};
 use daxfs::{Cred, DaxFs, FsOptions, SetAttr, SetTime, ROOT};
+use daxfs_pmem::{Device, DeviceOptions};
 
 /// What went wrong, for stderr.
 type Res<T> = Result<T, String>;
@@ -220,7 +220,7 @@ fn lib_cmd(args: &[String]) -> Res<()> {
     // the memcpy baseline out of it separates the API's cost from the memory's.
     let scratch = TempFile(scratch_dir.join(format!("daxfs-bench-lib.{}", std::process::id())));
     std::fs::File::create(&scratch.0)
-        .and_then(|f| daxfs::device::allocate_file(&f, 0, size as u64))
+        .and_then(|f| daxfs_pmem::allocate_file(&f, 0, size as u64))
         .map_err(|e| format!("{}: {e}", scratch.0.display()))?;
     let raw = Device::open(&scratch.0, DeviceOptions::default()).map_err(|e| e.to_string())?;
 

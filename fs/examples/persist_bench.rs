@@ -8,8 +8,8 @@ use std::time::Instant;
 
 mod common;
 use common::TempFile;
-use daxfs::device::{Device, DeviceOptions};
-use daxfs::persist::{self, FlushInstr};
+use daxfs_pmem::persist::{self, FlushInstr};
+use daxfs_pmem::{Device, DeviceOptions};
 
 const REGION: usize = 256 << 20;
 const RUNS: usize = 7;
@@ -85,7 +85,7 @@ fn main() {
         std::process::id()
     )));
     let result = std::fs::File::create(&file.0)
-        .and_then(|f| daxfs::device::allocate_file(&f, 0, REGION as u64))
+        .and_then(|f| daxfs_pmem::allocate_file(&f, 0, REGION as u64))
         .map_err(|e| format!("{}: {e}", file.0.display()))
         .and_then(|()| Device::open(&file.0, DeviceOptions::default()).map_err(|e| e.to_string()));
     match result {

@@ -33,8 +33,8 @@
 
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
-use crate::format::{BLOCK_SIZE, IFLAG_DAX};
 use crate::types::DaxMode;
+use daxfs_format::{BLOCK_SIZE, IFLAG_DAX};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLockWriteGuard};
@@ -192,7 +192,7 @@ impl DaxFs {
     }
 
     /// Asks the kernel to drop its cached pages of logical block range `r` of `ino`.
-    pub(crate) fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+    pub fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
         let Some(f) = rlock(&self.cache_inval).clone() else {
             return;
         };

@@ -44,7 +44,7 @@
 
 use crate::error::{Errno, Result};
 use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
-use crate::format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
+use daxfs_format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
 use daxfs_journal::{Journal, LogSize, Transaction};
 use std::collections::BTreeSet;
 use std::ops::Range;

@@ -2,7 +2,7 @@
 //! scan the directory), and per directory block a 64-bit occupancy mask of its slots so
 //! a free run for a new entry is found in O(log n).
 
-use crate::format::{dirent_slots, DIR_SLOTS_PER_BLOCK};
+use daxfs_format::{dirent_slots, DIR_SLOTS_PER_BLOCK};
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};

@@ -67,3 +67,14 @@ impl From<Errno> for std::io::Error {
         std::io::Error::from_raw_os_error(e.0)
     }
 }
+
+impl From<daxfs_pmem::AccessError> for Errno {
+    /// A copy through a view outside its range is EINVAL, a store through a read-only
+    /// view EBADF: what read(2)/write(2) answer for the same mistakes.
+    fn from(e: daxfs_pmem::AccessError) -> Errno {
+        match e {
+            daxfs_pmem::AccessError::OutOfRange => Errno::EINVAL,
+            daxfs_pmem::AccessError::ReadOnly => Errno::EBADF,
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! rest in a chain of extent blocks). Every change records which slots became dirty so
 //! the caller can put exactly those slot writes into its transaction.
 
-use crate::format::{Extent, EXTENTS_PER_BLOCK, EXTENT_BLOCK_HEADER, EXTENT_SIZE, INLINE_EXTENTS};
+use daxfs_format::{Extent, EXTENTS_PER_BLOCK, EXTENT_BLOCK_HEADER, EXTENT_SIZE, INLINE_EXTENTS};
 use std::collections::BTreeMap;
 
 /// Where a slot lives on media.
@@ -352,7 +352,7 @@ impl ExtentMap {
         let k = (id - INLINE_EXTENTS) / EXTENTS_PER_BLOCK;
         let j = (id - INLINE_EXTENTS) % EXTENTS_PER_BLOCK;
         SlotLoc::Device(
-            self.blocks[k] * crate::format::BLOCK_SIZE
+            self.blocks[k] * daxfs_format::BLOCK_SIZE
                 + (EXTENT_BLOCK_HEADER + j * EXTENT_SIZE) as u64,
         )
     }

@@ -8,9 +8,9 @@
 use crate::break_layouts::{would_wait, Wait};
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
-use crate::format::*;
 use crate::types::*;
-use crate::volatile::VolatileSlice;
+use daxfs_format::*;
+use daxfs_pmem::VolatileSlice;
 
 /// Zeros handed out for holes, without copying.
 static ZEROS: [u8; 65536] = [0u8; 65536];

@@ -12,15 +12,16 @@
 //! table's and the free-inode list's, never an inode lock.
 
 use crate::break_layouts::{would_wait, Wait};
-use crate::device::{Device, DeviceOptions};
 use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
-use crate::format::*;
 use crate::inode_table::InodeTable;
 use crate::types::*;
 use daxfs_alloc::{FreeSpace, RefTable};
-use daxfs_journal::{Journal, Media, Transaction};
+use daxfs_format::*;
+use daxfs_journal::{Journal, Transaction};
+use daxfs_pmem::Media;
+use daxfs_pmem::{Device, DeviceOptions};
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
@@ -246,7 +247,7 @@ impl DaxFs {
             .map(Arc::new)
         };
         let mut dev = open(!opts.read_only).map_err(|e| {
-            let ro = matches!(&e, crate::device::DeviceError::Io { source, .. }
+            let ro = matches!(&e, daxfs_pmem::DeviceError::Io { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
             if !opts.read_only && ro {
                 format!("{e} (a device that cannot be written mounts with -o ro)")

@@ -88,7 +88,7 @@ mod tests {
     use super::*;
     use crate::extent_map::ExtentMap;
     use crate::filesystem::InodeState;
-    use crate::format::DiskInode;
+    use daxfs_format::DiskInode;
 
     fn inode(ino: u64) -> Arc<Inode> {
         Arc::new(Inode::new(

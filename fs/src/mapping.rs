@@ -28,7 +28,7 @@
 use crate::error::{Errno, Result};
 use crate::filesystem::DaxFs;
 use crate::pin::RangePin;
-use crate::volatile::VolatileSlice;
+use daxfs_pmem::VolatileSlice;
 
 /// A pinned, zero-copy view of `len()` bytes of a file (see the module docs).
 pub struct PinnedMapping<'a> {

@@ -30,8 +30,8 @@
 
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
-use crate::format::BLOCK_SIZE;
 use crate::types::FileKind;
+use daxfs_format::BLOCK_SIZE;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};

@@ -1,7 +1,7 @@
 //! Public value types of the core API: attributes, credentials, attribute changes,
 //! directory entries, statfs, mount options.
 
-use crate::format::Timespec;
+use daxfs_format::Timespec;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The type of an inode.
@@ -187,13 +187,7 @@ impl Default for FsOptions {
 }
 
 pub fn now() -> Timespec {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    Timespec {
-        sec: d.as_secs() as i64,
-        nsec: d.subsec_nanos(),
-    }
+    Timespec::now()
 }
 
 pub fn to_system_time(t: Timespec) -> SystemTime {

@@ -4,8 +4,8 @@
 use crate::acl::{Acl, ACL_ACCESS, ACL_DEFAULT};
 use crate::error::{Errno, Result};
 use crate::filesystem::*;
-use crate::format::*;
 use crate::types::*;
+use daxfs_format::*;
 
 /// Largest value accepted (as the VFS: XATTR_SIZE_MAX).
 const XATTR_SIZE_MAX: usize = 65536;

@@ -1,9 +1,9 @@
 //! POSIX ACLs in the core: an access ACL sets the mode, chmod rewrites the ACL, and a
 //! directory's default ACL is inherited by new inodes (the kernel enforces them).
-mod common;
 use common::*;
 use daxfs::acl::{Acl, AclEntry, ACL_ACCESS, ACL_DEFAULT, GROUP_OBJ, MASK, OTHER, USER, USER_OBJ};
 use daxfs::ROOT;
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 const ANY: u32 = u32::MAX;

@@ -3,11 +3,11 @@
 //! read-only mount opens the device read-only, and a change that fails after changing
 //! an inode still tells the kernel to drop the attributes it caches.
 
-mod common;
+use daxfs_testkit as common;
 
 use common::*;
-use daxfs::device::{allocate_file, Device, DeviceError, DeviceOptions};
 use daxfs::{DaxFs, FsOptions};
+use daxfs_pmem::{allocate_file, Device, DeviceError, DeviceOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

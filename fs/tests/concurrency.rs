@@ -1,8 +1,8 @@
 //! Concurrency smoke test: threads writing their own files while others create and
 //! unlink in one shared directory; the results and the block refcounts stay consistent.
-mod common;
 use common::*;
 use daxfs::ROOT;
+use daxfs_testkit as common;
 use std::sync::Arc;
 
 const MB: u64 = 1 << 20;

@@ -6,13 +6,14 @@
 //! damaged directory are found in /lost+found). In-process, no FUSE mount.
 //! DAXFS_DAMAGE_ITERS sets the count (default 200), DAXFS_DAMAGE_SEED the seed;
 //! tests/daxfs/065 and 066 run the same through the binaries.
-mod common;
+use daxfs_testkit as common;
 
 use common::{mkfile, pattern, read_all};
-use daxfs::device::Device;
-use daxfs::format::*;
-use daxfs::fsck::{self, FsckReport, Severity};
 use daxfs::{Cred, DaxFs, FileKind, FsOptions, ROOT};
+use daxfs_format::*;
+use daxfs_fsck as fsck;
+use daxfs_fsck::{FsckReport, Severity};
+use daxfs_pmem::Device;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ fn populate() -> Populated {
         uuid: [9; 16],
         now_ns: 0,
     };
-    let sb = daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    let sb = daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     let r = Cred::root();
     let mut dirs = vec![ROOT];
@@ -475,7 +476,8 @@ impl Small {
             uuid: [4; 16],
             now_ns: 0,
         };
-        let sb = daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+        let sb =
+            daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
         let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
         let r = Cred::root();
         let dir = fs.mkdir(ROOT, b"dir", 0o755, &r).expect("mkdir").ino;

@@ -1,8 +1,8 @@
 //! Running out of space and inodes: the errno, short writes, and a filesystem that
 //! stays consistent and usable afterwards.
-mod common;
 use common::*;
 use daxfs::{Errno, SetAttr, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 

@@ -1,7 +1,7 @@
 //! fallocate(2) modes through the core API, with Linux's results and errnos.
-mod common;
 use common::*;
 use daxfs::{DaxFs, Errno, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 const BS: u64 = 4096;

@@ -1,9 +1,9 @@
 //! File data through the core API: read/write at offsets, sparse files, extents,
 //! truncate, lseek SEEK_DATA/SEEK_HOLE and copy_file_range, as Linux gives them.
-mod common;
 use common::*;
 use daxfs::filesystem::{MAX_FILE_SIZE, SEEK_DATA, SEEK_HOLE};
 use daxfs::{DaxFs, Errno, SetAttr, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 const BS: u64 = 4096;

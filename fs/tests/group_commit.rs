@@ -4,12 +4,13 @@
 //! Batches are made deterministic with `DaxFs::hold_next_commit`: the next commit to
 //! lead waits until a given number of transactions is queued (or a bound passes, which
 //! the tests use to keep a transaction in flight while they look at it).
-mod common;
+use daxfs_testkit as common;
 
 use common::{pattern, read_all, root, TestDev};
-use daxfs::device::Device;
-use daxfs::format::MkfsParams;
-use daxfs::{fsck, DaxFs, Errno, FsOptions, ROOT};
+use daxfs::{DaxFs, Errno, FsOptions, ROOT};
+use daxfs_format::MkfsParams;
+use daxfs_fsck as fsck;
+use daxfs_pmem::Device;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -31,7 +32,7 @@ fn small_journal_device() -> Arc<Device> {
         uuid: [9; 16],
         now_ns: 0,
     };
-    daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
     dev
 }
 
@@ -367,7 +368,7 @@ fn recording_fs() -> (Arc<Device>, DaxFs) {
         uuid: [8; 16],
         now_ns: 0,
     };
-    daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     (dev, fs)
 }

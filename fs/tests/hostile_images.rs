@@ -2,16 +2,16 @@
 //! overflow, and structure-aware mutations with every CRC recomputed, so the decoders,
 //! validators, journal replay and `load` run on damage the checksums do not catch. Each
 //! runs fsck and the mount in-process under `catch_unwind`: nothing may panic. The
-//! mutation logic lives in common/hostile.rs, shared with the cargo-fuzz targets in
-//! fs/fuzz; this is their deterministic, stable-Rust counterpart.
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
+//! mutation logic lives in daxfs-testkit's hostile module, shared with the cargo-fuzz targets in
+//! fuzz; this is their deterministic, stable-Rust counterpart.
+use daxfs_testkit as common;
+use daxfs_testkit::hostile;
 
-use daxfs::device::Device;
-use daxfs::format::*;
-use daxfs::fsck::{self, FsckReport};
 use daxfs::{DaxFs, FsOptions};
+use daxfs_format::*;
+use daxfs_fsck as fsck;
+use daxfs_fsck::FsckReport;
+use daxfs_pmem::Device;
 use hostile::{Base, Entropy, Rng};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -295,7 +295,8 @@ fn a_mount_that_never_goes_live_leaves_the_image_byte_identical() {
 /// mount); fsck and the mount report or refuse without a panic.
 #[test]
 fn journal_record_beyond_the_device_end_is_not_replayed() {
-    use daxfs_journal::{Journal, MemMedia, Transaction};
+    use daxfs_journal::{Journal, Transaction};
+    use daxfs_pmem::MemMedia;
     let base = Base::populated();
     let size = base.image.len();
     let js = base.sb.journal_start * BLOCK_SIZE;
@@ -420,7 +421,8 @@ fn a_mount_count_at_its_maximum_wraps() {
 /// the media, and leaves a journal that opens again.
 #[test]
 fn checksummed_hostile_journals_never_panic_replay() {
-    use daxfs_journal::{Journal, MemMedia};
+    use daxfs_journal::Journal;
+    use daxfs_pmem::MemMedia;
     let iters: u64 = std::env::var("DAXFS_HOSTILE_JOURNALS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -7,13 +7,13 @@
 //! saying to run fsck.daxfs -y) or every byte written before the kill is there; and
 //! after `fsck -y` the image checks clean, mounts, and holds every byte.
 
-mod common;
+use daxfs_testkit as common;
 
 use common::*;
-use daxfs::device::Device;
-use daxfs::format::{Superblock, BLOCK_SIZE, SB_SIZE};
 use daxfs::{DaxFs, FsOptions, ROOT};
-use daxfs_journal::Media;
+use daxfs_format::{Superblock, BLOCK_SIZE, SB_SIZE};
+use daxfs_pmem::Device;
+use daxfs_pmem::Media;
 use std::sync::Arc;
 
 const DEV_SIZE: u64 = 128 << 20;
@@ -34,7 +34,7 @@ fn pending_now(dev: &TestDev) -> Vec<daxfs_journal::LoggedTransaction> {
     let mut f = std::fs::File::open(&dev.path).unwrap();
     f.read_exact(&mut region[..(j_start + j_len) as usize])
         .unwrap();
-    let media = Arc::new(daxfs_journal::MemMedia::from_bytes(region));
+    let media = Arc::new(daxfs_pmem::MemMedia::from_bytes(region));
     daxfs_journal::pending(media, j_start, j_len).unwrap()
 }
 
@@ -142,15 +142,15 @@ fn damage_each(bytes_per_file: usize, min_pending: usize, limit: usize) -> (usiz
                 assert!(device_image(&dev) == img, "a refused mount writes nothing");
 
                 // fsck -n reports it; -y recovers every byte and leaves a clean image.
-                let report = daxfs::fsck::check(&dev, false, &mut |_, _, _| {});
+                let report = daxfs_fsck::check(&dev, false, &mut |_, _, _| {});
                 assert!(report.needs_repair(), "fsck -n flags the damaged journal");
-                let report = daxfs::fsck::repair(&dev, false, &mut |_, _, _| {});
+                let report = daxfs_fsck::repair(&dev, false, &mut |_, _, _| {});
                 assert!(
                     report.repaired.iter().any(|l| l.contains("dropped")),
                     "fsck -y says what it dropped: {:?}",
                     report.repaired
                 );
-                let after = daxfs::fsck::check(&dev, false, &mut |_, _, _| {});
+                let after = daxfs_fsck::check(&dev, false, &mut |_, _, _| {});
                 assert!(
                     after.is_clean(),
                     "clean after fsck -y: {:?}",
@@ -195,7 +195,7 @@ fn every_committed_transaction_of_the_reported_workload_damaged_in_turn() {
 /// An image whose inode `ino` has its extent count (or block count) off by one, with a
 /// valid checksum: what a replay of only the older part of the log left behind.
 fn image_with_bad_count(extents: bool) -> (Vec<u8>, u64, Vec<u8>) {
-    use daxfs::format::{DiskInode, INODE_SIZE};
+    use daxfs_format::{DiskInode, INODE_SIZE};
     let dev = TestDev::new(32 << 20);
     let fs = dev.mount();
     let data = pattern(5 * CHUNK, 3);
@@ -228,7 +228,7 @@ fn the_mount_refuses_an_extent_or_block_count_that_disagrees_with_what_is_stored
             ),
         }
         assert!(device_image(&dev) == img, "a refused mount writes nothing");
-        let report = daxfs::fsck::repair(&dev, true, &mut |_, _, _| {});
+        let report = daxfs_fsck::repair(&dev, true, &mut |_, _, _| {});
         assert!(!report.repaired.is_empty(), "fsck -p fixes the {what}");
         let fs = DaxFs::mount_device(dev, FsOptions::default()).expect("mounts after fsck");
         assert!(read_all(&fs, ino) == data);

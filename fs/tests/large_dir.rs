@@ -1,8 +1,8 @@
 //! A directory of 100,000 entries: create, lookup, readdir (each entry once, resumable),
 //! remove all. Timings are printed (run with --nocapture), not asserted.
-mod common;
 use common::*;
 use daxfs::ROOT;
+use daxfs_testkit as common;
 use std::collections::HashSet;
 use std::time::Instant;
 

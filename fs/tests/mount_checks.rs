@@ -3,13 +3,13 @@
 //! cleanly unmounted image with a valid checksum: the image looks intact, only its
 //! meaning is wrong.
 
-mod common;
 use common::TestDev;
-use daxfs::format::{
+use daxfs::{Cred, DaxFs, FsOptions, ROOT};
+use daxfs_format::{
     decode_dirent, encode_dirent, DiskInode, Superblock, BLOCK_SIZE, DIR_SLOTS_PER_BLOCK,
     IFLAG_ORPHAN, SB_SIZE,
 };
-use daxfs::{Cred, DaxFs, FsOptions, ROOT};
+use daxfs_testkit as common;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 

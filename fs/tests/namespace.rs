@@ -1,8 +1,8 @@
 //! Namespace semantics of the core API against Linux (ext4/tmpfs): create, lookup,
 //! mknod, mkdir/rmdir, symlinks, hard links, with the errnos Linux gives.
-mod common;
 use common::*;
 use daxfs::{Errno, FileKind, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 

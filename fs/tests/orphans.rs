@@ -1,9 +1,9 @@
 //! Open-but-unlinked files (orphans): data stays readable until the last release,
 //! blocks come back after it, and an orphan left by an unclean stop is reclaimed at
 //! the next mount.
-mod common;
 use common::*;
 use daxfs::{Errno, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 
@@ -196,9 +196,9 @@ fn shutdown_frees_unlinked_inodes_the_kernel_never_forgot() {
     };
     // Nothing left on media for the next mount to reclaim.
     let dev = std::sync::Arc::new(
-        daxfs::device::Device::open(&d.path, daxfs::device::DeviceOptions::default()).unwrap(),
+        daxfs_pmem::Device::open(&d.path, daxfs_pmem::DeviceOptions::default()).unwrap(),
     );
-    let report = daxfs::fsck::check(&dev, false, &mut |_, _, _| {});
+    let report = daxfs_fsck::check(&dev, false, &mut |_, _, _| {});
     assert_eq!(report.stats.orphans, 0);
     assert!(report.is_clean());
     drop(dev);

@@ -1,10 +1,10 @@
 //! Every kind of change is durable when the call returns: it survives a clean
 //! shutdown + remount, and also a crash image taken right after the calls (the state
 //! a killed daemon leaves, with no shutdown).
-mod common;
 use common::*;
-use daxfs::format::Timespec;
 use daxfs::{DaxFs, FileKind, SetAttr, SetTime, ROOT};
+use daxfs_format::Timespec;
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 

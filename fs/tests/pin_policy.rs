@@ -1,10 +1,10 @@
 //! The pin policy of pins taken on behalf of a process (`DaxFs::pin_range_for`, what
 //! DAXFS_IOC_PIN uses), without a mount: who may pin, which pins a layout break revokes
 //! and when, what the holder sees, and the per-user limits.
-mod common;
 use common::*;
 use daxfs::pin::{caps_from_status, PinCaps, PinHolder, PinPolicy};
 use daxfs::{DaxFs, Errno, FsOptions, SetAttr, ROOT};
+use daxfs_testkit as common;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};

@@ -1,8 +1,8 @@
 //! Long-term pins, pinned mappings and break_layouts through the library API: what a pin
 //! protects, what waits for it, what gives up, and that the counters balance afterwards.
-mod common;
 use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, ROOT};
+use daxfs_testkit as common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;

@@ -24,12 +24,10 @@
 //! The default run checks several hundred states; the `#[ignore]`d full run (also run
 //! by the suite's crash group, tests/daxfs/040) at least 10,000, 3,000 of them with torn
 //! lines. Both print their counts.
-mod common;
 
-use daxfs::device::{Device, FencePoint};
-use daxfs::format::MkfsParams;
-use daxfs::fsck;
 use daxfs::{Cred, DaxFs, FileKind, FsOptions, SetAttr, ROOT};
+use daxfs_format::MkfsParams;
+use daxfs_pmem::{DeltaPoint, Device};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -867,7 +865,7 @@ struct Counts {
     torn: u64,
 }
 
-/// The contents one unpersisted line (index into `FencePoint::unpersisted`) has in a
+/// The contents one unpersisted line (index into `DeltaPoint::unpersisted`) has in a
 /// crash state: complete, or torn (index into its `torn` list).
 #[derive(Clone, Copy, Debug)]
 enum Pick {
@@ -875,14 +873,14 @@ enum Pick {
     Torn(usize, usize),
 }
 
-fn contents(point: &FencePoint, pick: Pick) -> (usize, &[u8; 64]) {
+fn contents(point: &DeltaPoint, pick: Pick) -> (usize, &[u8; 64]) {
     match pick {
         Pick::Full(i) => (point.unpersisted[i].0, &point.unpersisted[i].1),
         Pick::Torn(i, j) => (point.unpersisted[i].0, &point.torn[i][j]),
     }
 }
 
-fn build(img: &mut Vec<u8>, durable: &[u8], point: &FencePoint, picks: &[Pick]) {
+fn build(img: &mut Vec<u8>, durable: &[u8], point: &DeltaPoint, picks: &[Pick]) {
     img.clear();
     img.extend_from_slice(durable);
     for &p in picks {
@@ -894,7 +892,7 @@ fn build(img: &mut Vec<u8>, durable: &[u8], point: &FencePoint, picks: &[Pick]) 
 }
 
 /// The crash states to try at one fence point.
-fn variants(point: &FencePoint, budget: Budget, rng: &mut Rng) -> Vec<Vec<Pick>> {
+fn variants(point: &DeltaPoint, budget: Budget, rng: &mut Rng) -> Vec<Vec<Pick>> {
     let n = point.unpersisted.len();
     let mut out: Vec<Vec<Pick>> = vec![Vec::new()];
     if n > 0 {
@@ -945,7 +943,7 @@ fn check_state(
     flight: Option<&InFlight>,
 ) -> Result<(), String> {
     let dev = Arc::new(Device::memory(img).map_err(|e| e.to_string())?);
-    let rep = fsck::check(&dev, false, &mut |_, _, _| {});
+    let rep = daxfs_fsck::check(&dev, false, &mut |_, _, _| {});
     if !rep.is_clean() {
         return Err(format!("fsck before mount: {:?}", rep.findings));
     }
@@ -962,7 +960,7 @@ fn check_state(
     fs.shutdown().map_err(|e| format!("unmount: {e:?}"))?;
     drop(fs);
     verdict?;
-    let rep = fsck::check(&dev, false, &mut |_, _, _| {});
+    let rep = daxfs_fsck::check(&dev, false, &mut |_, _, _| {});
     if !rep.is_clean() {
         return Err(format!("fsck after unmount: {:?}", rep.findings));
     }
@@ -972,7 +970,7 @@ fn check_state(
 /// Identifies a crash state without hashing the whole image: the step in flight, the
 /// durable image (by version: it changes only at fences that made lines durable) and
 /// the chosen line contents that differ from it.
-fn state_key(step: usize, version: u64, durable: &[u8], point: &FencePoint, picks: &[Pick]) -> u64 {
+fn state_key(step: usize, version: u64, durable: &[u8], point: &DeltaPoint, picks: &[Pick]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (step, version).hash(&mut h);
@@ -998,7 +996,7 @@ fn run(seed: u64, ops: usize, budget: Budget) -> Counts {
         uuid: [7; 16],
         now_ns: 0,
     };
-    daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     let base = rec.durable_image();
     rec.set_recording(true);
@@ -1015,7 +1013,7 @@ fn run(seed: u64, ops: usize, budget: Budget) -> Counts {
     for _ in 0..ops {
         w.random_step();
     }
-    let points: Vec<FencePoint> = rec.take_points();
+    let points: Vec<DeltaPoint> = rec.take_points();
     rec.set_recording(false);
     let Workload {
         fs, models, steps, ..

@@ -1,8 +1,8 @@
 //! readdir cookies: "." and ".." first, every entry exactly once, resumable from any
 //! cookie, stable while entries are removed.
-mod common;
 use common::*;
 use daxfs::{DaxFs, FileKind, ROOT};
+use daxfs_testkit as common;
 use std::collections::HashSet;
 
 const MB: u64 = 1 << 20;

@@ -1,8 +1,8 @@
 //! rename(2)/renameat2(2) semantics of the core API against Linux: replacement rules,
 //! errnos, RENAME_NOREPLACE, RENAME_EXCHANGE, link counts and "..".
-mod common;
 use common::*;
 use daxfs::{Errno, FileKind, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 

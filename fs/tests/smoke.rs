@@ -1,6 +1,6 @@
-mod common;
 use common::TestDev;
 use daxfs::{Cred, Errno, FileKind, ROOT};
+use daxfs_testkit as common;
 
 #[test]
 fn create_write_read_remount() {

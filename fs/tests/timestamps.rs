@@ -1,8 +1,8 @@
 //! Timestamp rules (ctime/mtime/atime) and setgid directories, as Linux gives them.
-mod common;
 use common::*;
-use daxfs::format::Timespec;
 use daxfs::{Cred, DaxFs, SetAttr, SetTime, ROOT};
+use daxfs_format::Timespec;
+use daxfs_testkit as common;
 use std::time::Duration;
 
 const MB: u64 = 1 << 20;

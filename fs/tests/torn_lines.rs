@@ -11,12 +11,13 @@
 //!   the failed one is there whole or not at all.
 //!
 //! (Torn cache lines themselves are in the power-cut runs, fs/tests/powercut.rs.)
-mod common;
+use daxfs_testkit as common;
 
 use common::{pattern, root};
-use daxfs::device::{Device, Fault};
-use daxfs::format::MkfsParams;
-use daxfs::{fsck, DaxFs, Errno, FileKind, FsOptions, SetAttr, ROOT};
+use daxfs::{DaxFs, Errno, FileKind, FsOptions, SetAttr, ROOT};
+use daxfs_format::MkfsParams;
+use daxfs_fsck as fsck;
+use daxfs_pmem::{Device, Fault};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ fn recording_fs() -> (Arc<Device>, DaxFs) {
         uuid: [9; 16],
         now_ns: 0,
     };
-    daxfs::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     (dev, fs)
 }

@@ -1,7 +1,7 @@
 //! Extended attributes through the core API, as Linux gives them.
-mod common;
 use common::*;
 use daxfs::{Errno, ROOT};
+use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;
 

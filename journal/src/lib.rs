@@ -19,19 +19,19 @@
 //! committers this way. [`LogSize`] tells the caller how to split a batch that would not
 //! fit the log.
 //!
-//! [`MemMedia`] is an in-memory [`Media`] with a power-cut model, for tests.
+//! It writes through [`daxfs_pmem::Media`]: the device mapping in daxfs, the crash
+//! model's in-memory media (`daxfs_pmem::MemMedia`) in tests.
 
 mod error;
 mod layout;
-pub mod mem_media;
 mod txn;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use daxfs_pmem::Media;
 pub use error::{Damage, JournalError};
-pub use mem_media::{Fault, FencePoint, MemMedia};
 pub use txn::{LogSize, Transaction};
 
 use layout::{
@@ -45,36 +45,6 @@ use txn::RecordRef;
 pub const MIN_JOURNAL_LEN: u64 = 64 * 1024;
 /// Alignment required of the region's start and length.
 pub const REGION_ALIGN: u64 = 4096;
-
-/// A persistent byte region the journal writes to: the device mapping in daxfs, an
-/// in-memory model in tests. Offsets are absolute byte offsets of the device.
-///
-/// The persistence model is x86's: a store is durable only once its cache line was
-/// flushed and a fence followed.
-pub trait Media: Send + Sync {
-    /// Copies `buf.len()` bytes at `off` into `buf`.
-    fn read(&self, off: u64, buf: &mut [u8]);
-    /// Stores `data` at `off` (not yet durable).
-    fn write(&self, off: u64, data: &[u8]);
-    /// Flushes the cache lines covering `off..off+len` (durable after the next fence).
-    fn flush(&self, off: u64, len: u64);
-    /// Orders and completes preceding flushes (sfence).
-    fn fence(&self);
-    /// Reports (and clears) a failure to write back earlier stores or flushes since the
-    /// last call (an msync error, a test's injected fault): they have no error path of
-    /// their own. The journal checks it after each fence, so a commit whose bytes may not
-    /// be durable fails.
-    fn take_error(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    /// Bytes the media holds. Commit refuses, and replay stops at, a record that ends
-    /// beyond it: a well-checksummed but hostile journal must not make replay write past
-    /// the end of the device. The default (no limit) suits media that bound writes
-    /// themselves.
-    fn size(&self) -> u64 {
-        u64::MAX
-    }
-}
 
 /// Why replay stopped. Every variant is a normal outcome after a crash; none is an error
 /// (damage is: [`JournalError::Damaged`]).
@@ -1099,6 +1069,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daxfs_pmem::MemMedia;
 
     /// A journal formatted on a memory media whose header copy 0 is replaced by one
     /// with `generation` and `tail_seq` (valid CRC).

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use daxfs_journal::{format, Journal, JournalError, Media, MemMedia, StopReason, Transaction};
+use daxfs_journal::{format, Journal, JournalError, StopReason, Transaction};
+use daxfs_pmem::{Media, MemMedia};
 
 const DEV: usize = 512 * 1024;
 const J_START: u64 = 8192;

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use daxfs_journal::{
-    format, Journal, JournalError, LogSize, Media, MemMedia, ReplayReport, StopReason, Transaction,
+    format, Journal, JournalError, LogSize, ReplayReport, StopReason, Transaction,
 };
+use daxfs_pmem::{Media, MemMedia};
 
 const DEV: usize = 256 * 1024;
 const J_START: u64 = 8192;

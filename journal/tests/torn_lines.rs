@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use daxfs_journal::{format, Fault, Journal, JournalError, Media, MemMedia, Transaction};
+use daxfs_journal::{format, Journal, JournalError, Transaction};
+use daxfs_pmem::{Fault, Media, MemMedia};
 
 const DEV: usize = 256 * 1024;
 const J_START: u64 = 8192;

@@ -1,7 +1,7 @@
 //! mkfs.daxfs: formats a device (device-DAX, fsdax block device, or a regular file as
 //! emulated pmem) with an empty daxfs. Owns the command line, the safety checks before
 //! formatting (existing signatures, in use, too small) and the geometry report; the
-//! format itself is `daxfs::mkfs::format_device`.
+//! format itself is `daxfs_format::mkfs::format_device`.
 //!
 //! Exit status: 0 formatted, 1 refused, usage error or failure.
 
@@ -9,9 +9,9 @@ mod args;
 mod probe;
 
 use args::{Args, Command};
-use daxfs::device::{Device, DeviceError, DeviceOptions};
-use daxfs::format::{uuid_string, MkfsParams, Superblock, BLOCK_SIZE, INODE_SIZE};
-use daxfs::fsck::{mount_point_of, ProgressMeter};
+use daxfs_cli::{mount_point_of, ProgressMeter};
+use daxfs_format::{uuid_string, MkfsParams, Superblock, BLOCK_SIZE, INODE_SIZE};
+use daxfs_pmem::{Device, DeviceError, DeviceOptions};
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Read};
 use std::os::fd::AsRawFd;
@@ -210,7 +210,7 @@ fn reserve(path: &Path, f: &File, from: u64, to: u64) -> Result<(), String> {
             )));
         }
     }
-    daxfs::device::allocate_file(f, from, to - from).map_err(|e| refuse(e.to_string()))
+    daxfs_pmem::allocate_file(f, from, to - from).map_err(|e| refuse(e.to_string()))
 }
 
 /// Bytes an unprivileged writer may still allocate on the filesystem holding `f`.
@@ -333,7 +333,7 @@ fn run(a: &Args) -> Result<(), String> {
     );
     // A file this run created (and allocated) reads as zeros already.
     let zeroed = created.0.is_some();
-    let sb = daxfs::mkfs::format_device(&dev, &params, zeroed, &mut |stage, done, total| {
+    let sb = daxfs_format::mkfs::format_device(&dev, &params, zeroed, &mut |stage, done, total| {
         meter.update(stage, done, total)
     })
     .map_err(|e| format!("{name}: format failed: {e}"))?;

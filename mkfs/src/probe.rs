@@ -1,8 +1,8 @@
 //! Recognises what a device already holds (a daxfs, another filesystem, a partition
 //! table), so mkfs.daxfs does not overwrite it without -f.
 
-use daxfs::device::{Device, DeviceOptions};
-use daxfs::format::{uuid_string, Superblock, BLOCK_SIZE, SB_SIZE};
+use daxfs_format::{uuid_string, Superblock, BLOCK_SIZE, SB_SIZE};
+use daxfs_pmem::{Device, DeviceOptions};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};

@@ -1,7 +1,7 @@
 //! mkfs.daxfs behaviour, through the built binary: what it formats, what it refuses
 //! and what it reports.
 
-use daxfs::format::{Superblock, SB_SIZE};
+use daxfs_format::{Superblock, SB_SIZE};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -78,7 +78,7 @@ fn formats_an_existing_file_and_prints_the_geometry() {
         "journal",
         "inode table",
         "bitmap",
-        &daxfs::format::uuid_string(&sb.uuid),
+        &daxfs_format::uuid_string(&sb.uuid),
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

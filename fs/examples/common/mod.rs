@@ -1,8 +1,8 @@
 //! What the examples share: a scratch device file that removes itself, and formatting it.
 #![allow(dead_code)] // each example uses its own part of this
 
-use daxfs::device::{Device, DeviceOptions};
-use daxfs::format::MkfsParams;
+use daxfs_format::MkfsParams;
+use daxfs_pmem::{Device, DeviceOptions};
 use std::path::PathBuf;
 
 /// A scratch device file, removed on drop.
@@ -23,7 +23,7 @@ pub fn format_256mib(path: &PathBuf) -> Result<(), String> {
 /// formats it with `inodes` inode slots (0: the mkfs default).
 pub fn format_sized(path: &PathBuf, size: u64, inodes: u64) -> Result<(), String> {
     let f = std::fs::File::create(path).map_err(|e| e.to_string())?;
-    daxfs::device::allocate_file(&f, 0, size).map_err(|e| e.to_string())?;
+    daxfs_pmem::allocate_file(&f, 0, size).map_err(|e| e.to_string())?;
     drop(f);
     let opts = DeviceOptions {
         writable: true,
@@ -38,7 +38,7 @@ pub fn format_sized(path: &PathBuf, size: u64, inodes: u64) -> Result<(), String
         uuid: [3; 16],
         now_ns: 0,
     };
-    daxfs::mkfs::format_device(&d, &p, true, &mut |_, _, _| {})
+    daxfs_format::mkfs::format_device(&d, &p, true, &mut |_, _, _| {})
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
