@@ -7,7 +7,7 @@
 //! Allocation scans 64 blocks at a time (whole used words are skipped), starts at a
 //! caller-given goal and wraps around, and keeps a low-water hint (every block below it is
 //! in use) so densely used fronts are not rescanned. It never hands out a block whose
-//! refcount is not 0 (design notes §2): such a block is counted as a violation, kept marked
+//! refcount is not 0 (docs/DESIGN.md, "Block lifetimes"): such a block is counted as a violation, kept marked
 //! used in memory (quarantined) and skipped.
 //!
 //! Not internally synchronized: the filesystem wraps it in a lock.

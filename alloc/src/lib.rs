@@ -1,6 +1,6 @@
 //! daxfs-alloc: space and page lifetimes, no I/O.
 //!
-//! This crate owns two in-memory structures of the data area (design notes §2–§4):
+//! This crate owns two in-memory structures of the data area (docs/DESIGN.md, "Block lifetimes" and "Pins and break_layouts"):
 //!
 //! - [`FreeSpace`]: the free-space bitmap (one bit per data-area block, 1 = in use, raw bytes
 //!   in the exact on-media bit order) and extent allocation: contiguous runs near a goal,

@@ -1,4 +1,4 @@
-//! Per-block reference counts of the data area (design notes §2), with wait-for-idle.
+//! Per-block reference counts of the data area (docs/DESIGN.md, "Block lifetimes"), with wait-for-idle.
 //!
 //! Each data-area block has one `AtomicU32`, the analogue of `struct page::_refcount` for
 //! ZONE_DEVICE memory:

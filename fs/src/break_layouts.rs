@@ -1,4 +1,4 @@
-//! break_layouts (design notes §3): before an operation takes blocks away from a file
+//! break_layouts (docs/DESIGN.md, "Pins and break_layouts"): before an operation takes blocks away from a file
 //! (truncate down, fallocate punch / zero / collapse / insert), wait until no block of the
 //! affected range is pinned, without holding the inode's locks while asleep.
 //!

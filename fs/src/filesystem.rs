@@ -46,7 +46,7 @@ pub(crate) struct Inode {
     /// References the kernel holds through entries it was given (FUSE lookup count,
     /// see [`DaxFs::remember`]): an unlinked inode also lives until they are forgotten.
     pub lookups: AtomicU64,
-    /// The layout lock (design notes §3; the kernel's MMAPLOCK): taken exclusively by
+    /// The layout lock (docs/DESIGN.md, "Pins and break_layouts"; the kernel's MMAPLOCK): taken exclusively by
     /// break_layouts, shared by long-term pins. Always taken before `st`.
     pub layout: RwLock<()>,
     /// Lease breaks sent to this inode's long-term pin holders (see `break_layouts.rs`).

@@ -1,4 +1,4 @@
-//! Long-term pins of file ranges (design notes §2): one reference on every block of the
+//! Long-term pins of file ranges (docs/DESIGN.md, "Block lifetimes"): one reference on every block of the
 //! range, held until given back. The FUSE adapter keeps them per file handle
 //! (DAXFS_IOC_PIN / DAXFS_IOC_UNPIN, released with the handle); the library's
 //! [`PinnedMapping`](crate::mapping::PinnedMapping) holds one for its lifetime. Also the

@@ -1,6 +1,6 @@
 //! The FUSE adapter: serves a [`DaxFs`] through fuser.
 //!
-//! Thin by design (design notes §4): every request becomes one core call and every core
+//! Thin by design (docs/DESIGN.md, "Layers"): every request becomes one core call and every core
 //! [`Errno`](daxfs::Errno) becomes the reply's errno. What lives here is only what FUSE
 //! itself asks for:
 //!
