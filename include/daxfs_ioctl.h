@@ -7,7 +7,7 @@
  * 32- and 64-bit callers. The ioctl numbers carry the argument's size and direction,
  * so FUSE passes them to the daemon without any special support ("restricted" ioctls).
  *
- * Pins (design notes section 2-3)
+ * Pins (docs/DESIGN.md, "Pins and break_layouts")
  * -------------------------------
  * DAXFS_IOC_PIN takes one reference on every block holding the bytes
  * [offset, offset + length) of the open regular file. While a block is pinned, an
