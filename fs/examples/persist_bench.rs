@@ -123,13 +123,14 @@ fn bench(dev: &Device) {
 
     let mut sink = vec![0u8; 1 << 20];
     let sink_ptr = sink.as_mut_ptr() as usize;
-    // SAFETY (both): d..d+n is inside the mapping; the sink holds 1 MiB >= n.
     let copy_flush_rb = |d: *mut u8, s: *const u8, n: usize| {
         copy_flush(d, s, n);
+        // SAFETY: d..d+n is inside the mapping; the sink holds 1 MiB >= n.
         unsafe { std::ptr::copy_nonoverlapping(d, sink_ptr as *mut u8, n) };
     };
     let nt_rb = |d: *mut u8, s: *const u8, n: usize| {
         nt(d, s, n);
+        // SAFETY: as above.
         unsafe { std::ptr::copy_nonoverlapping(d, sink_ptr as *mut u8, n) };
     };
     println!("\nwrite then read back (metadata pattern), hot 1 MiB region, GB/s written");

@@ -2,6 +2,7 @@
 //! be allocated by a page fault, which on a full backing filesystem is a SIGBUS), a
 //! read-only mount opens the device read-only, and a change that fails after changing
 //! an inode still tells the kernel to drop the attributes it caches.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use daxfs_testkit as common;
 

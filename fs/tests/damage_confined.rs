@@ -6,6 +6,7 @@
 //! damaged directory are found in /lost+found). In-process, no FUSE mount.
 //! DAXFS_DAMAGE_ITERS sets the count (default 200), DAXFS_DAMAGE_SEED the seed;
 //! tests/daxfs/065 and 066 run the same through the binaries.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
 use common::{mkfile, pattern, read_all};

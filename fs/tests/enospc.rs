@@ -1,5 +1,6 @@
 //! Running out of space and inodes: the errno, short writes, and a filesystem that
 //! stays consistent and usable afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::{Errno, SetAttr, ROOT};
 use daxfs_testkit as common;

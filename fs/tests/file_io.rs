@@ -1,5 +1,6 @@
 //! File data through the core API: read/write at offsets, sparse files, extents,
 //! truncate, lseek SEEK_DATA/SEEK_HOLE and copy_file_range, as Linux gives them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::filesystem::{MAX_FILE_SIZE, SEEK_DATA, SEEK_HOLE};
 use daxfs::{DaxFs, Errno, SetAttr, ROOT};

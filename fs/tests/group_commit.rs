@@ -4,6 +4,7 @@
 //! Batches are made deterministic with `DaxFs::hold_next_commit`: the next commit to
 //! lead waits until a given number of transactions is queued (or a bound passes, which
 //! the tests use to keep a transaction in flight while they look at it).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
 use common::{pattern, read_all, root, TestDev};

@@ -4,6 +4,7 @@
 //! runs fsck and the mount in-process under `catch_unwind`: nothing may panic. The
 //! mutation logic lives in daxfs-testkit's hostile module, shared with the cargo-fuzz targets in
 //! fuzz; this is their deterministic, stable-Rust counterpart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 use daxfs_testkit::hostile;
 

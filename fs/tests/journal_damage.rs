@@ -6,6 +6,7 @@
 //! (one byte flipped inside its records): the mount either refuses (writing nothing, and
 //! saying to run fsck.daxfs -y) or every byte written before the kill is there; and
 //! after `fsck -y` the image checks clean, mounts, and holds every byte.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use daxfs_testkit as common;
 

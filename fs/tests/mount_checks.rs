@@ -2,6 +2,7 @@
 //! `DaxFs::load`), and accepts every consistent one. Each test edits one record of a
 //! cleanly unmounted image with a valid checksum: the image looks intact, only its
 //! meaning is wrong.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use common::TestDev;
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};

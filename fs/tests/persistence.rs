@@ -1,6 +1,7 @@
 //! Every kind of change is durable when the call returns: it survives a clean
 //! shutdown + remount, and also a crash image taken right after the calls (the state
 //! a killed daemon leaves, with no shutdown).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::{DaxFs, FileKind, SetAttr, SetTime, ROOT};
 use daxfs_format::Timespec;

@@ -1,6 +1,7 @@
 //! The pin policy of pins taken on behalf of a process (`DaxFs::pin_range_for`, what
 //! DAXFS_IOC_PIN uses), without a mount: who may pin, which pins a layout break revokes
 //! and when, what the holder sees, and the per-user limits.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::pin::{caps_from_status, PinCaps, PinHolder, PinPolicy};
 use daxfs::{DaxFs, Errno, FsOptions, SetAttr, ROOT};

@@ -1,5 +1,6 @@
 //! Long-term pins, pinned mappings and break_layouts through the library API: what a pin
 //! protects, what waits for it, what gives up, and that the counters balance afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, ROOT};
 use daxfs_testkit as common;

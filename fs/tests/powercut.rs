@@ -24,6 +24,7 @@
 //! The default run checks several hundred states; the `#[ignore]`d full run (also run
 //! by the suite's crash group, tests/daxfs/040) at least 10,000, 3,000 of them with torn
 //! lines. Both print their counts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use daxfs::{Cred, DaxFs, FileKind, FsOptions, SetAttr, ROOT};
 use daxfs_format::MkfsParams;

@@ -1,4 +1,5 @@
 //! Timestamp rules (ctime/mtime/atime) and setgid directories, as Linux gives them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::{Cred, DaxFs, SetAttr, SetTime, ROOT};
 use daxfs_format::Timespec;

@@ -11,6 +11,7 @@
 //!   the failed one is there whole or not at all.
 //!
 //! (Torn cache lines themselves are in the power-cut runs, fs/tests/powercut.rs.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
 use common::{pattern, root};

@@ -6,6 +6,7 @@
 //! mutation run exercises the same entry points (fsck::check, DaxFs::mount_device)
 //! thousands of times: it is the stable-Rust counterpart of the cargo-fuzz targets in
 //! fuzz.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};

@@ -1,5 +1,6 @@
 //! fsck.daxfs behaviour, through the built binary: exit codes as fsck(8), what it
 //! detects, what -n leaves alone and what -y repairs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use common::TestDev;
 use daxfs::{Cred, FsOptions, ROOT};

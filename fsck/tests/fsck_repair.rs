@@ -5,6 +5,7 @@
 //! repair, that unrepairable damage leaves the image untouched, that a repair larger
 //! than the journal still completes, and that a power cut at any fence of a repair
 //! leaves the damaged image or the repaired one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
 use common::{list, mkfile, pattern, read_all};

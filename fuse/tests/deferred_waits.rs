@@ -2,6 +2,7 @@
 //! `try_fallocate`) that the FUSE adapter makes on its worker threads before it hands a
 //! request to a waiter thread: on a pinned range they give up at once with nothing
 //! changed, and otherwise they do the whole operation.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, SetAttr, ROOT};
 use daxfs_testkit as common;

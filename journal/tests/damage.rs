@@ -2,6 +2,7 @@
 //! follow is media damage, not a torn tail. `open` refuses it (writing nothing) instead of
 //! replaying the older part of the log over newer home contents; `recover` reaches the
 //! newest committed state. Over `MemMedia`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
 //! Behaviour of the journal through its public API, over `MemMedia`'s power-cut model.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! The journal over `MemMedia`'s torn cache lines (any prefix of a line's stores not yet
 //! durable, in 8-byte pieces, may survive a power cut) and injected write-back failures.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! mkfs.daxfs behaviour, through the built binary: what it formats, what it refuses
 //! and what it reports.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use daxfs_format::{Superblock, SB_SIZE};
 use std::os::unix::fs::FileExt;

@@ -4,6 +4,9 @@
 //! behaviour tests share; and [`hostile`], the structure-aware image mutations that the
 //! hostile-image tests and the fuzz targets both run.
 
+// Test support: a panic is how a fixture reports a broken test environment.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod hostile;
 
 use daxfs::{Cred, DaxFs, FsOptions};

@@ -1,5 +1,6 @@
 //! The fsx binary end to end on two tmpfs directories (identical filesystems, so every run
 //! must come out identical), plus its exit codes for bad usage and its replay files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
