@@ -23,3 +23,6 @@ pub use inode::*;
 pub use le::crc;
 pub use superblock::*;
 pub use xattr::*;
+
+#[cfg(test)]
+mod golden;
