@@ -2,8 +2,8 @@
 //! trailer (magic, index, CRC).
 
 use crate::error::{bad, FormatError};
-use crate::le::*;
 use crate::superblock::BLOCK_SIZE;
+use daxfs_pmem::codec::{crc32, get_u32, put_u32};
 
 pub const BITMAP_BYTES_PER_BLOCK: u64 = 4080;
 pub const BITS_PER_BITMAP_BLOCK: u64 = BITMAP_BYTES_PER_BLOCK * 8;
@@ -14,7 +14,7 @@ pub fn seal_bitmap_block(b: &mut [u8], index: u64) {
     b[4080..4084].copy_from_slice(&BITMAP_MAGIC);
     put_u32(b, 4084, index as u32);
     put_u32(b, 4088, 0);
-    let c = crc(&b[..4092]);
+    let c = crc32(&b[..4092]);
     put_u32(b, 4092, c);
 }
 
@@ -25,7 +25,7 @@ pub fn check_bitmap_block(b: &[u8], index: u64) -> Result<(), FormatError> {
     {
         return bad(format!("bitmap block {index}: bad magic"));
     }
-    if get_u32(b, 4092) != crc(&b[..4092]) {
+    if get_u32(b, 4092) != crc32(&b[..4092]) {
         return bad(format!("bitmap block {index}: checksum mismatch"));
     }
     Ok(())

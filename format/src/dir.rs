@@ -2,7 +2,7 @@
 //! 64-byte slots.
 
 use crate::error::{bad, FormatError};
-use crate::le::*;
+use daxfs_pmem::codec::{crc_with_hole, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 
 pub const DIR_SLOT: usize = 64;
 pub const DIR_SLOTS_PER_BLOCK: usize = 64;
@@ -15,7 +15,7 @@ pub fn encode_dir_block_header(owner: u64, index: u64) -> [u8; DIR_SLOT] {
     b[0..4].copy_from_slice(&DIR_MAGIC);
     put_u64(&mut b, 8, owner);
     put_u64(&mut b, 16, index);
-    let c = crc_skip(&b[..24], 4);
+    let c = crc_with_hole(&b[..24], 4);
     put_u32(&mut b, 4, c);
     b
 }
@@ -24,7 +24,7 @@ pub fn check_dir_block_header(b: &[u8], owner: u64, index: u64) -> Result<(), Fo
     if b.len() < 24 || b[0..4] != DIR_MAGIC {
         return bad(format!("directory {owner}: block {index}: bad magic"));
     }
-    if get_u32(b, 4) != crc_skip(&b[..24], 4) {
+    if get_u32(b, 4) != crc_with_hole(&b[..24], 4) {
         return bad(format!(
             "directory {owner}: block {index}: header checksum mismatch"
         ));
@@ -50,7 +50,7 @@ pub fn encode_dirent(ino: u64, ftype: u8, name: &[u8]) -> Vec<u8> {
     b[14] = ftype;
     b[15] = n as u8;
     b[16..16 + name.len()].copy_from_slice(name);
-    let c = crc_skip(&b[..16 + name.len()], 8);
+    let c = crc_with_hole(&b[..16 + name.len()], 8);
     put_u32(&mut b, 8, c);
     b
 }
@@ -87,7 +87,7 @@ pub fn decode_dirent(block: &[u8], slot: usize) -> Result<Option<RawDirent<'_>>,
         return bad("dirent: bad length");
     }
     let raw = &block[o..o + DIRENT_HEADER + name_len];
-    if get_u32(block, o + 8) != crc_skip(raw, 8) {
+    if get_u32(block, o + 8) != crc_with_hole(raw, 8) {
         return bad("dirent: checksum mismatch");
     }
     let name = &raw[DIRENT_HEADER..];

@@ -2,7 +2,7 @@
 //! header of an extent block.
 
 use crate::error::{bad, FormatError};
-use crate::le::*;
+use daxfs_pmem::codec::{crc32, crc_with_hole, get_u32, get_u64, put_u32, put_u64};
 
 pub const EXTENT_SIZE: usize = 24;
 pub const EXTENT_BLOCK_HEADER: usize = 24;
@@ -31,7 +31,7 @@ impl Extent {
         put_u64(&mut b, 0, self.lblk);
         put_u64(&mut b, 8, self.pblk);
         put_u32(&mut b, 16, self.len);
-        let c = crc(&b[..20]);
+        let c = crc32(&b[..20]);
         put_u32(&mut b, 20, c);
         b
     }
@@ -48,7 +48,7 @@ impl Extent {
             }
             return Ok(None);
         }
-        if get_u32(b, 20) != crc(&b[..20]) {
+        if get_u32(b, 20) != crc32(&b[..20]) {
             return bad("extent: checksum mismatch");
         }
         let (lblk, pblk) = (get_u64(b, 0), get_u64(b, 8));
@@ -67,7 +67,7 @@ pub fn encode_extent_block_header(next: u64, owner: u64) -> [u8; EXTENT_BLOCK_HE
     b[0..4].copy_from_slice(&EXTENT_MAGIC);
     put_u64(&mut b, 8, next);
     put_u64(&mut b, 16, owner);
-    let c = crc_skip(&b, 4);
+    let c = crc_with_hole(&b, 4);
     put_u32(&mut b, 4, c);
     b
 }
@@ -76,7 +76,7 @@ pub fn decode_extent_block_header(b: &[u8], owner: u64) -> Result<u64, FormatErr
     if b.len() < EXTENT_BLOCK_HEADER || b[0..4] != EXTENT_MAGIC {
         return bad("extent block: bad magic");
     }
-    if get_u32(b, 4) != crc_skip(&b[..EXTENT_BLOCK_HEADER], 4) {
+    if get_u32(b, 4) != crc_with_hole(&b[..EXTENT_BLOCK_HEADER], 4) {
         return bad("extent block: checksum mismatch");
     }
     if get_u64(b, 16) != owner {

@@ -2,7 +2,7 @@
 
 use crate::error::{bad, FormatError};
 use crate::extent::{Extent, EXTENT_SIZE};
-use crate::le::*;
+use daxfs_pmem::codec::{crc32, get_u32, get_u64, put_u32, put_u64};
 
 pub const INODE_SIZE: u64 = 256;
 pub const INLINE_EXTENTS: usize = 5;
@@ -100,7 +100,7 @@ impl DiskInode {
             let o = 128 + i * EXTENT_SIZE;
             b[o..o + EXTENT_SIZE].copy_from_slice(&e.encode());
         }
-        let c = crc(&b[..252]);
+        let c = crc32(&b[..252]);
         put_u32(&mut b, 252, c);
         b
     }
@@ -118,7 +118,7 @@ impl DiskInode {
             }
             return Ok(None);
         }
-        if get_u32(b, 252) != crc(&b[..252]) {
+        if get_u32(b, 252) != crc32(&b[..252]) {
             return bad("inode: checksum mismatch");
         }
         let mut inline = [NO_EXTENT; INLINE_EXTENTS];

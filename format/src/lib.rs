@@ -10,17 +10,17 @@ mod dir;
 mod error;
 mod extent;
 mod inode;
-mod le;
 pub mod mkfs;
 mod superblock;
 mod xattr;
 
 pub use bitmap::*;
+/// The CRC-32 (IEEE polynomial) every structure carries (see daxfs_pmem::codec).
+pub use daxfs_pmem::codec::crc32 as crc;
 pub use dir::*;
 pub use error::FormatError;
 pub use extent::*;
 pub use inode::*;
-pub use le::crc;
 pub use superblock::*;
 pub use xattr::*;
 

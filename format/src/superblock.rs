@@ -4,7 +4,7 @@
 use crate::bitmap::BITS_PER_BITMAP_BLOCK;
 use crate::error::{bad, FormatError};
 use crate::inode::INODE_SIZE;
-use crate::le::*;
+use daxfs_pmem::codec::{crc32, get_u32, get_u64, put_u32, put_u64};
 
 pub const BLOCK_SIZE: u64 = 4096;
 pub const BLOCK_SHIFT: u32 = 12;
@@ -149,7 +149,7 @@ impl Superblock {
         put_u64(&mut b, 200, self.mkfs_time);
         put_u64(&mut b, 208, self.mount_time);
         put_u64(&mut b, 216, self.mount_count);
-        let c = crc(&b[..508]);
+        let c = crc32(&b[..508]);
         put_u32(&mut b, 508, c);
         b
     }
@@ -167,7 +167,7 @@ impl Superblock {
         if !Self::has_magic(b) {
             return bad("no daxfs superblock (bad magic)");
         }
-        if get_u32(b, 508) != crc(&b[..508]) {
+        if get_u32(b, 508) != crc32(&b[..508]) {
             return bad("superblock checksum mismatch");
         }
         let version = get_u32(b, 8);

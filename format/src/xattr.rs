@@ -1,8 +1,8 @@
 //! Xattr blocks: one block per inode holding all its extended attributes.
 
 use crate::error::{bad, FormatError};
-use crate::le::*;
 use crate::superblock::BLOCK_SIZE;
+use daxfs_pmem::codec::{crc_with_hole, get_u16, get_u32, get_u64, put_u16, put_u32, put_u64};
 
 pub const XATTR_HEADER: usize = 24;
 pub const XATTR_MAGIC: [u8; 4] = *b"DXXA";
@@ -33,7 +33,7 @@ pub fn encode_xattr_block(
     }
     put_u32(&mut b, 16, (o - XATTR_HEADER) as u32);
     put_u32(&mut b, 20, entries.len() as u32);
-    let c = crc_skip(&b, 4);
+    let c = crc_with_hole(&b, 4);
     put_u32(&mut b, 4, c);
     Ok(b)
 }
@@ -51,7 +51,7 @@ pub fn decode_xattr_block(b: &[u8], owner: u64) -> Result<XattrList, FormatError
     if b.len() < BLOCK_SIZE as usize || b[0..4] != XATTR_MAGIC {
         return bad(format!("xattr block of inode {owner}: bad magic"));
     }
-    if get_u32(b, 4) != crc_skip(&b[..BLOCK_SIZE as usize], 4) {
+    if get_u32(b, 4) != crc_with_hole(&b[..BLOCK_SIZE as usize], 4) {
         return bad(format!("xattr block of inode {owner}: checksum mismatch"));
     }
     if get_u64(b, 8) != owner {

@@ -1,4 +1,5 @@
-//! On-media layout of the journal: constants, the header and little-endian helpers.
+//! On-media layout of the journal: constants and the header. The little-endian fields and
+//! the CRCs are daxfs_pmem::codec's, shared with the format crate.
 //! docs/FORMAT.md ("Journal") is the normative description; keep both in sync.
 
 /// Byte size of one header copy (one cache line, so a copy is flushed by one clwb).
@@ -22,40 +23,13 @@ pub(crate) const TXN_ALIGN: u64 = 64;
 /// Record data is padded to this alignment so record headers stay 8-byte aligned.
 pub(crate) const DATA_ALIGN: u64 = 8;
 
+use daxfs_pmem::codec::{crc_with_hole, get_u32, get_u64, put_u32, put_u64};
+
 /// First sequence number of a freshly formatted journal.
 pub(crate) const FIRST_SEQUENCE: u64 = 1;
 
 pub(crate) fn round_up(v: u64, align: u64) -> u64 {
     v.div_ceil(align).saturating_mul(align)
-}
-
-pub(crate) fn get_u32(buf: &[u8], off: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&buf[off..off + 4]);
-    u32::from_le_bytes(b)
-}
-
-pub(crate) fn get_u64(buf: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[off..off + 8]);
-    u64::from_le_bytes(b)
-}
-
-pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32) {
-    buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
-    buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// CRC32 of `buf` computed as if the 4 bytes at `crc_off` were zero.
-pub(crate) fn crc_with_hole(buf: &[u8], crc_off: usize) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&buf[..crc_off]);
-    h.update(&[0u8; 4]);
-    h.update(&buf[crc_off + 4..]);
-    h.finalize()
 }
 
 /// One copy of the journal header.
@@ -132,73 +106,10 @@ impl Header {
 /// Bound on a header's generation and tail sequence number (see `Header::decode`).
 pub(crate) const COUNTER_LIMIT: u64 = 1 << 63;
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of a transaction
-/// body. Deliberately not the CRC-32 (IEEE) that protects the metadata structures the
-/// records carry: a CRC over a region is blind to replacing a structure that ends in its
-/// own CRC of the same polynomial by another valid such structure (the CRC residue), so
-/// a torn transaction whose unwritten lines still held another valid inode record from
-/// an earlier lap of the log would validate under a CRC-32 body checksum.
-pub(crate) fn crc32c(buf: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the CPU supports SSE4.2 (checked just above).
-            return !unsafe { crc32c_sse42(!0, buf) };
-        }
-    }
-    !crc32c_table(!0, buf)
-}
-
-const CRC32C_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// Table-driven CRC-32C update (no pre/post inversion).
-pub(crate) fn crc32c_table(mut crc: u32, buf: &[u8]) -> u32 {
-    for &b in buf {
-        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
-/// CRC-32C update with the SSE4.2 crc32 instruction (no pre/post inversion).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn crc32c_sse42(crc: u32, buf: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut c = u64::from(crc);
-    let mut chunks = buf.chunks_exact(8);
-    for ch in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(ch);
-        c = _mm_crc32_u64(c, u64::from_le_bytes(w));
-    }
-    let mut c = c as u32;
-    for &b in chunks.remainder() {
-        c = _mm_crc32_u8(c, b);
-    }
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daxfs_pmem::codec::{crc32, crc32c};
 
     /// Byte-exact encoding of a fixed header, captured before the codec was shared.
     #[test]
@@ -219,32 +130,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(!crc32c_table(!0, b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
-    }
-
-    #[test]
-    fn crc32c_hardware_and_table_paths_agree_at_every_length() {
-        let data: Vec<u8> = (0..300u32).map(|i| (i * 31 + 7) as u8).collect();
-        for n in 0..data.len() {
-            assert_eq!(
-                crc32c(&data[..n]),
-                !crc32c_table(!0, &data[..n]),
-                "length {n}"
-            );
-        }
-    }
-
     /// Why the body checksum is CRC-32C: a CRC-32 over a region does not change when a
     /// structure ending in its own CRC-32 is replaced by another valid one.
     #[test]
     fn body_checksum_sees_a_self_checksummed_record_replaced() {
         let sealed = |fill: u8| {
             let mut r = vec![fill; 252];
-            let c = crc32fast::hash(&r);
+            let c = crc32(&r);
             r.extend_from_slice(&c.to_le_bytes());
             r
         };
@@ -256,11 +148,7 @@ mod tests {
         };
         let (a, b) = (body(&sealed(1)), body(&sealed(2)));
         assert_ne!(a, b);
-        assert_eq!(
-            crc32fast::hash(&a),
-            crc32fast::hash(&b),
-            "the CRC-32 blind spot"
-        );
+        assert_eq!(crc32(&a), crc32(&b), "the CRC-32 blind spot");
         assert_ne!(crc32c(&a), crc32c(&b));
     }
 }

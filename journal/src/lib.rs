@@ -34,10 +34,11 @@ use daxfs_pmem::Media;
 pub use error::{Damage, JournalError};
 pub use txn::{LogSize, Transaction};
 
+use daxfs_pmem::codec::{crc32_parts, crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64};
 use layout::{
-    crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC,
-    COMMIT_SIZE, COUNTER_LIMIT, DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS,
-    HEADER_SIZE, RECORD_HEADER_SIZE, TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
+    round_up, Header, COMMIT_MAGIC, COMMIT_SIZE, COUNTER_LIMIT, DATA_ALIGN, FIRST_SEQUENCE,
+    HEADER_AREA, HEADER_COPY_OFFSETS, HEADER_SIZE, RECORD_HEADER_SIZE, TXN_ALIGN, TXN_HEADER_SIZE,
+    TXN_MAGIC,
 };
 use txn::RecordRef;
 
@@ -734,10 +735,8 @@ impl Journal {
             for (off, data) in txn.writes() {
                 put_u64(buf, p, off);
                 put_u32(buf, p + 8, data.len() as u32);
-                let mut hasher = crc32fast::Hasher::new();
-                hasher.update(&buf[p..p + 12]);
-                hasher.update(data);
-                put_u32(buf, p + 12, hasher.finalize());
+                let crc = crc32_parts(&[&buf[p..p + 12], data]);
+                put_u32(buf, p + 12, crc);
                 let d = p + RECORD_HEADER_SIZE as usize;
                 buf[d..d + data.len()].copy_from_slice(data);
                 p = d + round_up(data.len() as u64, DATA_ALIGN) as usize;
@@ -1041,10 +1040,7 @@ impl Journal {
                 return torn;
             }
             let len = len as usize;
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&buf[p..p + 12]);
-            hasher.update(&buf[d..d + len]);
-            if hasher.finalize() != get_u32(buf, p + 12) {
+            if crc32_parts(&[&buf[p..p + 12], &buf[d..d + len]]) != get_u32(buf, p + 12) {
                 return torn;
             }
             if self.check_target(off, len as u64).is_err() {
