@@ -5,27 +5,40 @@ use crate::error::{bad, FormatError};
 use crate::superblock::BLOCK_SIZE;
 use daxfs_pmem::codec::{crc32, get_u32, put_u32};
 
-pub const BITMAP_BYTES_PER_BLOCK: u64 = 4080;
+/// Bytes of bits in a block: all but the trailer.
+pub const BITMAP_BYTES_PER_BLOCK: u64 = BLOCK_SIZE - trailer::SIZE as u64;
 pub const BITS_PER_BITMAP_BLOCK: u64 = BITMAP_BYTES_PER_BLOCK * 8;
 pub const BITMAP_MAGIC: [u8; 4] = *b"DXBM";
 
-/// Seals a bitmap block: writes its trailer (magic, index, crc) into `b[4080..4096]`.
+/// Absolute offsets of the trailer's fields (docs/FORMAT.md "Free-space bitmap"): it
+/// fills the end of the block.
+pub(crate) mod trailer {
+    pub const MAGIC: usize = super::BITMAP_BYTES_PER_BLOCK as usize;
+    pub const INDEX: usize = MAGIC + super::BITMAP_MAGIC.len();
+    pub const RESERVED: usize = INDEX + 4;
+    /// CRC-32 of every byte of the block before it.
+    pub const CRC: usize = RESERVED + 4;
+    pub const SIZE: usize = 16;
+}
+const _: () = assert!(trailer::CRC + 4 == BLOCK_SIZE as usize);
+
+/// Seals a bitmap block: writes its trailer (magic, index, crc) after the bits.
 pub fn seal_bitmap_block(b: &mut [u8], index: u64) {
-    b[4080..4084].copy_from_slice(&BITMAP_MAGIC);
-    put_u32(b, 4084, index as u32);
-    put_u32(b, 4088, 0);
-    let c = crc32(&b[..4092]);
-    put_u32(b, 4092, c);
+    b[trailer::MAGIC..trailer::INDEX].copy_from_slice(&BITMAP_MAGIC);
+    put_u32(b, trailer::INDEX, index as u32);
+    put_u32(b, trailer::RESERVED, 0);
+    let c = crc32(&b[..trailer::CRC]);
+    put_u32(b, trailer::CRC, c);
 }
 
 pub fn check_bitmap_block(b: &[u8], index: u64) -> Result<(), FormatError> {
     if b.len() < BLOCK_SIZE as usize
-        || b[4080..4084] != BITMAP_MAGIC
-        || get_u32(b, 4084) != index as u32
+        || b[trailer::MAGIC..trailer::INDEX] != BITMAP_MAGIC
+        || get_u32(b, trailer::INDEX) != index as u32
     {
         return bad(format!("bitmap block {index}: bad magic"));
     }
-    if get_u32(b, 4092) != crc32(&b[..4092]) {
+    if get_u32(b, trailer::CRC) != crc32(&b[..trailer::CRC]) {
         return bad(format!("bitmap block {index}: checksum mismatch"));
     }
     Ok(())

@@ -46,6 +46,46 @@ const NO_EXTENT: Extent = Extent {
     len: 0,
 };
 
+/// Field offsets (docs/FORMAT.md "Inode"), each placed after the one before it. The
+/// timestamps are (seconds, nanoseconds) pairs; their order on media is historical (the
+/// nanoseconds of mtime and btime come first), so each pair names both offsets.
+pub(crate) mod off {
+    use super::{EXTENT_SIZE, INLINE_EXTENTS, INODE_SIZE};
+
+    pub const MODE: usize = 0;
+    pub const FLAGS: usize = MODE + 4;
+    pub const UID: usize = FLAGS + 4;
+    pub const GID: usize = UID + 4;
+    pub const NLINK: usize = GID + 4;
+    pub const GENERATION: usize = NLINK + 4;
+    pub const SIZE: usize = GENERATION + 4;
+    pub const BLOCKS: usize = SIZE + 8;
+    const ATIME_SEC: usize = BLOCKS + 8;
+    const ATIME_NSEC: usize = ATIME_SEC + 8;
+    const MTIME_NSEC: usize = ATIME_NSEC + 4;
+    const MTIME_SEC: usize = MTIME_NSEC + 4;
+    const CTIME_SEC: usize = MTIME_SEC + 8;
+    const CTIME_NSEC: usize = CTIME_SEC + 8;
+    const BTIME_NSEC: usize = CTIME_NSEC + 4;
+    const BTIME_SEC: usize = BTIME_NSEC + 4;
+    pub const RDEV: usize = BTIME_SEC + 8;
+    pub const PARENT: usize = RDEV + 8;
+    pub const XATTR_BLOCK: usize = PARENT + 8;
+    pub const EXTENT_BLOCK: usize = XATTR_BLOCK + 8;
+    pub const EXTENT_COUNT: usize = EXTENT_BLOCK + 8;
+    pub const RESERVED: usize = EXTENT_COUNT + 4;
+    pub const INLINE: usize = RESERVED + 4;
+    pub const INLINE_END: usize = INLINE + INLINE_EXTENTS * EXTENT_SIZE;
+    /// CRC-32 of every byte before it: the last 4 bytes (4 reserved bytes before it).
+    pub const CRC: usize = INODE_SIZE as usize - 4;
+
+    pub const ATIME: (usize, usize) = (ATIME_SEC, ATIME_NSEC);
+    pub const MTIME: (usize, usize) = (MTIME_SEC, MTIME_NSEC);
+    pub const CTIME: (usize, usize) = (CTIME_SEC, CTIME_NSEC);
+    pub const BTIME: (usize, usize) = (BTIME_SEC, BTIME_NSEC);
+}
+const _: () = assert!(off::INLINE_END <= off::CRC);
+
 impl DiskInode {
     pub fn empty() -> DiskInode {
         DiskInode {
@@ -75,81 +115,81 @@ impl DiskInode {
         if self.mode == 0 {
             return b;
         }
-        put_u32(&mut b, 0, self.mode);
-        put_u32(&mut b, 4, self.flags);
-        put_u32(&mut b, 8, self.uid);
-        put_u32(&mut b, 12, self.gid);
-        put_u32(&mut b, 16, self.nlink);
-        put_u32(&mut b, 20, self.generation);
-        put_u64(&mut b, 24, self.size);
-        put_u64(&mut b, 32, self.blocks);
-        put_u64(&mut b, 40, self.atime.sec as u64);
-        put_u32(&mut b, 48, self.atime.nsec);
-        put_u32(&mut b, 52, self.mtime.nsec);
-        put_u64(&mut b, 56, self.mtime.sec as u64);
-        put_u64(&mut b, 64, self.ctime.sec as u64);
-        put_u32(&mut b, 72, self.ctime.nsec);
-        put_u32(&mut b, 76, self.btime.nsec);
-        put_u64(&mut b, 80, self.btime.sec as u64);
-        put_u64(&mut b, 88, self.rdev);
-        put_u64(&mut b, 96, self.parent);
-        put_u64(&mut b, 104, self.xattr_block);
-        put_u64(&mut b, 112, self.extent_block);
-        put_u32(&mut b, 120, self.extent_count);
-        for (i, e) in self.inline.iter().enumerate() {
-            let o = 128 + i * EXTENT_SIZE;
-            b[o..o + EXTENT_SIZE].copy_from_slice(&e.encode());
+        put_u32(&mut b, off::MODE, self.mode);
+        put_u32(&mut b, off::FLAGS, self.flags);
+        put_u32(&mut b, off::UID, self.uid);
+        put_u32(&mut b, off::GID, self.gid);
+        put_u32(&mut b, off::NLINK, self.nlink);
+        put_u32(&mut b, off::GENERATION, self.generation);
+        put_u64(&mut b, off::SIZE, self.size);
+        put_u64(&mut b, off::BLOCKS, self.blocks);
+        for (t, (sec, nsec)) in [
+            (self.atime, off::ATIME),
+            (self.mtime, off::MTIME),
+            (self.ctime, off::CTIME),
+            (self.btime, off::BTIME),
+        ] {
+            put_u64(&mut b, sec, t.sec as u64);
+            put_u32(&mut b, nsec, t.nsec);
         }
-        let c = crc32(&b[..252]);
-        put_u32(&mut b, 252, c);
+        put_u64(&mut b, off::RDEV, self.rdev);
+        put_u64(&mut b, off::PARENT, self.parent);
+        put_u64(&mut b, off::XATTR_BLOCK, self.xattr_block);
+        put_u64(&mut b, off::EXTENT_BLOCK, self.extent_block);
+        put_u32(&mut b, off::EXTENT_COUNT, self.extent_count);
+        let slots = b[off::INLINE..off::INLINE_END].chunks_exact_mut(EXTENT_SIZE);
+        for (slot, e) in slots.zip(&self.inline) {
+            slot.copy_from_slice(&e.encode());
+        }
+        let c = crc32(&b[..off::CRC]);
+        put_u32(&mut b, off::CRC, c);
         b
     }
 
     /// Decodes an inode slot: Ok(None) for a free slot.
     pub fn decode(b: &[u8]) -> Result<Option<DiskInode>, FormatError> {
-        if b.len() < INODE_SIZE as usize {
+        let Some(b) = b.get(..INODE_SIZE as usize) else {
             return bad("inode: short slot");
-        }
-        let b = &b[..INODE_SIZE as usize];
-        let mode = get_u32(b, 0);
+        };
+        let mode = get_u32(b, off::MODE);
         if mode == 0 {
             if b.iter().any(|&x| x != 0) {
                 return bad("inode: free slot is not zero");
             }
             return Ok(None);
         }
-        if get_u32(b, 252) != crc32(&b[..252]) {
+        if get_u32(b, off::CRC) != crc32(&b[..off::CRC]) {
             return bad("inode: checksum mismatch");
         }
         let mut inline = [NO_EXTENT; INLINE_EXTENTS];
-        for (i, slot) in inline.iter_mut().enumerate() {
-            let o = 128 + i * EXTENT_SIZE;
-            if let Some(e) = Extent::decode(&b[o..o + EXTENT_SIZE])? {
-                *slot = e;
+        let slots = b[off::INLINE..off::INLINE_END].chunks_exact(EXTENT_SIZE);
+        for (e, slot) in inline.iter_mut().zip(slots) {
+            if let Some(x) = Extent::decode(slot)? {
+                *e = x;
             }
         }
-        let ts = |so: usize, no: usize| Timespec {
-            sec: get_u64(b, so) as i64,
-            nsec: get_u32(b, no),
+        let ts = |(sec, nsec): (usize, usize)| Timespec {
+            sec: get_u64(b, sec) as i64,
+            nsec: get_u32(b, nsec),
         };
         let ino = DiskInode {
             mode,
-            flags: get_u32(b, 4),
-            uid: get_u32(b, 8),
-            gid: get_u32(b, 12),
-            nlink: get_u32(b, 16),
-            generation: get_u32(b, 20),
-            size: get_u64(b, 24),
-            blocks: get_u64(b, 32),
-            atime: ts(40, 48),
-            mtime: ts(56, 52),
-            ctime: ts(64, 72),
-            btime: ts(80, 76),
-            rdev: get_u64(b, 88),
-            parent: get_u64(b, 96),
-            xattr_block: get_u64(b, 104),
-            extent_block: get_u64(b, 112),
-            extent_count: get_u32(b, 120),
+            flags: get_u32(b, off::FLAGS),
+            uid: get_u32(b, off::UID),
+            gid: get_u32(b, off::GID),
+            nlink: get_u32(b, off::NLINK),
+            generation: get_u32(b, off::GENERATION),
+            size: get_u64(b, off::SIZE),
+            blocks: get_u64(b, off::BLOCKS),
+            atime: ts(off::ATIME),
+            mtime: ts(off::MTIME),
+            ctime: ts(off::CTIME),
+            btime: ts(off::BTIME),
+            rdev: get_u64(b, off::RDEV),
+            parent: get_u64(b, off::PARENT),
+            xattr_block: get_u64(b, off::XATTR_BLOCK),
+            extent_block: get_u64(b, off::EXTENT_BLOCK),
+            extent_count: get_u32(b, off::EXTENT_COUNT),
             inline,
         };
         for t in [ino.atime, ino.mtime, ino.ctime, ino.btime] {

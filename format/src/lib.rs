@@ -26,3 +26,5 @@ pub use xattr::*;
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod spec;

@@ -6,8 +6,8 @@ use crate::error::{bad, FormatError};
 use crate::inode::INODE_SIZE;
 use daxfs_pmem::codec::{crc32, get_u32, get_u64, put_u32, put_u64};
 
-pub const BLOCK_SIZE: u64 = 4096;
 pub const BLOCK_SHIFT: u32 = 12;
+pub const BLOCK_SIZE: u64 = 1 << BLOCK_SHIFT;
 pub const SB_MAGIC: [u8; 8] = *b"DAXFSSB\0";
 pub const VERSION: u32 = 1;
 pub const SB_SIZE: usize = 512;
@@ -18,6 +18,42 @@ pub const DATA_ALIGN_BLOCKS: u64 = 512;
 pub const STATE_CLEAN: u32 = 1;
 pub const STATE_MOUNTED: u32 = 2;
 
+const UUID_LEN: usize = 16;
+const LABEL_LEN: usize = 64;
+
+/// Byte offsets of the fields (docs/FORMAT.md "Superblock"), each placed after the one
+/// before it, so encode and decode share one table and a size is written once.
+pub(crate) mod off {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = MAGIC + super::SB_MAGIC.len();
+    pub const BLOCK_SIZE: usize = VERSION + 4;
+    pub const COMPAT: usize = BLOCK_SIZE + 4;
+    pub const INCOMPAT: usize = COMPAT + 4;
+    pub const RO_COMPAT: usize = INCOMPAT + 4;
+    pub const STATE: usize = RO_COMPAT + 4;
+    pub const TOTAL_BLOCKS: usize = STATE + 4;
+    pub const UUID: usize = TOTAL_BLOCKS + 8;
+    pub const LABEL: usize = UUID + super::UUID_LEN;
+    pub const JOURNAL_START: usize = LABEL + super::LABEL_LEN;
+    pub const JOURNAL_BLOCKS: usize = JOURNAL_START + 8;
+    pub const INODE_TABLE_START: usize = JOURNAL_BLOCKS + 8;
+    pub const INODE_TABLE_BLOCKS: usize = INODE_TABLE_START + 8;
+    pub const INODE_COUNT: usize = INODE_TABLE_BLOCKS + 8;
+    pub const BITMAP_START: usize = INODE_COUNT + 8;
+    pub const BITMAP_BLOCKS: usize = BITMAP_START + 8;
+    pub const DATA_START: usize = BITMAP_BLOCKS + 8;
+    pub const DATA_BLOCKS: usize = DATA_START + 8;
+    pub const ROOT_INO: usize = DATA_BLOCKS + 8;
+    pub const MKFS_TIME: usize = ROOT_INO + 8;
+    pub const MOUNT_TIME: usize = MKFS_TIME + 8;
+    pub const MOUNT_COUNT: usize = MOUNT_TIME + 8;
+    /// Reserved, zero, up to the CRC.
+    pub const RESERVED: usize = MOUNT_COUNT + 8;
+    /// CRC-32 of every byte before it: the last 4 bytes.
+    pub const CRC: usize = super::SB_SIZE - 4;
+}
+const _: () = assert!(off::RESERVED <= off::CRC);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Superblock {
     pub version: u32,
@@ -26,8 +62,8 @@ pub struct Superblock {
     pub ro_compat: u32,
     pub state: u32,
     pub total_blocks: u64,
-    pub uuid: [u8; 16],
-    pub label: [u8; 64],
+    pub uuid: [u8; UUID_LEN],
+    pub label: [u8; LABEL_LEN],
     pub journal_start: u64,
     pub journal_blocks: u64,
     pub inode_table_start: u64,
@@ -51,7 +87,7 @@ pub struct MkfsParams {
     pub journal_bytes: u64,
     /// Number of inodes; 0 = default (one per 8 KiB of device).
     pub inodes: u64,
-    pub uuid: [u8; 16],
+    pub uuid: [u8; UUID_LEN],
     pub now_ns: u64,
 }
 
@@ -59,7 +95,7 @@ impl Superblock {
     /// Lays out a filesystem on a device of `size` bytes.
     pub fn layout(size: u64, p: &MkfsParams) -> Result<Superblock, FormatError> {
         let total_blocks = size / BLOCK_SIZE;
-        if p.label.len() > 63 {
+        if p.label.len() >= LABEL_LEN {
             return bad("label is longer than 63 bytes");
         }
         let journal_blocks = if p.journal_bytes == 0 {
@@ -97,7 +133,7 @@ impl Superblock {
             }
             bitmap_blocks = need;
         };
-        let mut label = [0u8; 64];
+        let mut label = [0u8; LABEL_LEN];
         label[..p.label.len()].copy_from_slice(p.label.as_bytes());
         Ok(Superblock {
             version: VERSION,
@@ -126,37 +162,37 @@ impl Superblock {
 
     pub fn encode(&self) -> [u8; SB_SIZE] {
         let mut b = [0u8; SB_SIZE];
-        b[0..8].copy_from_slice(&SB_MAGIC);
-        put_u32(&mut b, 8, self.version);
-        put_u32(&mut b, 12, BLOCK_SIZE as u32);
-        put_u32(&mut b, 16, self.compat);
-        put_u32(&mut b, 20, self.incompat);
-        put_u32(&mut b, 24, self.ro_compat);
-        put_u32(&mut b, 28, self.state);
-        put_u64(&mut b, 32, self.total_blocks);
-        b[40..56].copy_from_slice(&self.uuid);
-        b[56..120].copy_from_slice(&self.label);
-        put_u64(&mut b, 120, self.journal_start);
-        put_u64(&mut b, 128, self.journal_blocks);
-        put_u64(&mut b, 136, self.inode_table_start);
-        put_u64(&mut b, 144, self.inode_table_blocks);
-        put_u64(&mut b, 152, self.inode_count);
-        put_u64(&mut b, 160, self.bitmap_start);
-        put_u64(&mut b, 168, self.bitmap_blocks);
-        put_u64(&mut b, 176, self.data_start);
-        put_u64(&mut b, 184, self.data_blocks);
-        put_u64(&mut b, 192, self.root_ino);
-        put_u64(&mut b, 200, self.mkfs_time);
-        put_u64(&mut b, 208, self.mount_time);
-        put_u64(&mut b, 216, self.mount_count);
-        let c = crc32(&b[..508]);
-        put_u32(&mut b, 508, c);
+        b[off::MAGIC..off::VERSION].copy_from_slice(&SB_MAGIC);
+        put_u32(&mut b, off::VERSION, self.version);
+        put_u32(&mut b, off::BLOCK_SIZE, BLOCK_SIZE as u32);
+        put_u32(&mut b, off::COMPAT, self.compat);
+        put_u32(&mut b, off::INCOMPAT, self.incompat);
+        put_u32(&mut b, off::RO_COMPAT, self.ro_compat);
+        put_u32(&mut b, off::STATE, self.state);
+        put_u64(&mut b, off::TOTAL_BLOCKS, self.total_blocks);
+        b[off::UUID..off::LABEL].copy_from_slice(&self.uuid);
+        b[off::LABEL..off::JOURNAL_START].copy_from_slice(&self.label);
+        put_u64(&mut b, off::JOURNAL_START, self.journal_start);
+        put_u64(&mut b, off::JOURNAL_BLOCKS, self.journal_blocks);
+        put_u64(&mut b, off::INODE_TABLE_START, self.inode_table_start);
+        put_u64(&mut b, off::INODE_TABLE_BLOCKS, self.inode_table_blocks);
+        put_u64(&mut b, off::INODE_COUNT, self.inode_count);
+        put_u64(&mut b, off::BITMAP_START, self.bitmap_start);
+        put_u64(&mut b, off::BITMAP_BLOCKS, self.bitmap_blocks);
+        put_u64(&mut b, off::DATA_START, self.data_start);
+        put_u64(&mut b, off::DATA_BLOCKS, self.data_blocks);
+        put_u64(&mut b, off::ROOT_INO, self.root_ino);
+        put_u64(&mut b, off::MKFS_TIME, self.mkfs_time);
+        put_u64(&mut b, off::MOUNT_TIME, self.mount_time);
+        put_u64(&mut b, off::MOUNT_COUNT, self.mount_count);
+        let c = crc32(&b[..off::CRC]);
+        put_u32(&mut b, off::CRC, c);
         b
     }
 
     /// True if `b` starts with the daxfs magic (whatever its state).
     pub fn has_magic(b: &[u8]) -> bool {
-        b.len() >= 8 && b[..8] == SB_MAGIC
+        b.get(off::MAGIC..off::VERSION) == Some(&SB_MAGIC[..])
     }
 
     /// Decodes and validates a superblock against a device of `device_size` bytes.
@@ -167,44 +203,45 @@ impl Superblock {
         if !Self::has_magic(b) {
             return bad("no daxfs superblock (bad magic)");
         }
-        if get_u32(b, 508) != crc32(&b[..508]) {
+        if get_u32(b, off::CRC) != crc32(&b[..off::CRC]) {
             return bad("superblock checksum mismatch");
         }
-        let version = get_u32(b, 8);
+        let version = get_u32(b, off::VERSION);
         if version != VERSION {
             return bad(format!(
                 "unsupported daxfs version {version} (this build reads {VERSION})"
             ));
         }
-        if get_u32(b, 12) != BLOCK_SIZE as u32 {
-            return bad(format!("unsupported block size {}", get_u32(b, 12)));
+        let block_size = get_u32(b, off::BLOCK_SIZE);
+        if block_size != BLOCK_SIZE as u32 {
+            return bad(format!("unsupported block size {block_size}"));
         }
-        let mut uuid = [0u8; 16];
-        uuid.copy_from_slice(&b[40..56]);
-        let mut label = [0u8; 64];
-        label.copy_from_slice(&b[56..120]);
+        let mut uuid = [0u8; UUID_LEN];
+        uuid.copy_from_slice(&b[off::UUID..off::LABEL]);
+        let mut label = [0u8; LABEL_LEN];
+        label.copy_from_slice(&b[off::LABEL..off::JOURNAL_START]);
         let sb = Superblock {
             version,
-            compat: get_u32(b, 16),
-            incompat: get_u32(b, 20),
-            ro_compat: get_u32(b, 24),
-            state: get_u32(b, 28),
-            total_blocks: get_u64(b, 32),
+            compat: get_u32(b, off::COMPAT),
+            incompat: get_u32(b, off::INCOMPAT),
+            ro_compat: get_u32(b, off::RO_COMPAT),
+            state: get_u32(b, off::STATE),
+            total_blocks: get_u64(b, off::TOTAL_BLOCKS),
             uuid,
             label,
-            journal_start: get_u64(b, 120),
-            journal_blocks: get_u64(b, 128),
-            inode_table_start: get_u64(b, 136),
-            inode_table_blocks: get_u64(b, 144),
-            inode_count: get_u64(b, 152),
-            bitmap_start: get_u64(b, 160),
-            bitmap_blocks: get_u64(b, 168),
-            data_start: get_u64(b, 176),
-            data_blocks: get_u64(b, 184),
-            root_ino: get_u64(b, 192),
-            mkfs_time: get_u64(b, 200),
-            mount_time: get_u64(b, 208),
-            mount_count: get_u64(b, 216),
+            journal_start: get_u64(b, off::JOURNAL_START),
+            journal_blocks: get_u64(b, off::JOURNAL_BLOCKS),
+            inode_table_start: get_u64(b, off::INODE_TABLE_START),
+            inode_table_blocks: get_u64(b, off::INODE_TABLE_BLOCKS),
+            inode_count: get_u64(b, off::INODE_COUNT),
+            bitmap_start: get_u64(b, off::BITMAP_START),
+            bitmap_blocks: get_u64(b, off::BITMAP_BLOCKS),
+            data_start: get_u64(b, off::DATA_START),
+            data_blocks: get_u64(b, off::DATA_BLOCKS),
+            root_ino: get_u64(b, off::ROOT_INO),
+            mkfs_time: get_u64(b, off::MKFS_TIME),
+            mount_time: get_u64(b, off::MOUNT_TIME),
+            mount_count: get_u64(b, off::MOUNT_COUNT),
         };
         sb.validate(device_size)?;
         Ok(sb)
@@ -258,7 +295,7 @@ impl Superblock {
     }
 
     pub fn label_str(&self) -> String {
-        let end = self.label.iter().position(|&c| c == 0).unwrap_or(64);
+        let end = self.label.iter().position(|&c| c == 0).unwrap_or(LABEL_LEN);
         String::from_utf8_lossy(&self.label[..end]).into_owned()
     }
 
