@@ -130,6 +130,45 @@ mod tests {
         );
     }
 
+    /// Byte-exact encoding of a fixed two-record transaction (header, records, commit
+    /// record) under a fixed journal id, captured before the codec was shared.
+    #[test]
+    fn transaction_bytes_are_unchanged() {
+        use daxfs_pmem::{Media, MemMedia};
+        const START: u64 = 8192;
+        const LEN: u64 = 64 * 1024;
+        let m = std::sync::Arc::new(MemMedia::new(256 * 1024));
+        crate::format(&*m, START, LEN).unwrap();
+        for (generation, copy) in HEADER_COPY_OFFSETS.iter().enumerate() {
+            let h = Header {
+                generation: generation as u64,
+                journal_id: 0x0a0b_0c0d_0e0f_1011,
+                region_start: START,
+                region_len: LEN,
+                tail: 0,
+                tail_seq: FIRST_SEQUENCE,
+            };
+            m.write(START + copy, &h.encode());
+        }
+        let (mut j, _) = crate::Journal::open(m.clone(), START, LEN).unwrap();
+        let mut t = crate::Transaction::new();
+        t.write(128 * 1024, b"hello");
+        t.write(128 * 1024 + 4096, &[0xee; 13]);
+        j.commit(&t).unwrap();
+        let mut b = vec![0u8; t.encoded_len() as usize];
+        m.read(START + HEADER_AREA, &mut b);
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let want = concat!(
+            "44584a546189b71f11100f0e0d0c0b0a0200000000000000c000000000000000",
+            "0200000000000000120000000000000002000000000000000000000000000000",
+            "000002000000000005000000f854ccdb68656c6c6f0000000010020000000000",
+            "0d000000b5fe375eeeeeeeeeeeeeeeeeeeeeeeeeee0000000000000000000000",
+            "44584a4348e34a6f11100f0e0d0c0b0a0200000000000000c000000000000000",
+            "0200000037289045000000000000000000000000000000000000000000000000",
+        );
+        assert_eq!(hex, want);
+    }
+
     /// Why the body checksum is CRC-32C: a CRC-32 over a region does not change when a
     /// structure ending in its own CRC-32 is replaced by another valid one.
     #[test]
