@@ -17,13 +17,75 @@ pub(crate) const TXN_MAGIC: u32 = u32::from_le_bytes(*b"DXJT");
 pub(crate) const COMMIT_MAGIC: u32 = u32::from_le_bytes(*b"DXJC");
 pub(crate) const TXN_HEADER_SIZE: u64 = 64;
 pub(crate) const COMMIT_SIZE: u64 = 64;
-pub(crate) const RECORD_HEADER_SIZE: u64 = 16;
+pub(crate) const RECORD_HEADER_SIZE: u64 = rec::DATA as u64;
 /// Transactions start and end on cache-line boundaries.
 pub(crate) const TXN_ALIGN: u64 = 64;
 /// Record data is padded to this alignment so record headers stay 8-byte aligned.
 pub(crate) const DATA_ALIGN: u64 = 8;
 
 use daxfs_pmem::codec::{crc_with_hole, get_u32, get_u64, put_u32, put_u64};
+
+/// Field offsets of a header copy (docs/FORMAT.md "Header").
+pub(crate) mod hdr {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = MAGIC + super::HEADER_MAGIC.len();
+    /// CRC-32 of the copy with this field zero.
+    pub const CRC: usize = VERSION + 4;
+    pub const GENERATION: usize = CRC + 4;
+    pub const JOURNAL_ID: usize = GENERATION + 8;
+    pub const REGION_START: usize = JOURNAL_ID + 8;
+    pub const REGION_LEN: usize = REGION_START + 8;
+    pub const TAIL: usize = REGION_LEN + 8;
+    pub const TAIL_SEQ: usize = TAIL + 8;
+}
+const _: () = assert!(hdr::TAIL_SEQ + 8 == HEADER_SIZE);
+
+/// Field offsets of a transaction header (docs/FORMAT.md "Transaction").
+pub(crate) mod txn_hdr {
+    pub const MAGIC: usize = 0;
+    /// CRC-32 of the header with this field zero.
+    pub const CRC: usize = MAGIC + 4;
+    pub const JOURNAL_ID: usize = CRC + 4;
+    pub const SEQUENCE: usize = JOURNAL_ID + 8;
+    /// Total length, header and commit record included.
+    pub const TOTAL: usize = SEQUENCE + 8;
+    pub const COUNT: usize = TOTAL + 8;
+    /// 4 reserved bytes, then the payload bytes.
+    pub const PAYLOAD: usize = COUNT + 4 + 4;
+    pub const SINCE: usize = PAYLOAD + 8;
+}
+const _: () = assert!(txn_hdr::SINCE + 8 + 8 == TXN_HEADER_SIZE as usize);
+
+/// Field offsets of a record, relative to its start (docs/FORMAT.md "Record").
+pub(crate) mod rec {
+    pub const TARGET: usize = 0;
+    pub const LEN: usize = TARGET + 8;
+    /// CRC-32 of the bytes before it followed by the data.
+    pub const CRC: usize = LEN + 4;
+    pub const DATA: usize = CRC + 4;
+}
+
+/// Field offsets of a commit record (docs/FORMAT.md "Commit record"). The sequence,
+/// total and count repeat the header's at the header's offsets.
+pub(crate) mod commit_rec {
+    pub const MAGIC: usize = 0;
+    /// CRC-32 of the record with this field zero.
+    pub const CRC: usize = MAGIC + 4;
+    pub const JOURNAL_ID: usize = CRC + 4;
+    pub const SEQUENCE: usize = JOURNAL_ID + 8;
+    pub const TOTAL: usize = SEQUENCE + 8;
+    pub const COUNT: usize = TOTAL + 8;
+    /// CRC-32C of every transaction byte before the commit record.
+    pub const BODY_CRC: usize = COUNT + 4;
+}
+const _: () = assert!(commit_rec::BODY_CRC + 4 + 24 == COMMIT_SIZE as usize);
+// The scan reads a transaction's magic, CRC and journal id at the same offsets whichever
+// of the two 64-byte structures it finds.
+const _: () = assert!(
+    txn_hdr::MAGIC == commit_rec::MAGIC
+        && txn_hdr::CRC == commit_rec::CRC
+        && txn_hdr::JOURNAL_ID == commit_rec::JOURNAL_ID
+);
 
 /// First sequence number of a freshly formatted journal.
 pub(crate) const FIRST_SEQUENCE: u64 = 1;
@@ -50,16 +112,16 @@ pub(crate) struct Header {
 impl Header {
     pub(crate) fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
-        b[0..8].copy_from_slice(&HEADER_MAGIC);
-        put_u32(&mut b, 8, VERSION);
-        put_u64(&mut b, 16, self.generation);
-        put_u64(&mut b, 24, self.journal_id);
-        put_u64(&mut b, 32, self.region_start);
-        put_u64(&mut b, 40, self.region_len);
-        put_u64(&mut b, 48, self.tail);
-        put_u64(&mut b, 56, self.tail_seq);
-        let crc = crc_with_hole(&b, 12);
-        put_u32(&mut b, 12, crc);
+        b[hdr::MAGIC..hdr::VERSION].copy_from_slice(&HEADER_MAGIC);
+        put_u32(&mut b, hdr::VERSION, VERSION);
+        put_u64(&mut b, hdr::GENERATION, self.generation);
+        put_u64(&mut b, hdr::JOURNAL_ID, self.journal_id);
+        put_u64(&mut b, hdr::REGION_START, self.region_start);
+        put_u64(&mut b, hdr::REGION_LEN, self.region_len);
+        put_u64(&mut b, hdr::TAIL, self.tail);
+        put_u64(&mut b, hdr::TAIL_SEQ, self.tail_seq);
+        let crc = crc_with_hole(&b, hdr::CRC);
+        put_u32(&mut b, hdr::CRC, crc);
         b
     }
 
@@ -69,22 +131,22 @@ impl Header {
         start: u64,
         len: u64,
     ) -> Result<Header, &'static str> {
-        if b[0..8] != HEADER_MAGIC {
+        if b[hdr::MAGIC..hdr::VERSION] != HEADER_MAGIC {
             return Err("bad magic");
         }
-        if get_u32(b, 12) != crc_with_hole(b, 12) {
+        if get_u32(b, hdr::CRC) != crc_with_hole(b, hdr::CRC) {
             return Err("bad crc32");
         }
-        if get_u32(b, 8) != VERSION {
+        if get_u32(b, hdr::VERSION) != VERSION {
             return Err("unsupported version");
         }
         let h = Header {
-            generation: get_u64(b, 16),
-            journal_id: get_u64(b, 24),
-            region_start: get_u64(b, 32),
-            region_len: get_u64(b, 40),
-            tail: get_u64(b, 48),
-            tail_seq: get_u64(b, 56),
+            generation: get_u64(b, hdr::GENERATION),
+            journal_id: get_u64(b, hdr::JOURNAL_ID),
+            region_start: get_u64(b, hdr::REGION_START),
+            region_len: get_u64(b, hdr::REGION_LEN),
+            tail: get_u64(b, hdr::TAIL),
+            tail_seq: get_u64(b, hdr::TAIL_SEQ),
         };
         if h.region_start != start || h.region_len != len {
             return Err("describes a different journal region");
