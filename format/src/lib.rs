@@ -4,6 +4,11 @@
 //! CRC — pure functions over byte slices, so the parser can be tested (and fuzzed) on
 //! plain buffers — and formatting a device ([`mkfs::format_device`], the work behind
 //! mkfs.daxfs), the one place that writes a whole empty filesystem.
+//!
+//! One module per structure, each with its constants and its table of field offsets
+//! (defined once, each field after the one before it, shared by encode and decode); the
+//! little-endian fields and the CRCs are `daxfs_pmem::codec`'s, shared with the journal.
+//! Everything public is re-exported here, so users write `daxfs_format::X`.
 
 mod bitmap;
 mod dir;
