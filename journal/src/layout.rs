@@ -1,4 +1,5 @@
-//! On-media layout of the journal: constants, the header and little-endian helpers.
+//! On-media layout of the journal: constants and the header. The little-endian fields and
+//! the CRCs are daxfs_pmem::codec's, shared with the format crate.
 //! docs/FORMAT.md ("Journal") is the normative description; keep both in sync.
 
 /// Byte size of one header copy (one cache line, so a copy is flushed by one clwb).
@@ -16,46 +17,81 @@ pub(crate) const TXN_MAGIC: u32 = u32::from_le_bytes(*b"DXJT");
 pub(crate) const COMMIT_MAGIC: u32 = u32::from_le_bytes(*b"DXJC");
 pub(crate) const TXN_HEADER_SIZE: u64 = 64;
 pub(crate) const COMMIT_SIZE: u64 = 64;
-pub(crate) const RECORD_HEADER_SIZE: u64 = 16;
+pub(crate) const RECORD_HEADER_SIZE: u64 = rec::DATA as u64;
 /// Transactions start and end on cache-line boundaries.
 pub(crate) const TXN_ALIGN: u64 = 64;
 /// Record data is padded to this alignment so record headers stay 8-byte aligned.
 pub(crate) const DATA_ALIGN: u64 = 8;
+
+use daxfs_pmem::codec::{crc_with_hole, get_u32, get_u64, put_u32, put_u64};
+
+/// Field offsets of a header copy (docs/FORMAT.md "Header").
+pub(crate) mod hdr {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = MAGIC + super::HEADER_MAGIC.len();
+    /// CRC-32 of the copy with this field zero.
+    pub const CRC: usize = VERSION + 4;
+    pub const GENERATION: usize = CRC + 4;
+    pub const JOURNAL_ID: usize = GENERATION + 8;
+    pub const REGION_START: usize = JOURNAL_ID + 8;
+    pub const REGION_LEN: usize = REGION_START + 8;
+    pub const TAIL: usize = REGION_LEN + 8;
+    pub const TAIL_SEQ: usize = TAIL + 8;
+}
+const _: () = assert!(hdr::TAIL_SEQ + 8 == HEADER_SIZE);
+
+/// Field offsets of a transaction header (docs/FORMAT.md "Transaction").
+pub(crate) mod txn_hdr {
+    pub const MAGIC: usize = 0;
+    /// CRC-32 of the header with this field zero.
+    pub const CRC: usize = MAGIC + 4;
+    pub const JOURNAL_ID: usize = CRC + 4;
+    pub const SEQUENCE: usize = JOURNAL_ID + 8;
+    /// Total length, header and commit record included.
+    pub const TOTAL: usize = SEQUENCE + 8;
+    pub const COUNT: usize = TOTAL + 8;
+    /// 4 reserved bytes, then the payload bytes.
+    pub const PAYLOAD: usize = COUNT + 4 + 4;
+    pub const SINCE: usize = PAYLOAD + 8;
+}
+const _: () = assert!(txn_hdr::SINCE + 8 + 8 == TXN_HEADER_SIZE as usize);
+
+/// Field offsets of a record, relative to its start (docs/FORMAT.md "Record").
+pub(crate) mod rec {
+    pub const TARGET: usize = 0;
+    pub const LEN: usize = TARGET + 8;
+    /// CRC-32 of the bytes before it followed by the data.
+    pub const CRC: usize = LEN + 4;
+    pub const DATA: usize = CRC + 4;
+}
+
+/// Field offsets of a commit record (docs/FORMAT.md "Commit record"). The sequence,
+/// total and count repeat the header's at the header's offsets.
+pub(crate) mod commit_rec {
+    pub const MAGIC: usize = 0;
+    /// CRC-32 of the record with this field zero.
+    pub const CRC: usize = MAGIC + 4;
+    pub const JOURNAL_ID: usize = CRC + 4;
+    pub const SEQUENCE: usize = JOURNAL_ID + 8;
+    pub const TOTAL: usize = SEQUENCE + 8;
+    pub const COUNT: usize = TOTAL + 8;
+    /// CRC-32C of every transaction byte before the commit record.
+    pub const BODY_CRC: usize = COUNT + 4;
+}
+const _: () = assert!(commit_rec::BODY_CRC + 4 + 24 == COMMIT_SIZE as usize);
+// The scan reads a transaction's magic, CRC and journal id at the same offsets whichever
+// of the two 64-byte structures it finds.
+const _: () = assert!(
+    txn_hdr::MAGIC == commit_rec::MAGIC
+        && txn_hdr::CRC == commit_rec::CRC
+        && txn_hdr::JOURNAL_ID == commit_rec::JOURNAL_ID
+);
 
 /// First sequence number of a freshly formatted journal.
 pub(crate) const FIRST_SEQUENCE: u64 = 1;
 
 pub(crate) fn round_up(v: u64, align: u64) -> u64 {
     v.div_ceil(align).saturating_mul(align)
-}
-
-pub(crate) fn get_u32(buf: &[u8], off: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&buf[off..off + 4]);
-    u32::from_le_bytes(b)
-}
-
-pub(crate) fn get_u64(buf: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[off..off + 8]);
-    u64::from_le_bytes(b)
-}
-
-pub(crate) fn put_u32(buf: &mut [u8], off: usize, v: u32) {
-    buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-pub(crate) fn put_u64(buf: &mut [u8], off: usize, v: u64) {
-    buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// CRC32 of `buf` computed as if the 4 bytes at `crc_off` were zero.
-pub(crate) fn crc_with_hole(buf: &[u8], crc_off: usize) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&buf[..crc_off]);
-    h.update(&[0u8; 4]);
-    h.update(&buf[crc_off + 4..]);
-    h.finalize()
 }
 
 /// One copy of the journal header.
@@ -76,16 +112,16 @@ pub(crate) struct Header {
 impl Header {
     pub(crate) fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
-        b[0..8].copy_from_slice(&HEADER_MAGIC);
-        put_u32(&mut b, 8, VERSION);
-        put_u64(&mut b, 16, self.generation);
-        put_u64(&mut b, 24, self.journal_id);
-        put_u64(&mut b, 32, self.region_start);
-        put_u64(&mut b, 40, self.region_len);
-        put_u64(&mut b, 48, self.tail);
-        put_u64(&mut b, 56, self.tail_seq);
-        let crc = crc_with_hole(&b, 12);
-        put_u32(&mut b, 12, crc);
+        b[hdr::MAGIC..hdr::VERSION].copy_from_slice(&HEADER_MAGIC);
+        put_u32(&mut b, hdr::VERSION, VERSION);
+        put_u64(&mut b, hdr::GENERATION, self.generation);
+        put_u64(&mut b, hdr::JOURNAL_ID, self.journal_id);
+        put_u64(&mut b, hdr::REGION_START, self.region_start);
+        put_u64(&mut b, hdr::REGION_LEN, self.region_len);
+        put_u64(&mut b, hdr::TAIL, self.tail);
+        put_u64(&mut b, hdr::TAIL_SEQ, self.tail_seq);
+        let crc = crc_with_hole(&b, hdr::CRC);
+        put_u32(&mut b, hdr::CRC, crc);
         b
     }
 
@@ -95,22 +131,22 @@ impl Header {
         start: u64,
         len: u64,
     ) -> Result<Header, &'static str> {
-        if b[0..8] != HEADER_MAGIC {
+        if b[hdr::MAGIC..hdr::VERSION] != HEADER_MAGIC {
             return Err("bad magic");
         }
-        if get_u32(b, 12) != crc_with_hole(b, 12) {
+        if get_u32(b, hdr::CRC) != crc_with_hole(b, hdr::CRC) {
             return Err("bad crc32");
         }
-        if get_u32(b, 8) != VERSION {
+        if get_u32(b, hdr::VERSION) != VERSION {
             return Err("unsupported version");
         }
         let h = Header {
-            generation: get_u64(b, 16),
-            journal_id: get_u64(b, 24),
-            region_start: get_u64(b, 32),
-            region_len: get_u64(b, 40),
-            tail: get_u64(b, 48),
-            tail_seq: get_u64(b, 56),
+            generation: get_u64(b, hdr::GENERATION),
+            journal_id: get_u64(b, hdr::JOURNAL_ID),
+            region_start: get_u64(b, hdr::REGION_START),
+            region_len: get_u64(b, hdr::REGION_LEN),
+            tail: get_u64(b, hdr::TAIL),
+            tail_seq: get_u64(b, hdr::TAIL_SEQ),
         };
         if h.region_start != start || h.region_len != len {
             return Err("describes a different journal region");
@@ -132,91 +168,67 @@ impl Header {
 /// Bound on a header's generation and tail sequence number (see `Header::decode`).
 pub(crate) const COUNTER_LIMIT: u64 = 1 << 63;
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of a transaction
-/// body. Deliberately not the CRC-32 (IEEE) that protects the metadata structures the
-/// records carry: a CRC over a region is blind to replacing a structure that ends in its
-/// own CRC of the same polynomial by another valid such structure (the CRC residue), so
-/// a torn transaction whose unwritten lines still held another valid inode record from
-/// an earlier lap of the log would validate under a CRC-32 body checksum.
-pub(crate) fn crc32c(buf: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the CPU supports SSE4.2 (checked just above).
-            return !unsafe { crc32c_sse42(!0, buf) };
-        }
-    }
-    !crc32c_table(!0, buf)
-}
-
-const CRC32C_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-};
-
-/// Table-driven CRC-32C update (no pre/post inversion).
-pub(crate) fn crc32c_table(mut crc: u32, buf: &[u8]) -> u32 {
-    for &b in buf {
-        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
-/// CRC-32C update with the SSE4.2 crc32 instruction (no pre/post inversion).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn crc32c_sse42(crc: u32, buf: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut c = u64::from(crc);
-    let mut chunks = buf.chunks_exact(8);
-    for ch in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(ch);
-        c = _mm_crc32_u64(c, u64::from_le_bytes(w));
-    }
-    let mut c = c as u32;
-    for &b in chunks.remainder() {
-        c = _mm_crc32_u8(c, b);
-    }
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use daxfs_pmem::codec::{crc32, crc32c};
 
+    /// Byte-exact encoding of a fixed header, captured before the codec was shared.
     #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(!crc32c_table(!0, b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
+    fn header_bytes_are_unchanged() {
+        let h = Header {
+            generation: 3,
+            journal_id: 0x0102_0304_0506_0708,
+            region_start: 8192,
+            region_len: 1 << 20,
+            tail: 128,
+            tail_seq: 9,
+        };
+        let hex: String = h.encode().iter().map(|x| format!("{x:02x}")).collect();
+        assert_eq!(
+            hex,
+            "44415846534a480001000000da71f19303000000000000000807060504030201\
+             0020000000000000000010000000000080000000000000000900000000000000"
+        );
     }
 
+    /// Byte-exact encoding of a fixed two-record transaction (header, records, commit
+    /// record) under a fixed journal id, captured before the codec was shared.
     #[test]
-    fn crc32c_hardware_and_table_paths_agree_at_every_length() {
-        let data: Vec<u8> = (0..300u32).map(|i| (i * 31 + 7) as u8).collect();
-        for n in 0..data.len() {
-            assert_eq!(
-                crc32c(&data[..n]),
-                !crc32c_table(!0, &data[..n]),
-                "length {n}"
-            );
+    fn transaction_bytes_are_unchanged() {
+        use daxfs_pmem::{Media, MemMedia};
+        const START: u64 = 8192;
+        const LEN: u64 = 64 * 1024;
+        let m = std::sync::Arc::new(MemMedia::new(256 * 1024));
+        crate::format(&*m, START, LEN).unwrap();
+        for (generation, copy) in HEADER_COPY_OFFSETS.iter().enumerate() {
+            let h = Header {
+                generation: generation as u64,
+                journal_id: 0x0a0b_0c0d_0e0f_1011,
+                region_start: START,
+                region_len: LEN,
+                tail: 0,
+                tail_seq: FIRST_SEQUENCE,
+            };
+            m.write(START + copy, &h.encode());
         }
+        let (mut j, _) = crate::Journal::open(m.clone(), START, LEN).unwrap();
+        let mut t = crate::Transaction::new();
+        t.write(128 * 1024, b"hello");
+        t.write(128 * 1024 + 4096, &[0xee; 13]);
+        j.commit(&t).unwrap();
+        let mut b = vec![0u8; t.encoded_len() as usize];
+        m.read(START + HEADER_AREA, &mut b);
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let want = concat!(
+            "44584a546189b71f11100f0e0d0c0b0a0200000000000000c000000000000000",
+            "0200000000000000120000000000000002000000000000000000000000000000",
+            "000002000000000005000000f854ccdb68656c6c6f0000000010020000000000",
+            "0d000000b5fe375eeeeeeeeeeeeeeeeeeeeeeeeeee0000000000000000000000",
+            "44584a4348e34a6f11100f0e0d0c0b0a0200000000000000c000000000000000",
+            "0200000037289045000000000000000000000000000000000000000000000000",
+        );
+        assert_eq!(hex, want);
     }
 
     /// Why the body checksum is CRC-32C: a CRC-32 over a region does not change when a
@@ -225,7 +237,7 @@ mod tests {
     fn body_checksum_sees_a_self_checksummed_record_replaced() {
         let sealed = |fill: u8| {
             let mut r = vec![fill; 252];
-            let c = crc32fast::hash(&r);
+            let c = crc32(&r);
             r.extend_from_slice(&c.to_le_bytes());
             r
         };
@@ -237,11 +249,7 @@ mod tests {
         };
         let (a, b) = (body(&sealed(1)), body(&sealed(2)));
         assert_ne!(a, b);
-        assert_eq!(
-            crc32fast::hash(&a),
-            crc32fast::hash(&b),
-            "the CRC-32 blind spot"
-        );
+        assert_eq!(crc32(&a), crc32(&b), "the CRC-32 blind spot");
         assert_ne!(crc32c(&a), crc32c(&b));
     }
 }

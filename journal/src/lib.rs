@@ -34,10 +34,11 @@ use daxfs_pmem::Media;
 pub use error::{Damage, JournalError};
 pub use txn::{LogSize, Transaction};
 
+use daxfs_pmem::codec::{crc32_parts, crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64};
 use layout::{
-    crc32c, crc_with_hole, get_u32, get_u64, put_u32, put_u64, round_up, Header, COMMIT_MAGIC,
-    COMMIT_SIZE, COUNTER_LIMIT, DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS,
-    HEADER_SIZE, RECORD_HEADER_SIZE, TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
+    commit_rec, rec, round_up, txn_hdr, Header, COMMIT_MAGIC, COMMIT_SIZE, COUNTER_LIMIT,
+    DATA_ALIGN, FIRST_SEQUENCE, HEADER_AREA, HEADER_COPY_OFFSETS, HEADER_SIZE, RECORD_HEADER_SIZE,
+    TXN_ALIGN, TXN_HEADER_SIZE, TXN_MAGIC,
 };
 use txn::RecordRef;
 
@@ -327,7 +328,7 @@ impl Txn {
             seq,
             total,
             // Never above its own sequence number (only a bug could write that).
-            since: get_u64(buf, 48).min(seq),
+            since: get_u64(buf, txn_hdr::SINCE).min(seq),
         }
     }
 }
@@ -719,25 +720,23 @@ impl Journal {
         buf.resize(total as usize, 0);
 
         let h = &mut buf[..TXN_HEADER_SIZE as usize];
-        put_u32(h, 0, TXN_MAGIC);
-        put_u64(h, 8, self.journal_id);
-        put_u64(h, 16, seq);
-        put_u64(h, 24, total);
-        put_u32(h, 32, count);
-        put_u64(h, 40, payload);
-        put_u64(h, 48, self.tail_seq);
-        let crc = crc_with_hole(h, 4);
-        put_u32(h, 4, crc);
+        put_u32(h, txn_hdr::MAGIC, TXN_MAGIC);
+        put_u64(h, txn_hdr::JOURNAL_ID, self.journal_id);
+        put_u64(h, txn_hdr::SEQUENCE, seq);
+        put_u64(h, txn_hdr::TOTAL, total);
+        put_u32(h, txn_hdr::COUNT, count);
+        put_u64(h, txn_hdr::PAYLOAD, payload);
+        put_u64(h, txn_hdr::SINCE, self.tail_seq);
+        let crc = crc_with_hole(h, txn_hdr::CRC);
+        put_u32(h, txn_hdr::CRC, crc);
 
         let mut p = TXN_HEADER_SIZE as usize;
         for txn in batch {
             for (off, data) in txn.writes() {
-                put_u64(buf, p, off);
-                put_u32(buf, p + 8, data.len() as u32);
-                let mut hasher = crc32fast::Hasher::new();
-                hasher.update(&buf[p..p + 12]);
-                hasher.update(data);
-                put_u32(buf, p + 12, hasher.finalize());
+                put_u64(buf, p + rec::TARGET, off);
+                put_u32(buf, p + rec::LEN, data.len() as u32);
+                let crc = crc32_parts(&[&buf[p..p + rec::CRC], data]);
+                put_u32(buf, p + rec::CRC, crc);
                 let d = p + RECORD_HEADER_SIZE as usize;
                 buf[d..d + data.len()].copy_from_slice(data);
                 p = d + round_up(data.len() as u64, DATA_ALIGN) as usize;
@@ -747,14 +746,14 @@ impl Journal {
         let c = (total - COMMIT_SIZE) as usize;
         let body_crc = crc32c(&buf[..c]);
         let commit = &mut buf[c..];
-        put_u32(commit, 0, COMMIT_MAGIC);
-        put_u64(commit, 8, self.journal_id);
-        put_u64(commit, 16, seq);
-        put_u64(commit, 24, total);
-        put_u32(commit, 32, count);
-        put_u32(commit, 36, body_crc);
-        let crc = crc_with_hole(commit, 4);
-        put_u32(commit, 4, crc);
+        put_u32(commit, commit_rec::MAGIC, COMMIT_MAGIC);
+        put_u64(commit, commit_rec::JOURNAL_ID, self.journal_id);
+        put_u64(commit, commit_rec::SEQUENCE, seq);
+        put_u64(commit, commit_rec::TOTAL, total);
+        put_u32(commit, commit_rec::COUNT, count);
+        put_u32(commit, commit_rec::BODY_CRC, body_crc);
+        let crc = crc_with_hole(commit, commit_rec::CRC);
+        put_u32(commit, commit_rec::CRC, crc);
     }
 
     /// Replays from the tail; leaves `head`/`next_seq` just after the last valid
@@ -940,7 +939,7 @@ impl Journal {
                 if p > last {
                     break;
                 }
-                let magic = get_u32(h, 0);
+                let magic = get_u32(h, txn_hdr::MAGIC);
                 if magic != TXN_MAGIC && magic != COMMIT_MAGIC {
                     continue;
                 }
@@ -965,23 +964,23 @@ impl Journal {
     /// For an intact commit record of this journal (`h`: its 64 bytes) at log offset `p`:
     /// the log offset of its transaction and its sequence number.
     fn commit_trace(&self, h: &[u8], p: u64) -> Option<(u64, u64)> {
-        let intact = get_u32(h, 0) == COMMIT_MAGIC
-            && get_u32(h, 4) == crc_with_hole(h, 4)
-            && get_u64(h, 8) == self.journal_id;
-        let total = get_u64(h, 24);
+        let intact = get_u32(h, commit_rec::MAGIC) == COMMIT_MAGIC
+            && get_u32(h, commit_rec::CRC) == crc_with_hole(h, commit_rec::CRC)
+            && get_u64(h, commit_rec::JOURNAL_ID) == self.journal_id;
+        let total = get_u64(h, commit_rec::TOTAL);
         let fits = total & (TXN_ALIGN - 1) == 0
             && total >= TXN_HEADER_SIZE + COMMIT_SIZE
             && total <= p + COMMIT_SIZE;
-        (intact && fits).then(|| (p + COMMIT_SIZE - total, get_u64(h, 16)))
+        (intact && fits).then(|| (p + COMMIT_SIZE - total, get_u64(h, commit_rec::SEQUENCE)))
     }
 
     /// The sequence number of an intact transaction header of this journal (`h`: its 64
     /// bytes), or None.
     fn header_seq(&self, h: &[u8]) -> Option<u64> {
-        let intact = get_u32(h, 0) == TXN_MAGIC
-            && get_u32(h, 4) == crc_with_hole(h, 4)
-            && get_u64(h, 8) == self.journal_id;
-        intact.then(|| get_u64(h, 16))
+        let intact = get_u32(h, txn_hdr::MAGIC) == TXN_MAGIC
+            && get_u32(h, txn_hdr::CRC) == crc_with_hole(h, txn_hdr::CRC)
+            && get_u64(h, txn_hdr::JOURNAL_ID) == self.journal_id;
+        intact.then(|| get_u64(h, txn_hdr::SEQUENCE))
     }
 
     /// Validates the transaction at log offset `pos`, which must carry sequence `seq`.
@@ -1000,9 +999,9 @@ impl Journal {
             return Scan::Stop(StopReason::End);
         }
         let torn = Scan::Stop(StopReason::Torn { sequence: seq });
-        let total = get_u64(&h, 24);
-        let count = get_u32(&h, 32);
-        let payload = get_u64(&h, 40);
+        let total = get_u64(&h, txn_hdr::TOTAL);
+        let count = get_u32(&h, txn_hdr::COUNT);
+        let payload = get_u64(&h, txn_hdr::PAYLOAD);
         if total & (TXN_ALIGN - 1) != 0 || total < TXN_HEADER_SIZE + COMMIT_SIZE || total > room {
             return torn;
         }
@@ -1014,13 +1013,13 @@ impl Journal {
 
         let c = total_usize - COMMIT_SIZE as usize;
         let commit = &buf[c..];
-        if get_u32(commit, 0) != COMMIT_MAGIC
-            || get_u32(commit, 4) != crc_with_hole(commit, 4)
-            || get_u64(commit, 8) != self.journal_id
-            || get_u64(commit, 16) != seq
-            || get_u64(commit, 24) != total
-            || get_u32(commit, 32) != count
-            || get_u32(commit, 36) != crc32c(&buf[..c])
+        if get_u32(commit, commit_rec::MAGIC) != COMMIT_MAGIC
+            || get_u32(commit, commit_rec::CRC) != crc_with_hole(commit, commit_rec::CRC)
+            || get_u64(commit, commit_rec::JOURNAL_ID) != self.journal_id
+            || get_u64(commit, commit_rec::SEQUENCE) != seq
+            || get_u64(commit, commit_rec::TOTAL) != total
+            || get_u32(commit, commit_rec::COUNT) != count
+            || get_u32(commit, commit_rec::BODY_CRC) != crc32c(&buf[..c])
         {
             return torn;
         }
@@ -1033,18 +1032,16 @@ impl Journal {
             if c - p < RECORD_HEADER_SIZE as usize {
                 return torn;
             }
-            let off = get_u64(buf, p);
-            let len = u64::from(get_u32(buf, p + 8));
+            let off = get_u64(buf, p + rec::TARGET);
+            let len = u64::from(get_u32(buf, p + rec::LEN));
             let d = p + RECORD_HEADER_SIZE as usize;
             let padded = round_up(len, DATA_ALIGN);
             if padded > (c - d) as u64 {
                 return torn;
             }
             let len = len as usize;
-            let mut hasher = crc32fast::Hasher::new();
-            hasher.update(&buf[p..p + 12]);
-            hasher.update(&buf[d..d + len]);
-            if hasher.finalize() != get_u32(buf, p + 12) {
+            if crc32_parts(&[&buf[p..p + rec::CRC], &buf[d..d + len]]) != get_u32(buf, p + rec::CRC)
+            {
                 return torn;
             }
             if self.check_target(off, len as u64).is_err() {

@@ -8,8 +8,12 @@
 //! per-line persistence with torn lines and injected faults) that the recording
 //! [`Device`] and the in-memory [`MemMedia`] both feed.
 //!
+//! It also holds the little-endian and CRC [`codec`] of the on-media structures, the one
+//! copy the journal and the format share (the lowest crate both depend on).
+//!
 //! Every `unsafe` block of the storage stack is in this crate.
 
+pub mod codec;
 mod device;
 mod media;
 pub mod mem_media;
