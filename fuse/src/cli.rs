@@ -28,9 +28,11 @@ MOUNTPOINT. Returns once the mount is live and serves it from a background proce
 -f stays in the foreground. 'umount MOUNTPOINT', 'fusermount3 -u MOUNTPOINT', SIGINT and
 SIGTERM unmount cleanly.";
 
-/// Every option `-o` takes ([`crate::mount_options`] parses them), one line of meaning
-/// each. Shown by `daxfs mount --help`, `daxfs help mount`, `daxfs --help` and in
-/// daxfs(8).
+/// Every option `-o` takes ([`crate::mount_options`] parses them), with its meaning.
+/// Shown by `daxfs mount --help`, `daxfs help mount`, `daxfs --help` and in daxfs(8),
+/// whose generator reads its layout: a heading line, then one item per option (names
+/// in the first 25 columns, or the whole line when longer; the meaning from column
+/// 25, continued on lines indented 25), a blank line, then the mount(8) notes.
 pub const MOUNT_OPTIONS_HELP: &str = "\
 Options (-o, comma-separated, may be repeated):
   ro, rw                 read-only / read-write (default rw)
@@ -60,8 +62,8 @@ Options (-o, comma-separated, may be repeated):
                          the usual mount flags; defaults as mount(8) gives them: dev,
                          suid, exec when mounted by root; nodev, nosuid (FUSE's) for
                          other users
-  defaults, _netdev, nofail, auto, noauto, user, users, nouser, owner, group, x-*,
-  comment=               fstab-only options, ignored
+  defaults, _netdev, nofail, auto, noauto, user, users, nouser, owner, group, x-*, comment=
+                         fstab-only options, ignored
 
 mount(8) and fstab:
   ln -s \"$(command -v daxfs)\" /sbin/mount.fuse.daxfs
