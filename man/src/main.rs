@@ -6,6 +6,10 @@
 //! daxfs-mount.8, daxfs-pin.8, daxfs-stats.8, which daxfs.8 refers to) and
 //! OUTDIR/completions/{bash,zsh,fish}/ for the installed names mkfs.daxfs, fsck.daxfs
 //! and daxfs (the cargo binaries are mkfs-daxfs and fsck-daxfs).
+//!
+//! clap_mangen and clap_complete render a `clap::Command` as roff and as shell
+//! completion scripts; with them the pages need no hand-written roff to keep in step
+//! with the parsers (only the mount options' table is turned into roff here).
 
 use clap::Parser;
 use clap_complete::Shell;
