@@ -54,6 +54,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub mod cli;
 mod repair;
 
 /// Findings beyond this many are counted, not kept (a wrecked image would otherwise

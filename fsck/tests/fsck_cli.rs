@@ -325,6 +325,29 @@ fn conflicting_options_are_a_usage_error() {
     assert_eq!(code(&o), 16);
 }
 
+#[test]
+fn an_unknown_option_exits_16_not_clap_2_with_the_message_and_the_help() {
+    let o = fsck(&["-x"], Path::new("/dev/null"));
+    assert_eq!(code(&o), 16, "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("fsck.daxfs: unknown option -x\n"), "{err}");
+    assert!(
+        err.contains("Usage: fsck.daxfs [-n | -y | -p] [-f] DEVICE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() {
+    let o = Command::new(FSCK)
+        .arg("-h")
+        .output()
+        .expect("run fsck-daxfs");
+    assert_eq!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Exit status: 0 clean"));
+    assert!(o.stderr.is_empty());
+}
+
 fn read_inode(path: &Path, ino: u64) -> daxfs_format::DiskInode {
     let f = std::fs::File::open(path).expect("open image");
     let mut b = [0u8; 256];

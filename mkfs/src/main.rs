@@ -5,12 +5,11 @@
 //!
 //! Exit status: 0 formatted, 1 refused, usage error or failure.
 
-mod args;
 mod probe;
 
-use args::{Args, Command};
 use daxfs_cli::{mount_point_of, ProgressMeter};
 use daxfs_format::{uuid_string, MkfsParams, Superblock, BLOCK_SIZE, INODE_SIZE};
+use daxfs_mkfs::cli::{self, Args, Command};
 use daxfs_pmem::{Device, DeviceError, DeviceOptions};
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Read};
@@ -23,13 +22,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const PROGRESS_MIN_BYTES: u64 = 1 << 30;
 
 fn main() {
-    let code = match args::parse(std::env::args().skip(1)) {
-        Ok(Command::Help) => {
-            println!("{}", args::USAGE);
-            0
-        }
-        Ok(Command::Version) => {
-            println!("mkfs.daxfs {}", env!("CARGO_PKG_VERSION"));
+    let code = match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Print(text)) => {
+            print!("{text}");
             0
         }
         Ok(Command::Format(a)) => match run(&a) {

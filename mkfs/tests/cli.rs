@@ -236,6 +236,16 @@ fn usage_errors_exit_1_and_help_exits_0() {
 }
 
 #[test]
+fn a_missing_value_exits_1_naming_the_option_and_the_help() {
+    let o = Command::new(MKFS).args(["dev", "--size"]).output().unwrap();
+    assert_eq!(code(&o), 1);
+    assert_eq!(
+        stderr(&o),
+        "mkfs.daxfs: option --size needs a value\nTry 'mkfs.daxfs --help' for more information.\n"
+    );
+}
+
+#[test]
 fn quiet_prints_nothing_on_success() {
     let t = TempPath::sized(16 << 20);
     let o = mkfs(&["-q"], &t.0);

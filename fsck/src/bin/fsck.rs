@@ -11,9 +11,10 @@
 
 use daxfs_cli::{mount_point_of, ProgressMeter};
 use daxfs_format::{uuid_string, STATE_CLEAN};
+use daxfs_fsck::cli::{self, Mode, Opts, Parsed};
 use daxfs_fsck::{check, repair, FsckReport, Severity};
 use daxfs_pmem::{Device, DeviceError, DeviceOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 const EXIT_OK: i32 = 0;
@@ -25,106 +26,12 @@ const EXIT_USAGE: i32 = 16;
 /// Devices at least this large show progress.
 const PROGRESS_MIN_BYTES: u64 = 1 << 30;
 
-const USAGE: &str = "\
-Usage: fsck.daxfs [-n | -y | -p] [-f] DEVICE
-
-Checks the daxfs filesystem on DEVICE, which must not be mounted.
-
-  -n   check only; change nothing (the default)
-  -y   repair what can be repaired safely
-  -p   preen: like -y, quietly, but only repairs that need no decision (link
-       counts, bitmap, orphans); skips a cleanly unmounted filesystem unless -f
-  -f   check even if the filesystem is marked clean (with -p)
-  -h   show this help
-  -V   show the version
-
--y repairs: link counts, directory entries naming free or invalid inodes,
-unreachable inodes (reconnected into /lost+found as #INODE), the bitmap,
-orphans, and damaged records, which cost only their object: a damaged inode
-is cleared (entries removed, blocks freed, a directory's children reconnected),
-a damaged entry or extent slot is cleared, a damaged directory or extent block
-header rewritten, a damaged xattr block dropped. Damage it cannot repair
-(blocks used twice) is reported and then nothing but superblock copies is
-changed.
-
-Exit status: 0 clean, 1 errors corrected, 4 errors left uncorrected (5: some
-corrected, some not), 8 operational error, 16 usage error.";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Check,
-    Yes,
-    Preen,
-}
-
-struct Opts {
-    mode: Mode,
-    force: bool,
-    device: PathBuf,
-}
-
-enum Parsed {
-    Run(Opts),
-    Exit(i32),
-}
-
-fn parse(args: impl Iterator<Item = String>) -> Result<Parsed, String> {
-    let (mut n, mut y, mut p, mut force) = (false, false, false, false);
-    let mut device = None;
-    for arg in args {
-        if arg.starts_with('-') && arg.len() > 1 {
-            match arg.as_str() {
-                "--help" => {
-                    println!("{USAGE}");
-                    return Ok(Parsed::Exit(EXIT_OK));
-                }
-                "--version" => {
-                    println!("fsck.daxfs {}", env!("CARGO_PKG_VERSION"));
-                    return Ok(Parsed::Exit(EXIT_OK));
-                }
-                _ => {}
-            }
-            for c in arg[1..].chars() {
-                match c {
-                    'n' => n = true,
-                    'y' => y = true,
-                    'p' | 'a' => p = true,
-                    'f' => force = true,
-                    'h' => {
-                        println!("{USAGE}");
-                        return Ok(Parsed::Exit(EXIT_OK));
-                    }
-                    'V' => {
-                        println!("fsck.daxfs {}", env!("CARGO_PKG_VERSION"));
-                        return Ok(Parsed::Exit(EXIT_OK));
-                    }
-                    _ => return Err(format!("unknown option -{c}")),
-                }
-            }
-        } else if device.replace(PathBuf::from(&arg)).is_some() {
-            return Err(format!("unexpected extra argument {arg:?}"));
-        }
-    }
-    if [n, y, p].iter().filter(|&&b| b).count() > 1 {
-        return Err("only one of -n, -y and -p may be given".into());
-    }
-    let mode = if y {
-        Mode::Yes
-    } else if p {
-        Mode::Preen
-    } else {
-        Mode::Check
-    };
-    Ok(Parsed::Run(Opts {
-        mode,
-        force,
-        device: device.ok_or("no DEVICE given")?,
-    }))
-}
-
 fn main() {
-    let code = match parse(std::env::args().skip(1)) {
-        Ok(Parsed::Exit(c)) => c,
+    let code = match cli::parse(std::env::args().skip(1)) {
+        Ok(Parsed::Print(text)) => {
+            print!("{text}");
+            EXIT_OK
+        }
         Ok(Parsed::Run(o)) => match run(&o) {
             Ok(c) => c,
             Err(msg) => {
@@ -133,7 +40,7 @@ fn main() {
             }
         },
         Err(msg) => {
-            eprintln!("fsck.daxfs: {msg}\n{USAGE}");
+            eprint!("fsck.daxfs: {msg}\n{}", cli::help());
             EXIT_USAGE
         }
     };

@@ -20,6 +20,7 @@
 use daxfs::DaxFs;
 use daxfs_fuse::adapter::FuseAdapter;
 use daxfs_fuse::busy_poll::BusyPoll;
+use daxfs_fuse::cli::{self, Parsed};
 use daxfs_fuse::mount_options::MountConfig;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -28,98 +29,6 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-const USAGE: &str = "\
-usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
-       daxfs DEVICE MOUNTPOINT [-o OPTIONS] [-f]
-       daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]
-       daxfs stats MOUNTPOINT
-       daxfs help [mount|pin|stats] | --help | --version
-
-Commands:
-  mount    mount a daxfs device through FUSE (see 'daxfs help mount')
-  pin      hold a pin on a file range (see 'daxfs help pin')
-  stats    show the filesystem's block and pin counters (see 'daxfs help stats')
-";
-
-const PIN_HELP: &str = "\
-usage: daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]
-
-Pins LENGTH bytes at OFFSET of FILE (on a daxfs mount) with DAXFS_IOC_PIN: the blocks
-holding them stay in the file, and a truncate, hole punch or collapse that would take
-them waits. Prints one line once pinned, holds the pin for SECONDS (default: until
-SIGINT, SIGTERM or SIGHUP), then unpins and exits 0. A killed holder's pin is released
-when its file is closed.
-
-Only the file's owner (or a holder with CAP_LEASE) may pin it. When a truncate or punch
-meets the pin, this prints 'layout break requested'; with --release-on-break it then
-unpins and exits 0, else it keeps the pin. A pin taken without CAP_SYS_ADMIN is revoked
-once the mount's lease_break_time has passed: this prints 'pin revoked' and exits 1. A
-CAP_SYS_ADMIN holder's pin holds the operation off until layout_timeout (EBUSY).
-
-OFFSET and LENGTH take k, m, g, t suffixes (powers of 1024). The range must be inside
-the file and allocated (ENXIO on a hole: fallocate it first).
-";
-
-const STATS_HELP: &str = "\
-usage: daxfs stats MOUNTPOINT
-
-Prints the counters of the daxfs mounted at MOUNTPOINT (DAXFS_IOC_STATS), one
-'name value' per line: blocks by reference count (free / cached / pinned) and the
-allocator's free count, long-term pins taken / released / active, block references
-taken / dropped, layout breaks, lease breaks, waits and their total time, timeouts,
-refcount violations, journal commits, and 'balanced' (nothing pinned, every reference
-dropped, census = allocator, no violation).
-";
-
-const MOUNT_HELP: &str = "\
-usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
-
-Mounts the daxfs on DEVICE (a /dev/daxX.Y, a /dev/pmemN or an emulated pmem file) at
-MOUNTPOINT. Returns once the mount is live and serves it from a background process;
--f stays in the foreground. 'umount MOUNTPOINT', 'fusermount3 -u MOUNTPOINT', SIGINT and
-SIGTERM unmount cleanly.
-
-Options (-o, comma-separated, may be repeated):
-  ro, rw                 read-only / read-write (default rw)
-  dax=always|never|inode always: no kernel page cache for file data (default);
-                         never: the kernel may cache file data (writeback cache);
-                         inode: per file, from FS_XFLAG_DAX (inherited from the directory)
-  threads=N              FUSE worker threads (default: number of cores)
-  busy_poll=USECS        workers poll for requests this long after the last one before
-                         they sleep (default 1000; 0: always sleep)
-  layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
-  lease_break_time=SECS  how long a pin holder has to let go before a truncate that
-                         needs its range revokes the pin (default 10; not for pins of
-                         CAP_SYS_ADMIN holders, which wait for layout_timeout)
-  max_pins_per_user=N    pins one user may hold at once (default 4096; EAGAIN past it)
-  max_pinned_bytes_per_user=BYTES
-                         bytes one user may keep pinned (k/m/g/t suffixes; default
-                         the filesystem's size)
-  allow_other            let every user use the mount (permission checks still apply)
-  allow_root             let root use the mount too
-  default_permissions    kernel permission checks (default on);
-  nodefault_permissions  turns them off
-  fsname=NAME            source shown in /proc/mounts (default: the device path)
-  subtype=NAME           type shown as fuse.NAME (default daxfs)
-  log=FILE               where the background process writes its messages
-  auto_unmount           unmount when the daemon dies (needs allow_other or allow_root)
-  dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, sync, async, dirsync
-                         the usual mount flags; defaults as mount(8) gives them: dev,
-                         suid, exec when mounted by root; nodev, nosuid (FUSE's) for
-                         other users
-  defaults, _netdev, nofail, auto, noauto, user, users, nouser, x-*, comment=
-                         fstab-only options, ignored
-
-mount(8) and fstab:
-  ln -s \"$(command -v daxfs)\" /sbin/mount.fuse.daxfs
-  mount -t fuse.daxfs /dev/shm/pmem.img /mnt/pmem -o dax=never
-  fstab: /dev/shm/pmem.img  /mnt/pmem  fuse.daxfs  dax=always,nofail  0 0
-Without that symlink, mount(8) falls back to fuse3's mount.fuse3, which runs
-'daxfs DEVICE MOUNTPOINT -o OPTIONS' found on mount's PATH (/usr/local/bin, /usr/bin, ...).
-";
 
 /// A command failure: the message (one line) and the exit status.
 struct Failure(String, i32);
@@ -157,22 +66,23 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
         return mount(parse_mount_args(args, true)?);
     }
     let Some(first) = args.first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", cli::usage());
         return Err(Failure(String::new(), 1));
     };
     match first.to_str() {
         Some("mount") => mount(parse_mount_args(&args[1..], false)?),
         Some("help") => match args.get(1).and_then(|a| a.to_str()) {
-            None => say(USAGE),
-            Some("mount") => say(MOUNT_HELP),
-            Some("pin") => say(PIN_HELP),
-            Some("stats") => say(STATS_HELP),
+            None => say(&cli::help(None).unwrap_or_default()),
+            Some(name @ ("mount" | "pin" | "stats")) => {
+                say(&cli::help(Some(name)).unwrap_or_default())
+            }
             Some(other) => fail(format!(
                 "no help for '{other}'; commands: mount, pin, stats"
             )),
         },
-        Some("--help") | Some("-h") => say(USAGE),
-        Some("--version") | Some("-V") => say(&format!("daxfs {VERSION}\n")),
+        Some("--help" | "-h" | "--version" | "-V") => {
+            say(&cli::parse_top(&args[..1]).map_err(|e| Failure(e, 1))?)
+        }
         Some("pin") => pin(&args[1..]),
         Some("stats") => stats(&args[1..]),
         Some(opt) if opt.starts_with('-') => {
@@ -217,40 +127,16 @@ fn pin_range_end(offset: u64, length: u64) -> Result<u64, Failure> {
 
 /// `daxfs pin FILE OFFSET LENGTH [--hold SECONDS]`.
 fn pin(args: &[OsString]) -> Result<(), Failure> {
-    let mut positional = Vec::new();
-    let mut hold: Option<std::time::Duration> = None;
-    let mut release_on_break = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.to_str() {
-            Some("-h" | "--help") => return say(PIN_HELP),
-            Some("--hold") => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| Failure("option '--hold' needs SECONDS".into(), 1))?;
-                let secs = v
-                    .to_str()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
-                    .ok_or_else(|| {
-                        Failure(format!("invalid --hold '{}'", v.to_string_lossy()), 1)
-                    })?;
-                hold = Some(std::time::Duration::from_secs_f64(secs));
-            }
-            Some("--release-on-break") => release_on_break = true,
-            Some(o) if o.starts_with('-') && o.len() > 1 => {
-                return fail(format!("unknown option '{o}' (see 'daxfs help pin')"))
-            }
-            _ => positional.push(a),
-        }
-    }
-    let [file, offset, length] = positional.as_slice() else {
-        return fail("pin needs FILE OFFSET LENGTH (see 'daxfs help pin')");
+    let p = match cli::parse_pin(args).map_err(|e| Failure(e, 1))? {
+        Parsed::Print(text) => return say(&text),
+        Parsed::Run(p) => p,
     };
-    let offset = parse_size("OFFSET", offset)?;
-    let length = parse_size("LENGTH", length)?;
+    let (hold, release_on_break) = (p.hold, p.release_on_break);
+    let offset = parse_size("OFFSET", &p.offset)?;
+    let length = parse_size("LENGTH", &p.length)?;
     let end = pin_range_end(offset, length)?;
-    let path = Path::new(file.as_os_str());
+    let file = p.file;
+    let path = file.as_path();
     // Signals are blocked before the pin exists, so that one arriving at any point ends
     // the hold through the normal unpin path below.
     let set = block_signals()?;
@@ -429,11 +315,11 @@ fn wait_for_signal(set: &libc::sigset_t, timeout: Option<std::time::Duration>) {
 
 /// `daxfs stats MOUNTPOINT`.
 fn stats(args: &[OsString]) -> Result<(), Failure> {
-    let path = match args {
-        [a] if a == "-h" || a == "--help" => return say(STATS_HELP),
-        [p] => Path::new(p.as_os_str()),
-        _ => return fail("stats needs one MOUNTPOINT (see 'daxfs help stats')"),
+    let s = match cli::parse_stats(args).map_err(|e| Failure(e, 1))? {
+        Parsed::Print(text) => return say(&text),
+        Parsed::Run(s) => s,
     };
+    let path = s.mountpoint.as_path();
     match daxfs_fuse::ioctl::read_stats(path) {
         Ok(s) => say(&daxfs_fuse::ioctl::format_stats(&s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -473,60 +359,47 @@ struct MountRequest {
 /// Parses `DEVICE MOUNTPOINT [-o OPTS]... [-f]`; as a mount(8) helper (`helper`) also
 /// `-n -s -v` (ignored), `-t TYPE` (ignored) and `-f` meaning "fake".
 fn parse_mount_args(args: &[OsString], helper: bool) -> Result<MountRequest, Failure> {
-    let mut cfg = MountConfig::default();
-    let mut positional: Vec<&OsString> = Vec::new();
-    let (mut foreground, mut fake) = (false, false);
-    let mut it = args.iter();
-    let utf8 = |a: &OsStr| {
-        a.to_str()
-            .map(str::to_owned)
-            .ok_or_else(|| Failure(format!("mount options must be UTF-8: {a:?}"), 1))
-    };
-    while let Some(arg) = it.next() {
-        let s = arg.to_string_lossy();
-        match s.as_ref() {
-            "-o" => match it.next() {
-                Some(v) => cfg.apply(&utf8(v)?).map_err(|e| Failure(e, 1))?,
-                None => return fail("option '-o' needs a value"),
-            },
-            "-f" if helper => fake = true,
-            "-f" => foreground = true,
-            "-h" | "--help" => {
-                print!("{MOUNT_HELP}");
-                std::process::exit(0);
-            }
-            "-n" | "-s" | "-v" if helper => {}
-            "-t" if helper => {
-                it.next();
-            }
-            "-N" if helper => return fail("mount namespaces (-N) are not supported"),
-            "--" => positional.extend(it.by_ref()),
-            o if o.starts_with("-o") => cfg.apply(&o[2..]).map_err(|e| Failure(e, 1))?,
-            o if o.starts_with('-') && o.len() > 1 => {
-                return fail(format!("unknown option '{o}' (see 'daxfs help mount')"))
-            }
-            _ => positional.push(arg),
+    let usage = |e: String| Failure(e, 1);
+    let (options, device, mountpoint, foreground, fake) = if helper {
+        match cli::parse_helper(args).map_err(usage)? {
+            Parsed::Run(h) => (h.options, h.device, h.mountpoint, false, h.fake),
+            Parsed::Print(text) => print_and_exit(&text),
         }
-    }
-    cfg.check().map_err(|e| Failure(e, 1))?;
-    let (device, mountpoint) = match positional.as_slice() {
-        [d, m] => (*d, *m),
-        [] | [_] => return fail("mount needs a DEVICE and a MOUNTPOINT (see 'daxfs help mount')"),
-        _ => return fail("too many arguments (see 'daxfs help mount')"),
+    } else {
+        match cli::parse_mount(args).map_err(usage)? {
+            Parsed::Run(m) => (m.options, m.device, m.mountpoint, m.foreground, false),
+            Parsed::Print(text) => print_and_exit(&text),
+        }
     };
+    let mut cfg = MountConfig::default();
+    for o in &options {
+        let o = o
+            .to_str()
+            .ok_or_else(|| Failure(format!("mount options must be UTF-8: {o:?}"), 1))?;
+        cfg.apply(o).map_err(usage)?;
+    }
+    cfg.check().map_err(usage)?;
     // The old mount.fuse spelling `daxfs#DEVICE` for type `fuse`.
     let device = device
+        .as_os_str()
         .as_bytes()
         .strip_prefix(b"daxfs#")
-        .map(OsStr::from_bytes)
+        .map(|d| PathBuf::from(OsStr::from_bytes(d)))
         .unwrap_or(device);
     Ok(MountRequest {
-        device: PathBuf::from(device),
-        mountpoint: PathBuf::from(mountpoint),
+        device,
+        mountpoint,
         cfg,
         foreground,
         fake,
     })
+}
+
+/// `-h`/`--help` of a mount: the help on stdout, and done.
+fn print_and_exit(text: &str) -> ! {
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
 }
 
 /// Checks the paths, then mounts in the foreground or through a daemon.
