@@ -1696,6 +1696,9 @@ pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport 
         Ok(done) => r.repaired.extend(done),
         Err(e) => r.error(format!("repair failed: {e}")),
     }
+    r.repaired
+        .iter()
+        .for_each(|x| log::info!("{}: repaired: {x}", dev.path().display()));
     r
 }
 

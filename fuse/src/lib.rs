@@ -9,4 +9,5 @@ pub mod adapter;
 pub mod busy_poll;
 pub mod deferred;
 pub mod ioctl;
+pub mod logger;
 pub mod mount_options;

@@ -10,7 +10,7 @@
 //!   long-term pin (DAXFS_IOC_PIN) on a file range until the time passes or
 //!   SIGINT/SIGTERM/SIGHUP, and reports layout breaks and revocation (poll POLLPRI,
 //!   DAXFS_IOC_PIN_STATUS).
-//! - `daxfs stats MOUNTPOINT`: the filesystem's counters (DAXFS_IOC_STATS).
+//! - `daxfs stats MOUNTPOINT [--json]`: the filesystem's counters (DAXFS_IOC_STATS).
 //!
 //! Without `-f` the process daemonises and the command returns only once the mount is live
 //! (the daemon reports readiness, or its error, through a pipe). SIGINT, SIGTERM and SIGHUP
@@ -35,7 +35,7 @@ const USAGE: &str = "\
 usage: daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
        daxfs DEVICE MOUNTPOINT [-o OPTIONS] [-f]
        daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]
-       daxfs stats MOUNTPOINT
+       daxfs stats MOUNTPOINT [--json]
        daxfs help [mount|pin|stats] | --help | --version
 
 Commands:
@@ -64,7 +64,7 @@ the file and allocated (ENXIO on a hole: fallocate it first).
 ";
 
 const STATS_HELP: &str = "\
-usage: daxfs stats MOUNTPOINT
+usage: daxfs stats MOUNTPOINT [--json]
 
 Prints the counters of the daxfs mounted at MOUNTPOINT (DAXFS_IOC_STATS), one
 'name value' per line: blocks by reference count (free / cached / pinned) and the
@@ -72,6 +72,9 @@ allocator's free count, long-term pins taken / released / active, block referenc
 taken / dropped, layout breaks, lease breaks, waits and their total time, timeouts,
 refcount violations, journal commits, and 'balanced' (nothing pinned, every reference
 dropped, census = allocator, no violation).
+
+--json prints one JSON object instead: the same names (wait_ns, integer nanoseconds,
+in place of wait_seconds), integers, and balanced as true/false. The names are stable.
 ";
 
 const MOUNT_HELP: &str = "\
@@ -133,6 +136,7 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("daxfs: internal error: {info}");
     }));
+    daxfs_fuse::logger::init();
     let args: Vec<OsString> = std::env::args_os().collect();
     let prog = args
         .first()
@@ -429,12 +433,15 @@ fn wait_for_signal(set: &libc::sigset_t, timeout: Option<std::time::Duration>) {
 
 /// `daxfs stats MOUNTPOINT`.
 fn stats(args: &[OsString]) -> Result<(), Failure> {
-    let path = match args {
-        [a] if a == "-h" || a == "--help" => return say(STATS_HELP),
+    let json = args.iter().any(|a| a == "--json");
+    let args: Vec<&OsString> = args.iter().filter(|a| *a != "--json").collect();
+    let path = match args.as_slice() {
+        [a] if *a == "-h" || *a == "--help" => return say(STATS_HELP),
         [p] => Path::new(p.as_os_str()),
         _ => return fail("stats needs one MOUNTPOINT (see 'daxfs help stats')"),
     };
     match daxfs_fuse::ioctl::read_stats(path) {
+        Ok(s) if json => say(&daxfs_fuse::ioctl::format_stats_json(&s)),
         Ok(s) => say(&daxfs_fuse::ioctl::format_stats(&s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fail(format!("{}: {}", path.display(), os_msg(&e)))
@@ -606,6 +613,7 @@ fn daemonise(req: &MountRequest) -> Result<(), Failure> {
         let code = match daemon_setup(req).and_then(|()| serve(req, &mut ready)) {
             Ok(()) => 0,
             Err(Failure(msg, code)) => {
+                log::warn!("refused: {msg}");
                 match ready.take() {
                     Some(mut pipe) => {
                         let _ = pipe.write_all(format!("ERR {msg}").as_bytes());
@@ -667,9 +675,12 @@ fn daemon_setup(req: &MountRequest) -> Result<(), Failure> {
             .append(true)
             .open(p)
             .or_else(|e| fail(format!("cannot open log {}: {}", p.display(), os_msg(&e))))?,
-        None => null
-            .try_clone()
-            .or_else(|e| fail(format!("/dev/null: {}", os_msg(&e))))?,
+        None => {
+            // Detached and no log file: records go to syslog.
+            daxfs_fuse::logger::use_syslog();
+            null.try_clone()
+                .or_else(|e| fail(format!("/dev/null: {}", os_msg(&e))))?
+        }
     };
     // SAFETY: plain syscalls on descriptors we own; dup2 onto 0/1/2 replaces the
     // inherited stdio, which nothing in this process holds a reference to.
@@ -731,6 +742,12 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         // already given up on us, so serving on is all that is left to do.
         let _ = pipe.write_all(b"OK");
     }
+    log::info!(
+        "mounted {} on {} ({})",
+        device.display(),
+        req.mountpoint.display(),
+        if req.cfg.read_only { "ro" } else { "rw" }
+    );
     let busy_poll = start_busy_poll(&session, req.cfg.busy_poll, &busy_poll_slot);
     spawn_memory_trimmer();
     let served = session.run();
@@ -745,6 +762,11 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         eprintln!("daxfs: requests still waiting for pins at shutdown");
     }
     let shut = fs.shutdown();
+    log::info!(
+        "unmounted {} from {}",
+        device.display(),
+        req.mountpoint.display()
+    );
     match (served, shut) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), _) => fail(format!(
