@@ -18,8 +18,9 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Mutex, OnceLock};
 
 /// The filter when `RUST_LOG` is unset: mounts, unmounts, refusals, replays and repairs
-/// are `info`.
-pub const DEFAULT_FILTER: &str = "info";
+/// are `info`. fuser's own records only from errors up: it logs every mount at info and
+/// warns at every `umount` (its own unmount of what the kernel already unmounted fails).
+pub const DEFAULT_FILTER: &str = "info,fuser=error";
 
 /// A parsed `RUST_LOG`: a default level and per-target levels (the longest matching
 /// target prefix wins, as in env_logger).
