@@ -15,6 +15,7 @@
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 /// The filter when `RUST_LOG` is unset: mounts, unmounts, refusals, replays and repairs
@@ -105,10 +106,16 @@ pub fn use_syslog() {
     let Some(logger) = LOGGER.get() else {
         return;
     };
-    let sock = UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s));
-    if let (Ok(s), Ok(mut slot)) = (sock, logger.syslog.lock()) {
+    if let (Ok(s), Ok(mut slot)) = (connect(Path::new("/dev/log")), logger.syslog.lock()) {
         *slot = Some(s);
     }
+}
+
+/// A datagram socket connected to the syslog socket at `path`.
+fn connect(path: &Path) -> std::io::Result<UnixDatagram> {
+    let s = UnixDatagram::unbound()?;
+    s.connect(path)?;
+    Ok(s)
 }
 
 /// syslog severity of a level (RFC 5424: 3 error .. 7 debug).
@@ -215,6 +222,47 @@ mod tests {
         assert_eq!(f, Filter::parse(""));
         // A bare word that is not a level names a target, all levels.
         assert!(Filter::parse("daxfs_fuse").enabled("daxfs_fuse", Level::Trace));
+    }
+
+    #[test]
+    fn syslog_records_carry_the_daemon_facility_severity_and_tag() {
+        let dir = std::env::temp_dir().join(format!("daxfs-logger-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let server = UnixDatagram::bind(&path).unwrap();
+        let logger = Logger {
+            filter: Filter::parse("info"),
+            syslog: Mutex::new(Some(connect(&path).unwrap())),
+        };
+        for (level, msg) in [
+            (Level::Info, "mounted"),
+            (Level::Debug, "dropped"),
+            (Level::Warn, "refused"),
+        ] {
+            logger.log(
+                &Record::builder()
+                    .level(level)
+                    .target("daxfs")
+                    .args(format_args!("{msg}"))
+                    .build(),
+            );
+        }
+        server.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = server.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let pid = std::process::id();
+        assert_eq!(
+            got,
+            [
+                format!("<30>daxfs[{pid}]: INFO daxfs: mounted"),
+                format!("<28>daxfs[{pid}]: WARN daxfs: refused"),
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
