@@ -344,6 +344,12 @@ impl DaxFs {
             ),
             _ => format!("{name}: journal: {e}; run fsck.daxfs"),
         })?;
+        if _report.transactions_replayed > 0 {
+            log::info!(
+                "{name}: journal recovery replayed {} transaction(s)",
+                _report.transactions_replayed
+            );
+        }
         let refs = RefTable::new(sb.data_blocks);
         let fs = DaxFs {
             dev,

@@ -1624,8 +1624,18 @@ pub fn check(dev: &Arc<Device>, repair: bool, progress: Progress) -> FsckReport 
 /// Checks the filesystem on `dev` (writable) and repairs what it can (see the module
 /// documentation). `preen`: repair nothing when a finding needs `-y`
 /// ([`FsckReport::needs_manual_repair`]). Returns the check's findings and, in
-/// `repaired`, what was done; the caller checks again to see the result.
+/// `repaired`, what was done (each also a `log::info!` record); the caller checks again
+/// to see the result.
 pub fn repair(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport {
+    let r = repair_inner(dev, preen, progress);
+    // One log record per repair made, whichever way the repair ended.
+    for x in &r.repaired {
+        log::info!("{}: repaired: {x}", dev.path().display());
+    }
+    r
+}
+
+fn repair_inner(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckReport {
     let mut c = match inspect(dev, true, &mut *progress) {
         Ok(c) => c,
         Err(r) => return *r,

@@ -19,7 +19,7 @@ const USAGE: &str = "\
 daxfs mount DEVICE MOUNTPOINT [-o OPTIONS] [-f]
        daxfs DEVICE MOUNTPOINT [-o OPTIONS] [-f]
        daxfs pin FILE OFFSET LENGTH [--hold SECONDS] [--release-on-break]
-       daxfs stats MOUNTPOINT
+       daxfs stats MOUNTPOINT [--json]
        daxfs help [mount|pin|stats] | --help | --version";
 
 const MOUNT_ABOUT: &str = "\
@@ -145,7 +145,10 @@ Prints the counters of the daxfs mounted at MOUNTPOINT (DAXFS_IOC_STATS), one
 allocator's free count, long-term pins taken / released / active, block references
 taken / dropped, layout breaks, lease breaks, waits and their total time, timeouts,
 refcount violations, journal commits, and 'balanced' (nothing pinned, every reference
-dropped, census = allocator, no violation).";
+dropped, census = allocator, no violation).
+
+--json prints one JSON object instead: the same names (wait_ns, integer nanoseconds,
+in place of wait_seconds), integers, and balanced as true/false. The names are stable.";
 
 /// `daxfs`: its commands.
 #[derive(Debug, Parser)]
@@ -187,7 +190,7 @@ pub enum Cmd {
     )]
     Pin(PinArgs),
     /// show the filesystem's block and pin counters (see 'daxfs help stats')
-    #[command(long_about = STATS_ABOUT, override_usage = "daxfs stats MOUNTPOINT")]
+    #[command(long_about = STATS_ABOUT, override_usage = "daxfs stats MOUNTPOINT [--json]")]
     Stats(StatsArgs),
 }
 
@@ -236,6 +239,9 @@ pub struct StatsArgs {
     /// where a daxfs is mounted
     #[arg(value_name = "MOUNTPOINT")]
     pub mountpoint: PathBuf,
+    /// print one JSON object (stable field names) instead of 'name value' lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The mount(8) helper syntax, as `mount.daxfs` / `mount.fuse.daxfs`.

@@ -256,6 +256,71 @@ pub fn format_stats(s: &FsStats) -> String {
     rows.iter().map(|(k, v)| format!("{k:<20}{v}\n")).collect()
 }
 
+/// The field names of `daxfs stats --json`, in output order. A stable interface
+/// (README "Statistics"): names are only ever added, never renamed or removed. They are
+/// the text output's names, except that the wait time is the exact `wait_ns` (integer
+/// nanoseconds) instead of the rounded `wait_seconds`.
+pub const STATS_JSON_FIELDS: [&str; 20] = [
+    "blocks_total",
+    "blocks_free",
+    "blocks_cached",
+    "blocks_pinned",
+    "allocator_free",
+    "pins_taken",
+    "pins_released",
+    "pins_active",
+    "pins_revoked",
+    "block_refs_taken",
+    "block_refs_dropped",
+    "layout_breaks",
+    "lease_breaks",
+    "waits",
+    "wait_ns",
+    "timeouts",
+    "violations",
+    "journal_commits",
+    "transactions",
+    "balanced",
+];
+
+/// `daxfs stats --json` output: one JSON object on one line, every counter an integer,
+/// `balanced` a boolean, fields in [`STATS_JSON_FIELDS`] order. Written by hand: the
+/// values are only integers and one boolean, so no escaping is needed and serde would
+/// be a dependency for twenty lines.
+pub fn format_stats_json(s: &FsStats) -> String {
+    let numbers: [u64; 19] = [
+        s.blocks_total,
+        s.blocks_free,
+        s.blocks_cached,
+        s.blocks_pinned,
+        s.alloc_free,
+        s.pins_taken,
+        s.pins_released,
+        s.pins_active(),
+        s.pins_revoked,
+        s.block_pins,
+        s.block_unpins,
+        s.layout_breaks,
+        s.lease_breaks,
+        s.waits,
+        s.wait_ns,
+        s.timeouts,
+        s.violations,
+        s.commits,
+        s.transactions,
+    ];
+    let mut out = String::from("{");
+    for (name, v) in STATS_JSON_FIELDS.iter().zip(numbers) {
+        out.push_str(&format!("\"{name}\":{v},"));
+    }
+    out.push_str(&format!(
+        "\"{}\":{}}}\n",
+        STATS_JSON_FIELDS[19],
+        s.balanced()
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +395,43 @@ mod tests {
         b[144..152].fill(0);
         let got = decode_stats(&b).expect("a first-version reply is accepted");
         assert_eq!((got.commits, got.transactions), (16, 0));
+    }
+
+    #[test]
+    fn stats_json_names_every_field_once_with_its_value() {
+        let s = FsStats {
+            blocks_total: 100,
+            blocks_free: 90,
+            alloc_free: 90,
+            pins_taken: 3,
+            pins_released: 1,
+            wait_ns: 1_500_000_001,
+            commits: 7,
+            ..Default::default()
+        };
+        let j = format_stats_json(&s);
+        assert!(
+            j.starts_with("{\"blocks_total\":100,") && j.ends_with("}\n"),
+            "{j}"
+        );
+        for (name, want) in [
+            ("blocks_free", "90"),
+            ("allocator_free", "90"),
+            ("pins_active", "2"),
+            ("wait_ns", "1500000001"),
+            ("journal_commits", "7"),
+            ("balanced", "false"),
+        ] {
+            assert!(j.contains(&format!("\"{name}\":{want}")), "{name} in {j}");
+        }
+        for name in STATS_JSON_FIELDS {
+            assert_eq!(
+                j.matches(&format!("\"{name}\":")).count(),
+                1,
+                "{name} in {j}"
+            );
+        }
+        assert_eq!(j.matches(':').count(), STATS_JSON_FIELDS.len());
     }
 
     #[test]

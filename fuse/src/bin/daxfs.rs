@@ -10,7 +10,7 @@
 //!   long-term pin (DAXFS_IOC_PIN) on a file range until the time passes or
 //!   SIGINT/SIGTERM/SIGHUP, and reports layout breaks and revocation (poll POLLPRI,
 //!   DAXFS_IOC_PIN_STATUS).
-//! - `daxfs stats MOUNTPOINT`: the filesystem's counters (DAXFS_IOC_STATS).
+//! - `daxfs stats MOUNTPOINT [--json]`: the filesystem's counters (DAXFS_IOC_STATS).
 //!
 //! Without `-f` the process daemonises and the command returns only once the mount is live
 //! (the daemon reports readiness, or its error, through a pipe). SIGINT, SIGTERM and SIGHUP
@@ -42,6 +42,7 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("daxfs: internal error: {info}");
     }));
+    daxfs_fuse::logger::init();
     let args: Vec<OsString> = std::env::args_os().collect();
     let prog = args
         .first()
@@ -321,6 +322,7 @@ fn stats(args: &[OsString]) -> Result<(), Failure> {
     };
     let path = s.mountpoint.as_path();
     match daxfs_fuse::ioctl::read_stats(path) {
+        Ok(st) if s.json => say(&daxfs_fuse::ioctl::format_stats_json(&st)),
         Ok(s) => say(&daxfs_fuse::ioctl::format_stats(&s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fail(format!("{}: {}", path.display(), os_msg(&e)))
@@ -479,6 +481,7 @@ fn daemonise(req: &MountRequest) -> Result<(), Failure> {
         let code = match daemon_setup(req).and_then(|()| serve(req, &mut ready)) {
             Ok(()) => 0,
             Err(Failure(msg, code)) => {
+                log::warn!("refused: {msg}");
                 match ready.take() {
                     Some(mut pipe) => {
                         let _ = pipe.write_all(format!("ERR {msg}").as_bytes());
@@ -540,9 +543,12 @@ fn daemon_setup(req: &MountRequest) -> Result<(), Failure> {
             .append(true)
             .open(p)
             .or_else(|e| fail(format!("cannot open log {}: {}", p.display(), os_msg(&e))))?,
-        None => null
-            .try_clone()
-            .or_else(|e| fail(format!("/dev/null: {}", os_msg(&e))))?,
+        None => {
+            // Detached and no log file: records go to syslog.
+            daxfs_fuse::logger::use_syslog();
+            null.try_clone()
+                .or_else(|e| fail(format!("/dev/null: {}", os_msg(&e))))?
+        }
     };
     // SAFETY: plain syscalls on descriptors we own; dup2 onto 0/1/2 replaces the
     // inherited stdio, which nothing in this process holds a reference to.
@@ -604,6 +610,12 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         // already given up on us, so serving on is all that is left to do.
         let _ = pipe.write_all(b"OK");
     }
+    log::info!(
+        "mounted {} on {} ({})",
+        device.display(),
+        req.mountpoint.display(),
+        if req.cfg.read_only { "ro" } else { "rw" }
+    );
     let busy_poll = start_busy_poll(&session, req.cfg.busy_poll, &busy_poll_slot);
     spawn_memory_trimmer();
     let served = session.run();
@@ -618,6 +630,11 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         eprintln!("daxfs: requests still waiting for pins at shutdown");
     }
     let shut = fs.shutdown();
+    log::info!(
+        "unmounted {} from {}",
+        device.display(),
+        req.mountpoint.display()
+    );
     match (served, shut) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(e), _) => fail(format!(
