@@ -135,7 +135,7 @@ fn crash_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
     let points = m.take_fences();
     assert!(points.len() >= 80);
     for p in &points {
-        let required = durable_at.iter().filter(|&&f| f <= p.index).count();
+        let required = durable_at.iter().filter(|&&f| f <= p.index()).count();
         let all = p.lines();
         let mut variants = vec![p.image(), p.image_with(&all)];
         for _ in 0..4 {
@@ -152,7 +152,7 @@ fn crash_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
             assert!(
                 ok,
                 "crash before fence {}: home is not the state after {} or {} transactions",
-                p.index,
+                p.index(),
                 required,
                 required + 1
             );
@@ -817,7 +817,7 @@ fn a_crash_at_any_fence_of_a_batch_recovers_all_of_it_or_none() {
             assert!(
                 home == before || home == model,
                 "crash before fence {}: a part of the batch survived",
-                p.index
+                p.index()
             );
         }
     }

@@ -69,7 +69,7 @@ fn every_torn_line_at_every_fence_recovers_a_prefix_of_the_committed_transaction
     assert!(j.stats().wraps >= 1, "the run covers a wrap-around");
     let (mut images, mut torn_images) = (0u64, 0u64);
     for p in m.take_fences() {
-        let required = durable_at.iter().filter(|&&f| f <= p.index).count();
+        let required = durable_at.iter().filter(|&&f| f <= p.index()).count();
         let all = p.lines();
         let mut variants = vec![p.image(), p.image_with(&all)];
         let torn = p.torn_lines();
@@ -104,7 +104,7 @@ fn every_torn_line_at_every_fence_recovers_a_prefix_of_the_committed_transaction
             assert!(
                 ok,
                 "crash before fence {}: home is not the state after {required} or {} transactions",
-                p.index,
+                p.index(),
                 required + 1
             );
         }
