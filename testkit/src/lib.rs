@@ -1,4 +1,5 @@
-//! daxfs-testkit: what daxfs's tests share (a dev-dependency only).
+//! daxfs-testkit: what daxfs's tests share (a dev-dependency; bench, a dev tool, takes its
+//! [`Rng`] too).
 //!
 //! An emulated device in /dev/shm, formatted, removed on drop; small helpers the
 //! behaviour tests share; [`mkfs`], the parameters every test formats with; [`Rng`], the
