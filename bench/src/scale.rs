@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};
+use daxfs_testkit::Rng;
 
 use crate::{create_at, median, num, os_err, DirFd, Res};
 
@@ -59,19 +60,6 @@ trait Dirs {
     /// cached entries, about `cached` of them).
     fn forget_cached(&mut self, _cached: usize) -> Res<()> {
         Ok(())
-    }
-}
-
-/// A small deterministic generator (xorshift64*): the same sample every run, no
-/// dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
     }
 }
 
@@ -143,7 +131,8 @@ fn run(d: &mut dyn Dirs, sizes: &[usize], batch: usize, lookups: usize) -> Res<(
         }
     }
     let mut looks: Vec<Times> = sizes.iter().map(|_| Times::default()).collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // The tests' generator: the same sample every run.
+    let mut rng = Rng::xorshift64_star(0x9e37_79b9_7f4a_7c15);
     for r in 0..ROUNDS {
         for k in order(r, sizes.len()) {
             let n = count[k];
@@ -152,7 +141,7 @@ fn run(d: &mut dyn Dirs, sizes: &[usize], batch: usize, lookups: usize) -> Res<(
             // twice would be answered from the kernel's cache the second time.
             let mut sample: Vec<usize> = (0..n).collect();
             for j in 0..want {
-                let o = j + rng.below(n - j);
+                let o = j + rng.below((n - j) as u64) as usize;
                 sample.swap(j, o);
             }
             d.forget_cached(cached)?;

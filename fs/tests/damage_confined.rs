@@ -4,12 +4,12 @@
 //! `fsck::repair` (`fsck -y`) every image checks clean, mounts, and every file outside
 //! the damaged object reads back with its original content and xattrs (files of a
 //! damaged directory are found in /lost+found). In-process, no FUSE mount.
-//! DAXFS_DAMAGE_ITERS sets the count (default 200), DAXFS_DAMAGE_SEED the seed;
+//! DAXFS_DAMAGE_ITERS sets the count (default 200), DAXFS_TEST_SEED the seed;
 //! tests/daxfs/065 and 066 run the same through the binaries.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
-use common::{mkfile, pattern, read_all};
+use common::{mkfile, pattern, read_all, Rng};
 use daxfs::{Cred, DaxFs, FileKind, FsOptions, ROOT};
 use daxfs_format::*;
 use daxfs_fsck as fsck;
@@ -48,14 +48,10 @@ fn inode_at(bytes: &[u8], sb: &Superblock, ino: u64) -> Option<DiskInode> {
 
 fn populate() -> Populated {
     let dev = Arc::new(Device::memory(&vec![0u8; SIZE as usize]).expect("memory device"));
-    let p = MkfsParams {
-        label: "damage".into(),
-        journal_bytes: 256 << 10,
-        inodes: 512,
-        uuid: [9; 16],
-        now_ns: 0,
-    };
-    let sb = daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    let sb = common::mkfs()
+        .journal_bytes(256 << 10)
+        .inodes(512)
+        .format(&dev);
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     let r = Cred::root();
     let mut dirs = vec![ROOT];
@@ -230,21 +226,6 @@ fn check(bytes: &[u8]) -> FsckReport {
     fsck::check(&dev, false, &mut |_, _, _| {})
 }
 
-/// Deterministic xorshift, so a failing iteration can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// One damage: where, what, and the files it may cost (their data or xattrs).
 struct Damage {
     what: String,
@@ -411,11 +392,7 @@ fn damage_to_one_inode_or_metadata_block_costs_at_most_that_object() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
-    let seed: u64 = std::env::var("DAXFS_DAMAGE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5851_f42d_4c95_7f2d);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(common::seed(0x5851_f42d_4c95_7f2d | 1));
     let mut t = Tally::default();
     let mut failed = Vec::new();
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
@@ -470,15 +447,10 @@ impl Small {
 
     fn with_inodes(inodes: u64) -> Small {
         let dev = Arc::new(Device::memory(&vec![0u8; SIZE as usize]).expect("memory device"));
-        let p = MkfsParams {
-            label: "small".into(),
-            journal_bytes: 64 << 10,
-            inodes,
-            uuid: [4; 16],
-            now_ns: 0,
-        };
-        let sb =
-            daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+        let sb = common::mkfs()
+            .journal_bytes(64 << 10)
+            .inodes(inodes)
+            .format(&dev);
         let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
         let r = Cred::root();
         let dir = fs.mkdir(ROOT, b"dir", 0o755, &r).expect("mkdir").ino;

@@ -9,7 +9,6 @@ use daxfs_testkit as common;
 
 use common::{pattern, read_all, root, TestDev};
 use daxfs::{DaxFs, Errno, FsOptions, ROOT};
-use daxfs_format::MkfsParams;
 use daxfs_fsck as fsck;
 use daxfs_pmem::Device;
 use std::collections::BTreeSet;
@@ -26,14 +25,10 @@ const IN_FLIGHT: Duration = Duration::from_millis(500);
 /// of a few dozen transactions overflows the log.
 fn small_journal_device() -> Arc<Device> {
     let dev = Arc::new(Device::memory(&vec![0u8; 16 << 20]).expect("memory device"));
-    let p = MkfsParams {
-        label: "group".into(),
-        journal_bytes: 64 << 10,
-        inodes: 256,
-        uuid: [9; 16],
-        now_ns: 0,
-    };
-    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    common::mkfs()
+        .journal_bytes(64 << 10)
+        .inodes(256)
+        .format(&dev);
     dev
 }
 
@@ -362,14 +357,10 @@ fn durable_copy(dev: &Device) -> DaxFs {
 fn recording_fs() -> (Arc<Device>, DaxFs) {
     let (dev, _) = Device::recording(8 << 20).expect("recording device");
     let dev = Arc::new(dev);
-    let p = MkfsParams {
-        label: "group".into(),
-        journal_bytes: 64 << 10,
-        inodes: 64,
-        uuid: [8; 16],
-        now_ns: 0,
-    };
-    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    common::mkfs()
+        .journal_bytes(64 << 10)
+        .inodes(64)
+        .format(&dev);
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     (dev, fs)
 }

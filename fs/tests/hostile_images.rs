@@ -8,12 +8,13 @@
 use daxfs_testkit as common;
 use daxfs_testkit::hostile;
 
+use common::Rng;
 use daxfs::{DaxFs, FsOptions};
 use daxfs_format::*;
 use daxfs_fsck as fsck;
 use daxfs_fsck::FsckReport;
 use daxfs_pmem::Device;
-use hostile::{Base, Entropy, Rng};
+use hostile::Base;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -181,18 +182,14 @@ fn checksummed_hostile_images_never_panic_fsck_or_the_mount() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
-    let seed: u64 = std::env::var("DAXFS_HOSTILE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_da7f_0000_0001);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::splitmix64(common::seed(0x5eed_da7f_0000_0001));
     let (mut reached, mut mounted, mut flagged) = (0u64, 0u64, 0u64);
     let mut ops = 0u64;
     let t = std::time::Instant::now();
     for it in 0..iters {
-        let state = rng.0;
+        let state = rng.state();
         let img = hostile::hostile_image(&base, &mut rng);
-        let ctx = format!("iteration {it} (DAXFS_HOSTILE_SEED state {state})");
+        let ctx = format!("iteration {it} (DAXFS_TEST_SEED={state:#x} replays it first)");
         reached += u64::from(hostile::reaches_load(&img));
         let before = check(&img).unwrap_or_else(|e| panic!("{ctx}: {e}"));
         flagged += u64::from(!before.is_clean());
@@ -428,7 +425,7 @@ fn checksummed_hostile_journals_never_panic_replay() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3000);
-    let mut rng = Rng(0x0bad_5eed_0000_0002);
+    let mut rng = Rng::splitmix64(common::seed(0x0bad_5eed_0000_0002));
     let (mut opened, mut replayed) = (0u64, 0u64);
     for it in 0..iters {
         let img = hostile::hostile_journal(&mut rng);

@@ -331,13 +331,8 @@ fn stress_pins_and_layout_changes_never_expose_foreign_bytes_and_balance() {
             barrier.clone(),
         );
         handles.push(thread::spawn(move || {
-            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
-            let mut rnd = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
+            let mut rng = common::Rng::new(0x9E37_79B9_7F4A_7C15u64 ^ (t + 1));
+            let mut rnd = move |n: u64| rng.below(n);
             barrier.wait();
             let mut ops = 0u64;
             while Instant::now() < deadline {

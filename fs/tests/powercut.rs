@@ -27,8 +27,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
 use daxfs::{Cred, DaxFs, FileKind, FsOptions, SetAttr, ROOT};
-use daxfs_format::MkfsParams;
 use daxfs_pmem::{DeltaPoint, Device};
+use daxfs_testkit::Rng;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,39 +37,10 @@ const DEV_SIZE: u64 = 4 << 20;
 /// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE.
 const PUNCH: i32 = 0x02 | 0x01;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() {
-            None
-        } else {
-            v.get(self.below(v.len() as u64) as usize)
-        }
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 /// Bytes unique to `seed` (no zero bytes, so they never look like a hole).
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    (0..len).map(|_| (r.next() % 255) as u8 + 1).collect()
+    let mut r = Rng::xorshift64_star(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..len).map(|_| (r.next_u64() % 255) as u8 + 1).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -463,7 +434,7 @@ impl Workload {
             2 => size + self.rng.below(10_000),        // past EOF: a gap
             _ => self.rng.below(size.max(1)) & !0xfff, // block-aligned
         };
-        let bytes = data(len as usize, self.rng.next());
+        let bytes = data(len as usize, self.rng.next_u64());
         let ino = self.resolve(&path);
         let n = self.fs().write(ino, off, &bytes, false).expect("write");
         assert_eq!(n, bytes.len(), "short write");
@@ -675,7 +646,7 @@ impl Workload {
             .unlink(p, base_name(&path).as_bytes())
             .expect("unlink");
         self.model.remove(&path);
-        let bytes = data(5000, self.rng.next());
+        let bytes = data(5000, self.rng.next_u64());
         self.fs()
             .write(ino, 0, &bytes, false)
             .expect("write orphan");
@@ -724,7 +695,7 @@ impl Workload {
         let dirs = self.model.dirs();
         let dir = self.rng.pick(&dirs).cloned().unwrap_or_default();
         let name = self.fresh("s");
-        let target = format!("../target/{}", self.rng.next()).into_bytes();
+        let target = format!("../target/{}", self.rng.next_u64()).into_bytes();
         let p = self.resolve(&dir);
         self.fs()
             .symlink(p, name.as_bytes(), &target, &cred())
@@ -739,7 +710,7 @@ impl Workload {
         let path = self.rng.pick(&files).cloned().expect("a file");
         let id = self.model.obj_of(&path);
         let name = format!("user.k{}", self.rng.below(4)).into_bytes();
-        let value = data(1 + self.rng.below(300) as usize, self.rng.next());
+        let value = data(1 + self.rng.below(300) as usize, self.rng.next_u64());
         let ino = self.resolve(&path);
         self.fs().setxattr(ino, &name, &value, 0).expect("setxattr");
         self.model
@@ -990,21 +961,17 @@ fn state_key(step: usize, version: u64, durable: &[u8], point: &DeltaPoint, pick
 fn run(seed: u64, ops: usize, budget: Budget) -> Counts {
     let (dev, rec) = Device::recording(DEV_SIZE).expect("recording device");
     let dev = Arc::new(dev);
-    let p = MkfsParams {
-        label: "powercut".into(),
-        journal_bytes: 64 << 10,
-        inodes: 64,
-        uuid: [7; 16],
-        now_ns: 0,
-    };
-    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    daxfs_testkit::mkfs()
+        .journal_bytes(64 << 10)
+        .inodes(64)
+        .format(&dev);
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     let base = rec.durable_image();
     rec.set_recording(true);
     let mut w = Workload {
         dev: dev.clone(),
         fs: Some(fs),
-        rng: Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1),
+        rng: Rng::xorshift64_star(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1),
         names: 0,
         model: Model::default(),
         next_obj: 0,
@@ -1021,7 +988,7 @@ fn run(seed: u64, ops: usize, budget: Budget) -> Counts {
     } = w;
     drop(fs);
 
-    let mut rng = Rng(seed ^ 0xc0ff_ee00_dead_beef);
+    let mut rng = Rng::xorshift64_star(seed ^ 0xc0ff_ee00_dead_beef);
     let mut seen = HashSet::new();
     let mut counts = Counts::default();
     let mut durable = base;

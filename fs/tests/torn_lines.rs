@@ -16,7 +16,6 @@ use daxfs_testkit as common;
 
 use common::{pattern, root};
 use daxfs::{DaxFs, Errno, FileKind, FsOptions, SetAttr, ROOT};
-use daxfs_format::MkfsParams;
 use daxfs_fsck as fsck;
 use daxfs_pmem::{Device, Fault};
 use std::collections::BTreeMap;
@@ -28,14 +27,10 @@ const DEV_SIZE: u64 = 4 << 20;
 fn recording_fs() -> (Arc<Device>, DaxFs) {
     let (dev, _) = Device::recording(DEV_SIZE).expect("recording device");
     let dev = Arc::new(dev);
-    let p = MkfsParams {
-        label: "faults".into(),
-        journal_bytes: 64 << 10,
-        inodes: 64,
-        uuid: [9; 16],
-        now_ns: 0,
-    };
-    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    common::mkfs()
+        .journal_bytes(64 << 10)
+        .inodes(64)
+        .format(&dev);
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     (dev, fs)
 }

@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
+use common::Rng;
+
 use daxfs::{Cred, DaxFs, FsOptions, ROOT};
 use daxfs_format::*;
 use daxfs_fsck::{FsckReport, Severity};
@@ -60,14 +62,10 @@ impl Image {
 
 fn populated() -> Image {
     let dev = Arc::new(Device::memory(&vec![0u8; SIZE as usize]).expect("memory device"));
-    let p = MkfsParams {
-        label: "corrupt".into(),
-        journal_bytes: 64 << 10,
-        inodes: 64,
-        uuid: [3; 16],
-        now_ns: 0,
-    };
-    daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+    common::mkfs()
+        .journal_bytes(64 << 10)
+        .inodes(64)
+        .format(&dev);
     let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
     let r = Cred::root();
     let d = fs.mkdir(ROOT, b"dir", 0o755, &r).expect("mkdir").ino;
@@ -373,21 +371,6 @@ fn damaged_bitmap_blocks_are_detected() {
     assert_detected("bitmap block zeroed", &zeroed(&img, b, BLOCK_SIZE));
 }
 
-/// Deterministic xorshift, so a failing iteration can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Random damage (1–4 mutations: byte flips, random bytes, zeroed lines and blocks)
 /// aimed at the metadata of the populated image; every outcome must be panic-free and
 /// consistent. DAXFS_CORRUPT_ITERS sets the count (default 600).
@@ -416,7 +399,7 @@ fn random_metadata_damage_never_panics_and_never_mounts_unrepaired() {
         (img.extent_block() * BLOCK_SIZE, BLOCK_SIZE),
         (img.xattr_block() * BLOCK_SIZE, BLOCK_SIZE),
     ];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(common::seed(0x9e37_79b9_7f4a_7c15));
     let (mut detected, mut refused) = (0u64, 0u64);
     let t = std::time::Instant::now();
     for it in 0..iters {
@@ -426,7 +409,7 @@ fn random_metadata_damage_never_panics_and_never_mounts_unrepaired() {
             let at = start + rng.below(len);
             match rng.below(10) {
                 0..=5 => b[at as usize] ^= 1 << rng.below(8),
-                6..=7 => b[at as usize] = rng.next() as u8,
+                6..=7 => b[at as usize] = rng.next_u64() as u8,
                 8 => {
                     let l = at & !63;
                     b[l as usize..(l + 64).min(start + len) as usize].fill(0);
@@ -474,7 +457,7 @@ fn random_journal_damage_never_panics_and_replay_stays_in_bounds() {
         j.commit(&t).expect("commit");
     }
     let base = m.volatile_image();
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(common::seed(0x1234_5678_9abc_def1));
     let (mut opened, mut refused) = (0u32, 0u32);
     for _ in 0..3000 {
         let mut img = base.clone();

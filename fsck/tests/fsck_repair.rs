@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use daxfs_testkit as common;
 
-use common::{list, mkfile, pattern, read_all};
+use common::{list, mkfile, pattern, read_all, Rng};
 use daxfs::{Cred, DaxFs, Errno, FileKind, FsOptions, ROOT};
 use daxfs_format::*;
 use daxfs_fsck::{FsckReport, Severity};
@@ -27,15 +27,10 @@ impl Img {
     /// A fresh filesystem with a 64 KiB journal and 64 inodes (or `inodes`).
     fn new(inodes: u64) -> Img {
         let dev = Arc::new(Device::memory(&vec![0u8; SIZE as usize]).expect("memory device"));
-        let p = MkfsParams {
-            label: "repair".into(),
-            journal_bytes: 64 << 10,
-            inodes,
-            uuid: [5; 16],
-            now_ns: 0,
-        };
-        let sb =
-            daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("format");
+        let sb = common::mkfs()
+            .journal_bytes(64 << 10)
+            .inodes(inodes)
+            .format(&dev);
         Img { dev, sb }
     }
 
@@ -719,21 +714,6 @@ fn a_power_cut_during_a_repair_leaves_the_damaged_or_the_repaired_image() {
     });
 }
 
-/// A deterministic xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Random namespace damage with valid checksums (link counts, parents, orphan flags,
 /// block counts, erased and invented entries, bitmap bits) and now and then a flipped
 /// inode byte, 1 to 4 at a time, 150 times (DAXFS_REPAIR_ITERS sets the count): the
@@ -774,7 +754,7 @@ fn random_namespace_damage_is_repaired_or_left_untouched() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(150);
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(common::seed(0x2545_f491_4f6c_dd1d));
     let (mut repaired, mut refused) = (0, 0);
     for it in 0..iters {
         let s = Img {

@@ -14,12 +14,16 @@ use std::path::Path;
 /// ioctl type byte of daxfs (`_IOC_TYPE`).
 pub const DAXFS_IOC_MAGIC: u32 = 0xDA;
 
-/// `_IOC(dir, type, nr, size)` as linux/ioctl.h builds it (asm-generic layout).
+/// `_IOC(dir, type, nr, size)` as linux/ioctl.h builds it (asm-generic layout): every
+/// ioctl number of the crate, daxfs's and the FS_IOC_* ones the adapter answers, is
+/// built here.
 pub const fn ioc(dir: u32, ty: u32, nr: u32, size: u32) -> u32 {
     (dir << 30) | (size << 16) | (ty << 8) | nr
 }
-const IOC_WRITE: u32 = 1;
-const IOC_READ: u32 = 2;
+/// `_IOC_WRITE`: the caller passes the argument in (`_IOW`).
+pub const IOC_WRITE: u32 = 1;
+/// `_IOC_READ`: the caller reads the argument back (`_IOR`).
+pub const IOC_READ: u32 = 2;
 
 /// `struct daxfs_pin { __u64 offset; __u64 length; }`
 pub const DAXFS_PIN_SIZE: usize = 16;

@@ -7,33 +7,13 @@ use daxfs_journal::{
     format, Journal, JournalError, LogSize, ReplayReport, StopReason, Transaction,
 };
 use daxfs_pmem::{Media, MemMedia};
+use daxfs_testkit::Rng;
 
 const DEV: usize = 256 * 1024;
 const J_START: u64 = 8192;
 const J_LEN: u64 = 64 * 1024;
 /// Home area the tests' transactions write to (after the journal region).
 const HOME: std::ops::Range<usize> = 128 * 1024..DEV;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            *b = self.next() as u8;
-        }
-    }
-}
 
 fn formatted() -> Arc<MemMedia> {
     let m = Arc::new(MemMedia::new(DEV));
@@ -56,7 +36,7 @@ fn recover(image: Vec<u8>) -> (ReplayReport, Vec<u8>) {
 
 /// A transaction of 1..=max_records random writes into the home area, applied to `model`
 /// (the home area's expected contents) as well.
-fn random_txn(rng: &mut XorShift, max_records: u64, max_len: u64, model: &mut [u8]) -> Transaction {
+fn random_txn(rng: &mut Rng, max_records: u64, max_len: u64, model: &mut [u8]) -> Transaction {
     let mut txn = Transaction::new();
     for _ in 0..1 + rng.below(max_records) {
         let len = 1 + rng.below(max_len) as usize;
@@ -131,7 +111,7 @@ fn home_writes_lost_in_a_crash_are_restored_by_replay() {
 
 #[test]
 fn crash_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
-    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(daxfs_testkit::seed(0x1234_5678_9abc_def1));
     let m = formatted();
     let (mut j, _) = open(&m);
     m.record_fences(true);
@@ -155,14 +135,14 @@ fn crash_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
     let points = m.take_fences();
     assert!(points.len() >= 80);
     for p in &points {
-        let required = durable_at.iter().filter(|&&f| f <= p.index).count();
+        let required = durable_at.iter().filter(|&&f| f <= p.index()).count();
         let all = p.lines();
         let mut variants = vec![p.image(), p.image_with(&all)];
         for _ in 0..4 {
             let subset: Vec<usize> = all
                 .iter()
                 .copied()
-                .filter(|_| rng.next() & 1 == 1)
+                .filter(|_| rng.next_u64() & 1 == 1)
                 .collect();
             variants.push(p.image_with(&subset));
         }
@@ -172,7 +152,7 @@ fn crash_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
             assert!(
                 ok,
                 "crash before fence {}: home is not the state after {} or {} transactions",
-                p.index,
+                p.index(),
                 required,
                 required + 1
             );
@@ -182,7 +162,7 @@ fn crash_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
 
 #[test]
 fn a_torn_transaction_never_applies_partially() {
-    let mut rng = XorShift(0xdead_beef_cafe_f00d);
+    let mut rng = Rng::new(daxfs_testkit::seed(0xdead_beef_cafe_f00d));
     let m = formatted();
     let (mut j, _) = open(&m);
     let before = home_of(&m);
@@ -264,7 +244,7 @@ fn sequence_numbers_increase_by_one_per_commit() {
 
 #[test]
 fn wrap_around_over_many_laps_keeps_data_and_replays_only_the_current_lap() {
-    let mut rng = XorShift(42);
+    let mut rng = Rng::new(daxfs_testkit::seed(42));
     let m = formatted();
     let (mut j, _) = open(&m);
     let mut model = home_of(&m);
@@ -532,7 +512,7 @@ fn header_layout_matches_the_format_document() {
 
 #[test]
 fn random_garbage_images_never_panic() {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(daxfs_testkit::seed(0x9e37_79b9_7f4a_7c15));
     // A valid image with 12 committed transactions still in the log.
     let m = formatted();
     let (mut j, _) = open(&m);
@@ -570,7 +550,7 @@ fn random_garbage_images_never_panic() {
             // a valid-looking header with arbitrary tail and sequence
             2 => {
                 let tail = if rng.below(2) == 0 {
-                    rng.next()
+                    rng.next_u64()
                 } else {
                     rng.below(J_LEN) & !63
                 };
@@ -638,7 +618,7 @@ fn read_only_open_still_replays_committed_transactions() {
 /// `n` random transactions whose writes overlap (narrow home range), and the home area
 /// after applying them in order.
 fn overlapping_txns(seed: u64, n: usize) -> (Vec<Transaction>, Vec<u8>) {
-    let mut rng = XorShift(seed);
+    let mut rng = Rng::new(seed);
     let m = formatted();
     let mut model = home_of(&m);
     let txns = (0..n)
@@ -820,7 +800,7 @@ fn a_crash_at_any_fence_of_a_batch_recovers_all_of_it_or_none() {
     let before = home_of(&m);
     m.record_fences(true);
     j.commit_batch(&refs).expect("commit_batch");
-    let mut rng = XorShift(0x5eed_0005);
+    let mut rng = Rng::new(daxfs_testkit::seed(0x5eed_0005));
     for p in m.take_fences() {
         let all = p.lines();
         let mut variants = vec![p.image(), p.image_with(&all)];
@@ -828,7 +808,7 @@ fn a_crash_at_any_fence_of_a_batch_recovers_all_of_it_or_none() {
             let subset: Vec<usize> = all
                 .iter()
                 .copied()
-                .filter(|_| rng.next() & 1 == 1)
+                .filter(|_| rng.next_u64() & 1 == 1)
                 .collect();
             variants.push(p.image_with(&subset));
         }
@@ -837,7 +817,7 @@ fn a_crash_at_any_fence_of_a_batch_recovers_all_of_it_or_none() {
             assert!(
                 home == before || home == model,
                 "crash before fence {}: a part of the batch survived",
-                p.index
+                p.index()
             );
         }
     }

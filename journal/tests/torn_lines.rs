@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use daxfs_journal::{format, Journal, JournalError, Transaction};
 use daxfs_pmem::{Fault, Media, MemMedia};
+use daxfs_testkit::Rng;
 
 const DEV: usize = 256 * 1024;
 const J_START: u64 = 8192;
@@ -13,22 +14,6 @@ const J_LEN: u64 = 64 * 1024;
 const HOME: std::ops::Range<usize> = 128 * 1024..DEV;
 /// Torn (line, prefix) pairs tried per fence point at most.
 const PER_POINT: usize = 12;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn formatted() -> Arc<MemMedia> {
     let m = Arc::new(MemMedia::new(DEV));
@@ -51,12 +36,12 @@ fn recover(image: Vec<u8>) -> Vec<u8> {
 
 /// A transaction of a few writes of unaligned lengths (so records straddle lines and
 /// words), applied to `model` too.
-fn random_txn(rng: &mut XorShift, model: &mut [u8]) -> Transaction {
+fn random_txn(rng: &mut Rng, model: &mut [u8]) -> Transaction {
     let mut txn = Transaction::new();
     for _ in 0..1 + rng.below(4) {
         let len = 1 + rng.below(1200) as usize;
         let at = rng.below((HOME.len() - len) as u64) as usize;
-        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8 | 1).collect();
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8 | 1).collect();
         txn.write((HOME.start + at) as u64, &data);
         model[at..at + len].copy_from_slice(&data);
     }
@@ -65,7 +50,7 @@ fn random_txn(rng: &mut XorShift, model: &mut [u8]) -> Transaction {
 
 #[test]
 fn every_torn_line_at_every_fence_recovers_a_prefix_of_the_committed_transactions() {
-    let mut rng = XorShift(0x7f4a_7c15_9e37_79b9);
+    let mut rng = Rng::new(daxfs_testkit::seed(0x7f4a_7c15_9e37_79b9));
     let m = formatted();
     let mut j = open(&m);
     m.record_fences(true);
@@ -84,7 +69,7 @@ fn every_torn_line_at_every_fence_recovers_a_prefix_of_the_committed_transaction
     assert!(j.stats().wraps >= 1, "the run covers a wrap-around");
     let (mut images, mut torn_images) = (0u64, 0u64);
     for p in m.take_fences() {
-        let required = durable_at.iter().filter(|&&f| f <= p.index).count();
+        let required = durable_at.iter().filter(|&&f| f <= p.index()).count();
         let all = p.lines();
         let mut variants = vec![p.image(), p.image_with(&all)];
         let torn = p.torn_lines();
@@ -119,7 +104,7 @@ fn every_torn_line_at_every_fence_recovers_a_prefix_of_the_committed_transaction
             assert!(
                 ok,
                 "crash before fence {}: home is not the state after {required} or {} transactions",
-                p.index,
+                p.index(),
                 required + 1
             );
         }

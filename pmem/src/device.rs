@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::mem_media::LineModel;
+use crate::crash_model::LineModel;
 use crate::persist::{self, FlushInstr};
 use crate::volatile::VolatileSlice;
 
@@ -996,14 +996,15 @@ impl Device {
     }
 }
 
-pub use crate::mem_media::{Fault, LINE};
+pub use crate::crash_model::{Fault, LINE};
 
-use crate::mem_media::DeltaPoint;
+use crate::crash_model::DeltaPoint;
 
 /// The x86 persistence model of a recording device ([`Device::recording`]): the
-/// journal crate's [`LineModel`](crate::mem_media::LineModel), per 64-byte line
-/// an ordered list of the stores not yet durable (each split into 8-byte-aligned
-/// pieces); a flush marks the line's stores so far pending, a fence makes them durable.
+/// crate's one [`LineModel`] (the one [`MemMedia`](crate::MemMedia) runs on too), per
+/// 64-byte line an ordered list of the stores not yet durable (each split into
+/// 8-byte-aligned pieces); a flush marks the line's stores so far pending, a fence makes
+/// them durable.
 /// Non-temporal stores count as stored and flushed. With recording on, every fence
 /// keeps a [`DeltaPoint`]. A write or flush can be made to fail
 /// ([`fail_after`](Self::fail_after)): it does not reach the media and the device

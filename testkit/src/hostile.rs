@@ -1,7 +1,6 @@
 //! Hostile but well-checksummed images: the one implementation of the structure-aware
 //! mutation shared by the stable test fs/tests/hostile_images.rs and the cargo-fuzz
-//! targets in fuzz (both include this file with `#[path]`; it is not part of
-//! `common/mod.rs`, so the other tests do not compile it).
+//! targets in fuzz.
 //!
 //! A byte flip is refused by the first CRC it meets, so it never reaches the decoders
 //! and validators behind it. Here a populated image is mapped into its structures
@@ -12,7 +11,7 @@
 //! (geometry, ranges, cross-references). Optionally some of that damage is delivered
 //! through journal transactions (committed, not yet applied home), so replay applies it.
 //!
-//! The mutations draw from an [`Entropy`]: a seeded [`Rng`] in the stable test, the
+//! The mutations draw from an [`Entropy`]: a seeded [`crate::Rng`] in the stable test, the
 //! fuzzer's input through [`Bytes`] in the fuzz targets.
 #![allow(dead_code)]
 
@@ -33,19 +32,6 @@ pub trait Entropy {
         } else {
             self.next_u64() % n
         }
-    }
-}
-
-/// Deterministic splitmix64, so a failing iteration of the stable test can be replayed.
-pub struct Rng(pub u64);
-
-impl Entropy for Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
     }
 }
 
@@ -125,14 +111,10 @@ impl Base {
     /// unmounted.
     pub fn populated() -> Base {
         let dev = Arc::new(Device::memory(&vec![0u8; IMAGE_SIZE]).expect("memory device"));
-        let p = MkfsParams {
-            label: "hostile".into(),
-            journal_bytes: 64 << 10,
-            inodes: 128,
-            uuid: [5; 16],
-            now_ns: 0,
-        };
-        daxfs_format::mkfs::format_device(&dev, &p, true, &mut |_, _, _| {}).expect("mkfs");
+        crate::mkfs()
+            .journal_bytes(64 << 10)
+            .inodes(128)
+            .format(&dev);
         let fs = DaxFs::mount_device(dev.clone(), FsOptions::default()).expect("mount");
         let r = Cred::root();
         let file = |parent: u64, name: &[u8], data: &[u8]| {

@@ -1,16 +1,21 @@
-//! daxfs-testkit: what daxfs's tests share (a dev-dependency only).
+//! daxfs-testkit: what daxfs's tests share (a dev-dependency; bench, a dev tool, takes its
+//! [`Rng`] too).
 //!
 //! An emulated device in /dev/shm, formatted, removed on drop; small helpers the
-//! behaviour tests share; and [`hostile`], the structure-aware image mutations that the
-//! hostile-image tests and the fuzz targets both run.
+//! behaviour tests share; [`mkfs`], the parameters every test formats with; [`Rng`], the
+//! one seeded generator (see [`rng`]); and [`hostile`], the structure-aware image
+//! mutations that the hostile-image tests and the fuzz targets both run.
 
 // Test support: a panic is how a fixture reports a broken test environment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod hostile;
+pub mod rng;
+
+pub use rng::{seed, Rng};
 
 use daxfs::{Cred, DaxFs, FsOptions};
-use daxfs_format::MkfsParams;
+use daxfs_format::{MkfsParams, Superblock};
 use daxfs_pmem::{Device, DeviceOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,14 +55,7 @@ impl TestDev {
             },
         )
         .unwrap();
-        let p = MkfsParams {
-            label: "test".into(),
-            journal_bytes: 0,
-            inodes,
-            uuid: [1; 16],
-            now_ns: 0,
-        };
-        daxfs_format::mkfs::format_device(&d, &p, true, &mut |_, _, _| {}).unwrap();
+        mkfs().inodes(inodes).format(&d);
         dev
     }
 
@@ -78,6 +76,42 @@ impl TestDev {
 impl Drop for TestDev {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The mkfs parameters of a test filesystem, mkfs's defaults unless a setter says
+/// otherwise (label "test", a fixed uuid, time 0: images are reproducible).
+pub fn mkfs() -> Mkfs {
+    Mkfs(MkfsParams {
+        label: "test".into(),
+        journal_bytes: 0,
+        inodes: 0,
+        uuid: [1; 16],
+        now_ns: 0,
+    })
+}
+
+/// [`mkfs`]'s builder.
+#[derive(Clone, Debug)]
+pub struct Mkfs(MkfsParams);
+
+impl Mkfs {
+    /// Journal size in bytes (0: mkfs's default).
+    pub fn journal_bytes(mut self, n: u64) -> Mkfs {
+        self.0.journal_bytes = n;
+        self
+    }
+    /// Inode slots (0: mkfs's default).
+    pub fn inodes(mut self, n: u64) -> Mkfs {
+        self.0.inodes = n;
+        self
+    }
+    pub fn params(&self) -> &MkfsParams {
+        &self.0
+    }
+    /// Formats `dev`, a fresh device (reading as zeros); the new superblock.
+    pub fn format(&self, dev: &Device) -> Superblock {
+        daxfs_format::mkfs::format_device(dev, &self.0, true, &mut |_, _, _| {}).expect("mkfs")
     }
 }
 

@@ -1,7 +1,6 @@
 //! What the examples share: a scratch device file that removes itself, and formatting it.
 #![allow(dead_code)] // each example uses its own part of this
 
-use daxfs_format::MkfsParams;
 use daxfs_pmem::{Device, DeviceOptions};
 use std::path::PathBuf;
 
@@ -31,14 +30,8 @@ pub fn format_sized(path: &PathBuf, size: u64, inodes: u64) -> Result<(), String
         populate: false,
     };
     let d = Device::open(path, opts).map_err(|e| e.to_string())?;
-    let p = MkfsParams {
-        label: "bench".into(),
-        journal_bytes: 0,
-        inodes,
-        uuid: [3; 16],
-        now_ns: 0,
-    };
-    daxfs_format::mkfs::format_device(&d, &p, true, &mut |_, _, _| {})
+    let p = daxfs_testkit::mkfs().inodes(inodes);
+    daxfs_format::mkfs::format_device(&d, p.params(), true, &mut |_, _, _| {})
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
