@@ -271,6 +271,7 @@ impl DaxFs {
         let inode = self.inode(ino)?;
         let mut st = wlock(&inode.st);
         Self::file_inode_check(&st)?;
+        st.refuse_write(append)?;
         let off = if append { st.d.size } else { offset };
         if data.is_empty() {
             return Ok(0);
@@ -453,7 +454,10 @@ impl DaxFs {
         // shift everything after `offset`): their layout is broken first. Ranges of
         // requests that will fail anyway (EINVAL below) are left alone.
         let moving = |st: &InodeState| -> Option<std::ops::Range<u64>> {
-            if st.kind() != Some(FileKind::File) || end > MAX_FILE_SIZE {
+            if st.kind() != Some(FileKind::File)
+                || end > MAX_FILE_SIZE
+                || st.refuse_fallocate(mode).is_err()
+            {
                 return None;
             }
             let size = st.d.size;
@@ -482,6 +486,7 @@ impl DaxFs {
             (None, wlock(&inode.st))
         };
         Self::file_inode_check(&st)?;
+        st.refuse_fallocate(mode)?;
         if end > MAX_FILE_SIZE {
             return Err(Errno::EFBIG);
         }
