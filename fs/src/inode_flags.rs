@@ -115,10 +115,13 @@ impl InodeState {
     /// immutable inode any change of size, mode, owner or times; on an append-only one
     /// the same except setting both times to "now" (utimes(NULL), `touch`).
     pub(crate) fn refuse_setattr(&self, c: &SetAttr) -> Result<()> {
-        let explicit_time = matches!(c.atime, Some(SetTime::At(_)))
-            || matches!(c.mtime, Some(SetTime::At(_)));
-        let forbidden_by_append =
-            c.size.is_some() || c.mode.is_some() || c.uid.is_some() || c.gid.is_some() || explicit_time;
+        let explicit_time =
+            matches!(c.atime, Some(SetTime::At(_))) || matches!(c.mtime, Some(SetTime::At(_)));
+        let forbidden_by_append = c.size.is_some()
+            || c.mode.is_some()
+            || c.uid.is_some()
+            || c.gid.is_some()
+            || explicit_time;
         if self.append_only() && forbidden_by_append {
             return Err(Errno::EPERM);
         }

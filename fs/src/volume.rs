@@ -14,7 +14,11 @@ impl DaxFs {
     /// The filesystem's label (the superblock's, up to its NUL).
     pub fn label(&self) -> Vec<u8> {
         let sb = lock(&self.sb);
-        let end = sb.label.iter().position(|&c| c == 0).unwrap_or(sb.label.len());
+        let end = sb
+            .label
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(sb.label.len());
         sb.label[..end].to_vec()
     }
 
