@@ -91,11 +91,19 @@ impl InodeState {
         Ok(())
     }
 
-    /// EPERM for a write the flags forbid: any write to an immutable file, one that does
-    /// not append to an append-only file (a FUSE server sees the file's current flags
-    /// with each write, so a descriptor whose O_APPEND fcntl cleared lands here).
-    pub(crate) fn refuse_write(&self, append: bool) -> Result<()> {
-        if self.immutable() || (self.append_only() && !append) {
+    /// EPERM for a write the flags forbid: any write to an immutable file (as ext4, also
+    /// through a descriptor opened before the flag was set); to an append-only file, a
+    /// write that is not an append and changes bytes it already holds (`changes_existing`,
+    /// asked only then). A FUSE server sees the file's current flags with each write, so
+    /// a descriptor whose O_APPEND fcntl cleared lands here; the kernel's writeback cache
+    /// (dax=never) sends appends as page writes at an offset, which only rewrite the
+    /// bytes already there and extend the file, and so pass.
+    pub(crate) fn refuse_write(
+        &self,
+        append: bool,
+        changes_existing: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        if self.immutable() || (self.append_only() && !append && changes_existing()) {
             return Err(Errno::EPERM);
         }
         Ok(())

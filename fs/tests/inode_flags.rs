@@ -245,18 +245,34 @@ fn append_only_file_opens_for_write_only_with_o_append() {
 }
 
 #[test]
-fn append_only_file_takes_appends_but_no_write_at_an_offset() {
+fn append_only_file_takes_appends_but_no_change_of_its_bytes() {
     let d = TestDev::new(32 * MB);
     let fs = d.mount();
     let f = flagged_file(&fs, APPEND);
     fs.open(f, libc::O_WRONLY | libc::O_APPEND).unwrap();
     // An appending write ignores its offset (pwrite on an O_APPEND descriptor).
     assert_eq!(fs.write(f, 0, b" world", true).unwrap(), 6);
-    // A write that does not append: what a descriptor whose O_APPEND was cleared sends.
+    // A write that does not append, as a descriptor whose O_APPEND was cleared sends it.
     eperm(fs.write(f, 0, b"J", false));
-    eperm(fs.write(f, 11, b"!", false));
+    eperm(fs.write(f, 6, b"W", false));
+    eperm(fs.write(f, 10, b"D!", false));
     fs.release(f).unwrap();
     assert_eq!(read_all(&fs, f), b"hello world");
+}
+
+#[test]
+fn append_only_file_takes_writes_that_only_rewrite_its_bytes_and_extend_it() {
+    // What the kernel's writeback cache (dax=never) sends for an append: the whole page
+    // at its offset, the file's bytes unchanged and the new ones after them.
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    let f = flagged_file(&fs, APPEND);
+    assert_eq!(fs.write(f, 0, b"hello world", false).unwrap(), 11);
+    assert_eq!(fs.write(f, 11, b"!", false).unwrap(), 1);
+    assert_eq!(fs.write(f, 6, b"world!", false).unwrap(), 6);
+    // Past the end: nothing the file holds changes (the gap reads as zeros).
+    assert_eq!(fs.write(f, 16, b"?", false).unwrap(), 1);
+    assert_eq!(read_all(&fs, f), b"hello world!\0\0\0\0?");
 }
 
 #[test]
