@@ -482,3 +482,23 @@ fn flags_change_on_a_read_only_mount_is_erofs() {
         Errno::EROFS
     );
 }
+
+#[test]
+fn pinned_mappings_of_immutable_or_append_only_files_give_no_writable_view() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    let f = mkfile(&fs, ROOT, b"f", &pattern(8192, 3));
+    let mut m = fs.map_pinned(f, 0, 8192).unwrap();
+    assert!(m.as_mut_slice().is_some());
+    for flags in [IMMUTABLE, APPEND] {
+        fs.set_inode_flags(f, &root(), flags).unwrap();
+        assert!(!m.is_writable());
+        assert!(m.as_mut_slice().is_none());
+        assert!(m.segments_mut().is_empty());
+        assert!(m.as_slice().is_some(), "reading stays allowed");
+    }
+    fs.set_inode_flags(f, &root(), InodeFlags::default())
+        .unwrap();
+    assert!(m.as_mut_slice().is_some());
+    drop(m);
+}
