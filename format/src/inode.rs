@@ -11,6 +11,10 @@ pub const INLINE_EXTENTS: usize = 5;
 pub const IFLAG_ORPHAN: u32 = 1;
 /// Inode flag: FS_XFLAG_DAX (file data bypasses the kernel page cache under dax=inode).
 pub const IFLAG_DAX: u32 = 2;
+/// Inode flag: FS_IMMUTABLE_FL (chattr +i): no change to the inode, its data or its names.
+pub const IFLAG_IMMUTABLE: u32 = 4;
+/// Inode flag: FS_APPEND_FL (chattr +a): data may only be appended; no rename or unlink.
+pub const IFLAG_APPEND: u32 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Timespec {

@@ -78,6 +78,36 @@ impl DaxFs {
         }
     }
 
+    /// Whether writing `data` at `off` would change a byte the file already holds below
+    /// its size (holes hold zeros). Under the inode's lock, which keeps its blocks mapped.
+    fn changes_bytes(&self, st: &InodeState, off: u64, data: &[u8]) -> bool {
+        let size = st.d.size;
+        if off >= size {
+            return false;
+        }
+        let end = size.min(off.saturating_add(data.len() as u64));
+        let mut buf = vec![0u8; BLOCK_SIZE as usize];
+        let mut pos = off;
+        while pos < end {
+            let lb = blk(pos);
+            let n = ((lb + 1) * BLOCK_SIZE).min(end) - pos;
+            let have = &mut buf[..n as usize];
+            match st.ext.find(lb) {
+                Some(e) => {
+                    let pblk = e.pblk + (lb - e.lblk);
+                    self.dev.read(pblk * BLOCK_SIZE + pos % BLOCK_SIZE, have);
+                }
+                None => have.fill(0),
+            }
+            let want = &data[(pos - off) as usize..(pos - off + n) as usize];
+            if have != want {
+                return true;
+            }
+            pos += n;
+        }
+        false
+    }
+
     /// Zero-copy read: calls `f` with the pieces of the file range, views straight into
     /// the device mapping (holes as zeros), while the blocks are pinned. The pieces add
     /// up to the bytes available (short at EOF, empty past it). They are volatile views,
@@ -271,6 +301,7 @@ impl DaxFs {
         let inode = self.inode(ino)?;
         let mut st = wlock(&inode.st);
         Self::file_inode_check(&st)?;
+        st.refuse_write(append, || self.changes_bytes(&st, offset, data))?;
         let off = if append { st.d.size } else { offset };
         if data.is_empty() {
             return Ok(0);
@@ -453,7 +484,10 @@ impl DaxFs {
         // shift everything after `offset`): their layout is broken first. Ranges of
         // requests that will fail anyway (EINVAL below) are left alone.
         let moving = |st: &InodeState| -> Option<std::ops::Range<u64>> {
-            if st.kind() != Some(FileKind::File) || end > MAX_FILE_SIZE {
+            if st.kind() != Some(FileKind::File)
+                || end > MAX_FILE_SIZE
+                || st.refuse_fallocate(mode).is_err()
+            {
                 return None;
             }
             let size = st.d.size;
@@ -482,6 +516,7 @@ impl DaxFs {
             (None, wlock(&inode.st))
         };
         Self::file_inode_check(&st)?;
+        st.refuse_fallocate(mode)?;
         if end > MAX_FILE_SIZE {
             return Err(Errno::EFBIG);
         }

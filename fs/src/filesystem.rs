@@ -795,7 +795,7 @@ impl DaxFs {
     /// store could be torn by a power cut (the fields and the crc sit in different cache
     /// lines); journaled, a torn copy is rewritten by replay. One copy per transaction,
     /// so a crash can never tear both.
-    fn write_superblock(&self, off: u64, enc: &[u8; SB_SIZE]) -> Result<()> {
+    pub(crate) fn write_superblock(&self, off: u64, enc: &[u8; SB_SIZE]) -> Result<()> {
         let mut tx = Tx::new();
         tx.txn.write(off, enc);
         self.commit(tx)
@@ -1134,8 +1134,10 @@ impl DaxFs {
         let (_layout, mut st) = match c.size {
             Some(size) => {
                 let (layout, st) = self.break_layouts(&inode, wait, |st| {
-                    (st.kind() == Some(FileKind::File) && size < st.d.size)
-                        .then(|| size.div_ceil(BLOCK_SIZE)..u64::MAX / BLOCK_SIZE)
+                    (st.kind() == Some(FileKind::File)
+                        && size < st.d.size
+                        && st.refuse_setattr(c).is_ok())
+                    .then(|| size.div_ceil(BLOCK_SIZE)..u64::MAX / BLOCK_SIZE)
                 })?;
                 (Some(layout), st)
             }
@@ -1144,6 +1146,7 @@ impl DaxFs {
         if st.dead {
             return Err(Errno::ENOENT);
         }
+        st.refuse_setattr(c)?;
         let t = now();
         let mut tx = Tx::new();
         if let Some(size) = c.size {
@@ -1243,29 +1246,14 @@ impl DaxFs {
         Ok(self.getattr(ino)?.dax)
     }
 
+    /// Sets FS_XFLAG_DAX, keeping the other chattr flags (refused while the inode is
+    /// immutable, see [`set_inode_flags`](Self::set_inode_flags)).
     pub fn set_dax_flag(&self, ino: u64, dax: bool) -> Result<()> {
-        self.check_writable()?;
-        let inode = self.inode(ino)?;
-        let mut st = wlock(&inode.st);
-        if st.dead {
-            return Err(Errno::ENOENT);
-        }
-        let was_cached = self.cache_used(&st);
-        if dax {
-            st.d.flags |= IFLAG_DAX;
-        } else {
-            st.d.flags &= !IFLAG_DAX;
-        }
-        st.d.ctime = now();
-        let mut tx = Tx::new();
-        self.log_inode(ino, &mut st, &mut tx);
-        self.commit(tx)?;
-        if was_cached && !self.cache_used(&st) {
-            // New opens bypass the kernel's page cache from now on: pages cached by
-            // earlier opens must not outlive the change and go stale.
-            self.invalidate_cached(ino, &(0..u64::MAX / BLOCK_SIZE));
-        }
-        Ok(())
+        let flags = crate::inode_flags::InodeFlags {
+            dax,
+            ..self.inode_flags(ino)?
+        };
+        self.set_inode_flags(ino, &Cred::root(), flags)
     }
 
     /// Whether the kernel may cache this inode's data (dax=never, or dax=inode without

@@ -3,8 +3,9 @@
 //! This crate owns the filesystem API, [`DaxFs`], usable in-process without a mount:
 //! loading a formatted device, the inode table, directories and the namespace, extent
 //! maps and file I/O straight onto the device, xattrs and ACLs, pins of mapped ranges
-//! and their policy, break_layouts (waiting for pins to drain before a block is freed)
-//! and group commit of the metadata journal. The device and its persistence come from
+//! and their policy, break_layouts (waiting for pins to drain before a block is freed),
+//! group commit of the metadata journal, chattr's inode flags (`inode_flags`) and the
+//! filesystem-wide label and FITRIM (`volume`). The device and its persistence come from
 //! `daxfs-pmem`, the on-media codec from `daxfs-format`, free space and page reference
 //! counts from `daxfs-alloc`, the journal from `daxfs-journal`. The FUSE adapter
 //! (`daxfs-fuse`) and fsck (`daxfs-fsck`) are built on this API.
@@ -18,16 +19,19 @@ pub mod error;
 pub mod extent_map;
 pub mod file_io;
 pub mod filesystem;
+pub mod inode_flags;
 mod inode_table;
 pub mod mapping;
 pub mod namespace;
 pub mod pin;
 pub mod types;
+pub mod volume;
 pub mod xattr;
 
 pub use daxfs_pmem::VolatileSlice;
 pub use error::{Errno, Result};
 pub use filesystem::DaxFs;
+pub use inode_flags::InodeFlags;
 pub use mapping::PinnedMapping;
 pub use pin::{FsStats, RangePin};
 pub use types::*;

@@ -100,9 +100,15 @@ impl PinnedMapping<'_> {
     }
 
     /// Whether stores through this mapping are allowed (not on a read-only mount, nor on
-    /// a device opened read-only, where a store would be a bug the device panics on).
+    /// a device opened read-only, where a store would be a bug the device panics on, nor
+    /// into a file that is immutable or append-only now: a store would change its bytes).
     pub fn is_writable(&self) -> bool {
-        !self.fs.opts.read_only && self.fs.dev.writable()
+        !self.fs.opts.read_only
+            && self.fs.dev.writable()
+            && self
+                .fs
+                .inode_flags(self.ino())
+                .is_ok_and(|f| !f.immutable && !f.append)
     }
 
     /// True when an operation has been waiting for this inode's pins since the mapping

@@ -228,6 +228,7 @@ impl DaxFs {
         if idx.get(name).is_some() {
             return Err(Errno::EEXIST);
         }
+        pst.refuse_new_entry()?;
         if kind == FileKind::Dir && pst.d.nlink >= MAX_LINKS {
             return Err(Errno::EMLINK);
         }
@@ -443,7 +444,10 @@ impl DaxFs {
             if p.d.nlink == 0 {
                 return Err(Errno::ENOENT);
             }
+            p.refuse_new_entry()?;
         }
+        // vfs_link: no new name for an immutable or append-only inode.
+        l.get(ino)?.refuse_if_pinned_by_flags()?;
         let ftype = l
             .get(ino)?
             .kind()
@@ -524,6 +528,9 @@ impl DaxFs {
         let child = self.inode(child_ino)?;
         let set = [&pdir, &child];
         let mut l = Locked::new(&set)?;
+        // may_delete: the flags of the directory and of the victim come before its type.
+        l.get(parent)?.refuse_removed_entry()?;
+        l.get(child_ino)?.refuse_if_pinned_by_flags()?;
         {
             let c = l.get(child_ino)?;
             match (want_dir, c.is_dir()) {
@@ -672,6 +679,17 @@ impl DaxFs {
         // A removed directory (still open somewhere) takes no new entries.
         if l.get(newparent)?.d.nlink == 0 {
             return Err(Errno::ENOENT);
+        }
+        // vfs_rename: may_delete of the source; of the target when there is one (an
+        // exchange removes both), else may_create in the new directory.
+        l.get(parent)?.refuse_removed_entry()?;
+        l.get(src_ino)?.refuse_if_pinned_by_flags()?;
+        match dst {
+            Some(d) => {
+                l.get(newparent)?.refuse_removed_entry()?;
+                l.get(d.ino)?.refuse_if_pinned_by_flags()?;
+            }
+            None => l.get(newparent)?.refuse_new_entry()?,
         }
         if !exchange {
             if let Some(d) = dst {
@@ -824,6 +842,7 @@ impl DaxFs {
             if acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
                 self.check_writable()?;
             }
+            st.refuse_open(flags)?;
         }
         inode.opens.fetch_add(1, Ordering::SeqCst);
         if flags & libc::O_TRUNC != 0 && rlock(&inode.st).kind() == Some(FileKind::File) {

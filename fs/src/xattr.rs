@@ -49,6 +49,7 @@ impl DaxFs {
         if st.dead {
             return Err(Errno::ENOENT);
         }
+        st.refuse_if_pinned_by_flags()?;
         // user.* is for regular files and directories only (as the VFS).
         if name.starts_with(b"user.")
             && !matches!(st.kind(), Some(FileKind::File) | Some(FileKind::Dir))

@@ -307,12 +307,14 @@ fn read_superblocks_with(size: u64, read: impl Fn(u64, &mut [u8])) -> SbPair {
 }
 
 /// The superblock fields that must agree between the copies (state, mount time and
-/// mount count legitimately differ while mounted or after an unclean stop).
+/// mount count legitimately differ while mounted or after an unclean stop, and the label
+/// after a crash between the two copies' writes of FS_IOC_SETFSLABEL).
 fn same_geometry(a: &Superblock, b: &Superblock) -> bool {
     let strip = |s: &Superblock| Superblock {
         state: 0,
         mount_time: 0,
         mount_count: 0,
+        label: [0; 64],
         ..s.clone()
     };
     strip(a) == strip(b)
@@ -374,6 +376,17 @@ fn check_superblocks(dev: &Arc<Device>, repair: bool, r: &mut FsckReport) -> Opt
     }
     match (pair.primary, pair.backup) {
         (Ok(p), Ok(b)) => {
+            if p.label != b.label {
+                // The mount reads the primary; its clean unmount rewrites both copies.
+                r.add(
+                    Severity::Note,
+                    format!(
+                        "the backup superblock holds the label {:?}, the primary {:?} (a label change stopped by a crash; the primary's is the filesystem's)",
+                        b.label_str(),
+                        p.label_str()
+                    ),
+                );
+            }
             if !same_geometry(&p, &b) {
                 r.error("primary and backup superblocks describe different filesystems");
                 if repair {

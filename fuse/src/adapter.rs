@@ -22,8 +22,11 @@
 //! - dropping the kernel's cached pages when break_layouts frees a range of a file the
 //!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
-//!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR, and the flags word of FS_IOC_GETFLAGS /
-//!   FS_IOC_SETFLAGS (lsattr, chattr +x) with the DAX flag as its only flag.
+//!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR and the flags word of FS_IOC_GETFLAGS /
+//!   FS_IOC_SETFLAGS (lsattr, chattr +i +a +x) carrying the core's [`InodeFlags`]; the
+//!   label's `char[256]` of FS_IOC_GETFSLABEL / FS_IOC_SETFSLABEL and the
+//!   `struct fstrim_range` of FITRIM. All are restricted ioctls (the number carries the
+//!   argument's size), so the kernel copies them in and out by itself.
 //!
 //! Notes on kernel behaviour this relies on:
 //! - POSIX ACLs: FUSE_POSIX_ACL is negotiated, so the kernel enforces ACLs (it reads
@@ -54,6 +57,7 @@ use crate::ioctl::{
 };
 use daxfs::error::Errno as CoreErrno;
 use daxfs::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
+use daxfs::inode_flags::InodeFlags;
 use daxfs::pin::{PinHolder, RangePin};
 use daxfs::types::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
 use daxfs_pmem::VolatileSlice;
@@ -624,41 +628,110 @@ fn reply_xattr(reply: ReplyXattr, r: daxfs::Result<Vec<u8>>, size: u32) {
     }
 }
 
+/// `fsx_xflags` of chattr's immutable and append-only flags (linux/fs.h).
+pub const FS_XFLAG_IMMUTABLE: u32 = 0x0000_0008;
+pub const FS_XFLAG_APPEND: u32 = 0x0000_0010;
+/// The same two in the FS_IOC_GETFLAGS word (`chattr +i`, `chattr +a`).
+pub const FS_IMMUTABLE_FL: u32 = 0x0000_0010;
+pub const FS_APPEND_FL: u32 = 0x0000_0020;
+
+/// `FSLABEL_MAX` (linux/fs.h): the label ioctls' argument is a `char[256]`.
+pub const FSLABEL_MAX: usize = 256;
+/// `_IOR(0x94, 49, char[FSLABEL_MAX])` and `_IOW(0x94, 50, char[FSLABEL_MAX])`.
+pub const FS_IOC_GETFSLABEL: u32 = crate::ioctl::ioc(2, 0x94, 49, FSLABEL_MAX as u32);
+pub const FS_IOC_SETFSLABEL: u32 = crate::ioctl::ioc(1, 0x94, 50, FSLABEL_MAX as u32);
+/// `struct fstrim_range { __u64 start, len, minlen; }` and `_IOWR('X', 121, it)`.
+pub const FSTRIM_RANGE_SIZE: usize = 24;
+pub const FITRIM: u32 = crate::ioctl::ioc(3, 0x58, 121, FSTRIM_RANGE_SIZE as u32);
+
+/// One flags word from the chattr flags: `(dax, immutable, append)` bits of either the
+/// FS_IOC_GETFLAGS word or `fsx_xflags`.
+fn flag_word(f: InodeFlags, bits: (u32, u32, u32)) -> u32 {
+    (if f.dax { bits.0 } else { 0 })
+        | (if f.immutable { bits.1 } else { 0 })
+        | (if f.append { bits.2 } else { 0 })
+}
+
+/// The chattr flags of a flags word; a bit the core does not keep is EOPNOTSUPP (what
+/// tmpfs answers; ext4 silently drops a few it does not implement, such as
+/// FS_COMPR_FL, and refuses the rest with EOPNOTSUPP too).
+fn flags_of_word(w: u32, bits: (u32, u32, u32)) -> Result<InodeFlags, Errno> {
+    if w & !(bits.0 | bits.1 | bits.2) != 0 {
+        return Err(Errno::from_i32(libc::EOPNOTSUPP));
+    }
+    Ok(InodeFlags {
+        dax: w & bits.0 != 0,
+        immutable: w & bits.1 != 0,
+        append: w & bits.2 != 0,
+    })
+}
+
+const XFLAG_BITS: (u32, u32, u32) = (FS_XFLAG_DAX, FS_XFLAG_IMMUTABLE, FS_XFLAG_APPEND);
+const FL_BITS: (u32, u32, u32) = (FS_DAX_FL, FS_IMMUTABLE_FL, FS_APPEND_FL);
+
 /// `struct fsxattr` with only `fsx_xflags` set (the core keeps no extent size hints or
 /// project ids).
-pub fn encode_fsxattr(dax: bool) -> [u8; FSXATTR_SIZE] {
+pub fn encode_fsxattr(f: InodeFlags) -> [u8; FSXATTR_SIZE] {
     let mut b = [0u8; FSXATTR_SIZE];
-    let xflags = if dax { FS_XFLAG_DAX } else { 0 };
-    b[0..4].copy_from_slice(&xflags.to_ne_bytes());
+    b[0..4].copy_from_slice(&flag_word(f, XFLAG_BITS).to_ne_bytes());
     b
 }
 
-/// The DAX flag an FS_IOC_FSSETXATTR argument asks for. Anything else it asks for that the
-/// core does not keep (other xflags, extent size hints, project ids) is EOPNOTSUPP, as
-/// ext4 answers for xflags it does not support; a short argument is EINVAL.
-pub fn decode_fsxattr(b: &[u8]) -> Result<bool, Errno> {
+/// The chattr flags an FS_IOC_FSSETXATTR argument asks for. Anything else it asks for
+/// that the core does not keep (other xflags, extent size hints, project ids) is
+/// EOPNOTSUPP, as ext4 answers for xflags it does not support; a short argument is
+/// EINVAL.
+pub fn decode_fsxattr(b: &[u8]) -> Result<InodeFlags, Errno> {
     if b.len() < FSXATTR_SIZE {
         return Err(Errno::EINVAL);
     }
     let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let (xflags, extsize, projid, cowextsize) = (word(0), word(4), word(12), word(16));
-    if xflags & !FS_XFLAG_DAX != 0 || extsize != 0 || projid != 0 || cowextsize != 0 {
+    if extsize != 0 || projid != 0 || cowextsize != 0 {
         return Err(Errno::from_i32(libc::EOPNOTSUPP));
     }
-    Ok(xflags & FS_XFLAG_DAX != 0)
+    flags_of_word(xflags, XFLAG_BITS)
 }
 
-/// The DAX flag an FS_IOC_SETFLAGS argument asks for. Any other flag is EOPNOTSUPP (as
-/// ext4 and tmpfs answer flags they do not keep); a short argument is EINVAL.
-pub fn decode_inode_flags(b: &[u8]) -> Result<bool, Errno> {
+/// The FS_IOC_GETFLAGS word of the chattr flags.
+pub fn encode_inode_flags(f: InodeFlags) -> u32 {
+    flag_word(f, FL_BITS)
+}
+
+/// The chattr flags an FS_IOC_SETFLAGS argument asks for. Any other flag is EOPNOTSUPP
+/// (see [`flags_of_word`]); a short argument is EINVAL.
+pub fn decode_inode_flags(b: &[u8]) -> Result<InodeFlags, Errno> {
     let Some(word) = b.get(..4) else {
         return Err(Errno::EINVAL);
     };
-    let flags = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
-    if flags & !FS_DAX_FL != 0 {
-        return Err(Errno::from_i32(libc::EOPNOTSUPP));
+    flags_of_word(
+        u32::from_ne_bytes([word[0], word[1], word[2], word[3]]),
+        FL_BITS,
+    )
+}
+
+/// The label of an FS_IOC_SETFSLABEL argument: up to its NUL. An argument without NUL in
+/// FSLABEL_MAX bytes is EINVAL (as the kernel's `strnlen` check), as is a short one.
+pub fn decode_label(b: &[u8]) -> Result<&[u8], Errno> {
+    let b = b.get(..FSLABEL_MAX).ok_or(Errno::EINVAL)?;
+    let end = b.iter().position(|&c| c == 0).ok_or(Errno::EINVAL)?;
+    Ok(&b[..end])
+}
+
+/// A `struct fstrim_range` as (start, len, minlen); None when short.
+pub fn decode_fstrim_range(b: &[u8]) -> Option<(u64, u64, u64)> {
+    let word =
+        |i: usize| -> Option<u64> { Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+    Some((word(0)?, word(8)?, word(16)?))
+}
+
+/// The `struct fstrim_range` FITRIM answers: `len` becomes the bytes trimmed.
+pub fn encode_fstrim_range(start: u64, trimmed: u64, minlen: u64) -> [u8; FSTRIM_RANGE_SIZE] {
+    let mut b = [0u8; FSTRIM_RANGE_SIZE];
+    for (i, w) in [start, trimmed, minlen].iter().enumerate() {
+        b[i * 8..i * 8 + 8].copy_from_slice(&w.to_ne_bytes());
     }
-    Ok(flags & FS_DAX_FL != 0)
+    b
 }
 
 /// Pages per request the kernel accepts (fs.fuse.max_pages_limit, Linux 6.13+).
@@ -1391,13 +1464,13 @@ impl Filesystem for FuseAdapter {
                 if (out_size as usize) < FSXATTR_SIZE {
                     return reply.error(Errno::EINVAL);
                 }
-                match self.fs.get_dax_flag(ino.0) {
-                    Ok(dax) => reply.ioctl(0, &encode_fsxattr(dax)),
+                match self.fs.inode_flags(ino.0) {
+                    Ok(f) => reply.ioctl(0, &encode_fsxattr(f)),
                     Err(e) => reply.error(errno(e)),
                 }
             }
             FS_IOC_FSSETXATTR => match decode_fsxattr(in_data) {
-                Ok(dax) => match self.fs.set_dax_flag(ino.0, dax) {
+                Ok(f) => match self.fs.set_inode_flags(ino.0, &cred(req), f) {
                     Ok(()) => reply.ioctl(0, &[]),
                     Err(e) => reply.error(errno(e)),
                 },
@@ -1407,21 +1480,43 @@ impl Filesystem for FuseAdapter {
                 if out_size < 4 {
                     return reply.error(Errno::EINVAL);
                 }
-                match self.fs.get_dax_flag(ino.0) {
-                    Ok(dax) => {
-                        let flags = if dax { FS_DAX_FL } else { 0 };
-                        reply.ioctl(0, &flags.to_ne_bytes())
-                    }
+                match self.fs.inode_flags(ino.0) {
+                    Ok(f) => reply.ioctl(0, &encode_inode_flags(f).to_ne_bytes()),
                     Err(e) => reply.error(errno(e)),
                 }
             }
             FS_IOC_SETFLAGS => match decode_inode_flags(in_data) {
-                Ok(dax) => match self.fs.set_dax_flag(ino.0, dax) {
+                Ok(f) => match self.fs.set_inode_flags(ino.0, &cred(req), f) {
                     Ok(()) => reply.ioctl(0, &[]),
                     Err(e) => reply.error(errno(e)),
                 },
                 Err(e) => reply.error(e),
             },
+            FS_IOC_GETFSLABEL => {
+                if (out_size as usize) < FSLABEL_MAX {
+                    return reply.error(Errno::EINVAL);
+                }
+                let mut b = [0u8; FSLABEL_MAX];
+                let label = self.fs.label();
+                b[..label.len()].copy_from_slice(&label);
+                reply.ioctl(0, &b)
+            }
+            FS_IOC_SETFSLABEL => match decode_label(in_data) {
+                Ok(label) => match self.fs.set_label(&cred(req), label) {
+                    Ok(()) => reply.ioctl(0, &[]),
+                    Err(e) => reply.error(errno(e)),
+                },
+                Err(e) => reply.error(e),
+            },
+            FITRIM => {
+                let Some((start, len, minlen)) = decode_fstrim_range(in_data) else {
+                    return reply.error(Errno::EINVAL);
+                };
+                match self.fs.trim(&cred(req), start, len, minlen) {
+                    Ok(trimmed) => reply.ioctl(0, &encode_fstrim_range(start, trimmed, minlen)),
+                    Err(e) => reply.error(errno(e)),
+                }
+            }
             _ => reply.error(Errno::from_i32(libc::ENOTTY)),
         }
     }
@@ -1596,19 +1691,35 @@ mod tests {
         assert_eq!(FS_IOC_FSSETXATTR, 0x401c_5820);
     }
 
+    const DAX: InodeFlags = InodeFlags {
+        dax: true,
+        immutable: false,
+        append: false,
+    };
+    const IMMUTABLE_APPEND: InodeFlags = InodeFlags {
+        dax: false,
+        immutable: true,
+        append: true,
+    };
+
     #[test]
-    fn fsxattr_round_trips_the_dax_flag() {
-        assert_eq!(decode_fsxattr(&encode_fsxattr(true)), Ok(true));
-        assert_eq!(decode_fsxattr(&encode_fsxattr(false)), Ok(false));
-        assert_eq!(&encode_fsxattr(true)[..4], &FS_XFLAG_DAX.to_ne_bytes());
+    fn fsxattr_round_trips_the_dax_immutable_and_append_flags() {
+        for f in [DAX, IMMUTABLE_APPEND, InodeFlags::default()] {
+            assert_eq!(decode_fsxattr(&encode_fsxattr(f)), Ok(f));
+        }
+        assert_eq!(&encode_fsxattr(DAX)[..4], &FS_XFLAG_DAX.to_ne_bytes());
+        assert_eq!(
+            &encode_fsxattr(IMMUTABLE_APPEND)[..4],
+            &(FS_XFLAG_IMMUTABLE | FS_XFLAG_APPEND).to_ne_bytes()
+        );
     }
 
     #[test]
     fn fsxattr_with_other_xflags_or_hints_is_eopnotsupp() {
-        let mut b = encode_fsxattr(true);
-        b[0..4].copy_from_slice(&(FS_XFLAG_DAX | 0x8/* IMMUTABLE */).to_ne_bytes());
+        let mut b = encode_fsxattr(DAX);
+        b[0..4].copy_from_slice(&(FS_XFLAG_DAX | 0x20/* SYNC */).to_ne_bytes());
         assert_eq!(decode_fsxattr(&b), Err(Errno::from_i32(libc::EOPNOTSUPP)));
-        let mut b = encode_fsxattr(false);
+        let mut b = encode_fsxattr(InodeFlags::default());
         b[12..16].copy_from_slice(&5u32.to_ne_bytes()); // fsx_projid
         assert_eq!(decode_fsxattr(&b), Err(Errno::from_i32(libc::EOPNOTSUPP)));
     }
@@ -1627,14 +1738,43 @@ mod tests {
     }
 
     #[test]
-    fn inode_flags_carry_only_the_dax_flag() {
-        assert_eq!(decode_inode_flags(&FS_DAX_FL.to_ne_bytes()), Ok(true));
-        assert_eq!(decode_inode_flags(&0u32.to_ne_bytes()), Ok(false));
-        let immutable = 0x10u32;
+    fn inode_flags_carry_the_dax_immutable_and_append_flags_only() {
+        for f in [DAX, IMMUTABLE_APPEND, InodeFlags::default()] {
+            assert_eq!(
+                decode_inode_flags(&encode_inode_flags(f).to_ne_bytes()),
+                Ok(f)
+            );
+        }
+        assert_eq!(encode_inode_flags(DAX), FS_DAX_FL);
+        assert_eq!(encode_inode_flags(IMMUTABLE_APPEND), 0x30);
+        let noatime = 0x80u32;
         assert_eq!(
-            decode_inode_flags(&(FS_DAX_FL | immutable).to_ne_bytes()),
+            decode_inode_flags(&(FS_DAX_FL | noatime).to_ne_bytes()),
             Err(Errno::from_i32(libc::EOPNOTSUPP))
         );
         assert_eq!(decode_inode_flags(&[0u8; 3]), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn label_and_fitrim_ioctl_numbers_match_linux() {
+        assert_eq!(FS_IOC_GETFSLABEL, 0x8100_9431);
+        assert_eq!(FS_IOC_SETFSLABEL, 0x4100_9432);
+        assert_eq!(FITRIM, 0xc018_5879);
+    }
+
+    #[test]
+    fn label_argument_ends_at_its_nul_and_needs_one() {
+        let mut b = [0u8; FSLABEL_MAX];
+        b[..3].copy_from_slice(b"abc");
+        assert_eq!(decode_label(&b), Ok(&b"abc"[..]));
+        assert_eq!(decode_label(&[b'x'; FSLABEL_MAX]), Err(Errno::EINVAL));
+        assert_eq!(decode_label(&b[..10]), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn fstrim_range_round_trips_with_len_as_the_bytes_trimmed() {
+        let b = encode_fstrim_range(4096, 0, 1 << 20);
+        assert_eq!(decode_fstrim_range(&b), Some((4096, 0, 1 << 20)));
+        assert_eq!(decode_fstrim_range(&b[..23]), None);
     }
 }
