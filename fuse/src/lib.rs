@@ -10,3 +10,4 @@ pub mod busy_poll;
 pub mod deferred;
 pub mod ioctl;
 pub mod mount_options;
+pub mod uring;

@@ -1,0 +1,4 @@
+//! FUSE over io_uring (placeholder doc).
+
+pub mod abi;
+pub mod queue;
