@@ -126,7 +126,7 @@ pub struct FuseUringEntInOut {
     pub reserved: u64,
 }
 
-/// `struct fuse_uring_req_header`: iov[0] of a REGISTER, one per ring entry.
+/// `struct fuse_uring_req_header`: `iov[0]` of a REGISTER, one per ring entry.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct FuseUringReqHeader {
