@@ -234,6 +234,8 @@ pub struct Queue {
     slots: Vec<Slot>,
     /// Completions drained from the ring, reused across waits.
     cqes: Vec<(u64, i32)>,
+    /// The stop poll was submitted.
+    stop_armed: bool,
 }
 
 impl Queue {
@@ -279,6 +281,7 @@ impl Queue {
             qid: cfg.qid,
             slots,
             cqes: Vec::with_capacity(2 * usize::from(cfg.depth) + 2),
+            stop_armed: false,
         })
     }
 
@@ -302,18 +305,22 @@ impl Queue {
         Ok(Stopper(self.stop.try_clone()?))
     }
 
-    /// Submits a REGISTER for every entry and the stop poll. The ring becomes ready
-    /// (requests start to flow) once every queue of the connection has registered.
+    /// Submits a REGISTER for every entry that has none in the kernel, and the stop
+    /// poll. The ring becomes ready (requests start to flow) once every queue of the
+    /// connection has registered.
     pub fn register(&mut self) -> io::Result<()> {
         for slot in 0..self.slots.len() {
             if self.slots[slot].state == State::Dead {
                 self.push_register(slot)?;
             }
         }
-        let poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(STOP_TOKEN);
-        self.push(poll.into())?;
+        if !self.stop_armed {
+            let poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
+                .build()
+                .user_data(STOP_TOKEN);
+            self.push(poll.into())?;
+            self.stop_armed = true;
+        }
         self.ring.submit()?;
         Ok(())
     }
@@ -344,6 +351,7 @@ impl Queue {
 
     fn complete(&mut self, token: u64, res: i32, events: &mut Vec<Event>) -> io::Result<()> {
         if token == STOP_TOKEN {
+            self.stop_armed = false;
             events.push(Event::Stopped);
             return Ok(());
         }
@@ -584,6 +592,92 @@ mod tests {
         assert_eq!(raw[32..40], 5_u64.to_ne_bytes(), "user_data");
         // sqe->cmd starts at byte 48: fuse_uring_cmd_req.qid is at 48 + 16.
         assert_eq!(raw[64..66], 1_u16.to_ne_bytes(), "qid");
+    }
+
+    /// A queue on the file at `path`, or `None` (printed) where io_uring is unavailable.
+    fn queue_on(path: &str, depth: u16) -> Option<(std::fs::File, Queue)> {
+        let f = std::fs::File::open(path).unwrap();
+        let cfg = QueueConfig {
+            qid: 0,
+            depth,
+            payload_size: FUSE_MIN_READ_BUFFER,
+        };
+        match Queue::new(std::os::fd::AsFd::as_fd(&f), cfg) {
+            Ok(q) => Some((f, q)),
+            Err(e) => {
+                eprintln!("SKIPPED: no io_uring here: {e}");
+                None
+            }
+        }
+    }
+
+    /// Registers every entry of a queue on `path` and waits until all have ended.
+    fn ended_entries(path: &str) -> Option<Vec<Event>> {
+        let (_f, mut q) = queue_on(path, 2)?;
+        q.register().unwrap();
+        let mut events = Vec::new();
+        while q.live_entries() > 0 {
+            q.wait(&mut events).unwrap();
+        }
+        assert!(q.request(0).is_none());
+        events.sort_by_key(|e| format!("{e:?}"));
+        Some(events)
+    }
+
+    #[test]
+    fn register_on_a_file_without_ring_commands_ends_every_entry() {
+        // /dev/zero has no uring_cmd: io_uring fails the command itself.
+        let Some(events) = ended_entries("/dev/zero") else {
+            return;
+        };
+        let ended = |slot| Event::Ended {
+            slot,
+            errno: libc::EOPNOTSUPP,
+        };
+        assert_eq!(events, [ended(0), ended(1)]);
+    }
+
+    #[test]
+    fn a_completion_without_a_request_id_retires_the_entry_instead_of_serving_it() {
+        // /dev/null's uring_cmd completes every command at once with 0, leaving the
+        // header zeroed: commit_id 0, which no commit could answer.
+        let Some(events) = ended_entries("/dev/null") else {
+            return;
+        };
+        let ended = |slot| Event::Ended {
+            slot,
+            errno: libc::EPROTO,
+        };
+        assert_eq!(events, [ended(0), ended(1)]);
+    }
+
+    #[test]
+    fn a_stopper_wakes_a_waiting_queue_from_another_thread() {
+        let Some((_f, mut q)) = queue_on("/dev/zero", 1) else {
+            return;
+        };
+        q.register().unwrap();
+        let stopper = q.stopper().unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            stopper.stop().unwrap();
+        });
+        let mut events = Vec::new();
+        while !events.contains(&Event::Stopped) {
+            q.wait(&mut events).unwrap();
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn commit_without_a_request_in_the_entry_is_refused() {
+        let Some((_f, mut q)) = queue_on("/dev/zero", 1) else {
+            return;
+        };
+        let e = q.commit(0, 0, |_| 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        let e = q.commit(1, 0, |_| 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 
     #[test]
