@@ -76,6 +76,18 @@
 //!   a unit test of the SQE bytes (without it every REGISTER fails with EINVAL, "Failed to
 //!   get iovec from sqe").
 //!
+//! # What the probe saw (Linux 6.18.44, 2 possible CPUs)
+//!
+//! Registration of 2 queues × 2 entries (128 KiB payloads) succeeded; `cat` and a read
+//! pinned to each CPU were served over the rings, each on the queue of the CPU it ran on
+//! (LOOKUP, GETATTR, STATX answered ENOSYS once, OPEN, READ, FLUSH, RELEASE with pid 0);
+//! fuser's /dev/fuse loop saw no request. Unmount ended all 4 entries with ENOTCONN
+//! within ~1 ms. With `sqe->len` 0 the first REGISTER failed with EINVAL (dmesg: "Failed
+//! to get iovec from sqe"), the kernel dropped the ring and the rest got EOPNOTSUPP
+//! ("fuse-io-uring is disabled": `enable_uring` was back to N); a 64 KiB payload gave
+//! EINVAL ("Invalid req payload len 65536"); with one of the two queues registered
+//! every request waited until the connection was aborted.
+//!
 //! # Plan for the rest of issue 14
 //!
 //! 1. **A transport-neutral adapter.** Split `FuseAdapter` into a core
