@@ -14,3 +14,4 @@ pub mod deferred;
 pub mod ioctl;
 pub mod logger;
 pub mod mount_options;
+pub mod uring;
