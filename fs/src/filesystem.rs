@@ -16,6 +16,7 @@ use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
 use crate::inode_table::InodeTable;
+use crate::mount_error::{CorruptError, MountError, RecoveryStep};
 use crate::types::*;
 use daxfs_alloc::{FreeSpace, RefTable};
 use daxfs_format::*;
@@ -185,10 +186,6 @@ pub(crate) fn wlock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn err(msg: impl Into<String>) -> String {
-    msg.into()
-}
-
 /// Whether mounting `dev` would replay journal transactions (and so write to it). Reads
 /// the superblock (primary, else backup) for the journal's place; an image whose
 /// superblocks or journal header are unreadable says false, and the mount then refuses
@@ -215,14 +212,14 @@ fn journal_needs_replay(dev: &Arc<Device>) -> bool {
 
 impl DaxFs {
     /// Opens the device, validates the superblock, replays the journal, loads metadata,
-    /// reclaims orphans. Errors are human-readable (bad device, corrupt image, in use).
+    /// reclaims orphans. A refusal is a [`MountError`] whose message names the device.
     ///
     /// A read-only mount opens the device read-only, so an image its user may only read
     /// (mode 0444, a read-only bind mount or filesystem) mounts with `ro`. The exception
     /// is a journal holding committed transactions: they must be replayed before the
     /// metadata can be read (ext4 recovers on a read-only mount too), so the device is
     /// then reopened read-write, and the mount refused if it cannot be.
-    pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, MountError> {
         let fs = DaxFs::prepare(device, opts)?;
         fs.go_live()?;
         Ok(fs)
@@ -234,7 +231,7 @@ impl DaxFs {
     /// before mount(2) and `go_live` once the kernel mount exists, so a mount that fails
     /// in between leaves the image byte-identical (when there was nothing to replay:
     /// replay of committed transactions is the one write a refused mount makes).
-    pub fn prepare(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn prepare(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, MountError> {
         let open = |writable| {
             Device::open(
                 device,
@@ -250,37 +247,37 @@ impl DaxFs {
             let ro = matches!(&e, daxfs_pmem::DeviceError::Io { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
             if !opts.read_only && ro {
-                format!("{e} (a device that cannot be written mounts with -o ro)")
+                MountError::ReadOnlyDevice(e)
             } else {
-                e.to_string()
+                MountError::Open(e)
             }
         })?;
         if !dev.writable() && journal_needs_replay(&dev) {
             // Release the lock before taking it again through a writable descriptor.
             drop(dev);
-            dev = open(true).map_err(|e| {
-                format!(
-                    "{e} (the journal holds committed transactions that must be replayed \
-                     before even a read-only mount can read the metadata, which needs the \
-                     device writable: mount it read-write once, or run fsck.daxfs)"
-                )
-            })?;
+            dev = open(true).map_err(MountError::ReplayNeedsWritable)?;
         }
         DaxFs::prepare_device(dev, opts)
     }
 
     /// Mounts an already opened device (e.g. a memory device holding a crash image):
     /// validates the superblock, replays the journal, loads metadata, reclaims orphans.
-    pub fn mount_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn mount_device(
+        dev: Arc<Device>,
+        opts: FsOptions,
+    ) -> std::result::Result<DaxFs, MountError> {
         let fs = DaxFs::prepare_device(dev, opts)?;
         fs.go_live()?;
         Ok(fs)
     }
 
     /// [`prepare`](Self::prepare) on an already opened device.
-    pub fn prepare_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn prepare_device(
+        dev: Arc<Device>,
+        opts: FsOptions,
+    ) -> std::result::Result<DaxFs, MountError> {
         let size = dev.size();
-        let name = dev.path().display().to_string();
+        let name = dev.path().to_path_buf();
         // Either copy may lie beyond the end of a truncated image: a copy the device
         // cannot hold reads as zeros (no magic), and `decode` then refuses it.
         let read_copy = |off: u64| {
@@ -299,36 +296,35 @@ impl DaxFs {
             Err(primary) => {
                 let b2 = read_copy(BLOCK_SIZE);
                 if !Superblock::has_magic(&buf) && !Superblock::has_magic(&b2) {
-                    return Err(err(format!(
-                        "{name}: not a daxfs filesystem (no superblock; format it with mkfs.daxfs)"
-                    )));
+                    return Err(MountError::NotDaxfs { device: name });
                 }
                 match Superblock::decode(&b2, size) {
                     Ok(sb) => {
-                        eprintln!("daxfs: {name}: primary superblock is bad ({primary}); using the backup");
+                        eprintln!(
+                            "daxfs: {}: primary superblock is bad ({primary}); using the backup",
+                            name.display()
+                        );
                         sb
                     }
                     Err(_) => {
-                        return Err(err(format!(
-                        "{name}: corrupt superblock: {primary} (backup also bad); run fsck.daxfs"
-                    )))
+                        return Err(MountError::BadSuperblock {
+                            device: name,
+                            primary,
+                        })
                     }
                 }
             }
         };
         if sb.ro_compat != 0 && !opts.read_only {
-            return Err(err(format!(
-                "{name}: unknown read-only-compatible features {:#x}: mount with -o ro",
-                sb.ro_compat
-            )));
+            return Err(MountError::UnknownRoCompat {
+                device: name,
+                features: sb.ro_compat,
+            });
         }
         let media: Arc<dyn Media> = dev.clone();
         if !dev.writable() && journal_needs_replay(&dev) {
             // Replaying would write to a device opened read-only.
-            return Err(err(format!(
-                "{name}: the journal holds committed transactions to replay, and the device \
-                 is open read-only: mount it read-write once, or run fsck.daxfs"
-            )));
+            return Err(MountError::ReplayOnReadOnly { device: name });
         }
         // Read-only until `load` has checked the metadata (it calls `make_writable`): a
         // refused mount writes nothing but the replay of committed transactions.
@@ -337,12 +333,16 @@ impl DaxFs {
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,
         )
-        .map_err(|e| match e {
+        .map_err(|source| match source {
             // Replaying up to the damage would put older metadata over newer.
-            daxfs_journal::JournalError::Damaged(_) => format!(
-                "{name}: journal: {e}; nothing was written; run fsck.daxfs -y (it applies the transactions after the damaged one and drops it)"
-            ),
-            _ => format!("{name}: journal: {e}; run fsck.daxfs"),
+            daxfs_journal::JournalError::Damaged(_) => MountError::JournalDamaged {
+                device: name.clone(),
+                source,
+            },
+            _ => MountError::Journal {
+                device: name.clone(),
+                source,
+            },
         })?;
         let refs = RefTable::new(sb.data_blocks);
         let fs = DaxFs {
@@ -370,9 +370,10 @@ impl DaxFs {
         // mounted filesystem does (it would reclaim "orphans" and mark the image clean on
         // the strength of metadata that was just found inconsistent): `shut_down` is
         // still set.
-        let deferred = fs
-            .load()
-            .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
+        let deferred = fs.load().map_err(|source| MountError::Corrupt {
+            device: name,
+            source,
+        })?;
         *lock(&fs.deferred) = Some(deferred);
         Ok(fs)
     }
@@ -381,11 +382,11 @@ impl DaxFs {
     /// writable, rewrites a bitmap a crash left stale, reclaims orphans and marks the
     /// superblock mounted. From here on dropping the filesystem shuts it down cleanly. A
     /// second call does nothing.
-    pub fn go_live(&self) -> std::result::Result<(), String> {
+    pub fn go_live(&self) -> std::result::Result<(), MountError> {
         let Some(deferred) = lock(&self.deferred).take() else {
             return Ok(());
         };
-        let name = self.dev.path().display().to_string();
+        let device = || self.dev.path().to_path_buf();
         if self.opts.read_only {
             // A journal the open replayed (the device was opened writable for it) is
             // retired now that the mount is live, as ext4 recovers on a read-only mount:
@@ -409,7 +410,7 @@ impl DaxFs {
                     }
                 }
                 self.commit(tx)
-                    .map_err(|e| format!("rewriting the bitmap: {e}"))?;
+                    .map_err(|e| (RecoveryStep::RewriteBitmap, e))?;
             }
             for ino in deferred.orphans {
                 let Some(inode) = self.inode(ino).ok() else {
@@ -418,15 +419,19 @@ impl DaxFs {
                 let mut tx = Tx::new();
                 let mut st = wlock(&inode.st);
                 self.free_inode(&inode, &mut st, &mut tx)
-                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                    .map_err(|e| (RecoveryStep::ReclaimOrphan(ino), e))?;
                 drop(st);
                 self.commit(tx)
-                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                    .map_err(|e| (RecoveryStep::ReclaimOrphan(ino), e))?;
             }
-            std::result::Result::<(), String>::Ok(())
+            std::result::Result::<(), (RecoveryStep, Errno)>::Ok(())
         })();
-        if let Err(e) = written {
-            return Err(format!("{name}: {e}; run fsck.daxfs"));
+        if let Err((step, source)) = written {
+            return Err(MountError::Recovery {
+                device: device(),
+                step,
+                source,
+            });
         }
         self.shut_down.store(false, Ordering::SeqCst);
         let enc = {
@@ -441,7 +446,10 @@ impl DaxFs {
             sbm.encode()
         };
         self.write_superblock(0, &enc)
-            .map_err(|_| format!("{name}: could not update the superblock"))
+            .map_err(|source| MountError::SuperblockUpdate {
+                device: device(),
+                source,
+            })
     }
 
     /// Reads every inode, extent map, directory and xattr block; rebuilds the free-space
@@ -451,31 +459,40 @@ impl DaxFs {
     /// two flat arrays (one record per inode, one per directory entry) and checked by
     /// sorting and merging, so a mount costs a few hundred ns per inode rather than
     /// hash probes per entry (10^6 files: see docs/BENCHMARKS.md, "Scale").
-    fn load(&self) -> std::result::Result<Deferred, String> {
+    fn load(&self) -> std::result::Result<Deferred, CorruptError> {
         let g = &self.geo;
         let mut used = FreeSpace::new_all_free(g.data_blocks);
         let refs = &self.refs;
-        let mut claim =
-            |pblk: u64, len: u64, ino: u64, what: &str| -> std::result::Result<(), String> {
-                if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
-                    return Err(format!(
-                        "inode {ino}{what}: block {pblk}+{len} is outside the data area"
-                    ));
-                }
-                let r = pblk - g.data_start..pblk - g.data_start + len;
-                if r.clone().any(|b| used.is_used(b)) {
-                    return Err(format!(
-                        "inode {ino}{what}: block {pblk}+{len} is used twice"
-                    ));
-                }
-                used.mark_used(r.clone()).map_err(|e| e.to_string())?;
-                // Every claimed block is referenced by the inode that claims it; a failed
-                // load drops the whole table with the filesystem.
-                for b in r {
-                    refs.map(b);
-                }
-                Ok(())
-            };
+        let mut claim = |pblk: u64,
+                         len: u64,
+                         ino: u64,
+                         part: &'static str|
+         -> std::result::Result<(), CorruptError> {
+            if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
+                return Err(CorruptError::OutsideDataArea {
+                    ino,
+                    part,
+                    pblk,
+                    len,
+                });
+            }
+            let r = pblk - g.data_start..pblk - g.data_start + len;
+            if r.clone().any(|b| used.is_used(b)) {
+                return Err(CorruptError::UsedTwice {
+                    ino,
+                    part,
+                    pblk,
+                    len,
+                });
+            }
+            used.mark_used(r.clone()).map_err(CorruptError::Alloc)?;
+            // Every claimed block is referenced by the inode that claims it; a failed
+            // load drops the whole table with the filesystem.
+            for b in r {
+                refs.map(b);
+            }
+            Ok(())
+        };
         // In inode-number order: `nodes[i]` describes `inodes[i]`.
         let mut inodes: Vec<(u64, Arc<Inode>)> = Vec::new();
         let mut nodes: Vec<LinkNode> = Vec::new();
@@ -486,11 +503,13 @@ impl DaxFs {
         let mut orphans = Vec::new();
         self.dev.read(g.inode_offset(0), &mut slot);
         if slot.iter().any(|&b| b != 0) {
-            return Err("inode slot 0 (reserved) is not zero".into());
+            return Err(CorruptError::ReservedSlotInUse);
         }
         for ino in 1..g.inode_count {
             self.dev.read(g.inode_offset(ino), &mut slot);
-            let d = match DiskInode::decode(&slot).map_err(|e| format!("inode {ino}: {e}"))? {
+            let d = match DiskInode::decode(&slot)
+                .map_err(|source| CorruptError::Decode { ino, source })?
+            {
                 None => {
                     free.push(ino);
                     continue;
@@ -498,84 +517,80 @@ impl DaxFs {
                 Some(d) => d,
             };
             let Some(kind) = FileKind::from_mode(d.mode) else {
-                return Err(format!("inode {ino}: invalid mode {:o}", d.mode));
+                return Err(CorruptError::InvalidMode { ino, mode: d.mode });
             };
             // No file grows past MAX_FILE_SIZE; the I/O paths compute `offset + len` up
             // to the size and rely on it (fsck reports the same).
             if d.size > MAX_FILE_SIZE {
-                return Err(format!(
-                    "inode {ino}: size {} is beyond the maximum file size",
-                    d.size
-                ));
+                return Err(CorruptError::SizeTooLarge { ino, size: d.size });
             }
             // Extent blocks chain.
             let mut chain = Vec::new();
             let mut next = d.extent_block;
             while next != 0 {
                 if chain.len() as u64 > g.data_blocks {
-                    return Err(format!("inode {ino}: extent block chain loops"));
+                    return Err(CorruptError::ExtentChainLoops { ino });
                 }
                 claim(next, 1, ino, " extent block")?;
                 self.dev.read(next * BLOCK_SIZE, &mut blockbuf);
                 let nx = decode_extent_block_header(&blockbuf, ino)
-                    .map_err(|e| format!("inode {ino}: {e}"))?;
+                    .map_err(|source| CorruptError::Decode { ino, source })?;
                 let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
                 for j in 0..EXTENTS_PER_BLOCK {
                     let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
                     slots.push(
                         Extent::decode(&blockbuf[o..o + EXTENT_SIZE])
-                            .map_err(|e| format!("inode {ino}: {e}"))?,
+                            .map_err(|source| CorruptError::Decode { ino, source })?,
                     );
                 }
                 chain.push((next, slots));
                 next = nx;
             }
             let chain_blocks = chain.len() as u64;
-            let ext = ExtentMap::load(&d.inline, chain).map_err(|e| format!("inode {ino}: {e}"))?;
+            let ext = ExtentMap::load(&d.inline, chain)
+                .map_err(|source| CorruptError::Extents { ino, source })?;
             // The counts fsck checks: an inode whose counts disagree with what it stores
             // is not mounted as if clean (the allocator and statfs trust them).
             if ext.len() as u64 != u64::from(d.extent_count) {
-                return Err(format!(
-                    "inode {ino}: extent count is {} but {} extents are stored",
-                    d.extent_count,
-                    ext.len()
-                ));
+                return Err(CorruptError::ExtentCount {
+                    ino,
+                    recorded: d.extent_count,
+                    stored: ext.len(),
+                });
             }
             let mut owned = chain_blocks + u64::from(d.xattr_block != 0);
             for e in ext.iter() {
                 if e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
-                    return Err(format!("inode {ino}: extent beyond the maximum file size"));
+                    return Err(CorruptError::ExtentBeyondMaxSize { ino });
                 }
                 claim(e.pblk, e.len as u64, ino, "")?;
                 owned += e.len as u64;
             }
             if owned != d.blocks {
-                return Err(format!(
-                    "inode {ino}: block count is {} but it owns {owned} blocks",
-                    d.blocks
-                ));
+                return Err(CorruptError::BlockCount {
+                    ino,
+                    recorded: d.blocks,
+                    owned,
+                });
             }
             let mut xattrs = Vec::new();
             if d.xattr_block != 0 {
                 claim(d.xattr_block, 1, ino, " xattr block")?;
                 self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
-                xattrs = decode_xattr_block(&blockbuf, ino).map_err(|e| e.to_string())?;
+                xattrs = decode_xattr_block(&blockbuf, ino).map_err(CorruptError::Block)?;
             }
             // What fsck checks of the other kinds (readlink reads block 0 of a symlink
             // up to its size; device nodes, fifos and sockets hold no data).
             match kind {
                 FileKind::Symlink if d.size == 0 || d.size >= BLOCK_SIZE => {
-                    return Err(format!(
-                        "symlink {ino}: target length {} is out of range",
-                        d.size
-                    ));
+                    return Err(CorruptError::SymlinkLength { ino, len: d.size });
                 }
                 FileKind::Symlink if ext.find(0).is_none() => {
-                    return Err(format!("symlink {ino}: target block is missing"));
+                    return Err(CorruptError::SymlinkTargetMissing { ino });
                 }
                 FileKind::Dir | FileKind::File | FileKind::Symlink => {}
                 _ if !ext.is_empty() || d.size != 0 => {
-                    return Err(format!("inode {ino}: a {kind:?} node has data"));
+                    return Err(CorruptError::SpecialHasData { ino, kind });
                 }
                 _ => {}
             }
@@ -613,14 +628,11 @@ impl DaxFs {
         match nodes.first() {
             // The root's ".." is itself: its parent field names no other directory.
             Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR && n.parent != ROOT_INO => {
-                return Err(format!(
-                    "root directory: parent field is {}, not itself",
-                    n.parent
-                ))
+                return Err(CorruptError::RootParent { parent: n.parent })
             }
             Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR => {}
-            Some(n) if n.ino == ROOT_INO => return Err("root inode is not a directory".into()),
-            _ => return Err("root directory is missing".into()),
+            Some(n) if n.ino == ROOT_INO => return Err(CorruptError::RootNotDir),
+            _ => return Err(CorruptError::RootMissing),
         }
         check_links(&nodes, entries, |dir, child| {
             // Only for an error message: the name of the entry of `dir` naming `child`.
@@ -638,7 +650,7 @@ impl DaxFs {
         let mut mismatched = 0u64;
         for i in 0..g.bitmap_blocks {
             self.dev.read(g.bitmap_block_offset(i), &mut img);
-            check_bitmap_block(&img, i).map_err(|e| e.to_string())?;
+            check_bitmap_block(&img, i).map_err(CorruptError::Block)?;
             let want = self.bitmap_image(&used, i, &[]);
             if want != img {
                 mismatched += 1;
@@ -659,20 +671,15 @@ impl DaxFs {
         ino: u64,
         d: &DiskInode,
         ext: &ExtentMap,
-    ) -> std::result::Result<DirIndex, String> {
+    ) -> std::result::Result<DirIndex, CorruptError> {
         let nblocks = d.size / BLOCK_SIZE;
         if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
-            return Err(format!(
-                "directory {ino}: size {} does not match its blocks",
-                d.size
-            ));
+            return Err(CorruptError::DirSize { ino, size: d.size });
         }
         let mut idx = DirIndex::new();
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
-        let block_at = |b: u64| -> std::result::Result<u64, String> {
-            let e = ext
-                .find(b)
-                .ok_or_else(|| format!("directory {ino}: block {b} is a hole"))?;
+        let block_at = |b: u64| -> std::result::Result<u64, CorruptError> {
+            let e = ext.find(b).ok_or(CorruptError::DirHole { ino, block: b })?;
             Ok(e.pblk + (b - e.lblk))
         };
         // Sized once from a count of the used slots (validated in the pass after):
@@ -695,21 +702,24 @@ impl DaxFs {
         for b in 0..nblocks {
             let pblk = block_at(b)?;
             self.dev.read(pblk * BLOCK_SIZE, &mut buf);
-            check_dir_block_header(&buf, ino, b).map_err(|e| e.to_string())?;
+            check_dir_block_header(&buf, ino, b).map_err(CorruptError::Block)?;
             let bi = idx.add_block();
             debug_assert_eq!(bi as u64, b);
             let mut s = 1;
             while s < DIR_SLOTS_PER_BLOCK {
-                match decode_dirent(&buf, s)
-                    .map_err(|e| format!("directory {ino} block {b} slot {s}: {e}"))?
-                {
+                match decode_dirent(&buf, s).map_err(|source| CorruptError::Dirent {
+                    ino,
+                    block: b,
+                    slot: s,
+                    source,
+                })? {
                     None => s += 1,
                     Some(de) => {
                         if de.ino == 0 || de.ino >= self.geo.inode_count {
-                            return Err(format!(
-                                "directory {ino}: entry names inode {} out of range",
-                                de.ino
-                            ));
+                            return Err(CorruptError::EntryOutOfRange {
+                                dir: ino,
+                                ino: de.ino,
+                            });
                         }
                         idx.load_entry(
                             de.name,
@@ -720,7 +730,7 @@ impl DaxFs {
                                 slot: s as u8,
                             },
                         )
-                        .map_err(|e| format!("directory {ino}: {e}"))?;
+                        .map_err(|source| CorruptError::DirEntries { dir: ino, source })?;
                         s += de.nslots;
                     }
                 }
@@ -1313,7 +1323,7 @@ fn check_links(
     nodes: &[LinkNode],
     mut entries: Vec<LinkEntry>,
     entry_name: impl Fn(usize, u64) -> String,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), CorruptError> {
     entries.sort_unstable_by_key(|e| e.child);
     let mut links = vec![0u32; nodes.len()];
     let mut subdirs = vec![0u32; nodes.len()];
@@ -1330,23 +1340,17 @@ fn check_links(
         for e in group {
             let dir = &nodes[e.dir];
             let Some(child) = nodes.get(n).filter(|c| c.ino == ino) else {
-                return Err(format!(
-                    "directory {}: entry {:?} names free inode {ino}",
-                    dir.ino,
-                    entry_name(e.dir, ino)
-                ));
+                return Err(CorruptError::EntryNamesFree {
+                    dir: dir.ino,
+                    name: entry_name(e.dir, ino),
+                    ino,
+                });
             };
             if child.ino != dir.ino && child.dtype != e.ftype {
-                return Err(format!(
-                    "directory {}: entry type mismatch for inode {ino}",
-                    dir.ino
-                ));
+                return Err(CorruptError::EntryType { dir: dir.ino, ino });
             }
             if ino == ROOT_INO {
-                return Err(format!(
-                    "directory {}: an entry names the root directory",
-                    dir.ino
-                ));
+                return Err(CorruptError::EntryNamesRoot { dir: dir.ino });
             }
             child_at.push(n);
         }
@@ -1354,14 +1358,14 @@ fn check_links(
         let child = &nodes[n];
         if child.dtype == libc::DT_DIR {
             if group.len() > 1 {
-                return Err(format!("directory {ino} has more than one name"));
+                return Err(CorruptError::DirHardLinked { ino });
             }
             let dir = group[0].dir;
             if child.parent != nodes[dir].ino {
-                return Err(format!(
-                    "directory {ino}: parent field does not name directory {}, which contains it",
-                    nodes[dir].ino
-                ));
+                return Err(CorruptError::DirParent {
+                    ino,
+                    dir: nodes[dir].ino,
+                });
             }
             subdirs[dir] += 1;
             tree.push((dir, n));
@@ -1392,9 +1396,7 @@ fn check_links(
         let named = links[i];
         if n.nlink == 0 {
             if named > 0 {
-                return Err(format!(
-                    "inode {ino}: link count is 0 but {named} entries name it"
-                ));
+                return Err(CorruptError::UnlinkedButNamed { ino, named });
             }
             continue;
         }
@@ -1404,16 +1406,17 @@ fn check_links(
             named
         };
         if n.nlink != want {
-            return Err(format!(
-                "inode {ino}: link count is {} but should be {want}",
-                n.nlink
-            ));
+            return Err(CorruptError::LinkCount {
+                ino,
+                recorded: n.nlink,
+                want,
+            });
         }
         if n.orphan {
-            return Err(format!("inode {ino}: marked orphan but linked"));
+            return Err(CorruptError::OrphanLinked { ino });
         }
         if !reached[i] {
-            return Err(format!("inode {ino}: not reachable from the root"));
+            return Err(CorruptError::Unreachable { ino });
         }
     }
     Ok(())

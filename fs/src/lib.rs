@@ -20,6 +20,7 @@ pub mod file_io;
 pub mod filesystem;
 mod inode_table;
 pub mod mapping;
+pub mod mount_error;
 pub mod namespace;
 pub mod pin;
 pub mod types;
@@ -29,6 +30,7 @@ pub use daxfs_pmem::VolatileSlice;
 pub use error::{Errno, Result};
 pub use filesystem::DaxFs;
 pub use mapping::PinnedMapping;
+pub use mount_error::{CorruptError, MountError, RecoveryStep};
 pub use pin::{FsStats, RangePin};
 pub use types::*;
 

@@ -492,8 +492,8 @@ pub fn hostile_image(base: &Base, e: &mut impl Entropy) -> Vec<u8> {
 
 /// A refusal of an image fsck rightly calls clean: unknown read-only-compatible features
 /// refuse a read-write mount only (the message says to mount with -o ro).
-pub fn refusal_by_design(msg: &str) -> bool {
-    msg.contains("read-only-compatible features")
+pub fn refusal_by_design(e: &daxfs::MountError) -> bool {
+    matches!(e, daxfs::MountError::UnknownRoCompat { .. })
 }
 
 /// Whether an image passes every check a mount makes before `load` (a superblock copy
