@@ -32,7 +32,7 @@
 //! would sleep to a waiter thread (`deferred.rs`), which repeats them with [`Wait::Block`].
 
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::{rlock, wlock, DaxFs, Inode, InodeState};
 use crate::types::DaxMode;
 use daxfs_format::{BLOCK_SIZE, IFLAG_DAX};
 use std::ops::Range;

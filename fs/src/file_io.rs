@@ -7,7 +7,7 @@
 
 use crate::break_layouts::{would_wait, Wait};
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::{rlock, wlock, DaxFs, InodeState, Tx, MAX_FILE_SIZE, SEEK_DATA, SEEK_HOLE};
 use crate::types::*;
 use daxfs_format::*;
 use daxfs_pmem::VolatileSlice;

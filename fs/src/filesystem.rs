@@ -12,6 +12,8 @@
 //! table's and the free-inode list's, never an inode lock.
 
 use crate::break_layouts::{would_wait, Wait};
+pub(crate) use crate::commit::Tx;
+use crate::commit::{CommitEnv, GroupCommit, Ticket};
 use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
@@ -28,6 +30,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+#[cfg(feature = "test-hooks")]
+use std::time::Duration;
 
 /// lseek whence values handled by [`DaxFs::lseek`].
 pub const SEEK_DATA: i32 = libc::SEEK_DATA;
@@ -95,29 +99,6 @@ impl InodeState {
     }
 }
 
-/// A metadata transaction being built: journal records plus the block allocations
-/// and frees it carries (frees are applied in memory only after the commit is durable).
-pub(crate) struct Tx {
-    pub txn: Transaction,
-    /// Data-area block ranges (indexes) allocated in memory for this transaction.
-    pub allocs: Vec<Range<u64>>,
-    /// Data-area block ranges to free once the transaction is durable.
-    pub frees: Vec<Range<u64>>,
-    /// Inode slots to return to the free list after commit.
-    pub freed_inos: Vec<u64>,
-}
-
-impl Tx {
-    pub fn new() -> Tx {
-        Tx {
-            txn: Transaction::new(),
-            allocs: Vec::new(),
-            frees: Vec::new(),
-            freed_inos: Vec::new(),
-        }
-    }
-}
-
 /// A mounted daxfs instance. Thread-safe: all methods take `&self`.
 pub struct DaxFs {
     pub(crate) dev: Arc<Device>,
@@ -125,12 +106,11 @@ pub struct DaxFs {
     /// Immutable geometry (a copy of the superblock at mount).
     pub(crate) geo: Superblock,
     pub(crate) opts: FsOptions,
-    pub(crate) journal: Mutex<Journal>,
-    /// The commit queue in front of the journal (group commit, `commit.rs`).
-    pub(crate) group: crate::commit::GroupCommit,
+    /// The journal and the commit queue in front of it (group commit, `commit.rs`).
+    pub(crate) group: GroupCommit,
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
-    pub(crate) inodes: RwLock<InodeTable>,
+    pub(crate) inodes: RwLock<InodeTable<Arc<Inode>>>,
     /// Free inode numbers (the lowest is handed out first).
     pub(crate) free_inos: Mutex<BTreeSet<u64>>,
     /// Serialises namespace changes (create, unlink, rename, link, ...).
@@ -350,8 +330,7 @@ impl DaxFs {
             sb: Mutex::new(sb.clone()),
             geo: sb.clone(),
             opts,
-            group: crate::commit::GroupCommit::new(journal.log_bytes()),
-            journal: Mutex::new(journal),
+            group: GroupCommit::new(journal),
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
             inodes: RwLock::new(InodeTable::default()),
@@ -392,12 +371,12 @@ impl DaxFs {
             // retired now that the mount is live, as ext4 recovers on a read-only mount:
             // the next mount, perhaps of a device that can no longer be written, has
             // nothing to replay.
-            lock(&self.journal).retire_replayed();
+            self.group.journal().retire_replayed();
             self.shut_down.store(false, Ordering::SeqCst);
             return Ok(());
         }
         let g = &self.geo;
-        lock(&self.journal).make_writable();
+        self.group.journal().make_writable();
         let written = (|| {
             if deferred.bitmap_mismatched {
                 // Rewrite the bitmap from the extent maps, through the journal.
@@ -779,7 +758,7 @@ impl DaxFs {
         // Unlinked inodes the kernel still referenced when it went away: nothing can
         // reach them any more, so free them now rather than at the next mount.
         self.reclaim_orphans();
-        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
+        self.group.journal().checkpoint().map_err(|_| Errno::EIO)?;
         if self.failed.load(Ordering::SeqCst) {
             return Err(Errno::EIO);
         }
@@ -790,7 +769,7 @@ impl DaxFs {
         };
         self.write_superblock(0, &enc)?;
         self.write_superblock(BLOCK_SIZE, &enc)?;
-        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
+        self.group.journal().checkpoint().map_err(|_| Errno::EIO)?;
         self.dev.sync_all().map_err(|_| Errno::EIO)?;
         Ok(())
     }
@@ -1288,6 +1267,103 @@ impl DaxFs {
             self.stats.commits.load(Ordering::Relaxed),
             self.stats.layout_breaks.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// What the leader of a group commit needs of the filesystem (`commit.rs`).
+impl CommitEnv for DaxFs {
+    fn failed(&self) -> &AtomicBool {
+        &self.failed
+    }
+
+    fn bitmap_images(&self, touched: &BTreeSet<u64>, frees: &[Range<u64>], out: &mut Transaction) {
+        let space = lock(&self.space);
+        for &i in touched {
+            let img = self.bitmap_image(&space, i, frees);
+            out.write(self.geo.bitmap_block_offset(i), &img);
+        }
+    }
+
+    fn count_commit(&self, wrote: bool, members: u64) {
+        if wrote {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .transactions
+            .fetch_add(members, Ordering::Relaxed);
+    }
+
+    fn free_blocks(&self, frees: &[Range<u64>]) {
+        let mut space = lock(&self.space);
+        for r in frees {
+            if space.free(r.clone()).is_err() {
+                self.refs.note_violation();
+            }
+        }
+    }
+
+    fn free_inodes(&self, inos: &mut dyn Iterator<Item = u64>) {
+        let mut inodes = wlock(&self.inodes);
+        let mut free = lock(&self.free_inos);
+        for ino in inos {
+            inodes.remove(&ino);
+            free.insert(ino);
+        }
+    }
+}
+
+impl DaxFs {
+    /// Commits a transaction: journals its records plus the bitmap blocks its
+    /// allocations and frees touch, together with whatever else is queued (see
+    /// `commit.rs`). Returns when it is durable.
+    pub(crate) fn commit(&self, tx: Tx) -> Result<()> {
+        self.group.commit(self, tx)
+    }
+
+    /// Queues a transaction behind every one queued before it. The caller may release
+    /// its locks before [`wait`](Self::wait)ing: whoever takes them later queues behind.
+    pub(crate) fn enqueue(&self, tx: Tx) -> Ticket {
+        self.group.enqueue(tx)
+    }
+
+    /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
+    /// itself when the journal is free.
+    pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
+        self.group.wait_for(self, t.number())
+    }
+
+    /// Waits until the transaction with ticket [`Inode::pending`] is applied: the
+    /// device then holds what memory says.
+    pub(crate) fn settle(&self, inode: &Inode) {
+        let t = inode.pending.load(Ordering::Acquire);
+        if t > self.group.done() {
+            let _ = self.group.wait_for(self, t);
+        }
+    }
+
+    /// Records that `t` changes what readers of these inodes read from the device.
+    /// Called with the inodes' state locks held, before they are released.
+    pub(crate) fn mark_pending(&self, t: &Ticket, inodes: &[&Arc<Inode>]) {
+        for i in inodes {
+            i.pending.fetch_max(t.number(), Ordering::AcqRel);
+        }
+    }
+
+    /// Test hook (feature `test-hooks`, which only the crate's own tests enable): the
+    /// next commit that leads first waits until `queued` transactions, its own included,
+    /// are there (or `at_most` has passed, so that a test that miscounts fails its
+    /// assertions instead of hanging). Lets a test build a batch of a known size, or
+    /// keep a transaction in flight, without relying on timing.
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_next_commit(&self, queued: usize, at_most: Duration) {
+        self.group.hold_next_commit(queued, at_most)
+    }
+
+    /// Test hook (feature `test-hooks`): transactions queued for the next journal commit
+    /// (in flight: their changes are in memory, not yet durable).
+    #[cfg(feature = "test-hooks")]
+    pub fn queued_commits(&self) -> usize {
+        self.group.queued_commits()
     }
 }
 

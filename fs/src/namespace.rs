@@ -5,7 +5,7 @@
 use crate::break_layouts::{would_wait, Wait};
 use crate::dir::DirSlot;
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::{lock, rlock, wlock, DaxFs, Inode, InodeState, Tx, MAX_LINKS};
 use crate::types::*;
 use daxfs_format::*;
 use std::collections::BTreeMap;

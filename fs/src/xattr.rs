@@ -3,7 +3,7 @@
 
 use crate::acl::{Acl, ACL_ACCESS, ACL_DEFAULT};
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::{rlock, wlock, DaxFs, InodeState, Tx};
 use crate::types::*;
 use daxfs_format::*;
 
