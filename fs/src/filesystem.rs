@@ -11,12 +11,12 @@
 //! leader, `commit.rs`); the leader takes the queue's, then the allocator's, the inode
 //! table's and the free-inode list's, never an inode lock.
 
-use crate::break_layouts::{would_wait, Wait};
-pub(crate) use crate::commit::Tx;
-use crate::commit::{CommitEnv, GroupCommit, Ticket};
+use crate::break_layouts::{self, would_wait, CacheInvalidator, LayoutEnv, LayoutGuard, Wait};
+use crate::commit::{CommitEnv, GroupCommit, Ticket, Tx};
 use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
+use crate::inode::{lock, rlock, wlock, Inode, InodeState};
 use crate::inode_table::InodeTable;
 use crate::mount_error::{CorruptError, MountError, RecoveryStep};
 use crate::types::*;
@@ -29,8 +29,7 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-#[cfg(feature = "test-hooks")]
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 /// lseek whence values handled by [`DaxFs::lseek`].
@@ -41,63 +40,6 @@ pub const SEEK_HOLE: i32 = libc::SEEK_HOLE;
 pub const MAX_FILE_SIZE: u64 = 1 << 44;
 /// Most hard links to one inode, as ext4.
 pub const MAX_LINKS: u32 = 65000;
-
-/// One inode in memory: its record, its extent map, and for directories the index.
-pub(crate) struct Inode {
-    pub ino: u64,
-    pub st: RwLock<InodeState>,
-    /// Open file handles (an unlinked inode lives until the last one is released).
-    pub opens: AtomicU32,
-    /// References the kernel holds through entries it was given (FUSE lookup count,
-    /// see [`DaxFs::remember`]): an unlinked inode also lives until they are forgotten.
-    pub lookups: AtomicU64,
-    /// The layout lock (docs/DESIGN.md, "Pins and break_layouts"; the kernel's MMAPLOCK): taken exclusively by
-    /// break_layouts, shared by long-term pins. Always taken before `st`.
-    pub layout: RwLock<()>,
-    /// Lease breaks sent to this inode's long-term pin holders (see `break_layouts.rs`).
-    pub lease_breaks: AtomicU64,
-    /// Long-term pins (ioctl pins, pinned mappings) currently held on this inode.
-    pub long_pins: AtomicU32,
-    /// Ticket of the newest queued transaction that changed what is read of this inode
-    /// from the device (directory blocks, symlink target) and whose committer released
-    /// the inode before it was durable (see `commit.rs`); 0 if none.
-    pub pending: AtomicU64,
-}
-
-impl Inode {
-    pub(crate) fn new(ino: u64, st: InodeState) -> Inode {
-        Inode {
-            ino,
-            st: RwLock::new(st),
-            opens: AtomicU32::new(0),
-            layout: RwLock::new(()),
-            lease_breaks: AtomicU64::new(0),
-            long_pins: AtomicU32::new(0),
-            lookups: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-        }
-    }
-}
-
-pub(crate) struct InodeState {
-    pub d: DiskInode,
-    pub ext: ExtentMap,
-    /// Boxed: most inodes are not directories, and 10^6 of them should not each carry
-    /// an empty index inline.
-    pub dir: Option<Box<DirIndex>>,
-    pub xattrs: XattrList,
-    /// Freed: stale handles see ENOENT.
-    pub dead: bool,
-}
-
-impl InodeState {
-    pub fn kind(&self) -> Option<FileKind> {
-        FileKind::from_mode(self.d.mode)
-    }
-    pub fn is_dir(&self) -> bool {
-        self.d.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-}
 
 /// A mounted daxfs instance. Thread-safe: all methods take `&self`.
 pub struct DaxFs {
@@ -124,7 +66,7 @@ pub struct DaxFs {
     /// What the mount still has to write once it goes live (`go_live`); None when live.
     deferred: Mutex<Option<Deferred>>,
     /// Drops the kernel's cached pages of a range (set by the FUSE adapter).
-    pub(crate) cache_inval: RwLock<Option<crate::break_layouts::CacheInvalidator>>,
+    pub(crate) cache_inval: RwLock<Option<CacheInvalidator>>,
     /// Long-term pins by inode, per-user pin usage, the lease break hook (`pin.rs`).
     pub(crate) pins: crate::pin::PinRegistry,
 }
@@ -152,18 +94,6 @@ struct Deferred {
     bitmap_mismatched: bool,
     /// Inodes with no links left (unlinked while open before a crash): reclaim them.
     orphans: Vec<u64>,
-}
-
-/// Recovers a poisoned lock: a panic in another thread must not take the filesystem
-/// down with it; the data it protects is kept consistent by transactions.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-pub(crate) fn rlock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-pub(crate) fn wlock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether mounting `dev` would replay journal transactions (and so write to it). Reads
@@ -1364,6 +1294,101 @@ impl DaxFs {
     #[cfg(feature = "test-hooks")]
     pub fn queued_commits(&self) -> usize {
         self.group.queued_commits()
+    }
+}
+
+/// What a layout break needs of the filesystem (`break_layouts.rs`).
+impl LayoutEnv for DaxFs {
+    fn refs(&self) -> &RefTable {
+        &self.refs
+    }
+
+    fn data_start(&self) -> u64 {
+        self.geo.data_start
+    }
+
+    fn layout_timeout(&self) -> Duration {
+        self.opts.layout_timeout
+    }
+
+    fn lease_break_time(&self) -> Duration {
+        self.opts.pins.lease_break_time
+    }
+
+    fn break_pins(&self, inode: &Inode, r: &Range<u64>, revoke: bool) -> (u64, u64) {
+        DaxFs::break_pins(self, inode, r, revoke)
+    }
+
+    fn cache_used(&self, st: &InodeState) -> bool {
+        DaxFs::cache_used(self, st)
+    }
+
+    fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+        DaxFs::invalidate_cached(self, ino, r)
+    }
+
+    fn count_layout_break(&self) {
+        self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_lease_break(&self) {
+        self.stats.lease_breaks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl DaxFs {
+    /// Waits until no block of `range(state)` of `inode` is pinned and returns its layout
+    /// and state locks, held exclusively (see `break_layouts.rs`).
+    pub(crate) fn break_layouts<'a>(
+        &self,
+        inode: &'a Inode,
+        wait: Wait,
+        range: impl Fn(&InodeState) -> Option<Range<u64>>,
+    ) -> Result<(LayoutGuard<'a>, RwLockWriteGuard<'a, InodeState>)> {
+        break_layouts::break_layouts(self, inode, wait, range)
+    }
+
+    /// Refuses (EBUSY, counted as a violation) to free logical blocks `start..end` if one
+    /// is still pinned (see `break_layouts::check_layout_idle`).
+    pub(crate) fn check_layout_idle(&self, st: &InodeState, start: u64, end: u64) -> Result<()> {
+        break_layouts::check_layout_idle(self, st, start, end)
+    }
+
+    /// Installs (or removes) the hook that drops the kernel's cached pages of a range.
+    pub fn set_cache_invalidator(&self, f: Option<CacheInvalidator>) {
+        *wlock(&self.cache_inval) = f;
+    }
+
+    /// Tells the kernel (through the cache invalidator) to drop the attributes it caches
+    /// for `ino`: daxfs changed them on its own, not in answer to a request that brings
+    /// them back (atime on read, set-id bits cleared by a write).
+    pub(crate) fn attrs_changed(&self, ino: u64) {
+        if let Some(inval) = rlock(&self.cache_inval).as_ref() {
+            inval(ino, u64::MAX, 0);
+        }
+    }
+
+    /// Whether the kernel may cache this inode's data (decided from the state, for
+    /// callers that hold its lock).
+    pub(crate) fn cache_used(&self, st: &InodeState) -> bool {
+        match self.opts.dax {
+            DaxMode::Always => false,
+            DaxMode::Never => true,
+            DaxMode::Inode => st.d.flags & IFLAG_DAX == 0,
+        }
+    }
+
+    /// Asks the kernel to drop its cached pages of logical block range `r` of `ino`.
+    pub fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+        let Some(f) = rlock(&self.cache_inval).clone() else {
+            return;
+        };
+        let offset = r.start.saturating_mul(BLOCK_SIZE);
+        let len = match r.end.checked_mul(BLOCK_SIZE) {
+            Some(e) if e < i64::MAX as u64 => e - offset,
+            _ => 0, // to the end of the file
+        };
+        f(ino, offset, len);
     }
 }
 

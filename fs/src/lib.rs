@@ -20,6 +20,7 @@ mod error;
 mod extent_map;
 mod file_io;
 mod filesystem;
+mod inode;
 mod inode_table;
 mod mapping;
 mod mount_error;
