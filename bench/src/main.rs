@@ -224,7 +224,7 @@ fn lib_cmd(args: &[String]) -> Res<()> {
         .map_err(|e| format!("{}: {e}", scratch.0.display()))?;
     let raw = Device::open(&scratch.0, DeviceOptions::default()).map_err(|e| e.to_string())?;
 
-    let fs = DaxFs::mount(&device, FsOptions::default())?;
+    let fs = DaxFs::mount(&device, FsOptions::default()).map_err(|e| e.to_string())?;
     let r = lib_bench(&fs, &raw, size, iters);
     let shut = fs.shutdown().map_err(|e| format!("shutdown: {e}"));
     r.and(shut)

@@ -223,7 +223,7 @@ impl Dirs for LibDirs<'_> {
 pub fn lib_cmd(args: &[String]) -> Res<()> {
     let device = PathBuf::from(args.first().ok_or(USAGE)?);
     let (sizes, batch, lookups) = batch_args(args)?;
-    let fs = DaxFs::mount(&device, FsOptions::default())?;
+    let fs = DaxFs::mount(&device, FsOptions::default()).map_err(|e| e.to_string())?;
     let mut d = LibDirs {
         fs: &fs,
         dirs: Vec::new(),
@@ -333,7 +333,7 @@ pub fn populate_cmd(args: &[String]) -> Res<()> {
     let device = PathBuf::from(args.first().ok_or(USAGE)?);
     let dirs = num(args.get(1), "DIRS", None)? as usize;
     let per_dir = num(args.get(2), "FILES_PER_DIR", None)? as usize;
-    let fs = DaxFs::mount(&device, FsOptions::default())?;
+    let fs = DaxFs::mount(&device, FsOptions::default()).map_err(|e| e.to_string())?;
     let cred = Cred::root();
     let names: Vec<Vec<u8>> = (0..per_dir).map(|i| name(i).into_bytes()).collect();
     let t = Instant::now();

@@ -28,7 +28,7 @@ fn main() -> Result<(), String> {
     let path = PathBuf::from(format!("/dev/shm/daxfs-churn-{}", std::process::id()));
     let _f = TempFile(path.clone());
     common::format_sized(&path, 2 << 30, (files + 1000).max(1 << 18))?;
-    let fs = DaxFs::mount(&path, FsOptions::default())?;
+    let fs = DaxFs::mount(&path, FsOptions::default()).map_err(|e| e.to_string())?;
     let cred = Cred::root();
     println!("mounted: RssAnon {} KiB", rss_anon_kib());
     let dirs = 20u64;

@@ -58,7 +58,7 @@ fn run(threads: usize, rounds: usize, writes: bool) -> Result<(f64, u64, u64), S
         std::process::id()
     )));
     format_256mib(&dev.0)?;
-    let fs = DaxFs::mount(&dev.0, FsOptions::default())?;
+    let fs = DaxFs::mount(&dev.0, FsOptions::default()).map_err(|e| e.to_string())?;
     let cred = Cred::root();
     let dirs = (0..threads)
         .map(|t| {

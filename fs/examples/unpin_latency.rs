@@ -46,7 +46,7 @@ fn run(iterations: usize) -> Result<(), String> {
         std::process::id()
     )));
     format_256mib(&dev.0)?;
-    let fs = DaxFs::mount(&dev.0, FsOptions::default())?;
+    let fs = DaxFs::mount(&dev.0, FsOptions::default()).map_err(|e| e.to_string())?;
     let ino = fs
         .create(ROOT, b"f", 0o644, libc::O_RDWR, &Cred::root())
         .map_err(|e| format!("create: {e}"))?

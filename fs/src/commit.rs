@@ -43,13 +43,12 @@
 //! ([`DaxFs::settle`]), so whatever a caller has seen is durable.
 
 use crate::error::{Errno, Result};
-use crate::filesystem::{lock, wlock, DaxFs, Inode, Tx};
 use daxfs_format::{BITS_PER_BITMAP_BLOCK, BLOCK_SIZE};
 use daxfs_journal::{Journal, LogSize, Transaction};
 use std::collections::BTreeSet;
 use std::ops::Range;
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Attempts at the journal's mutex before a committer queues (about as long as a
@@ -59,13 +58,68 @@ const TRIES: u32 = 100;
 const SPINS: u32 = 200;
 const SPIN_TIME: Duration = Duration::from_micros(50);
 
+/// A metadata transaction being built: journal records plus the block allocations
+/// and frees it carries (frees are applied in memory only after the commit is durable).
+pub(crate) struct Tx {
+    pub txn: Transaction,
+    /// Data-area block ranges (indexes) allocated in memory for this transaction.
+    pub allocs: Vec<Range<u64>>,
+    /// Data-area block ranges to free once the transaction is durable.
+    pub frees: Vec<Range<u64>>,
+    /// Inode slots to return to the free list after commit.
+    pub freed_inos: Vec<u64>,
+}
+
+impl Tx {
+    pub fn new() -> Tx {
+        Tx {
+            txn: Transaction::new(),
+            allocs: Vec::new(),
+            frees: Vec::new(),
+            freed_inos: Vec::new(),
+        }
+    }
+}
+
+/// What a leader needs of the filesystem around a journal commit (the filesystem
+/// implements it): the failed flag, the bitmap images, the counters, and the return of
+/// what the members freed once their commit is durable.
+pub(crate) trait CommitEnv {
+    /// Set after a failed commit; while set, nothing more is committed.
+    fn failed(&self) -> &AtomicBool;
+    /// Writes into `out` the images of bitmap blocks `touched` (indexes), taken from the
+    /// allocator's map now, with the data-area ranges `frees` shown free.
+    fn bitmap_images(&self, touched: &BTreeSet<u64>, frees: &[Range<u64>], out: &mut Transaction);
+    /// Counts one journal commit (`wrote`: it carried records) of `members` transactions.
+    fn count_commit(&self, wrote: bool, members: u64);
+    /// Gives the data-area ranges `frees` back to the allocator (after the checkpoint).
+    fn free_blocks(&self, frees: &[Range<u64>]);
+    /// Returns inode slots to the free list (after the commit that freed them).
+    fn free_inodes(&self, inos: &mut dyn Iterator<Item = u64>);
+}
+
+/// A poisoned lock is taken over: a panic in another thread must not take the
+/// filesystem down with it; the data it protects is kept consistent by transactions.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A queued transaction's place in the commit order. Ticket 0 stands for a transaction
 /// that had nothing to commit.
 #[must_use = "wait() for the transaction to be durable"]
 pub(crate) struct Ticket(u64);
 
-/// The commit queue (one per mount).
+impl Ticket {
+    /// The ticket's place in the commit order (0: nothing to commit).
+    pub(crate) fn number(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The journal and the commit queue in front of it (one per mount).
 pub(crate) struct GroupCommit {
+    /// Its holder is the commit leader.
+    journal: Mutex<Journal>,
     q: Mutex<Queue>,
     cv: Condvar,
     /// Every ticket up to this one is finished, and the first ticket that failed
@@ -75,6 +129,7 @@ pub(crate) struct GroupCommit {
     /// `Queue::pending.len()`, for the leader's "anything queued?" without the mutex.
     queued: AtomicUsize,
     /// Test hook: the next leader first waits until this many transactions are there.
+    #[cfg(feature = "test-hooks")]
     hold: AtomicUsize,
     /// The leader's bitmap records, kept for their capacity (only the journal's holder
     /// locks it).
@@ -92,18 +147,22 @@ struct Queue {
     /// Threads sleeping on the condition variable.
     waiters: usize,
     /// How long the held leader waits at most (test hook).
+    #[cfg(feature = "test-hooks")]
     hold_for: Duration,
     /// An empty vector with capacity, swapped with `pending` by the leader.
     spare: Vec<Tx>,
 }
 
 impl GroupCommit {
-    pub(crate) fn new(log_bytes: u64) -> GroupCommit {
+    pub(crate) fn new(journal: Journal) -> GroupCommit {
+        let log_bytes = journal.log_bytes();
         GroupCommit {
+            journal: Mutex::new(journal),
             q: Mutex::new(Queue {
                 pending: Vec::new(),
                 next: 1,
                 waiters: 0,
+                #[cfg(feature = "test-hooks")]
                 hold_for: Duration::ZERO,
                 spare: Vec::new(),
             }),
@@ -111,6 +170,7 @@ impl GroupCommit {
             done: AtomicU64::new(0),
             failed_from: AtomicU64::new(u64::MAX),
             queued: AtomicUsize::new(0),
+            #[cfg(feature = "test-hooks")]
             hold: AtomicUsize::new(0),
             bitmaps: Mutex::new(Transaction::new()),
             log_bytes,
@@ -151,7 +211,8 @@ impl GroupCommit {
 /// Armed while a leader commits queued transactions: if it unwinds, their tickets fail
 /// (and so does the filesystem) instead of leaving their owners asleep forever.
 struct Leading<'a> {
-    fs: &'a DaxFs,
+    group: &'a GroupCommit,
+    failed: &'a AtomicBool,
     /// First queued ticket not yet finished, and how many remain.
     next: u64,
     left: u64,
@@ -160,8 +221,8 @@ struct Leading<'a> {
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
         if self.left > 0 {
-            let g = &self.fs.group;
-            self.fs.failed.store(true, Ordering::SeqCst);
+            let g = self.group;
+            self.failed.store(true, Ordering::SeqCst);
             let q = lock(&g.q);
             g.finish(&q, self.next, self.left, false);
         }
@@ -183,18 +244,37 @@ fn touches(tx: &Tx) -> impl Iterator<Item = u64> + '_ {
         .flat_map(|r| (r.start / BITS_PER_BITMAP_BLOCK)..=((r.end - 1) / BITS_PER_BITMAP_BLOCK))
 }
 
-impl DaxFs {
+impl GroupCommit {
+    /// Transactions a held leader waits for (test hook; 0 without the feature).
+    fn held(&self) -> usize {
+        #[cfg(feature = "test-hooks")]
+        return self.hold.load(Ordering::Relaxed);
+        #[cfg(not(feature = "test-hooks"))]
+        0
+    }
+
+    /// The journal, for what the filesystem does with it outside a commit (checkpoint,
+    /// making it writable).
+    pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {
+        lock(&self.journal)
+    }
+
+    /// Every ticket up to this one is finished.
+    pub(crate) fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
     /// Commits a transaction: journals its records plus the bitmap blocks its
     /// allocations and frees touch, together with whatever else is queued; once durable
     /// its frees are applied in memory (after a checkpoint, so no older journal record
     /// can be replayed over a reused block). Returns when it is durable.
-    pub(crate) fn commit(&self, tx: Tx) -> Result<()> {
+    pub(crate) fn commit(&self, env: &impl CommitEnv, tx: Tx) -> Result<()> {
         if is_empty(&tx) {
             return Ok(());
         }
         for _ in 0..TRIES {
             if let Some(journal) = self.try_journal() {
-                return if self.lead(journal, Some(tx)) {
+                return if self.lead(env, journal, Some(tx)) {
                     Ok(())
                 } else {
                     Err(Errno::EIO)
@@ -203,7 +283,7 @@ impl DaxFs {
             std::hint::spin_loop();
         }
         let t = self.enqueue(tx);
-        self.wait(t)
+        self.wait_for(env, t.0)
     }
 
     /// Queues a transaction behind every one queued before it. The caller may release
@@ -212,40 +292,17 @@ impl DaxFs {
         if is_empty(&tx) {
             return Ticket(0);
         }
-        let g = &self.group;
+        let g = self;
         let mut q = lock(&g.q);
         q.pending.push(tx);
         g.queued.store(q.pending.len(), Ordering::SeqCst);
         let t = q.next;
         q.next += 1;
-        if g.hold.load(Ordering::Relaxed) > 0 && q.waiters > 0 {
+        if g.held() > 0 && q.waiters > 0 {
             // A held leader counts the queue.
             g.cv.notify_all();
         }
         Ticket(t)
-    }
-
-    /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
-    /// itself when the journal is free.
-    pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
-        self.wait_for(t.0)
-    }
-
-    /// Waits until the transaction with ticket `t` (an [`Inode::pending`] value) is
-    /// applied: the device then holds what memory says.
-    pub(crate) fn settle(&self, inode: &Inode) {
-        let t = inode.pending.load(Ordering::Acquire);
-        if t > self.group.done.load(Ordering::Acquire) {
-            let _ = self.wait_for(t);
-        }
-    }
-
-    /// Records that `t` changes what readers of these inodes read from the device.
-    /// Called with the inodes' state locks held, before they are released.
-    pub(crate) fn mark_pending(&self, t: &Ticket, inodes: &[&Arc<Inode>]) {
-        for i in inodes {
-            i.pending.fetch_max(t.0, Ordering::AcqRel);
-        }
     }
 
     /// The journal, if no one holds it (a poisoned mutex is taken over: the data it
@@ -258,8 +315,10 @@ impl DaxFs {
         }
     }
 
-    fn wait_for(&self, t: u64) -> Result<()> {
-        let g = &self.group;
+    /// Waits until the transaction with ticket `t` is durable (Ok) or failed (EIO),
+    /// committing the queue itself when the journal is free.
+    pub(crate) fn wait_for(&self, env: &impl CommitEnv, t: u64) -> Result<()> {
+        let g = self;
         // A commit takes microseconds, less than falling asleep and being woken up:
         // spin (then yield, in case the leader waits for this CPU) for a little longer
         // than a commit before sleeping.
@@ -270,7 +329,7 @@ impl DaxFs {
                 return g.outcome(t);
             }
             if let Some(journal) = self.try_journal() {
-                self.lead(journal, None);
+                self.lead(env, journal, None);
                 continue;
             }
             if spins < SPINS {
@@ -295,7 +354,7 @@ impl DaxFs {
                 fence(Ordering::SeqCst);
                 if let Some(journal) = self.try_journal() {
                     drop(q);
-                    self.lead(journal, None);
+                    self.lead(env, journal, None);
                     break;
                 }
                 q = g.sleep(q);
@@ -305,17 +364,23 @@ impl DaxFs {
 
     /// As the journal's holder: commits everything queued, then `own` (whose committer
     /// is the caller). Returns whether `own` is durable (true if there is none).
-    fn lead(&self, mut journal: MutexGuard<'_, Journal>, own: Option<Tx>) -> bool {
-        let g = &self.group;
-        let held = g.hold.load(Ordering::Relaxed);
+    fn lead(
+        &self,
+        env: &impl CommitEnv,
+        mut journal: MutexGuard<'_, Journal>,
+        own: Option<Tx>,
+    ) -> bool {
+        let g = self;
+        let held = g.held();
         let mut own_ok = true;
         if g.queued.load(Ordering::SeqCst) == 0 && held == 0 {
             // Nothing queued: the lone path, which never touches the queue.
             if let Some(tx) = own {
-                own_ok = self.commit_part(&mut journal, std::slice::from_ref(&tx));
+                own_ok = self.commit_part(env, &mut journal, std::slice::from_ref(&tx));
             }
         } else {
             let mut q = lock(&g.q);
+            #[cfg(feature = "test-hooks")]
             if held > 0 {
                 let want = held.saturating_sub(usize::from(own.is_some()));
                 let deadline = Instant::now() + q.hold_for;
@@ -333,7 +398,8 @@ impl DaxFs {
             let mut batch = std::mem::replace(&mut q.pending, spare);
             g.queued.store(0, Ordering::SeqCst);
             let mut guard = Leading {
-                fs: self,
+                group: self,
+                failed: env.failed(),
                 next: q.next - batch.len() as u64,
                 left: batch.len() as u64,
             };
@@ -341,7 +407,7 @@ impl DaxFs {
             let has_own = own.is_some();
             batch.extend(own);
             while !batch.is_empty() {
-                let (n, ok) = self.commit_prefix(&mut journal, &mut batch);
+                let (n, ok) = self.commit_prefix(env, &mut journal, &mut batch);
                 // The caller's own transaction comes last and has no ticket.
                 let queued = n.min(guard.left);
                 if has_own && batch.is_empty() {
@@ -372,7 +438,12 @@ impl DaxFs {
 
     /// Commits the longest prefix of `batch` that fits one journal transaction (at least
     /// one member) and removes it; returns its length and whether it is durable.
-    fn commit_prefix(&self, journal: &mut Journal, batch: &mut Vec<Tx>) -> (u64, bool) {
+    fn commit_prefix(
+        &self,
+        env: &impl CommitEnv,
+        journal: &mut Journal,
+        batch: &mut Vec<Tx>,
+    ) -> (u64, bool) {
         let mut size = LogSize::new();
         let mut seen = BTreeSet::new();
         let mut n = 0;
@@ -384,13 +455,13 @@ impl DaxFs {
                     grown.add_record(BLOCK_SIZE);
                 }
             }
-            if n > 0 && grown.encoded_len() > self.group.log_bytes {
+            if n > 0 && grown.encoded_len() > self.log_bytes {
                 break;
             }
             size = grown;
             n += 1;
         }
-        let ok = self.commit_part(journal, &batch[..n]);
+        let ok = self.commit_part(env, journal, &batch[..n]);
         batch.drain(..n);
         (n as u64, ok)
     }
@@ -398,8 +469,8 @@ impl DaxFs {
     /// One journal commit of `members` followed by the bitmap blocks they touch, then
     /// the checkpoint and the return of their frees and inode slots. False on failure
     /// (the filesystem is then failed).
-    fn commit_part(&self, journal: &mut Journal, members: &[Tx]) -> bool {
-        if self.failed.load(Ordering::SeqCst) {
+    fn commit_part(&self, env: &impl CommitEnv, journal: &mut Journal, members: &[Tx]) -> bool {
+        if env.failed().load(Ordering::SeqCst) {
             // Memory may be ahead of the media (a failed commit, or an operation that
             // could not finish): nothing more may be written.
             return false;
@@ -421,14 +492,10 @@ impl DaxFs {
         }
         // The images are taken now, after every member's allocations, with every member's
         // frees shown free (the allocator sees them free only after the checkpoint).
-        let mut bitmaps = lock(&self.group.bitmaps);
+        let mut bitmaps = lock(&self.bitmaps);
         bitmaps.clear();
         if !touched.is_empty() {
-            let space = lock(&self.space);
-            for &i in &touched {
-                let img = self.bitmap_image(&space, i, frees);
-                bitmaps.write(self.geo.bitmap_block_offset(i), &img);
-            }
+            env.bitmap_images(&touched, frees, &mut bitmaps);
         }
         let res = match members {
             [one] if bitmaps.is_empty() => journal.commit_batch(&[&one.txn]),
@@ -440,36 +507,22 @@ impl DaxFs {
             }
         };
         if let Err(e) = res {
-            self.failed.store(true, Ordering::SeqCst);
+            env.failed().store(true, Ordering::SeqCst);
             eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
             return false;
         }
-        if !bitmaps.is_empty() || members.iter().any(|m| !m.txn.is_empty()) {
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        }
+        let wrote = !bitmaps.is_empty() || members.iter().any(|m| !m.txn.is_empty());
         drop(bitmaps);
-        self.stats
-            .transactions
-            .fetch_add(members.len() as u64, Ordering::Relaxed);
+        env.count_commit(wrote, members.len() as u64);
         if !frees.is_empty() {
             if journal.checkpoint().is_err() {
-                self.failed.store(true, Ordering::SeqCst);
+                env.failed().store(true, Ordering::SeqCst);
                 return false;
             }
-            let mut space = lock(&self.space);
-            for r in frees {
-                if space.free(r.clone()).is_err() {
-                    self.refs.note_violation();
-                }
-            }
+            env.free_blocks(frees);
         }
         if members.iter().any(|m| !m.freed_inos.is_empty()) {
-            let mut inodes = wlock(&self.inodes);
-            let mut free = lock(&self.free_inos);
-            for ino in members.iter().flat_map(|m| m.freed_inos.iter().copied()) {
-                inodes.remove(&ino);
-                free.insert(ino);
-            }
+            env.free_inodes(&mut members.iter().flat_map(|m| m.freed_inos.iter().copied()));
         }
         true
     }
@@ -478,17 +531,16 @@ impl DaxFs {
     /// its own included, are there (or `at_most` has passed, so that a test that
     /// miscounts fails its assertions instead of hanging). Lets a test build a batch of a
     /// known size, or keep a transaction in flight, without relying on timing.
-    #[doc(hidden)]
-    pub fn hold_next_commit(&self, queued: usize, at_most: Duration) {
-        let g = &self.group;
-        lock(&g.q).hold_for = at_most;
-        g.hold.store(queued, Ordering::Relaxed);
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn hold_next_commit(&self, queued: usize, at_most: Duration) {
+        lock(&self.q).hold_for = at_most;
+        self.hold.store(queued, Ordering::Relaxed);
     }
 
     /// Test hook: transactions queued for the next journal commit (in flight: their
     /// changes are in memory, not yet durable).
-    #[doc(hidden)]
-    pub fn queued_commits(&self) -> usize {
-        self.group.queued.load(Ordering::SeqCst)
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn queued_commits(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
     }
 }

@@ -90,6 +90,26 @@ fn find_run(occ: u64, n: usize) -> Option<usize> {
     (1..=DIR_SLOTS_PER_BLOCK - n).find(|&s| occ & run_mask(s, n) == 0)
 }
 
+/// Why [`DirIndex::load_entry`] refused an entry read from media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirLoadError {
+    /// The entry's slots overlap another entry's.
+    Overlap,
+    /// Another entry has the same name (lossily decoded).
+    Duplicate(String),
+}
+
+impl std::fmt::Display for DirLoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirLoadError::Overlap => f.write_str("directory entries overlap"),
+            DirLoadError::Duplicate(name) => write!(f, "duplicate directory entry {name:?}"),
+        }
+    }
+}
+
+impl std::error::Error for DirLoadError {}
+
 impl DirIndex {
     pub fn new() -> DirIndex {
         DirIndex::default()
@@ -168,18 +188,17 @@ impl DirIndex {
     }
 
     /// Marks slots used while loading from media (validation of overlaps).
-    pub fn load_entry(&mut self, name: &[u8], e: DirSlot) -> Result<(), String> {
+    pub fn load_entry(&mut self, name: &[u8], e: DirSlot) -> Result<(), DirLoadError> {
         let n = dirent_slots(name.len());
         while self.occupancy.len() <= e.block as usize {
             self.add_block();
         }
         if self.occupancy[e.block as usize] & run_mask(e.slot as usize, n) != 0 {
-            return Err("directory entries overlap".into());
+            return Err(DirLoadError::Overlap);
         }
         if self.names.contains_key(name) {
-            return Err(format!(
-                "duplicate directory entry {:?}",
-                String::from_utf8_lossy(name)
+            return Err(DirLoadError::Duplicate(
+                String::from_utf8_lossy(name).into_owned(),
             ));
         }
         self.insert(name, e);

@@ -39,6 +39,30 @@ const EMPTY: Extent = Extent {
     len: 0,
 };
 
+/// Why [`ExtentMap::load`] refused the extents read from media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtentMapError {
+    /// Two extents start at logical block `lblk`.
+    SameStart { lblk: u64 },
+    /// An extent starts at `lblk`, inside the one before it.
+    Overlap { lblk: u64 },
+}
+
+impl std::fmt::Display for ExtentMapError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExtentMapError::SameStart { lblk } => {
+                write!(f, "two extents start at logical block {lblk}")
+            }
+            ExtentMapError::Overlap { lblk } => {
+                write!(f, "extents overlap at logical block {lblk}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ExtentMapError {}
+
 impl ExtentMap {
     pub fn new() -> ExtentMap {
         ExtentMap::default()
@@ -57,7 +81,7 @@ impl ExtentMap {
     pub fn load(
         inline: &[Extent; INLINE_EXTENTS],
         blocks: Vec<(u64, Vec<Option<Extent>>)>,
-    ) -> Result<ExtentMap, String> {
+    ) -> Result<ExtentMap, ExtentMapError> {
         let mut m = ExtentMap::new();
         if blocks.is_empty() && inline.iter().all(|e| e.len == 0) {
             return Ok(m);
@@ -83,7 +107,7 @@ impl ExtentMap {
                 Some(e) => {
                     m.slots[id as usize] = e;
                     if m.map.insert(e.lblk, (e, id)).is_some() {
-                        return Err(format!("two extents start at logical block {}", e.lblk));
+                        return Err(ExtentMapError::SameStart { lblk: e.lblk });
                     }
                 }
             }
@@ -92,7 +116,7 @@ impl ExtentMap {
         let mut prev_end = 0;
         for (e, _) in m.map.values() {
             if e.lblk < prev_end {
-                return Err(format!("extents overlap at logical block {}", e.lblk));
+                return Err(ExtentMapError::Overlap { lblk: e.lblk });
             }
             prev_end = e.end();
         }

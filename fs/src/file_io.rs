@@ -6,8 +6,10 @@
 //! lock held exclusively) never has to wait for them.
 
 use crate::break_layouts::{would_wait, Wait};
+use crate::commit::Tx;
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::{DaxFs, MAX_FILE_SIZE, SEEK_DATA, SEEK_HOLE};
+use crate::inode::{rlock, wlock, InodeState};
 use crate::types::*;
 use daxfs_format::*;
 use daxfs_pmem::VolatileSlice;

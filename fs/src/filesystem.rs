@@ -11,11 +11,14 @@
 //! leader, `commit.rs`); the leader takes the queue's, then the allocator's, the inode
 //! table's and the free-inode list's, never an inode lock.
 
-use crate::break_layouts::{would_wait, Wait};
+use crate::break_layouts::{self, would_wait, CacheInvalidator, LayoutEnv, LayoutGuard, Wait};
+use crate::commit::{CommitEnv, GroupCommit, Ticket, Tx};
 use crate::dir::{DirIndex, DirSlot};
 use crate::error::{Errno, Result};
 use crate::extent_map::{ExtentMap, SlotLoc};
+use crate::inode::{lock, rlock, wlock, Inode, InodeState};
 use crate::inode_table::InodeTable;
+use crate::mount_error::{CorruptError, MountError, RecoveryStep};
 use crate::types::*;
 use daxfs_alloc::{FreeSpace, RefTable};
 use daxfs_format::*;
@@ -26,7 +29,8 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
+use std::time::Duration;
 
 /// lseek whence values handled by [`DaxFs::lseek`].
 pub const SEEK_DATA: i32 = libc::SEEK_DATA;
@@ -37,86 +41,6 @@ pub const MAX_FILE_SIZE: u64 = 1 << 44;
 /// Most hard links to one inode, as ext4.
 pub const MAX_LINKS: u32 = 65000;
 
-/// One inode in memory: its record, its extent map, and for directories the index.
-pub(crate) struct Inode {
-    pub ino: u64,
-    pub st: RwLock<InodeState>,
-    /// Open file handles (an unlinked inode lives until the last one is released).
-    pub opens: AtomicU32,
-    /// References the kernel holds through entries it was given (FUSE lookup count,
-    /// see [`DaxFs::remember`]): an unlinked inode also lives until they are forgotten.
-    pub lookups: AtomicU64,
-    /// The layout lock (docs/DESIGN.md, "Pins and break_layouts"; the kernel's MMAPLOCK): taken exclusively by
-    /// break_layouts, shared by long-term pins. Always taken before `st`.
-    pub layout: RwLock<()>,
-    /// Lease breaks sent to this inode's long-term pin holders (see `break_layouts.rs`).
-    pub lease_breaks: AtomicU64,
-    /// Long-term pins (ioctl pins, pinned mappings) currently held on this inode.
-    pub long_pins: AtomicU32,
-    /// Ticket of the newest queued transaction that changed what is read of this inode
-    /// from the device (directory blocks, symlink target) and whose committer released
-    /// the inode before it was durable (see `commit.rs`); 0 if none.
-    pub pending: AtomicU64,
-}
-
-impl Inode {
-    pub(crate) fn new(ino: u64, st: InodeState) -> Inode {
-        Inode {
-            ino,
-            st: RwLock::new(st),
-            opens: AtomicU32::new(0),
-            layout: RwLock::new(()),
-            lease_breaks: AtomicU64::new(0),
-            long_pins: AtomicU32::new(0),
-            lookups: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-        }
-    }
-}
-
-pub(crate) struct InodeState {
-    pub d: DiskInode,
-    pub ext: ExtentMap,
-    /// Boxed: most inodes are not directories, and 10^6 of them should not each carry
-    /// an empty index inline.
-    pub dir: Option<Box<DirIndex>>,
-    pub xattrs: XattrList,
-    /// Freed: stale handles see ENOENT.
-    pub dead: bool,
-}
-
-impl InodeState {
-    pub fn kind(&self) -> Option<FileKind> {
-        FileKind::from_mode(self.d.mode)
-    }
-    pub fn is_dir(&self) -> bool {
-        self.d.mode & libc::S_IFMT == libc::S_IFDIR
-    }
-}
-
-/// A metadata transaction being built: journal records plus the block allocations
-/// and frees it carries (frees are applied in memory only after the commit is durable).
-pub(crate) struct Tx {
-    pub txn: Transaction,
-    /// Data-area block ranges (indexes) allocated in memory for this transaction.
-    pub allocs: Vec<Range<u64>>,
-    /// Data-area block ranges to free once the transaction is durable.
-    pub frees: Vec<Range<u64>>,
-    /// Inode slots to return to the free list after commit.
-    pub freed_inos: Vec<u64>,
-}
-
-impl Tx {
-    pub fn new() -> Tx {
-        Tx {
-            txn: Transaction::new(),
-            allocs: Vec::new(),
-            frees: Vec::new(),
-            freed_inos: Vec::new(),
-        }
-    }
-}
-
 /// A mounted daxfs instance. Thread-safe: all methods take `&self`.
 pub struct DaxFs {
     pub(crate) dev: Arc<Device>,
@@ -124,12 +48,11 @@ pub struct DaxFs {
     /// Immutable geometry (a copy of the superblock at mount).
     pub(crate) geo: Superblock,
     pub(crate) opts: FsOptions,
-    pub(crate) journal: Mutex<Journal>,
-    /// The commit queue in front of the journal (group commit, `commit.rs`).
-    pub(crate) group: crate::commit::GroupCommit,
+    /// The journal and the commit queue in front of it (group commit, `commit.rs`).
+    pub(crate) group: GroupCommit,
     pub(crate) space: Mutex<FreeSpace>,
     pub(crate) refs: RefTable,
-    pub(crate) inodes: RwLock<InodeTable>,
+    pub(crate) inodes: RwLock<InodeTable<Arc<Inode>>>,
     /// Free inode numbers (the lowest is handed out first).
     pub(crate) free_inos: Mutex<BTreeSet<u64>>,
     /// Serialises namespace changes (create, unlink, rename, link, ...).
@@ -143,7 +66,7 @@ pub struct DaxFs {
     /// What the mount still has to write once it goes live (`go_live`); None when live.
     deferred: Mutex<Option<Deferred>>,
     /// Drops the kernel's cached pages of a range (set by the FUSE adapter).
-    pub(crate) cache_inval: RwLock<Option<crate::break_layouts::CacheInvalidator>>,
+    pub(crate) cache_inval: RwLock<Option<CacheInvalidator>>,
     /// Long-term pins by inode, per-user pin usage, the lease break hook (`pin.rs`).
     pub(crate) pins: crate::pin::PinRegistry,
 }
@@ -173,22 +96,6 @@ struct Deferred {
     orphans: Vec<u64>,
 }
 
-/// Recovers a poisoned lock: a panic in another thread must not take the filesystem
-/// down with it; the data it protects is kept consistent by transactions.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-pub(crate) fn rlock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-pub(crate) fn wlock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn err(msg: impl Into<String>) -> String {
-    msg.into()
-}
-
 /// Whether mounting `dev` would replay journal transactions (and so write to it). Reads
 /// the superblock (primary, else backup) for the journal's place; an image whose
 /// superblocks or journal header are unreadable says false, and the mount then refuses
@@ -215,14 +122,14 @@ fn journal_needs_replay(dev: &Arc<Device>) -> bool {
 
 impl DaxFs {
     /// Opens the device, validates the superblock, replays the journal, loads metadata,
-    /// reclaims orphans. Errors are human-readable (bad device, corrupt image, in use).
+    /// reclaims orphans. A refusal is a [`MountError`] whose message names the device.
     ///
     /// A read-only mount opens the device read-only, so an image its user may only read
     /// (mode 0444, a read-only bind mount or filesystem) mounts with `ro`. The exception
     /// is a journal holding committed transactions: they must be replayed before the
     /// metadata can be read (ext4 recovers on a read-only mount too), so the device is
     /// then reopened read-write, and the mount refused if it cannot be.
-    pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn mount(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, MountError> {
         let fs = DaxFs::prepare(device, opts)?;
         fs.go_live()?;
         Ok(fs)
@@ -234,7 +141,7 @@ impl DaxFs {
     /// before mount(2) and `go_live` once the kernel mount exists, so a mount that fails
     /// in between leaves the image byte-identical (when there was nothing to replay:
     /// replay of committed transactions is the one write a refused mount makes).
-    pub fn prepare(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn prepare(device: &Path, opts: FsOptions) -> std::result::Result<DaxFs, MountError> {
         let open = |writable| {
             Device::open(
                 device,
@@ -250,37 +157,37 @@ impl DaxFs {
             let ro = matches!(&e, daxfs_pmem::DeviceError::Io { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
             if !opts.read_only && ro {
-                format!("{e} (a device that cannot be written mounts with -o ro)")
+                MountError::ReadOnlyDevice(e)
             } else {
-                e.to_string()
+                MountError::Open(e)
             }
         })?;
         if !dev.writable() && journal_needs_replay(&dev) {
             // Release the lock before taking it again through a writable descriptor.
             drop(dev);
-            dev = open(true).map_err(|e| {
-                format!(
-                    "{e} (the journal holds committed transactions that must be replayed \
-                     before even a read-only mount can read the metadata, which needs the \
-                     device writable: mount it read-write once, or run fsck.daxfs)"
-                )
-            })?;
+            dev = open(true).map_err(MountError::ReplayNeedsWritable)?;
         }
         DaxFs::prepare_device(dev, opts)
     }
 
     /// Mounts an already opened device (e.g. a memory device holding a crash image):
     /// validates the superblock, replays the journal, loads metadata, reclaims orphans.
-    pub fn mount_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn mount_device(
+        dev: Arc<Device>,
+        opts: FsOptions,
+    ) -> std::result::Result<DaxFs, MountError> {
         let fs = DaxFs::prepare_device(dev, opts)?;
         fs.go_live()?;
         Ok(fs)
     }
 
     /// [`prepare`](Self::prepare) on an already opened device.
-    pub fn prepare_device(dev: Arc<Device>, opts: FsOptions) -> std::result::Result<DaxFs, String> {
+    pub fn prepare_device(
+        dev: Arc<Device>,
+        opts: FsOptions,
+    ) -> std::result::Result<DaxFs, MountError> {
         let size = dev.size();
-        let name = dev.path().display().to_string();
+        let name = dev.path().to_path_buf();
         // Either copy may lie beyond the end of a truncated image: a copy the device
         // cannot hold reads as zeros (no magic), and `decode` then refuses it.
         let read_copy = |off: u64| {
@@ -299,36 +206,35 @@ impl DaxFs {
             Err(primary) => {
                 let b2 = read_copy(BLOCK_SIZE);
                 if !Superblock::has_magic(&buf) && !Superblock::has_magic(&b2) {
-                    return Err(err(format!(
-                        "{name}: not a daxfs filesystem (no superblock; format it with mkfs.daxfs)"
-                    )));
+                    return Err(MountError::NotDaxfs { device: name });
                 }
                 match Superblock::decode(&b2, size) {
                     Ok(sb) => {
-                        eprintln!("daxfs: {name}: primary superblock is bad ({primary}); using the backup");
+                        eprintln!(
+                            "daxfs: {}: primary superblock is bad ({primary}); using the backup",
+                            name.display()
+                        );
                         sb
                     }
                     Err(_) => {
-                        return Err(err(format!(
-                        "{name}: corrupt superblock: {primary} (backup also bad); run fsck.daxfs"
-                    )))
+                        return Err(MountError::BadSuperblock {
+                            device: name,
+                            primary,
+                        })
                     }
                 }
             }
         };
         if sb.ro_compat != 0 && !opts.read_only {
-            return Err(err(format!(
-                "{name}: unknown read-only-compatible features {:#x}: mount with -o ro",
-                sb.ro_compat
-            )));
+            return Err(MountError::UnknownRoCompat {
+                device: name,
+                features: sb.ro_compat,
+            });
         }
         let media: Arc<dyn Media> = dev.clone();
         if !dev.writable() && journal_needs_replay(&dev) {
             // Replaying would write to a device opened read-only.
-            return Err(err(format!(
-                "{name}: the journal holds committed transactions to replay, and the device \
-                 is open read-only: mount it read-write once, or run fsck.daxfs"
-            )));
+            return Err(MountError::ReplayOnReadOnly { device: name });
         }
         // Read-only until `load` has checked the metadata (it calls `make_writable`): a
         // refused mount writes nothing but the replay of committed transactions.
@@ -337,16 +243,21 @@ impl DaxFs {
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,
         )
-        .map_err(|e| match e {
+        .map_err(|source| match source {
             // Replaying up to the damage would put older metadata over newer.
-            daxfs_journal::JournalError::Damaged(_) => format!(
-                "{name}: journal: {e}; nothing was written; run fsck.daxfs -y (it applies the transactions after the damaged one and drops it)"
-            ),
-            _ => format!("{name}: journal: {e}; run fsck.daxfs"),
+            daxfs_journal::JournalError::Damaged(_) => MountError::JournalDamaged {
+                device: name.clone(),
+                source,
+            },
+            _ => MountError::Journal {
+                device: name.clone(),
+                source,
+            },
         })?;
         if _report.transactions_replayed > 0 {
             log::info!(
-                "{name}: journal recovery replayed {} transaction(s)",
+                "{}: journal recovery replayed {} transaction(s)",
+                name.display(),
                 _report.transactions_replayed
             );
         }
@@ -356,8 +267,7 @@ impl DaxFs {
             sb: Mutex::new(sb.clone()),
             geo: sb.clone(),
             opts,
-            group: crate::commit::GroupCommit::new(journal.log_bytes()),
-            journal: Mutex::new(journal),
+            group: GroupCommit::new(journal),
             space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
             refs,
             inodes: RwLock::new(InodeTable::default()),
@@ -376,9 +286,10 @@ impl DaxFs {
         // mounted filesystem does (it would reclaim "orphans" and mark the image clean on
         // the strength of metadata that was just found inconsistent): `shut_down` is
         // still set.
-        let deferred = fs
-            .load()
-            .map_err(|e| format!("{name}: {e}; run fsck.daxfs"))?;
+        let deferred = fs.load().map_err(|source| MountError::Corrupt {
+            device: name,
+            source,
+        })?;
         *lock(&fs.deferred) = Some(deferred);
         Ok(fs)
     }
@@ -387,22 +298,22 @@ impl DaxFs {
     /// writable, rewrites a bitmap a crash left stale, reclaims orphans and marks the
     /// superblock mounted. From here on dropping the filesystem shuts it down cleanly. A
     /// second call does nothing.
-    pub fn go_live(&self) -> std::result::Result<(), String> {
+    pub fn go_live(&self) -> std::result::Result<(), MountError> {
         let Some(deferred) = lock(&self.deferred).take() else {
             return Ok(());
         };
-        let name = self.dev.path().display().to_string();
+        let device = || self.dev.path().to_path_buf();
         if self.opts.read_only {
             // A journal the open replayed (the device was opened writable for it) is
             // retired now that the mount is live, as ext4 recovers on a read-only mount:
             // the next mount, perhaps of a device that can no longer be written, has
             // nothing to replay.
-            lock(&self.journal).retire_replayed();
+            self.group.journal().retire_replayed();
             self.shut_down.store(false, Ordering::SeqCst);
             return Ok(());
         }
         let g = &self.geo;
-        lock(&self.journal).make_writable();
+        self.group.journal().make_writable();
         let written = (|| {
             if deferred.bitmap_mismatched {
                 // Rewrite the bitmap from the extent maps, through the journal.
@@ -415,7 +326,7 @@ impl DaxFs {
                     }
                 }
                 self.commit(tx)
-                    .map_err(|e| format!("rewriting the bitmap: {e}"))?;
+                    .map_err(|e| (RecoveryStep::RewriteBitmap, e))?;
             }
             for ino in deferred.orphans {
                 let Some(inode) = self.inode(ino).ok() else {
@@ -424,15 +335,19 @@ impl DaxFs {
                 let mut tx = Tx::new();
                 let mut st = wlock(&inode.st);
                 self.free_inode(&inode, &mut st, &mut tx)
-                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                    .map_err(|e| (RecoveryStep::ReclaimOrphan(ino), e))?;
                 drop(st);
                 self.commit(tx)
-                    .map_err(|e| format!("reclaiming orphan {ino}: {e}"))?;
+                    .map_err(|e| (RecoveryStep::ReclaimOrphan(ino), e))?;
             }
-            std::result::Result::<(), String>::Ok(())
+            std::result::Result::<(), (RecoveryStep, Errno)>::Ok(())
         })();
-        if let Err(e) = written {
-            return Err(format!("{name}: {e}; run fsck.daxfs"));
+        if let Err((step, source)) = written {
+            return Err(MountError::Recovery {
+                device: device(),
+                step,
+                source,
+            });
         }
         self.shut_down.store(false, Ordering::SeqCst);
         let enc = {
@@ -447,7 +362,10 @@ impl DaxFs {
             sbm.encode()
         };
         self.write_superblock(0, &enc)
-            .map_err(|_| format!("{name}: could not update the superblock"))
+            .map_err(|source| MountError::SuperblockUpdate {
+                device: device(),
+                source,
+            })
     }
 
     /// Reads every inode, extent map, directory and xattr block; rebuilds the free-space
@@ -457,31 +375,40 @@ impl DaxFs {
     /// two flat arrays (one record per inode, one per directory entry) and checked by
     /// sorting and merging, so a mount costs a few hundred ns per inode rather than
     /// hash probes per entry (10^6 files: see docs/BENCHMARKS.md, "Scale").
-    fn load(&self) -> std::result::Result<Deferred, String> {
+    fn load(&self) -> std::result::Result<Deferred, CorruptError> {
         let g = &self.geo;
         let mut used = FreeSpace::new_all_free(g.data_blocks);
         let refs = &self.refs;
-        let mut claim =
-            |pblk: u64, len: u64, ino: u64, what: &str| -> std::result::Result<(), String> {
-                if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
-                    return Err(format!(
-                        "inode {ino}{what}: block {pblk}+{len} is outside the data area"
-                    ));
-                }
-                let r = pblk - g.data_start..pblk - g.data_start + len;
-                if r.clone().any(|b| used.is_used(b)) {
-                    return Err(format!(
-                        "inode {ino}{what}: block {pblk}+{len} is used twice"
-                    ));
-                }
-                used.mark_used(r.clone()).map_err(|e| e.to_string())?;
-                // Every claimed block is referenced by the inode that claims it; a failed
-                // load drops the whole table with the filesystem.
-                for b in r {
-                    refs.map(b);
-                }
-                Ok(())
-            };
+        let mut claim = |pblk: u64,
+                         len: u64,
+                         ino: u64,
+                         part: &'static str|
+         -> std::result::Result<(), CorruptError> {
+            if len == 0 || !g.is_data_block(pblk) || !g.is_data_block(pblk + len - 1) {
+                return Err(CorruptError::OutsideDataArea {
+                    ino,
+                    part,
+                    pblk,
+                    len,
+                });
+            }
+            let r = pblk - g.data_start..pblk - g.data_start + len;
+            if r.clone().any(|b| used.is_used(b)) {
+                return Err(CorruptError::UsedTwice {
+                    ino,
+                    part,
+                    pblk,
+                    len,
+                });
+            }
+            used.mark_used(r.clone()).map_err(CorruptError::Alloc)?;
+            // Every claimed block is referenced by the inode that claims it; a failed
+            // load drops the whole table with the filesystem.
+            for b in r {
+                refs.map(b);
+            }
+            Ok(())
+        };
         // In inode-number order: `nodes[i]` describes `inodes[i]`.
         let mut inodes: Vec<(u64, Arc<Inode>)> = Vec::new();
         let mut nodes: Vec<LinkNode> = Vec::new();
@@ -492,11 +419,13 @@ impl DaxFs {
         let mut orphans = Vec::new();
         self.dev.read(g.inode_offset(0), &mut slot);
         if slot.iter().any(|&b| b != 0) {
-            return Err("inode slot 0 (reserved) is not zero".into());
+            return Err(CorruptError::ReservedSlotInUse);
         }
         for ino in 1..g.inode_count {
             self.dev.read(g.inode_offset(ino), &mut slot);
-            let d = match DiskInode::decode(&slot).map_err(|e| format!("inode {ino}: {e}"))? {
+            let d = match DiskInode::decode(&slot)
+                .map_err(|source| CorruptError::Decode { ino, source })?
+            {
                 None => {
                     free.push(ino);
                     continue;
@@ -504,84 +433,80 @@ impl DaxFs {
                 Some(d) => d,
             };
             let Some(kind) = FileKind::from_mode(d.mode) else {
-                return Err(format!("inode {ino}: invalid mode {:o}", d.mode));
+                return Err(CorruptError::InvalidMode { ino, mode: d.mode });
             };
             // No file grows past MAX_FILE_SIZE; the I/O paths compute `offset + len` up
             // to the size and rely on it (fsck reports the same).
             if d.size > MAX_FILE_SIZE {
-                return Err(format!(
-                    "inode {ino}: size {} is beyond the maximum file size",
-                    d.size
-                ));
+                return Err(CorruptError::SizeTooLarge { ino, size: d.size });
             }
             // Extent blocks chain.
             let mut chain = Vec::new();
             let mut next = d.extent_block;
             while next != 0 {
                 if chain.len() as u64 > g.data_blocks {
-                    return Err(format!("inode {ino}: extent block chain loops"));
+                    return Err(CorruptError::ExtentChainLoops { ino });
                 }
                 claim(next, 1, ino, " extent block")?;
                 self.dev.read(next * BLOCK_SIZE, &mut blockbuf);
                 let nx = decode_extent_block_header(&blockbuf, ino)
-                    .map_err(|e| format!("inode {ino}: {e}"))?;
+                    .map_err(|source| CorruptError::Decode { ino, source })?;
                 let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
                 for j in 0..EXTENTS_PER_BLOCK {
                     let o = EXTENT_BLOCK_HEADER + j * EXTENT_SIZE;
                     slots.push(
                         Extent::decode(&blockbuf[o..o + EXTENT_SIZE])
-                            .map_err(|e| format!("inode {ino}: {e}"))?,
+                            .map_err(|source| CorruptError::Decode { ino, source })?,
                     );
                 }
                 chain.push((next, slots));
                 next = nx;
             }
             let chain_blocks = chain.len() as u64;
-            let ext = ExtentMap::load(&d.inline, chain).map_err(|e| format!("inode {ino}: {e}"))?;
+            let ext = ExtentMap::load(&d.inline, chain)
+                .map_err(|source| CorruptError::Extents { ino, source })?;
             // The counts fsck checks: an inode whose counts disagree with what it stores
             // is not mounted as if clean (the allocator and statfs trust them).
             if ext.len() as u64 != u64::from(d.extent_count) {
-                return Err(format!(
-                    "inode {ino}: extent count is {} but {} extents are stored",
-                    d.extent_count,
-                    ext.len()
-                ));
+                return Err(CorruptError::ExtentCount {
+                    ino,
+                    recorded: d.extent_count,
+                    stored: ext.len(),
+                });
             }
             let mut owned = chain_blocks + u64::from(d.xattr_block != 0);
             for e in ext.iter() {
                 if e.end() > MAX_FILE_SIZE / BLOCK_SIZE {
-                    return Err(format!("inode {ino}: extent beyond the maximum file size"));
+                    return Err(CorruptError::ExtentBeyondMaxSize { ino });
                 }
                 claim(e.pblk, e.len as u64, ino, "")?;
                 owned += e.len as u64;
             }
             if owned != d.blocks {
-                return Err(format!(
-                    "inode {ino}: block count is {} but it owns {owned} blocks",
-                    d.blocks
-                ));
+                return Err(CorruptError::BlockCount {
+                    ino,
+                    recorded: d.blocks,
+                    owned,
+                });
             }
             let mut xattrs = Vec::new();
             if d.xattr_block != 0 {
                 claim(d.xattr_block, 1, ino, " xattr block")?;
                 self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
-                xattrs = decode_xattr_block(&blockbuf, ino).map_err(|e| e.to_string())?;
+                xattrs = decode_xattr_block(&blockbuf, ino).map_err(CorruptError::Block)?;
             }
             // What fsck checks of the other kinds (readlink reads block 0 of a symlink
             // up to its size; device nodes, fifos and sockets hold no data).
             match kind {
                 FileKind::Symlink if d.size == 0 || d.size >= BLOCK_SIZE => {
-                    return Err(format!(
-                        "symlink {ino}: target length {} is out of range",
-                        d.size
-                    ));
+                    return Err(CorruptError::SymlinkLength { ino, len: d.size });
                 }
                 FileKind::Symlink if ext.find(0).is_none() => {
-                    return Err(format!("symlink {ino}: target block is missing"));
+                    return Err(CorruptError::SymlinkTargetMissing { ino });
                 }
                 FileKind::Dir | FileKind::File | FileKind::Symlink => {}
                 _ if !ext.is_empty() || d.size != 0 => {
-                    return Err(format!("inode {ino}: a {kind:?} node has data"));
+                    return Err(CorruptError::SpecialHasData { ino, kind });
                 }
                 _ => {}
             }
@@ -619,14 +544,11 @@ impl DaxFs {
         match nodes.first() {
             // The root's ".." is itself: its parent field names no other directory.
             Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR && n.parent != ROOT_INO => {
-                return Err(format!(
-                    "root directory: parent field is {}, not itself",
-                    n.parent
-                ))
+                return Err(CorruptError::RootParent { parent: n.parent })
             }
             Some(n) if n.ino == ROOT_INO && n.dtype == libc::DT_DIR => {}
-            Some(n) if n.ino == ROOT_INO => return Err("root inode is not a directory".into()),
-            _ => return Err("root directory is missing".into()),
+            Some(n) if n.ino == ROOT_INO => return Err(CorruptError::RootNotDir),
+            _ => return Err(CorruptError::RootMissing),
         }
         check_links(&nodes, entries, |dir, child| {
             // Only for an error message: the name of the entry of `dir` naming `child`.
@@ -644,7 +566,7 @@ impl DaxFs {
         let mut mismatched = 0u64;
         for i in 0..g.bitmap_blocks {
             self.dev.read(g.bitmap_block_offset(i), &mut img);
-            check_bitmap_block(&img, i).map_err(|e| e.to_string())?;
+            check_bitmap_block(&img, i).map_err(CorruptError::Block)?;
             let want = self.bitmap_image(&used, i, &[]);
             if want != img {
                 mismatched += 1;
@@ -665,20 +587,15 @@ impl DaxFs {
         ino: u64,
         d: &DiskInode,
         ext: &ExtentMap,
-    ) -> std::result::Result<DirIndex, String> {
+    ) -> std::result::Result<DirIndex, CorruptError> {
         let nblocks = d.size / BLOCK_SIZE;
         if !d.size.is_multiple_of(BLOCK_SIZE) || ext.mapped_blocks() != nblocks {
-            return Err(format!(
-                "directory {ino}: size {} does not match its blocks",
-                d.size
-            ));
+            return Err(CorruptError::DirSize { ino, size: d.size });
         }
         let mut idx = DirIndex::new();
         let mut buf = vec![0u8; BLOCK_SIZE as usize];
-        let block_at = |b: u64| -> std::result::Result<u64, String> {
-            let e = ext
-                .find(b)
-                .ok_or_else(|| format!("directory {ino}: block {b} is a hole"))?;
+        let block_at = |b: u64| -> std::result::Result<u64, CorruptError> {
+            let e = ext.find(b).ok_or(CorruptError::DirHole { ino, block: b })?;
             Ok(e.pblk + (b - e.lblk))
         };
         // Sized once from a count of the used slots (validated in the pass after):
@@ -701,21 +618,24 @@ impl DaxFs {
         for b in 0..nblocks {
             let pblk = block_at(b)?;
             self.dev.read(pblk * BLOCK_SIZE, &mut buf);
-            check_dir_block_header(&buf, ino, b).map_err(|e| e.to_string())?;
+            check_dir_block_header(&buf, ino, b).map_err(CorruptError::Block)?;
             let bi = idx.add_block();
             debug_assert_eq!(bi as u64, b);
             let mut s = 1;
             while s < DIR_SLOTS_PER_BLOCK {
-                match decode_dirent(&buf, s)
-                    .map_err(|e| format!("directory {ino} block {b} slot {s}: {e}"))?
-                {
+                match decode_dirent(&buf, s).map_err(|source| CorruptError::Dirent {
+                    ino,
+                    block: b,
+                    slot: s,
+                    source,
+                })? {
                     None => s += 1,
                     Some(de) => {
                         if de.ino == 0 || de.ino >= self.geo.inode_count {
-                            return Err(format!(
-                                "directory {ino}: entry names inode {} out of range",
-                                de.ino
-                            ));
+                            return Err(CorruptError::EntryOutOfRange {
+                                dir: ino,
+                                ino: de.ino,
+                            });
                         }
                         idx.load_entry(
                             de.name,
@@ -726,7 +646,7 @@ impl DaxFs {
                                 slot: s as u8,
                             },
                         )
-                        .map_err(|e| format!("directory {ino}: {e}"))?;
+                        .map_err(|source| CorruptError::DirEntries { dir: ino, source })?;
                         s += de.nslots;
                     }
                 }
@@ -775,7 +695,7 @@ impl DaxFs {
         // Unlinked inodes the kernel still referenced when it went away: nothing can
         // reach them any more, so free them now rather than at the next mount.
         self.reclaim_orphans();
-        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
+        self.group.journal().checkpoint().map_err(|_| Errno::EIO)?;
         if self.failed.load(Ordering::SeqCst) {
             return Err(Errno::EIO);
         }
@@ -786,7 +706,7 @@ impl DaxFs {
         };
         self.write_superblock(0, &enc)?;
         self.write_superblock(BLOCK_SIZE, &enc)?;
-        lock(&self.journal).checkpoint().map_err(|_| Errno::EIO)?;
+        self.group.journal().checkpoint().map_err(|_| Errno::EIO)?;
         self.dev.sync_all().map_err(|_| Errno::EIO)?;
         Ok(())
     }
@@ -1275,6 +1195,198 @@ impl DaxFs {
     }
 }
 
+/// What the leader of a group commit needs of the filesystem (`commit.rs`).
+impl CommitEnv for DaxFs {
+    fn failed(&self) -> &AtomicBool {
+        &self.failed
+    }
+
+    fn bitmap_images(&self, touched: &BTreeSet<u64>, frees: &[Range<u64>], out: &mut Transaction) {
+        let space = lock(&self.space);
+        for &i in touched {
+            let img = self.bitmap_image(&space, i, frees);
+            out.write(self.geo.bitmap_block_offset(i), &img);
+        }
+    }
+
+    fn count_commit(&self, wrote: bool, members: u64) {
+        if wrote {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats
+            .transactions
+            .fetch_add(members, Ordering::Relaxed);
+    }
+
+    fn free_blocks(&self, frees: &[Range<u64>]) {
+        let mut space = lock(&self.space);
+        for r in frees {
+            if space.free(r.clone()).is_err() {
+                self.refs.note_violation();
+            }
+        }
+    }
+
+    fn free_inodes(&self, inos: &mut dyn Iterator<Item = u64>) {
+        let mut inodes = wlock(&self.inodes);
+        let mut free = lock(&self.free_inos);
+        for ino in inos {
+            inodes.remove(&ino);
+            free.insert(ino);
+        }
+    }
+}
+
+impl DaxFs {
+    /// Commits a transaction: journals its records plus the bitmap blocks its
+    /// allocations and frees touch, together with whatever else is queued (see
+    /// `commit.rs`). Returns when it is durable.
+    pub(crate) fn commit(&self, tx: Tx) -> Result<()> {
+        self.group.commit(self, tx)
+    }
+
+    /// Queues a transaction behind every one queued before it. The caller may release
+    /// its locks before [`wait`](Self::wait)ing: whoever takes them later queues behind.
+    pub(crate) fn enqueue(&self, tx: Tx) -> Ticket {
+        self.group.enqueue(tx)
+    }
+
+    /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
+    /// itself when the journal is free.
+    pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
+        self.group.wait_for(self, t.number())
+    }
+
+    /// Waits until the transaction with ticket [`Inode::pending`] is applied: the
+    /// device then holds what memory says.
+    pub(crate) fn settle(&self, inode: &Inode) {
+        let t = inode.pending.load(Ordering::Acquire);
+        if t > self.group.done() {
+            let _ = self.group.wait_for(self, t);
+        }
+    }
+
+    /// Records that `t` changes what readers of these inodes read from the device.
+    /// Called with the inodes' state locks held, before they are released.
+    pub(crate) fn mark_pending(&self, t: &Ticket, inodes: &[&Arc<Inode>]) {
+        for i in inodes {
+            i.pending.fetch_max(t.number(), Ordering::AcqRel);
+        }
+    }
+
+    /// Test hook (feature `test-hooks`, which only the crate's own tests enable): the
+    /// next commit that leads first waits until `queued` transactions, its own included,
+    /// are there (or `at_most` has passed, so that a test that miscounts fails its
+    /// assertions instead of hanging). Lets a test build a batch of a known size, or
+    /// keep a transaction in flight, without relying on timing.
+    #[cfg(feature = "test-hooks")]
+    pub fn hold_next_commit(&self, queued: usize, at_most: Duration) {
+        self.group.hold_next_commit(queued, at_most)
+    }
+
+    /// Test hook (feature `test-hooks`): transactions queued for the next journal commit
+    /// (in flight: their changes are in memory, not yet durable).
+    #[cfg(feature = "test-hooks")]
+    pub fn queued_commits(&self) -> usize {
+        self.group.queued_commits()
+    }
+}
+
+/// What a layout break needs of the filesystem (`break_layouts.rs`).
+impl LayoutEnv for DaxFs {
+    fn refs(&self) -> &RefTable {
+        &self.refs
+    }
+
+    fn data_start(&self) -> u64 {
+        self.geo.data_start
+    }
+
+    fn layout_timeout(&self) -> Duration {
+        self.opts.layout_timeout
+    }
+
+    fn lease_break_time(&self) -> Duration {
+        self.opts.pins.lease_break_time
+    }
+
+    fn break_pins(&self, inode: &Inode, r: &Range<u64>, revoke: bool) -> (u64, u64) {
+        DaxFs::break_pins(self, inode, r, revoke)
+    }
+
+    fn cache_used(&self, st: &InodeState) -> bool {
+        DaxFs::cache_used(self, st)
+    }
+
+    fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+        DaxFs::invalidate_cached(self, ino, r)
+    }
+
+    fn count_layout_break(&self) {
+        self.stats.layout_breaks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_lease_break(&self) {
+        self.stats.lease_breaks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl DaxFs {
+    /// Waits until no block of `range(state)` of `inode` is pinned and returns its layout
+    /// and state locks, held exclusively (see `break_layouts.rs`).
+    pub(crate) fn break_layouts<'a>(
+        &self,
+        inode: &'a Inode,
+        wait: Wait,
+        range: impl Fn(&InodeState) -> Option<Range<u64>>,
+    ) -> Result<(LayoutGuard<'a>, RwLockWriteGuard<'a, InodeState>)> {
+        break_layouts::break_layouts(self, inode, wait, range)
+    }
+
+    /// Refuses (EBUSY, counted as a violation) to free logical blocks `start..end` if one
+    /// is still pinned (see `break_layouts::check_layout_idle`).
+    pub(crate) fn check_layout_idle(&self, st: &InodeState, start: u64, end: u64) -> Result<()> {
+        break_layouts::check_layout_idle(self, st, start, end)
+    }
+
+    /// Installs (or removes) the hook that drops the kernel's cached pages of a range.
+    pub fn set_cache_invalidator(&self, f: Option<CacheInvalidator>) {
+        *wlock(&self.cache_inval) = f;
+    }
+
+    /// Tells the kernel (through the cache invalidator) to drop the attributes it caches
+    /// for `ino`: daxfs changed them on its own, not in answer to a request that brings
+    /// them back (atime on read, set-id bits cleared by a write).
+    pub(crate) fn attrs_changed(&self, ino: u64) {
+        if let Some(inval) = rlock(&self.cache_inval).as_ref() {
+            inval(ino, u64::MAX, 0);
+        }
+    }
+
+    /// Whether the kernel may cache this inode's data (decided from the state, for
+    /// callers that hold its lock).
+    pub(crate) fn cache_used(&self, st: &InodeState) -> bool {
+        match self.opts.dax {
+            DaxMode::Always => false,
+            DaxMode::Never => true,
+            DaxMode::Inode => st.d.flags & IFLAG_DAX == 0,
+        }
+    }
+
+    /// Asks the kernel to drop its cached pages of logical block range `r` of `ino`.
+    pub fn invalidate_cached(&self, ino: u64, r: &Range<u64>) {
+        let Some(f) = rlock(&self.cache_inval).clone() else {
+            return;
+        };
+        let offset = r.start.saturating_mul(BLOCK_SIZE);
+        let len = match r.end.checked_mul(BLOCK_SIZE) {
+            Some(e) if e < i64::MAX as u64 => e - offset,
+            _ => 0, // to the end of the file
+        };
+        f(ino, offset, len);
+    }
+}
+
 /// What the namespace checks need of one inode (see [`check_links`]).
 struct LinkNode {
     ino: u64,
@@ -1307,7 +1419,7 @@ fn check_links(
     nodes: &[LinkNode],
     mut entries: Vec<LinkEntry>,
     entry_name: impl Fn(usize, u64) -> String,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), CorruptError> {
     entries.sort_unstable_by_key(|e| e.child);
     let mut links = vec![0u32; nodes.len()];
     let mut subdirs = vec![0u32; nodes.len()];
@@ -1324,23 +1436,17 @@ fn check_links(
         for e in group {
             let dir = &nodes[e.dir];
             let Some(child) = nodes.get(n).filter(|c| c.ino == ino) else {
-                return Err(format!(
-                    "directory {}: entry {:?} names free inode {ino}",
-                    dir.ino,
-                    entry_name(e.dir, ino)
-                ));
+                return Err(CorruptError::EntryNamesFree {
+                    dir: dir.ino,
+                    name: entry_name(e.dir, ino),
+                    ino,
+                });
             };
             if child.ino != dir.ino && child.dtype != e.ftype {
-                return Err(format!(
-                    "directory {}: entry type mismatch for inode {ino}",
-                    dir.ino
-                ));
+                return Err(CorruptError::EntryType { dir: dir.ino, ino });
             }
             if ino == ROOT_INO {
-                return Err(format!(
-                    "directory {}: an entry names the root directory",
-                    dir.ino
-                ));
+                return Err(CorruptError::EntryNamesRoot { dir: dir.ino });
             }
             child_at.push(n);
         }
@@ -1348,14 +1454,14 @@ fn check_links(
         let child = &nodes[n];
         if child.dtype == libc::DT_DIR {
             if group.len() > 1 {
-                return Err(format!("directory {ino} has more than one name"));
+                return Err(CorruptError::DirHardLinked { ino });
             }
             let dir = group[0].dir;
             if child.parent != nodes[dir].ino {
-                return Err(format!(
-                    "directory {ino}: parent field does not name directory {}, which contains it",
-                    nodes[dir].ino
-                ));
+                return Err(CorruptError::DirParent {
+                    ino,
+                    dir: nodes[dir].ino,
+                });
             }
             subdirs[dir] += 1;
             tree.push((dir, n));
@@ -1386,9 +1492,7 @@ fn check_links(
         let named = links[i];
         if n.nlink == 0 {
             if named > 0 {
-                return Err(format!(
-                    "inode {ino}: link count is 0 but {named} entries name it"
-                ));
+                return Err(CorruptError::UnlinkedButNamed { ino, named });
             }
             continue;
         }
@@ -1398,16 +1502,17 @@ fn check_links(
             named
         };
         if n.nlink != want {
-            return Err(format!(
-                "inode {ino}: link count is {} but should be {want}",
-                n.nlink
-            ));
+            return Err(CorruptError::LinkCount {
+                ino,
+                recorded: n.nlink,
+                want,
+            });
         }
         if n.orphan {
-            return Err(format!("inode {ino}: marked orphan but linked"));
+            return Err(CorruptError::OrphanLinked { ino });
         }
         if !reached[i] {
-            return Err(format!("inode {ino}: not reachable from the root"));
+            return Err(CorruptError::Unreachable { ino });
         }
     }
     Ok(())

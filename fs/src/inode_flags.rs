@@ -9,8 +9,10 @@
 //! fs/ioctl.c `fileattr_set_prepare` with ext4's `ext4_ioctl_check_immutable` for who may
 //! change the flags. Each check sits in the operation it guards; the predicates are here.
 
+use crate::commit::Tx;
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::DaxFs;
+use crate::inode::{rlock, wlock, InodeState};
 use crate::types::*;
 use daxfs_format::*;
 

@@ -3,9 +3,11 @@
 //! directory entries, the inodes and the blocks involved.
 
 use crate::break_layouts::{would_wait, Wait};
+use crate::commit::Tx;
 use crate::dir::DirSlot;
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::{DaxFs, MAX_LINKS};
+use crate::inode::{lock, rlock, wlock, Inode, InodeState};
 use crate::types::*;
 use daxfs_format::*;
 use std::collections::BTreeMap;

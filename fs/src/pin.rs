@@ -29,7 +29,8 @@
 //!   for the kernel's per-user pipe buffer limit).
 
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::DaxFs;
+use crate::inode::{lock, rlock, wlock, Inode};
 use crate::types::FileKind;
 use daxfs_format::BLOCK_SIZE;
 use std::collections::HashMap;

@@ -3,7 +3,8 @@
 //! fs/ext4/mballoc.c `ext4_trim_fs`).
 
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::DaxFs;
+use crate::inode::lock;
 use crate::types::*;
 use daxfs_format::BLOCK_SIZE;
 

@@ -2,8 +2,10 @@
 //! byte-exact in one xattr block per inode, rewritten whole through the journal.
 
 use crate::acl::{Acl, ACL_ACCESS, ACL_DEFAULT};
+use crate::commit::Tx;
 use crate::error::{Errno, Result};
-use crate::filesystem::*;
+use crate::filesystem::DaxFs;
+use crate::inode::{rlock, wlock, InodeState};
 use crate::types::*;
 use daxfs_format::*;
 

@@ -67,7 +67,8 @@ fn a_mount_of_a_file_with_holes_names_the_fix() {
         .expect("sparse file");
     let e = DaxFs::mount(&s.0, FsOptions::default())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(
         e.contains("not fully allocated") && e.contains("fallocate"),
         "{e}"
@@ -125,7 +126,8 @@ fn a_read_only_device_whose_journal_needs_replay_is_refused_unchanged() {
     let dev = open_read_only(&crashed.path);
     let e = DaxFs::mount_device(Arc::new(dev), ro())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(e.contains("journal holds committed transactions"), "{e}");
     assert!(
         std::fs::read(&crashed.path).unwrap() == before,

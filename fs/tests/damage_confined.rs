@@ -812,7 +812,8 @@ fn a_mount_refuses_a_damaged_inode_and_names_it() {
         };
         let e = DaxFs::mount_device(s.dev.clone(), opts)
             .err()
-            .expect("the mount refuses");
+            .expect("the mount refuses")
+            .to_string();
         assert!(
             e.contains(&format!("inode {}: inode: checksum mismatch", s.a))
                 && e.contains("fsck.daxfs"),

@@ -238,6 +238,6 @@ fn fallocate_of_a_directory_is_eisdir() {
 fn fallocate_beyond_16_tib_is_efbig() {
     let d = TestDev::new(32 * MB);
     let (fs, f) = with_file(&d, b"");
-    let max = daxfs::filesystem::MAX_FILE_SIZE;
+    let max = daxfs::MAX_FILE_SIZE;
     assert_eq!(fs.fallocate(f, max, BS, 0).unwrap_err(), Errno::EFBIG);
 }

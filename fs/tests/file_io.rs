@@ -2,8 +2,8 @@
 //! truncate, lseek SEEK_DATA/SEEK_HOLE and copy_file_range, as Linux gives them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
-use daxfs::filesystem::{MAX_FILE_SIZE, SEEK_DATA, SEEK_HOLE};
 use daxfs::{DaxFs, Errno, SetAttr, ROOT};
+use daxfs::{MAX_FILE_SIZE, SEEK_DATA, SEEK_HOLE};
 use daxfs_testkit as common;
 
 const MB: u64 = 1 << 20;

@@ -9,7 +9,7 @@ use daxfs_testkit as common;
 use daxfs_testkit::hostile;
 
 use common::Rng;
-use daxfs::{DaxFs, FsOptions};
+use daxfs::{DaxFs, FsOptions, MountError};
 use daxfs_format::*;
 use daxfs_fsck as fsck;
 use daxfs_fsck::FsckReport;
@@ -36,7 +36,10 @@ fn check(img: &[u8]) -> Result<FsckReport, String> {
 
 /// Mounts an image in memory, runs `work` on it and unmounts it; the outer Err is a
 /// panic, the inner one the mount's refusal; Ok holds the image after the unmount.
-fn mount_with(img: &[u8], work: impl FnOnce(&DaxFs)) -> Result<Result<Vec<u8>, String>, String> {
+fn mount_with(
+    img: &[u8],
+    work: impl FnOnce(&DaxFs),
+) -> Result<Result<Vec<u8>, MountError>, String> {
     let dev = Arc::new(Device::memory(img).map_err(|e| e.to_string())?);
     let r = catch_unwind(AssertUnwindSafe(|| {
         DaxFs::mount_device(dev.clone(), FsOptions::default()).map(|fs| {
@@ -52,7 +55,7 @@ fn mount_with(img: &[u8], work: impl FnOnce(&DaxFs)) -> Result<Result<Vec<u8>, S
     }))
 }
 
-fn mount(img: &[u8]) -> Result<Result<Vec<u8>, String>, String> {
+fn mount(img: &[u8]) -> Result<Result<Vec<u8>, MountError>, String> {
     mount_with(img, |_| {})
 }
 
@@ -96,7 +99,9 @@ fn every_truncated_image_is_refused_without_panic() {
     for &size in &sizes {
         std::fs::write(&path, &base.image[..size]).expect("write image");
         let r = catch_unwind(AssertUnwindSafe(|| {
-            DaxFs::mount(&path, FsOptions::default()).map(drop)
+            DaxFs::mount(&path, FsOptions::default())
+                .map(drop)
+                .map_err(|e| e.to_string())
         }))
         .unwrap_or_else(|p| panic!("mount of {size} bytes panicked: {}", panic_text(p)));
         match r {
@@ -208,9 +213,9 @@ fn checksummed_hostile_images_never_panic_fsck_or_the_mount() {
                     after.findings
                 );
             }
-            Err(msg) => assert!(
-                !before.is_clean() || hostile::refusal_by_design(&msg),
-                "{ctx}: fsck is clean but the mount refuses: {msg}"
+            Err(e) => assert!(
+                !before.is_clean() || hostile::refusal_by_design(&e),
+                "{ctx}: fsck is clean but the mount refuses: {e}"
             ),
         }
         let _ = rng.next_u64();
@@ -359,7 +364,8 @@ fn wrong_inode_block_and_extent_counts_are_refused_by_the_mount_and_fixed_by_fsc
         assert!(!check(&img).expect("fsck").is_clean(), "fsck flags it");
         let msg = mount(&img)
             .unwrap_or_else(|e| panic!("{e}"))
-            .expect_err("the mount refuses");
+            .expect_err("the mount refuses")
+            .to_string();
         assert!(msg.contains("count is"), "{msg}");
         let fixed = repair(&img);
         let after = mount_with(&fixed, |fs| {
@@ -390,7 +396,7 @@ fn a_root_directory_whose_parent_is_not_itself_is_refused() {
         let before = check(&img).expect("fsck");
         assert!(!before.is_clean(), "parent {parent}: fsck clean");
         let r = mount(&img).unwrap_or_else(|e| panic!("{e}"));
-        let msg = r.expect_err("the mount refuses");
+        let msg = r.expect_err("the mount refuses").to_string();
         assert!(msg.contains("root directory"), "{msg}");
     }
 }
@@ -482,7 +488,8 @@ fn a_file_size_beyond_the_maximum_is_refused() {
         assert!(!rep.is_clean(), "size {size}: fsck clean");
         let msg = mount(&img)
             .unwrap_or_else(|e| panic!("{e}"))
-            .expect_err("refused");
+            .expect_err("refused")
+            .to_string();
         assert!(msg.contains("maximum file size"), "{msg}");
     }
 }
@@ -520,7 +527,8 @@ fn a_symlink_without_a_valid_target_is_refused() {
         assert!(!rep.is_clean(), "{name}: fsck clean");
         let msg = mount(&img)
             .unwrap_or_else(|e| panic!("{e}"))
-            .expect_err("refused");
+            .expect_err("refused")
+            .to_string();
         assert!(msg.contains("symlink 4"), "{name}: {msg}");
     }
 }

@@ -86,7 +86,7 @@ fn contents(fs: &DaxFs) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn mount_image(img: &[u8]) -> (Arc<Device>, std::result::Result<DaxFs, String>) {
+fn mount_image(img: &[u8]) -> (Arc<Device>, std::result::Result<DaxFs, daxfs::MountError>) {
     let dev = Arc::new(Device::memory(img).unwrap());
     let r = DaxFs::mount_device(dev.clone(), FsOptions::default());
     (dev, r)
@@ -132,8 +132,13 @@ fn damage_each(bytes_per_file: usize, min_pending: usize, limit: usize) -> (usiz
                 );
                 drop(fs);
             }
-            Err(msg) => {
+            Err(e) => {
                 refused += 1;
+                assert!(
+                    matches!(e, daxfs::MountError::JournalDamaged { .. }),
+                    "refused as a damaged journal: {e}"
+                );
+                let msg = e.to_string();
                 assert!(
                     msg.contains(&format!("transaction {}", t.sequence))
                         && msg.contains(&format!("byte {}", t.offset))
@@ -223,10 +228,17 @@ fn the_mount_refuses_an_extent_or_block_count_that_disagrees_with_what_is_stored
         let (dev, mounted) = mount_image(&img);
         match mounted {
             Ok(_) => panic!("mounted as if clean with a wrong {what}"),
-            Err(msg) => assert!(
-                msg.contains(&format!("inode {ino}: {what}")) && msg.contains("fsck.daxfs"),
-                "{msg}"
-            ),
+            Err(e) => {
+                assert!(
+                    matches!(e, daxfs::MountError::Corrupt { .. }),
+                    "refused as corrupt: {e}"
+                );
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("inode {ino}: {what}")) && msg.contains("fsck.daxfs"),
+                    "{msg}"
+                );
+            }
         }
         assert!(device_image(&dev) == img, "a refused mount writes nothing");
         let report = daxfs_fsck::repair(&dev, true, &mut |_, _, _| {});

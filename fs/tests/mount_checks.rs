@@ -115,7 +115,7 @@ fn mount_error(d: &TestDev) -> String {
             let _ = fs.shutdown();
             panic!("an inconsistent image mounted");
         }
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 

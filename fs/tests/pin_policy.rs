@@ -3,7 +3,7 @@
 //! and when, what the holder sees, and the per-user limits.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
-use daxfs::pin::{caps_from_status, PinCaps, PinHolder, PinPolicy};
+use daxfs::{caps_from_status, PinCaps, PinHolder, PinPolicy};
 use daxfs::{DaxFs, Errno, FsOptions, SetAttr, ROOT};
 use daxfs_testkit as common;
 use std::sync::{Arc, Mutex};

@@ -160,7 +160,7 @@ fn setattr_with_time_now_uses_the_current_time() {
         ..Default::default()
     };
     fs.setattr(f, &root(), &c).unwrap();
-    let before = daxfs::types::now();
+    let before = daxfs::now();
     let c = SetAttr {
         mtime: Some(SetTime::Now),
         ..Default::default()

@@ -42,9 +42,8 @@
 //! block map it computed, not from the on-media bitmap, so it needs no preallocated
 //! directory (the reason mke2fs makes one).
 
-use daxfs::extent_map::{ExtentMap, MAX_EXTENT_LEN};
-use daxfs::filesystem::MAX_FILE_SIZE;
-use daxfs::types::FileKind;
+use daxfs::fsck_support::{ExtentMap, MAX_EXTENT_LEN};
+use daxfs::{FileKind, MAX_FILE_SIZE};
 use daxfs_format::*;
 use daxfs_journal::{Journal, JournalError, StopReason};
 use daxfs_pmem::Device;

@@ -10,9 +10,8 @@
 //! repair, and the bitmap, rebuilt last, is derived data).
 
 use super::{name_str, Checker, LostFound, BLOCK_SIZE, LOST_FOUND};
-use daxfs::dir::{DirIndex, DirSlot};
-use daxfs::extent_map::{ExtentMap, SlotLoc};
-use daxfs::types::now;
+use daxfs::fsck_support::{DirIndex, DirSlot, ExtentMap, SlotLoc};
+use daxfs::now;
 use daxfs_format::*;
 use daxfs_journal::{Journal, Transaction};
 use daxfs_pmem::Device;

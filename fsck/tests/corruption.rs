@@ -155,7 +155,7 @@ fn probe(img: &[u8]) -> Result<Outcome, String> {
             let after = check(&bytes).map_err(|p| format!("fsck panicked after mount: {p}"))?;
             (Ok(()), Some(after))
         }
-        Err(msg) => (Err(msg), None),
+        Err(e) => (Err(e.to_string()), None),
     };
     Ok(Outcome {
         fsck: before,

@@ -853,7 +853,8 @@ fn a_journal_whose_both_headers_are_unreadable_is_replaced_by_a_new_one() {
         .write(img.sb.journal_start * BLOCK_SIZE, &[0xA5u8; 4096]);
     let err = DaxFs::mount_device(img.dev.clone(), FsOptions::default())
         .err()
-        .expect("a mount refuses a journal without a header");
+        .expect("a mount refuses a journal without a header")
+        .to_string();
     assert!(err.contains("journal"), "{err}");
     let r = img.check();
     assert_eq!(findings(&r, Severity::Error), Vec::<String>::new());

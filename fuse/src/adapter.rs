@@ -55,11 +55,11 @@ use crate::ioctl::{
     ioc, PinArg, PinStatus, DAXFS_IOC_PIN, DAXFS_IOC_PIN_STATUS, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN,
     DAXFS_PIN_STATUS_SIZE, DAXFS_STATS_SIZE, IOC_READ, IOC_WRITE,
 };
-use daxfs::error::Errno as CoreErrno;
-use daxfs::filesystem::{DaxFs, SEEK_DATA, SEEK_HOLE};
-use daxfs::inode_flags::InodeFlags;
-use daxfs::pin::{PinHolder, RangePin};
-use daxfs::types::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
+use daxfs::Errno as CoreErrno;
+use daxfs::InodeFlags;
+use daxfs::{to_system_time, Attr, Cred, DaxMode, FileKind, SetAttr, SetTime};
+use daxfs::{DaxFs, SEEK_DATA, SEEK_HOLE};
+use daxfs::{PinHolder, RangePin};
 use daxfs_pmem::VolatileSlice;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -386,7 +386,7 @@ fn pins_need_attention(pins: &[RangePin]) -> bool {
 /// inode for a notifier thread (it is called with the inode's locks held), which wakes
 /// the pending poll of every handle holding such a pin (FUSE_NOTIFY_POLL). The thread
 /// ends when the hook is dropped.
-fn lease_break_notifier(pins: PinTable, polls: PollTable) -> daxfs::pin::LeaseBreakNotifier {
+fn lease_break_notifier(pins: PinTable, polls: PollTable) -> daxfs::LeaseBreakNotifier {
     let (tx, rx) = mpsc::channel::<u64>();
     let spawned = std::thread::Builder::new()
         .name("daxfs-lease".into())
@@ -421,7 +421,7 @@ fn lease_break_notifier(pins: PinTable, polls: PollTable) -> daxfs::pin::LeaseBr
 /// the range for a notifier thread, because it is called with inode locks held and the
 /// kernel may need the filesystem to answer requests before the notification completes.
 /// The thread ends when the hook is dropped (replaced, or the filesystem dropped).
-fn cache_invalidator(slot: NotifierSlot) -> daxfs::break_layouts::CacheInvalidator {
+fn cache_invalidator(slot: NotifierSlot) -> daxfs::CacheInvalidator {
     let (tx, rx) = mpsc::channel::<(u64, u64, u64)>();
     let spawned = std::thread::Builder::new()
         .name("daxfs-inval".into())
@@ -522,7 +522,7 @@ pub fn set_time(t: TimeOrNow) -> SetTime {
 /// `EPOCH - |s| + ns`; undo exactly that so times before 1970 keep their value.
 pub fn wire_time(t: std::time::SystemTime) -> daxfs_format::Timespec {
     match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(_) => daxfs::types::from_system_time(t),
+        Ok(_) => daxfs::from_system_time(t),
         Err(e) => {
             let d = e.duration();
             daxfs_format::Timespec {

@@ -5,7 +5,7 @@
 //! All four are "restricted" ioctls in FUSE terms: their `_IOC` number carries the
 //! direction and size of the argument, so the kernel copies it in and out by itself.
 
-use daxfs::pin::FsStats;
+use daxfs::FsStats;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;

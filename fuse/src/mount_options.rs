@@ -7,8 +7,8 @@
 //! mount(8) and fstab care about (`defaults`, `_netdev`, `nofail`, `x-*`, ...) are accepted and
 //! ignored, as mount helpers do. Later options override earlier ones (`ro,rw` is `rw`).
 
-use daxfs::pin::PinPolicy;
-use daxfs::types::{DaxMode, FsOptions};
+use daxfs::PinPolicy;
+use daxfs::{DaxMode, FsOptions};
 use fuser::{MountOption, SessionACL};
 use std::path::PathBuf;
 use std::time::Duration;

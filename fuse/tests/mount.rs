@@ -3,9 +3,9 @@
 //! and /dev/fuse; each test is skipped (loudly) without.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 
-use daxfs::types::{DaxMode, FsOptions};
 use daxfs::DaxFs;
 use daxfs::InodeFlags;
+use daxfs::{DaxMode, FsOptions};
 use daxfs_fuse::adapter::{
     encode_fsxattr, FuseAdapter, FSXATTR_SIZE, FS_DAX_FL, FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR,
     FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_XFLAG_DAX,

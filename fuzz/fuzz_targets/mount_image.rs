@@ -83,9 +83,9 @@ fuzz_target!(|data: &[u8]| {
                 check(&used);
             }
         }
-        Err(msg) => assert!(
-            !before.is_clean() || hostile::refusal_by_design(&msg),
-            "fsck is clean but the mount refuses: {msg}"
+        Err(e) => assert!(
+            !before.is_clean() || hostile::refusal_by_design(&e),
+            "fsck is clean but the mount refuses: {e}"
         ),
     }
 });

@@ -474,8 +474,8 @@ pub fn hostile_image(base: &Base, e: &mut impl Entropy) -> Vec<u8> {
 
 /// A refusal of an image fsck rightly calls clean: unknown read-only-compatible features
 /// refuse a read-write mount only (the message says to mount with -o ro).
-pub fn refusal_by_design(msg: &str) -> bool {
-    msg.contains("read-only-compatible features")
+pub fn refusal_by_design(e: &daxfs::MountError) -> bool {
+    matches!(e, daxfs::MountError::UnknownRoCompat { .. })
 }
 
 /// Whether an image passes every check a mount makes before `load` (a superblock copy
@@ -552,9 +552,9 @@ pub fn exercise(fs: &DaxFs) -> u64 {
             let Ok(a) = fs.getattr(e.ino) else { continue };
             count(true);
             match a.kind {
-                daxfs::types::FileKind::Dir => dirs.push(e.ino),
-                daxfs::types::FileKind::Symlink => count(fs.readlink(e.ino).is_ok()),
-                daxfs::types::FileKind::File => {
+                daxfs::FileKind::Dir => dirs.push(e.ino),
+                daxfs::FileKind::Symlink => count(fs.readlink(e.ino).is_ok()),
+                daxfs::FileKind::File => {
                     let mut buf = vec![0u8; 64 << 10];
                     for off in [0, a.size.saturating_sub(100), a.size / 2, 1 << 40] {
                         count(fs.read(e.ino, off, &mut buf).is_ok());
@@ -580,7 +580,7 @@ pub fn exercise(fs: &DaxFs) -> u64 {
         );
     }
     for (i, (dir, name, ino, size)) in files.into_iter().enumerate().take(64) {
-        let set = |size| daxfs::types::SetAttr {
+        let set = |size| daxfs::SetAttr {
             size: Some(size),
             ..Default::default()
         };

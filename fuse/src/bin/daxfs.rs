@@ -17,7 +17,7 @@
 //! unmount; once the session ends (signal, `umount`, `fusermount3 -u`) the filesystem is
 //! shut down cleanly and the daemon exits 0.
 
-use daxfs::DaxFs;
+use daxfs::{DaxFs, MountError};
 use daxfs_fuse::adapter::FuseAdapter;
 use daxfs_fuse::busy_poll::BusyPoll;
 use daxfs_fuse::cli::{self, Parsed};
@@ -568,15 +568,9 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     // thread (sigwait) ever sees these signals.
     let sigs = block_signals()?;
     let device = &req.device;
-    let cannot_mount = |e: String| {
-        // The core's messages usually start with the device path already.
-        let dev = device.display().to_string();
-        let msg = match e.strip_prefix(&format!("{dev}: ")) {
-            Some(rest) => format!("cannot mount {dev}: {rest}"),
-            None => format!("cannot mount {dev}: {e}"),
-        };
-        Failure(msg, 1)
-    };
+    // Every refusal exits 1. A MountError's message starts with the device path, as
+    // opened: `device` itself.
+    let cannot_mount = |e: MountError| Failure(format!("cannot mount {e}"), 1);
     // Checked but not yet written to: every failure before `go_live` below (mount(2)
     // refusing the options or the mountpoint, no thread for signals) drops it, and the
     // image is left byte-identical.
