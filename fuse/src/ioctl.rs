@@ -230,98 +230,56 @@ pub fn read_stats(path: &Path) -> io::Result<FsStats> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))
 }
 
-/// `daxfs stats` output: one `name value` line per counter.
-pub fn format_stats(s: &FsStats) -> String {
-    let rows: [(&str, String); 20] = [
-        ("blocks_total", s.blocks_total.to_string()),
-        ("blocks_free", s.blocks_free.to_string()),
-        ("blocks_cached", s.blocks_cached.to_string()),
-        ("blocks_pinned", s.blocks_pinned.to_string()),
-        ("allocator_free", s.alloc_free.to_string()),
-        ("pins_taken", s.pins_taken.to_string()),
-        ("pins_released", s.pins_released.to_string()),
-        ("pins_active", s.pins_active().to_string()),
-        ("pins_revoked", s.pins_revoked.to_string()),
-        ("block_refs_taken", s.block_pins.to_string()),
-        ("block_refs_dropped", s.block_unpins.to_string()),
-        ("layout_breaks", s.layout_breaks.to_string()),
-        ("lease_breaks", s.lease_breaks.to_string()),
-        ("waits", s.waits.to_string()),
-        ("wait_seconds", format!("{:.3}", s.wait_ns as f64 / 1e9)),
-        ("timeouts", s.timeouts.to_string()),
-        ("violations", s.violations.to_string()),
-        ("journal_commits", s.commits.to_string()),
-        ("transactions", s.transactions.to_string()),
-        (
-            "balanced",
-            if s.balanced() { "yes" } else { "no" }.to_string(),
-        ),
-    ];
-    rows.iter().map(|(k, v)| format!("{k:<20}{v}\n")).collect()
-}
-
-/// The field names of `daxfs stats --json`, in output order. A stable interface
-/// (README "Statistics"): names are only ever added, never renamed or removed. They are
-/// the text output's names, except that the wait time is the exact `wait_ns` (integer
-/// nanoseconds) instead of the rounded `wait_seconds`.
-pub const STATS_JSON_FIELDS: [&str; 20] = [
-    "blocks_total",
-    "blocks_free",
-    "blocks_cached",
-    "blocks_pinned",
-    "allocator_free",
-    "pins_taken",
-    "pins_released",
-    "pins_active",
-    "pins_revoked",
-    "block_refs_taken",
-    "block_refs_dropped",
-    "layout_breaks",
-    "lease_breaks",
-    "waits",
-    "wait_ns",
-    "timeouts",
-    "violations",
-    "journal_commits",
-    "transactions",
-    "balanced",
+/// Every counter `daxfs stats` shows, in order, under its stable name (the text and the
+/// JSON outputs both come from this table, so they cannot disagree); `balanced` follows.
+pub const STATS_COUNTERS: [(&str, fn(&FsStats) -> u64); 19] = [
+    ("blocks_total", |s| s.blocks_total),
+    ("blocks_free", |s| s.blocks_free),
+    ("blocks_cached", |s| s.blocks_cached),
+    ("blocks_pinned", |s| s.blocks_pinned),
+    ("allocator_free", |s| s.alloc_free),
+    ("pins_taken", |s| s.pins_taken),
+    ("pins_released", |s| s.pins_released),
+    ("pins_active", |s| s.pins_active()),
+    ("pins_revoked", |s| s.pins_revoked),
+    ("block_refs_taken", |s| s.block_pins),
+    ("block_refs_dropped", |s| s.block_unpins),
+    ("layout_breaks", |s| s.layout_breaks),
+    ("lease_breaks", |s| s.lease_breaks),
+    ("waits", |s| s.waits),
+    ("wait_ns", |s| s.wait_ns),
+    ("timeouts", |s| s.timeouts),
+    ("violations", |s| s.violations),
+    ("journal_commits", |s| s.commits),
+    ("transactions", |s| s.transactions),
 ];
 
-/// `daxfs stats --json` output: one JSON object on one line, every counter an integer,
-/// `balanced` a boolean, fields in [`STATS_JSON_FIELDS`] order. Written by hand: the
-/// values are only integers and one boolean, so no escaping is needed and serde would
-/// be a dependency for twenty lines.
-pub fn format_stats_json(s: &FsStats) -> String {
-    let numbers: [u64; 19] = [
-        s.blocks_total,
-        s.blocks_free,
-        s.blocks_cached,
-        s.blocks_pinned,
-        s.alloc_free,
-        s.pins_taken,
-        s.pins_released,
-        s.pins_active(),
-        s.pins_revoked,
-        s.block_pins,
-        s.block_unpins,
-        s.layout_breaks,
-        s.lease_breaks,
-        s.waits,
-        s.wait_ns,
-        s.timeouts,
-        s.violations,
-        s.commits,
-        s.transactions,
-    ];
-    let mut out = String::from("{");
-    for (name, v) in STATS_JSON_FIELDS.iter().zip(numbers) {
-        out.push_str(&format!("\"{name}\":{v},"));
+/// `daxfs stats` output: one 'name value' line per counter, then `balanced yes|no`. The
+/// wait time is shown as `wait_seconds` (3 decimals) for people; JSON keeps `wait_ns`.
+pub fn format_stats(s: &FsStats) -> String {
+    let mut out = String::new();
+    for (name, get) in STATS_COUNTERS {
+        let (k, v) = match name {
+            "wait_ns" => ("wait_seconds", format!("{:.3}", get(s) as f64 / 1e9)),
+            _ => (name, get(s).to_string()),
+        };
+        out.push_str(&format!("{k:<20}{v}\n"));
     }
-    out.push_str(&format!(
-        "\"{}\":{}}}\n",
-        STATS_JSON_FIELDS[19],
-        s.balanced()
-    ));
+    let balanced = if s.balanced() { "yes" } else { "no" };
+    out.push_str(&format!("{:<20}{balanced}\n", "balanced"));
+    out
+}
+
+/// `daxfs stats --json` output: one JSON object on one line, every counter of
+/// [`STATS_COUNTERS`] an integer under its name, then `balanced` a boolean. Written by
+/// hand: the values are only integers and one boolean, so no escaping is needed and
+/// serde would be a dependency for a dozen lines.
+pub fn format_stats_json(s: &FsStats) -> String {
+    let mut out = String::from("{");
+    for (name, get) in STATS_COUNTERS {
+        out.push_str(&format!("\"{name}\":{},", get(s)));
+    }
+    out.push_str(&format!("\"balanced\":{}}}\n", s.balanced()));
     out
 }
 
@@ -428,14 +386,15 @@ mod tests {
         ] {
             assert!(j.contains(&format!("\"{name}\":{want}")), "{name} in {j}");
         }
-        for name in STATS_JSON_FIELDS {
+        let names = STATS_COUNTERS.iter().map(|(n, _)| *n).chain(["balanced"]);
+        for name in names {
             assert_eq!(
                 j.matches(&format!("\"{name}\":")).count(),
                 1,
                 "{name} in {j}"
             );
         }
-        assert_eq!(j.matches(':').count(), STATS_JSON_FIELDS.len());
+        assert_eq!(j.matches(':').count(), STATS_COUNTERS.len() + 1);
     }
 
     #[test]
