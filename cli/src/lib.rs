@@ -1,6 +1,8 @@
 //! daxfs-cli: what the three command-line tools (mkfs.daxfs, fsck.daxfs, daxfs) share:
-//! the progress meter and the mount table lookup.
+//! the progress meter, the mount table lookup, and turning clap's errors into the
+//! tools' own messages.
 
+pub mod clap_error;
 pub mod mountinfo;
 mod progress;
 

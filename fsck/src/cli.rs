@@ -135,11 +135,7 @@ fn usage_message(e: &clap::Error) -> String {
         }
         ErrorKind::UnknownArgument => format!("unexpected extra argument {arg:?}"),
         ErrorKind::MissingRequiredArgument => "no DEVICE given".into(),
-        _ => {
-            let text = e.render().to_string();
-            let line = text.lines().next().unwrap_or_default();
-            line.strip_prefix("error: ").unwrap_or(line).to_string()
-        }
+        _ => daxfs_cli::clap_error::first_line(e),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser, Subcommand};
+use daxfs_cli::clap_error::{as_typed, first_line};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -431,7 +432,11 @@ fn usage_message(e: &clap::Error, args: &[OsString], words: Words) -> String {
             None => first_line(e),
         },
         (ErrorKind::UnknownArgument, _) if is_option => {
-            format!("unknown option '{}' ({see})", as_typed(&arg, args))
+            let typed: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            format!("unknown option '{}' ({see})", as_typed(&arg, &typed))
         }
         (ErrorKind::InvalidValue | ErrorKind::NoEquals, _) => {
             let name = arg.split(' ').next().unwrap_or_default();
@@ -453,32 +458,6 @@ fn usage_message(e: &clap::Error, args: &[OsString], words: Words) -> String {
         (ErrorKind::InvalidUtf8, _) => "arguments must be UTF-8".to_string(),
         _ => format!("{} ({see})", first_line(e)),
     }
-}
-
-/// clap names the bad letter of a bundle (`-x` of `-fx`); the message names the
-/// argument as it was typed.
-fn as_typed(arg: &str, args: &[OsString]) -> String {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    if arg.len() != 2 || args.iter().any(|a| a == arg) {
-        return arg.to_string();
-    }
-    args.iter()
-        .take_while(|a| *a != "--")
-        .find(|a| {
-            a.len() > 2 && a.starts_with('-') && !a.starts_with("--") && a.contains(&arg[1..])
-        })
-        .cloned()
-        .unwrap_or_else(|| arg.to_string())
-}
-
-/// The first line of clap's message, without its "error: " prefix.
-fn first_line(e: &clap::Error) -> String {
-    let text = e.render().to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 #[cfg(test)]

@@ -230,9 +230,12 @@ pub fn read_stats(path: &Path) -> io::Result<FsStats> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))
 }
 
+/// A counter's stable name and how to read it from the statistics.
+pub type Counter = (&'static str, fn(&FsStats) -> u64);
+
 /// Every counter `daxfs stats` shows, in order, under its stable name (the text and the
 /// JSON outputs both come from this table, so they cannot disagree); `balanced` follows.
-pub const STATS_COUNTERS: [(&str, fn(&FsStats) -> u64); 19] = [
+pub const STATS_COUNTERS: [Counter; 19] = [
     ("blocks_total", |s| s.blocks_total),
     ("blocks_free", |s| s.blocks_free),
     ("blocks_cached", |s| s.blocks_cached),

@@ -5,6 +5,7 @@
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
+use daxfs_cli::clap_error::{as_typed, first_line};
 use std::path::PathBuf;
 
 const ABOUT: &str =
@@ -204,33 +205,6 @@ fn usage_message(e: &clap::Error, args: &[String]) -> String {
         }
         _ => first_line(e),
     }
-}
-
-/// clap names the bad letter of a bundle (`-x` of `-fx`); the message names the
-/// argument as it was typed.
-fn as_typed(arg: &str, args: &[String]) -> String {
-    let bundle = |a: &&String| {
-        a.len() > 2
-            && !a.starts_with("--")
-            && a.starts_with('-')
-            && arg.len() == 2
-            && a[1..].contains(&arg[1..])
-    };
-    if args.iter().any(|a| a == arg) {
-        return arg.to_string();
-    }
-    args.iter()
-        .take_while(|a| *a != "--")
-        .find(bundle)
-        .cloned()
-        .unwrap_or_else(|| arg.to_string())
-}
-
-/// The first line of clap's message, without its "error: " prefix.
-fn first_line(e: &clap::Error) -> String {
-    let text = e.render().to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 #[cfg(test)]
