@@ -9,6 +9,7 @@
 //! (defined once, each field after the one before it, shared by encode and decode); the
 //! little-endian fields and the CRCs are `daxfs_pmem::codec`'s, shared with the journal.
 //! Everything public is re-exported here, so users write `daxfs_format::X`.
+#![forbid(unsafe_code)]
 
 mod bitmap;
 mod dir;

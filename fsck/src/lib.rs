@@ -41,6 +41,7 @@
 //! `/lost+found` is made by fsck on demand, not by mkfs: daxfs's fsck allocates from the
 //! block map it computed, not from the on-media bitmap, so it needs no preallocated
 //! directory (the reason mke2fs makes one).
+#![forbid(unsafe_code)]
 
 use daxfs::fsck_support::{ExtentMap, MAX_EXTENT_LEN};
 use daxfs::{FileKind, MAX_FILE_SIZE};

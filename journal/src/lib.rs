@@ -21,6 +21,7 @@
 //!
 //! It writes through [`daxfs_pmem::Media`]: the device mapping in daxfs, the crash
 //! model's in-memory media (`daxfs_pmem::MemMedia`) in tests.
+#![forbid(unsafe_code)]
 
 mod error;
 mod layout;

@@ -11,7 +11,8 @@
 //! It also holds the little-endian and CRC [`codec`] of the on-media structures, the one
 //! copy the journal and the format share (the lowest crate both depend on).
 //!
-//! Every `unsafe` block of the storage stack is in this crate.
+//! Every `unsafe` block that touches device memory is in this crate; the core, the
+//! format, the journal, fsck and the CLI helpers forbid `unsafe` outright.
 
 pub mod codec;
 pub mod crash_model;
