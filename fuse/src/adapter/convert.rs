@@ -1,14 +1,10 @@
-//! Conversions between the core's values and FUSE's: attributes, file types, errnos,
-//! times, the open reply's caching flags, the O_APPEND decision of a write, the pieces of
-//! a read reply and the answers to xattr requests.
+//! Conversions between fuser's types and the core's (used by the fuser shim only):
+//! attributes, file types, errnos, times, the sender of a request.
 
+use super::Ctx;
 use daxfs::Errno as CoreErrno;
-use daxfs::{to_system_time, Attr, Cred, FileKind, SetTime};
-use daxfs_pmem::VolatileSlice;
-use fuser::{
-    Errno, FileAttr, FileType, FopenFlags, INodeNo, ReplyXattr, Request, TimeOrNow, WriteFlags,
-};
-use std::borrow::Cow;
+use daxfs::{to_system_time, Attr, FileKind, SetTime};
+use fuser::{Errno, FileAttr, FileType, INodeNo, Request, TimeOrNow};
 
 /// A core errno as fuser's.
 pub fn errno(e: CoreErrno) -> Errno {
@@ -47,11 +43,13 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-pub fn cred(req: &Request) -> Cred {
-    Cred {
+/// Who sent a request, from fuser's.
+pub fn ctx(req: &Request) -> Ctx {
+    Ctx {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        unique: req.unique().0,
     }
 }
 
@@ -75,91 +73,6 @@ pub fn wire_time(t: std::time::SystemTime) -> daxfs_format::Timespec {
                 nsec: d.subsec_nanos(),
             }
         }
-    }
-}
-
-/// `FOPEN_*` flags of an open reply: bypass the kernel page cache for DAX inodes (and let
-/// their direct writes run in parallel; the core is thread-safe), keep the cache across
-/// opens otherwise (every change goes through this kernel, so it stays valid).
-pub fn open_reply_flags(kernel_may_cache: bool) -> FopenFlags {
-    if kernel_may_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
-    }
-}
-
-/// Whether a write must go to the true EOF. `req_flags` are the file's current flags as
-/// the kernel sends them with each write (they follow fcntl(F_SETFL)); `fh_flags` those of
-/// the open, used when the kernel sends none (ABI < 7.9).
-pub fn write_appends(
-    req_flags: i32,
-    fh_flags: i32,
-    write_flags: WriteFlags,
-    writeback: bool,
-) -> bool {
-    if writeback || write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
-        // The kernel computed the offset itself (writeback cache), or this is a page
-        // cache flush of some earlier write: its offset is exact.
-        return false;
-    }
-    let flags = if req_flags != 0 { req_flags } else { fh_flags };
-    flags & libc::O_APPEND != 0
-}
-
-/// The pieces of a read as one slice for the FUSE reply (fuser's `ReplyData::data` takes
-/// nothing else): the piece's own bytes when there is at most one (zero copy), copied
-/// into one buffer otherwise.
-///
-/// # Safety
-/// As for [`VolatileSlice::as_bytes`]: nothing may store to the pieces' bytes while the
-/// returned slice lives.
-pub unsafe fn gather<'a>(pieces: &'a [VolatileSlice<'_>]) -> Cow<'a, [u8]> {
-    match pieces {
-        [] => Cow::Borrowed(&[]),
-        // SAFETY: the caller's contract, per the doc.
-        [one] => Cow::Borrowed(unsafe { one.as_bytes() }),
-        many => {
-            let mut buf = Vec::with_capacity(many.iter().map(|p| p.len()).sum());
-            for p in many {
-                p.append_to(&mut buf);
-            }
-            Cow::Owned(buf)
-        }
-    }
-}
-
-/// How an xattr value (or name list) answers a request with buffer `size`.
-#[derive(Debug, PartialEq, Eq)]
-pub enum XattrAnswer<'a> {
-    /// `size` 0 is a probe: answer with the length.
-    Size(u32),
-    Data(&'a [u8]),
-    /// The buffer is too small.
-    Range,
-}
-
-pub fn xattr_answer(value: &[u8], size: u32) -> XattrAnswer<'_> {
-    if size == 0 {
-        match u32::try_from(value.len()) {
-            Ok(n) => XattrAnswer::Size(n),
-            Err(_) => XattrAnswer::Range,
-        }
-    } else if value.len() > size as usize {
-        XattrAnswer::Range
-    } else {
-        XattrAnswer::Data(value)
-    }
-}
-
-pub(super) fn reply_xattr(reply: ReplyXattr, r: daxfs::Result<Vec<u8>>, size: u32) {
-    match r {
-        Err(e) => reply.error(errno(e)),
-        Ok(v) => match xattr_answer(&v, size) {
-            XattrAnswer::Size(n) => reply.size(n),
-            XattrAnswer::Data(d) => reply.data(d),
-            XattrAnswer::Range => reply.error(Errno::ERANGE),
-        },
     }
 }
 
@@ -239,79 +152,5 @@ mod tests {
             set_time(TimeOrNow::SpecificTime(t)),
             SetTime::At(Timespec { sec: 10, nsec: 20 })
         );
-    }
-
-    #[test]
-    fn dax_inodes_open_direct_io_and_cacheable_ones_keep_cache() {
-        let d = open_reply_flags(false);
-        assert!(d.contains(FopenFlags::FOPEN_DIRECT_IO));
-        assert!(!d.contains(FopenFlags::FOPEN_KEEP_CACHE));
-        let c = open_reply_flags(true);
-        assert!(c.contains(FopenFlags::FOPEN_KEEP_CACHE));
-        assert!(!c.contains(FopenFlags::FOPEN_DIRECT_IO));
-    }
-
-    #[test]
-    fn write_appends_when_the_file_flags_say_o_append() {
-        let none = WriteFlags::empty();
-        let wa = libc::O_WRONLY | libc::O_APPEND;
-        assert!(write_appends(wa, wa, none, false));
-        assert!(!write_appends(libc::O_WRONLY, libc::O_WRONLY, none, false));
-    }
-
-    #[test]
-    fn write_follows_the_current_flags_after_fcntl_clears_o_append() {
-        let opened = libc::O_WRONLY | libc::O_APPEND;
-        assert!(!write_appends(
-            libc::O_WRONLY,
-            opened,
-            WriteFlags::empty(),
-            false
-        ));
-    }
-
-    #[test]
-    fn write_uses_the_open_flags_when_the_kernel_sends_none() {
-        let opened = libc::O_WRONLY | libc::O_APPEND;
-        assert!(write_appends(0, opened, WriteFlags::empty(), false));
-    }
-
-    #[test]
-    fn writeback_cache_writes_never_append() {
-        let wa = libc::O_WRONLY | libc::O_APPEND;
-        assert!(!write_appends(wa, wa, WriteFlags::empty(), true));
-        assert!(!write_appends(wa, wa, WriteFlags::FUSE_WRITE_CACHE, false));
-    }
-
-    #[test]
-    fn a_single_read_piece_is_borrowed_not_copied() {
-        let data = [1u8, 2, 3];
-        let one = [VolatileSlice::from(&data[..])];
-        // SAFETY: nothing stores to `data` (or anything) in this test.
-        let g = unsafe { gather(&one) };
-        assert!(matches!(g, Cow::Borrowed(b) if b.as_ptr() == data.as_ptr()));
-        // SAFETY: as above.
-        assert!(matches!(unsafe { gather(&[]) }, Cow::Borrowed(b) if b.is_empty()));
-    }
-
-    #[test]
-    fn several_read_pieces_are_gathered_in_order() {
-        let (a, b) = ([1u8, 2], [0u8; 3]);
-        let pieces = [&a[..], &b[..], &a[..1]].map(VolatileSlice::from);
-        // SAFETY: nothing stores to `a` or `b` in this test.
-        assert_eq!(&*unsafe { gather(&pieces) }, &[1, 2, 0, 0, 0, 1]);
-    }
-
-    #[test]
-    fn xattr_size_zero_is_a_length_probe() {
-        assert_eq!(xattr_answer(b"abcd", 0), XattrAnswer::Size(4));
-        assert_eq!(xattr_answer(b"", 0), XattrAnswer::Size(0));
-    }
-
-    #[test]
-    fn xattr_too_small_buffer_is_erange_and_exact_fit_is_data() {
-        assert_eq!(xattr_answer(b"abcd", 3), XattrAnswer::Range);
-        assert_eq!(xattr_answer(b"abcd", 4), XattrAnswer::Data(b"abcd"));
-        assert_eq!(xattr_answer(b"abcd", 100), XattrAnswer::Data(b"abcd"));
     }
 }

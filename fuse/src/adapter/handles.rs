@@ -2,11 +2,10 @@
 //! 32 bits a serial number that makes it unique; the long-term pins taken through a
 //! handle (DAXFS_IOC_PIN) are kept per handle and released with the handle.
 
-use super::errno;
 use super::{lock_ignoring_poison, FuseAdapter};
 use crate::ioctl::{PinArg, PinStatus};
+use daxfs::Errno;
 use daxfs::{PinHolder, RangePin};
-use fuser::{Errno, FileHandle};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -21,20 +20,20 @@ pub(super) fn pins_need_attention(pins: &[RangePin]) -> bool {
 }
 
 /// The file handle given to the kernel for an open with open(2) `flags`.
-pub fn handle_for(flags: i32) -> FileHandle {
-    FileHandle(u64::from(flags as u32))
+pub fn handle_for(flags: i32) -> u64 {
+    u64::from(flags as u32)
 }
 
 /// The open(2) flags a handle was opened with.
-pub fn handle_flags(fh: FileHandle) -> i32 {
-    fh.0 as u32 as i32
+pub fn handle_flags(fh: u64) -> i32 {
+    fh as u32 as i32
 }
 
 impl FuseAdapter {
     /// A new file handle for an open with open(2) `flags`.
-    pub(super) fn new_handle(&self, flags: i32) -> FileHandle {
+    pub(super) fn new_handle(&self, flags: i32) -> u64 {
         let serial = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        FileHandle((serial << 32) | handle_for(flags).0)
+        (serial << 32) | handle_for(flags)
     }
 
     /// DAXFS_IOC_PIN on handle `fh`, for `holder` (the caller).
@@ -45,10 +44,7 @@ impl FuseAdapter {
         arg: PinArg,
         holder: &PinHolder,
     ) -> Result<(), Errno> {
-        let pin = self
-            .fs
-            .pin_range_for(ino, arg.offset, arg.length, holder)
-            .map_err(errno)?;
+        let pin = self.fs.pin_range_for(ino, arg.offset, arg.length, holder)?;
         lock_ignoring_poison(&self.pins)
             .entry(fh)
             .or_default()
@@ -78,7 +74,7 @@ impl FuseAdapter {
         let revoked = pin.revoked();
         self.fs.unpin_range(pin);
         if revoked {
-            return Err(Errno::from_i32(libc::ECANCELED));
+            return Err(Errno(libc::ECANCELED));
         }
         Ok(())
     }

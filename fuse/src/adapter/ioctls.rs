@@ -4,13 +4,12 @@
 //! and FITRIM, with the codecs of their arguments. All are restricted ioctls (the number
 //! carries the argument's size), so the kernel copies them in and out by itself.
 
-use super::{cred, errno, FuseAdapter};
+use super::{Ctx, FuseAdapter, Reply};
 use crate::ioctl::{
     ioc, PinArg, DAXFS_IOC_PIN, DAXFS_IOC_PIN_STATUS, DAXFS_IOC_STATS, DAXFS_IOC_UNPIN,
     DAXFS_PIN_STATUS_SIZE, DAXFS_STATS_SIZE, IOC_READ, IOC_WRITE,
 };
-use daxfs::{InodeFlags, PinHolder};
-use fuser::{Errno, FileHandle, INodeNo, ReplyIoctl, Request};
+use daxfs::{Errno, InodeFlags, PinHolder};
 
 /// ioctl numbers of `struct fsxattr` (linux/fs.h): `_IOR('X', 31, struct fsxattr)` and
 /// `_IOW('X', 32, struct fsxattr)`.
@@ -57,7 +56,7 @@ fn flag_word(f: InodeFlags, bits: (u32, u32, u32)) -> u32 {
 /// FS_COMPR_FL, and refuses the rest with EOPNOTSUPP too).
 fn flags_of_word(w: u32, bits: (u32, u32, u32)) -> Result<InodeFlags, Errno> {
     if w & !(bits.0 | bits.1 | bits.2) != 0 {
-        return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        return Err(Errno::EOPNOTSUPP);
     }
     Ok(InodeFlags {
         dax: w & bits.0 != 0,
@@ -88,7 +87,7 @@ pub fn decode_fsxattr(b: &[u8]) -> Result<InodeFlags, Errno> {
     let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
     let (xflags, extsize, projid, cowextsize) = (word(0), word(4), word(12), word(16));
     if extsize != 0 || projid != 0 || cowextsize != 0 {
-        return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        return Err(Errno::EOPNOTSUPP);
     }
     flags_of_word(xflags, XFLAG_BITS)
 }
@@ -134,106 +133,97 @@ pub fn encode_fstrim_range(start: u64, trimmed: u64, minlen: u64) -> [u8; FSTRIM
     b
 }
 
-impl FuseAdapter {
-    /// The answer to an ioctl (see the module doc).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn ioctl_dispatch(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        cmd: u32,
-        in_data: &[u8],
-        out_size: u32,
-        reply: ReplyIoctl,
-    ) {
-        match cmd {
-            DAXFS_IOC_PIN | DAXFS_IOC_UNPIN => {
-                let Some(arg) = PinArg::decode(in_data) else {
-                    return reply.error(Errno::EINVAL);
-                };
-                let r = if cmd == DAXFS_IOC_PIN {
-                    let holder = PinHolder::of_process(req.pid(), req.uid());
-                    self.ioctl_pin(ino.0, fh.0, arg, &holder)
-                } else {
-                    self.ioctl_unpin(fh.0, arg)
-                };
-                match r {
-                    Ok(()) => reply.ioctl(0, &[]),
-                    Err(e) => reply.error(e),
-                }
-            }
-            DAXFS_IOC_PIN_STATUS => {
-                if (out_size as usize) < DAXFS_PIN_STATUS_SIZE {
-                    return reply.error(Errno::EINVAL);
-                }
-                reply.ioctl(0, &self.pin_status(fh.0).encode());
-            }
-            DAXFS_IOC_STATS => {
-                if (out_size as usize) < DAXFS_STATS_SIZE {
-                    return reply.error(Errno::EINVAL);
-                }
-                reply.ioctl(0, &crate::ioctl::encode_stats(&self.fs.stats()));
-            }
-            FS_IOC_FSGETXATTR => {
-                if (out_size as usize) < FSXATTR_SIZE {
-                    return reply.error(Errno::EINVAL);
-                }
-                match self.fs.inode_flags(ino.0) {
-                    Ok(f) => reply.ioctl(0, &encode_fsxattr(f)),
-                    Err(e) => reply.error(errno(e)),
-                }
-            }
-            FS_IOC_FSSETXATTR => match decode_fsxattr(in_data) {
-                Ok(f) => match self.fs.set_inode_flags(ino.0, &cred(req), f) {
-                    Ok(()) => reply.ioctl(0, &[]),
-                    Err(e) => reply.error(errno(e)),
-                },
-                Err(e) => reply.error(e),
-            },
-            FS_IOC_GETFLAGS => {
-                if out_size < 4 {
-                    return reply.error(Errno::EINVAL);
-                }
-                match self.fs.inode_flags(ino.0) {
-                    Ok(f) => reply.ioctl(0, &encode_inode_flags(f).to_ne_bytes()),
-                    Err(e) => reply.error(errno(e)),
-                }
-            }
-            FS_IOC_SETFLAGS => match decode_inode_flags(in_data) {
-                Ok(f) => match self.fs.set_inode_flags(ino.0, &cred(req), f) {
-                    Ok(()) => reply.ioctl(0, &[]),
-                    Err(e) => reply.error(errno(e)),
-                },
-                Err(e) => reply.error(e),
-            },
-            FS_IOC_GETFSLABEL => {
-                if (out_size as usize) < FSLABEL_MAX {
-                    return reply.error(Errno::EINVAL);
-                }
-                let mut b = [0u8; FSLABEL_MAX];
-                let label = self.fs.label();
-                b[..label.len()].copy_from_slice(&label);
-                reply.ioctl(0, &b)
-            }
-            FS_IOC_SETFSLABEL => match decode_label(in_data) {
-                Ok(label) => match self.fs.set_label(&cred(req), label) {
-                    Ok(()) => reply.ioctl(0, &[]),
-                    Err(e) => reply.error(errno(e)),
-                },
-                Err(e) => reply.error(e),
-            },
-            FITRIM => {
-                let Some((start, len, minlen)) = decode_fstrim_range(in_data) else {
-                    return reply.error(Errno::EINVAL);
-                };
-                match self.fs.trim(&cred(req), start, len, minlen) {
-                    Ok(trimmed) => reply.ioctl(0, &encode_fstrim_range(start, trimmed, minlen)),
-                    Err(e) => reply.error(errno(e)),
-                }
-            }
-            _ => reply.error(Errno::from_i32(libc::ENOTTY)),
+/// The answer to an ioctl of `cmd` on handle `fh` (see the module doc).
+pub(super) fn ioctl(
+    a: &FuseAdapter,
+    ctx: &Ctx,
+    ino: u64,
+    fh: u64,
+    cmd: u32,
+    in_data: &[u8],
+    out_size: u32,
+) -> Reply<'static> {
+    let done = |r: daxfs::Result<()>| match r {
+        Ok(()) => Reply::Ioctl {
+            result: 0,
+            data: Vec::new(),
+        },
+        Err(e) => Reply::Err(e),
+    };
+    let data = |data: Vec<u8>| Reply::Ioctl { result: 0, data };
+    match cmd {
+        DAXFS_IOC_PIN | DAXFS_IOC_UNPIN => {
+            let Some(arg) = PinArg::decode(in_data) else {
+                return Reply::Err(Errno::EINVAL);
+            };
+            done(if cmd == DAXFS_IOC_PIN {
+                let holder = PinHolder::of_process(ctx.pid, ctx.uid);
+                a.ioctl_pin(ino, fh, arg, &holder)
+            } else {
+                a.ioctl_unpin(fh, arg)
+            })
         }
+        DAXFS_IOC_PIN_STATUS => {
+            if (out_size as usize) < DAXFS_PIN_STATUS_SIZE {
+                return Reply::Err(Errno::EINVAL);
+            }
+            data(a.pin_status(fh).encode().to_vec())
+        }
+        DAXFS_IOC_STATS => {
+            if (out_size as usize) < DAXFS_STATS_SIZE {
+                return Reply::Err(Errno::EINVAL);
+            }
+            data(crate::ioctl::encode_stats(&a.fs.stats()).to_vec())
+        }
+        FS_IOC_FSGETXATTR => {
+            if (out_size as usize) < FSXATTR_SIZE {
+                return Reply::Err(Errno::EINVAL);
+            }
+            match a.fs.inode_flags(ino) {
+                Ok(f) => data(encode_fsxattr(f).to_vec()),
+                Err(e) => Reply::Err(e),
+            }
+        }
+        FS_IOC_FSSETXATTR => match decode_fsxattr(in_data) {
+            Ok(f) => done(a.fs.set_inode_flags(ino, &ctx.cred(), f)),
+            Err(e) => Reply::Err(e),
+        },
+        FS_IOC_GETFLAGS => {
+            if out_size < 4 {
+                return Reply::Err(Errno::EINVAL);
+            }
+            match a.fs.inode_flags(ino) {
+                Ok(f) => data(encode_inode_flags(f).to_ne_bytes().to_vec()),
+                Err(e) => Reply::Err(e),
+            }
+        }
+        FS_IOC_SETFLAGS => match decode_inode_flags(in_data) {
+            Ok(f) => done(a.fs.set_inode_flags(ino, &ctx.cred(), f)),
+            Err(e) => Reply::Err(e),
+        },
+        FS_IOC_GETFSLABEL => {
+            if (out_size as usize) < FSLABEL_MAX {
+                return Reply::Err(Errno::EINVAL);
+            }
+            let mut b = vec![0u8; FSLABEL_MAX];
+            let label = a.fs.label();
+            b[..label.len()].copy_from_slice(&label);
+            data(b)
+        }
+        FS_IOC_SETFSLABEL => match decode_label(in_data) {
+            Ok(label) => done(a.fs.set_label(&ctx.cred(), label)),
+            Err(e) => Reply::Err(e),
+        },
+        FITRIM => {
+            let Some((start, len, minlen)) = decode_fstrim_range(in_data) else {
+                return Reply::Err(Errno::EINVAL);
+            };
+            match a.fs.trim(&ctx.cred(), start, len, minlen) {
+                Ok(trimmed) => data(encode_fstrim_range(start, trimmed, minlen).to_vec()),
+                Err(e) => Reply::Err(e),
+            }
+        }
+        _ => Reply::Err(Errno::ENOTTY),
     }
 }
 
@@ -275,10 +265,10 @@ mod tests {
     fn fsxattr_with_other_xflags_or_hints_is_eopnotsupp() {
         let mut b = encode_fsxattr(DAX);
         b[0..4].copy_from_slice(&(FS_XFLAG_DAX | 0x20/* SYNC */).to_ne_bytes());
-        assert_eq!(decode_fsxattr(&b), Err(Errno::from_i32(libc::EOPNOTSUPP)));
+        assert_eq!(decode_fsxattr(&b), Err(Errno::EOPNOTSUPP));
         let mut b = encode_fsxattr(InodeFlags::default());
         b[12..16].copy_from_slice(&5u32.to_ne_bytes()); // fsx_projid
-        assert_eq!(decode_fsxattr(&b), Err(Errno::from_i32(libc::EOPNOTSUPP)));
+        assert_eq!(decode_fsxattr(&b), Err(Errno::EOPNOTSUPP));
     }
 
     #[test]
@@ -307,7 +297,7 @@ mod tests {
         let noatime = 0x80u32;
         assert_eq!(
             decode_inode_flags(&(FS_DAX_FL | noatime).to_ne_bytes()),
-            Err(Errno::from_i32(libc::EOPNOTSUPP))
+            Err(Errno::EOPNOTSUPP)
         );
         assert_eq!(decode_inode_flags(&[0u8; 3]), Err(Errno::EINVAL));
     }

@@ -3,13 +3,14 @@
 //! kernel's cached pages through fuser's [`fuser::Notifier`] (FUSE_NOTIFY_INVAL_INODE).
 
 use super::handles::{pins_need_attention, PinTable};
+use super::PollWaker;
 use super::{lock_ignoring_poison, NotifierSlot};
-use fuser::{INodeNo, PollNotifier};
+use fuser::INodeNo;
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
 
 /// The poll to notify, by file handle.
-pub(super) type PollTable = Arc<Mutex<HashMap<u64, PollNotifier>>>;
+pub(super) type PollTable = Arc<Mutex<HashMap<u64, PollWaker>>>;
 
 /// The hook break_layouts calls when it flags or revokes pins of an inode: it queues the
 /// inode for a notifier thread (it is called with the inode's locks held), which wakes
@@ -31,9 +32,8 @@ pub(super) fn lease_break_notifier(pins: PinTable, polls: PollTable) -> daxfs::L
                 for fh in handles {
                     // A poll is woken once; the kernel polls again and registers anew.
                     let pending = lock_ignoring_poison(&polls).remove(&fh);
-                    if let Some(ph) = pending {
-                        // An error: the file was closed meanwhile; nobody to tell.
-                        let _ = ph.notify();
+                    if let Some(wake) = pending {
+                        wake();
                     }
                 }
             }
