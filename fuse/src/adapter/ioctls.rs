@@ -98,7 +98,7 @@ pub fn encode_inode_flags(f: InodeFlags) -> u32 {
 }
 
 /// The chattr flags an FS_IOC_SETFLAGS argument asks for. Any other flag is EOPNOTSUPP
-/// (see [`flags_of_word`]); a short argument is EINVAL.
+/// (see `flags_of_word`); a short argument is EINVAL.
 pub fn decode_inode_flags(b: &[u8]) -> Result<InodeFlags, Errno> {
     let Some(word) = b.get(..4) else {
         return Err(Errno::EINVAL);

@@ -24,7 +24,7 @@
 //!   when the last descriptor of the open file is closed, also when its process is
 //!   killed), so a dead pin holder never blocks a truncate for long;
 //! - the daxfs ioctls (`crate::ioctl`, `include/daxfs_ioctl.h`): PIN (on behalf of the
-//!   caller, [`PinHolder::of_process`], under the mount's pin policy), UNPIN, PIN_STATUS,
+//!   caller, [`PinHolder::of_process`](daxfs::PinHolder::of_process), under the mount's pin policy), UNPIN, PIN_STATUS,
 //!   STATS; and `poll`, which reports POLLPRI on a handle once a layout break asked for one
 //!   of its pins (or revoked one): a lease-break notifier thread sends FUSE_NOTIFY_POLL;
 //! - requests that may wait for pins (truncate, open and create with O_TRUNC, fallocate):
@@ -34,7 +34,7 @@
 //!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for
 //!   FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR and the flags word of FS_IOC_GETFLAGS /
-//!   FS_IOC_SETFLAGS (lsattr, chattr +i +a +x) carrying the core's [`InodeFlags`]; the
+//!   FS_IOC_SETFLAGS (lsattr, chattr +i +a +x) carrying the core's [`InodeFlags`](daxfs::InodeFlags); the
 //!   label's `char[256]` of FS_IOC_GETFSLABEL / FS_IOC_SETFSLABEL and the
 //!   `struct fstrim_range` of FITRIM. All are restricted ioctls (the number carries the
 //!   argument's size), so the kernel copies them in and out by itself.
