@@ -1,0 +1,260 @@
+//! The transport-neutral adapter, served without a mount: decoded requests in
+//! ([`Op`]), reply values out through a [`ReplySink`], as a second transport (the
+//! io_uring queues) uses it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
+
+use daxfs::{DaxFs, Errno, FsOptions, SetAttr, ROOT};
+use daxfs_fuse::{Ctx, DirEntry, FuseAdapter, Op, Reply, ReplySink, Served};
+use daxfs_testkit::{mkfile, pattern, root, TestDev};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MB: u64 = 1 << 20;
+
+/// What a sink received, owned.
+#[derive(Debug, PartialEq)]
+enum Got {
+    Data(Vec<u8>),
+    Size(u64),
+    Entries(Vec<(Vec<u8>, u64, bool)>),
+    Err(i32),
+    Other(String),
+}
+
+/// A sink that records the reply on a channel and takes at most `room` directory entries.
+struct Recorder {
+    tx: mpsc::Sender<Got>,
+    room: usize,
+    /// (name, cookie, carried attributes)
+    entries: Vec<(Vec<u8>, u64, bool)>,
+}
+
+impl ReplySink for Recorder {
+    fn send(self, reply: Reply<'_>) {
+        let got = match reply {
+            Reply::Data(d) => {
+                let mut v = Vec::new();
+                for p in d.pieces() {
+                    p.append_to(&mut v);
+                }
+                Got::Data(v)
+            }
+            Reply::Attr { attr, .. } => Got::Size(attr.size),
+            Reply::Entries => Got::Entries(self.entries),
+            Reply::Err(e) => Got::Err(e.0),
+            other => Got::Other(format!("{other:?}")),
+        };
+        let _ = self.tx.send(got);
+    }
+
+    fn add_dir_entry(&mut self, e: &DirEntry<'_>) -> bool {
+        if self.entries.len() == self.room {
+            return false;
+        }
+        self.entries
+            .push((e.name.to_vec(), e.offset, e.attr.is_some()));
+        true
+    }
+}
+
+fn recorder(room: usize) -> (Recorder, mpsc::Receiver<Got>) {
+    let (tx, rx) = mpsc::channel();
+    let r = Recorder {
+        tx,
+        room,
+        entries: Vec::new(),
+    };
+    (r, rx)
+}
+
+fn setup() -> (TestDev, Arc<DaxFs>, FuseAdapter) {
+    let d = TestDev::new(64 * MB);
+    let o = FsOptions {
+        layout_timeout: Duration::from_secs(30),
+        ..FsOptions::default()
+    };
+    let fs = Arc::new(DaxFs::mount(&d.path, o).unwrap());
+    let a = FuseAdapter::new(fs.clone());
+    (d, fs, a)
+}
+
+const ROOT_CTX: Ctx = Ctx {
+    uid: 0,
+    gid: 0,
+    pid: 1,
+    unique: 1,
+};
+
+/// Serves `op` and returns what the sink got at once.
+fn serve_now(a: &FuseAdapter, op: Op<'_>) -> Got {
+    let (sink, rx) = recorder(usize::MAX);
+    assert_eq!(a.serve(&ROOT_CTX, op, sink), Served::Now);
+    rx.try_recv().expect("a reply at once")
+}
+
+#[test]
+fn a_read_reply_carries_the_bytes_of_the_file() {
+    let (_d, fs, a) = setup();
+    let data = pattern(20000, 7);
+    let ino = mkfile(&fs, ROOT, b"f", &data);
+    let op = Op::Read {
+        ino,
+        fh: 0,
+        offset: 100,
+        size: 9000,
+    };
+    assert_eq!(serve_now(&a, op), Got::Data(data[100..9100].to_vec()));
+}
+
+#[test]
+fn a_lookup_of_a_missing_name_is_enoent() {
+    let op = Op::Lookup {
+        parent: ROOT,
+        name: b"missing",
+    };
+    let (_d, _fs, a) = setup();
+    assert_eq!(serve_now(&a, op), Got::Err(libc::ENOENT));
+}
+
+#[test]
+fn flush_fsync_and_fsyncdir_are_enosys_so_the_kernel_stops_sending_them() {
+    let (_d, fs, a) = setup();
+    let ino = mkfile(&fs, ROOT, b"f", b"x");
+    let ops = [
+        Op::Flush { ino, fh: 0 },
+        Op::Fsync {
+            ino,
+            fh: 0,
+            datasync: false,
+        },
+        Op::Fsyncdir {
+            ino: ROOT,
+            fh: 0,
+            datasync: true,
+        },
+    ];
+    for op in ops {
+        assert_eq!(serve_now(&a, op), Got::Err(libc::ENOSYS));
+    }
+}
+
+#[test]
+fn rename_with_a_flag_other_than_noreplace_or_exchange_is_einval() {
+    let (_d, fs, a) = setup();
+    mkfile(&fs, ROOT, b"f", b"x");
+    let op = Op::Rename {
+        parent: ROOT,
+        name: b"f",
+        newparent: ROOT,
+        newname: b"g",
+        flags: libc::RENAME_WHITEOUT,
+    };
+    assert_eq!(serve_now(&a, op), Got::Err(libc::EINVAL));
+    assert!(fs.lookup(ROOT, b"f").is_ok());
+}
+
+/// Lists the root from `offset` into a sink with room for `room` entries.
+fn list(a: &FuseAdapter, plus: bool, offset: u64, room: usize) -> Vec<(Vec<u8>, u64, bool)> {
+    let (sink, rx) = recorder(room);
+    let op = if plus {
+        Op::Readdirplus {
+            ino: ROOT,
+            fh: 0,
+            offset,
+        }
+    } else {
+        Op::Readdir {
+            ino: ROOT,
+            fh: 0,
+            offset,
+        }
+    };
+    assert_eq!(a.serve(&ROOT_CTX, op, sink), Served::Now);
+    match rx.try_recv().unwrap() {
+        Got::Entries(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_full_directory_reply_continues_from_the_last_entry_taken() {
+    let (_d, fs, a) = setup();
+    for i in 0..10 {
+        mkfile(&fs, ROOT, format!("f{i}").as_bytes(), b"");
+    }
+    for plus in [false, true] {
+        let all = list(&a, plus, 0, usize::MAX);
+        assert_eq!(all.len(), 12, "10 files, \".\" and \"..\"");
+        assert!(all.iter().all(|e| e.2 == plus), "attributes with plus only");
+        let first = list(&a, plus, 0, 3);
+        assert_eq!(first, all[..3]);
+        let rest = list(&a, plus, first[2].1, usize::MAX);
+        assert_eq!(rest, all[3..]);
+    }
+}
+
+#[test]
+fn a_truncate_of_a_pinned_range_is_answered_once_the_pin_is_released() {
+    let (_d, fs, a) = setup();
+    let ino = mkfile(&fs, ROOT, b"f", &pattern(16384, 1));
+    let pin = fs.pin_range(ino, 0, 4096).unwrap();
+    let (sink, rx) = recorder(0);
+    let op = Op::Setattr {
+        ino,
+        fh: None,
+        changes: SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+    };
+    assert_eq!(a.serve(&ROOT_CTX, op, sink), Served::Deferred);
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    fs.unpin_range(pin);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(Got::Size(0)));
+    assert!(a
+        .waiters()
+        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_user_past_its_share_of_waiters_is_answered_ebusy_at_once() {
+    let (_d, fs, a) = setup();
+    let ino = mkfile(&fs, ROOT, b"f", &pattern(16384, 2));
+    let own = SetAttr {
+        uid: Some(1000),
+        ..Default::default()
+    };
+    fs.setattr(ino, &root(), &own).unwrap();
+    let pin = fs.pin_range(ino, 0, 4096).unwrap();
+    let user = Ctx {
+        uid: 1000,
+        gid: 1000,
+        pid: 2,
+        unique: 2,
+    };
+    let truncate = || Op::Setattr {
+        ino,
+        fh: None,
+        changes: SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+    };
+    let mut waiting = Vec::new();
+    for _ in 0..a.waiters().per_user() {
+        let (sink, rx) = recorder(0);
+        assert_eq!(a.serve(&user, truncate(), sink), Served::Deferred);
+        waiting.push(rx);
+    }
+    let (sink, rx) = recorder(0);
+    assert_eq!(a.serve(&user, truncate(), sink), Served::Now);
+    assert_eq!(rx.try_recv(), Ok(Got::Err(Errno::EBUSY.0)));
+    fs.unpin_range(pin);
+    for rx in waiting {
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(Got::Size(0)));
+    }
+    assert!(a
+        .waiters()
+        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+}
