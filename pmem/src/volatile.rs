@@ -30,7 +30,7 @@
 //!
 //! The one exception is [`VolatileSlice::as_bytes`], an `unsafe fn` used only where a
 //! `&[u8]` is the only way to hand the bytes on (the FUSE read reply, see its SAFETY
-//! comment in `fuse_adapter.rs`).
+//! comment in fuse/src/adapter/reply.rs, `gather`).
 //!
 //! Views are neither `Send` nor `Sync`: concurrent access from several threads is
 //! possible by taking one view per thread from the pinned mapping, which is `Send`.
