@@ -144,3 +144,5 @@
 
 pub mod abi;
 pub mod queue;
+pub mod reply;
+pub mod request;
