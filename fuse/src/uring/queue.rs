@@ -423,6 +423,21 @@ impl Queue {
         error: i32,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> io::Result<()> {
+        if error != 0 {
+            return self.commit_with(slot, |_| Err(error.wrapping_neg()));
+        }
+        self.commit_with(slot, |out| Ok(fill(out)))
+    }
+
+    /// Like [`Queue::commit`], for a handler that decides the errno while it writes:
+    /// `reply` gets the payload buffer and returns the bytes it wrote, or a positive
+    /// errno (what it wrote is then ignored). An errno the kernel does not accept, or a
+    /// length beyond the buffer, becomes EIO.
+    pub fn commit_with(
+        &mut self,
+        slot: usize,
+        reply: impl FnOnce(&mut [u8]) -> Result<usize, i32>,
+    ) -> io::Result<()> {
         let s = self
             .slots
             .get_mut(slot)
@@ -430,21 +445,15 @@ impl Queue {
         let State::User { unique } = s.state else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
-        let mut error = if error > 0 || error <= -ERESTARTSYS {
-            -libc::EIO
-        } else {
-            error
+        // SAFETY: State::User: the buffers are ours until the submission below.
+        let payload = unsafe { s.payload.bytes_mut() };
+        let cap = payload.len();
+        let (error, len) = match reply(payload) {
+            Ok(len) if len <= cap => (0, len),
+            Ok(_) => (-libc::EIO, 0),
+            Err(e) if e > 0 && e < ERESTARTSYS => (-e, 0),
+            Err(_) => (-libc::EIO, 0),
         };
-        let mut len = 0;
-        if error == 0 {
-            // SAFETY: State::User: the buffers are ours until the submission below.
-            let payload = unsafe { s.payload.bytes_mut() };
-            len = fill(payload);
-            if len > payload.len() {
-                error = -libc::EIO;
-                len = 0;
-            }
-        }
         // SAFETY: as above.
         let header = unsafe { s.header.bytes_mut() };
         encode_reply_headers(header, unique, error, len)
