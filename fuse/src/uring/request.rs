@@ -495,3 +495,640 @@ impl<'a> Request<'a> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each request is laid out field by field from the uapi header, as
+    //! `fuse_uring_args_to_ring` lays it: `in_args[0]` in `op_in`, the rest concatenated
+    //! in the payload. The builders below know nothing of the decoder's structs.
+    use super::*;
+
+    /// Native-endian bytes, appended field by field.
+    #[derive(Default)]
+    struct B(Vec<u8>);
+
+    impl B {
+        fn u32(mut self, v: u32) -> B {
+            self.0.extend_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn u64(mut self, v: u64) -> B {
+            self.0.extend_from_slice(&v.to_ne_bytes());
+            self
+        }
+        fn raw(mut self, v: &[u8]) -> B {
+            self.0.extend_from_slice(v);
+            self
+        }
+        /// The kernel's 128-byte op_in area: the struct, then stale bytes of an
+        /// earlier request (never zeros to rely on).
+        fn op_in(self) -> Vec<u8> {
+            let mut v = self.0;
+            v.resize(FUSE_URING_OP_IN_OUT_SZ, 0xee);
+            v
+        }
+    }
+
+    const NOW: Proto = Proto {
+        minor: 40,
+        setxattr_ext: false,
+    };
+
+    fn hdr(op: u32) -> FuseInHeader {
+        FuseInHeader {
+            opcode: op,
+            unique: 2,
+            nodeid: 1,
+            ..FuseInHeader::default()
+        }
+    }
+
+    fn dec<'a>(op: u32, op_in: &'a [u8], payload: &'a [u8]) -> Result<Request<'a>, DecodeError> {
+        Request::decode(NOW, &hdr(op), op_in, payload)
+    }
+
+    fn os(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    #[test]
+    fn lookup_takes_its_name_from_the_payload_without_the_nul() {
+        let op_in = B::default().op_in();
+        assert_eq!(
+            dec(opcode::LOOKUP, &op_in, b"hello\0"),
+            Ok(Request::Lookup { name: os("hello") })
+        );
+    }
+
+    #[test]
+    fn a_name_without_its_nul_is_einval() {
+        let op_in = B::default().op_in();
+        let e = dec(opcode::LOOKUP, &op_in, b"hello").unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::UnterminatedName {
+                opcode: opcode::LOOKUP
+            }
+        );
+        assert_eq!(e.errno(), libc::EINVAL);
+        assert!(dec(opcode::UNLINK, &op_in, b"").is_err());
+    }
+
+    #[test]
+    fn bytes_after_the_last_argument_are_einval() {
+        let op_in = B::default().op_in();
+        let e = dec(opcode::RMDIR, &op_in, b"d\0junk").unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::TrailingBytes {
+                opcode: opcode::RMDIR,
+                extra: 4
+            }
+        );
+        assert_eq!(
+            dec(opcode::STATFS, &op_in, b"x").unwrap_err().errno(),
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn a_fixed_argument_longer_than_op_in_is_eio() {
+        let op_in = B::default().u64(1).u64(2).u32(3).u32(0).u64(0).u32(0).0; // 36 of 40
+        let e = dec(opcode::READ, &op_in, b"").unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::ShortOpIn {
+                opcode: opcode::READ,
+                need: 40,
+                have: 36
+            }
+        );
+        assert_eq!(e.errno(), libc::EIO);
+    }
+
+    #[test]
+    fn getattr_has_a_handle_only_with_fuse_getattr_fh() {
+        let with = B::default().u32(FUSE_GETATTR_FH).u32(0).u64(9).op_in();
+        assert_eq!(
+            dec(opcode::GETATTR, &with, b""),
+            Ok(Request::Getattr { fh: Some(9) })
+        );
+        let without = B::default().u32(0).u32(0).u64(9).op_in();
+        assert_eq!(
+            dec(opcode::GETATTR, &without, b""),
+            Ok(Request::Getattr { fh: None })
+        );
+    }
+
+    #[test]
+    fn getattr_before_7_9_has_no_argument() {
+        let old = Proto { minor: 8, ..NOW };
+        assert_eq!(
+            Request::decode(old, &hdr(opcode::GETATTR), &[], b""),
+            Ok(Request::Getattr { fh: None })
+        );
+    }
+
+    #[test]
+    fn setattr_fields_come_from_their_uapi_offsets() {
+        let op_in = B::default()
+            .u32(0x3f) // valid
+            .u32(0) // padding
+            .u64(11) // fh
+            .u64(12) // size
+            .u64(13) // lock_owner
+            .u64(14) // atime
+            .u64(15) // mtime
+            .u64(16) // ctime
+            .u32(17) // atimensec
+            .u32(18) // mtimensec
+            .u32(19) // ctimensec
+            .u32(0o100644) // mode
+            .u32(0) // unused4
+            .u32(20) // uid
+            .u32(21) // gid
+            .u32(0) // unused5
+            .op_in();
+        let Ok(Request::Setattr(s)) = dec(opcode::SETATTR, &op_in, b"") else {
+            panic!("not a setattr");
+        };
+        assert_eq!((s.valid, s.fh, s.size, s.lock_owner), (0x3f, 11, 12, 13));
+        assert_eq!((s.atime, s.mtime, s.ctime), (14, 15, 16));
+        assert_eq!((s.atimensec, s.mtimensec, s.ctimensec), (17, 18, 19));
+        assert_eq!((s.mode, s.uid, s.gid), (0o100644, 20, 21));
+    }
+
+    #[test]
+    fn readlink_and_statfs_have_no_arguments() {
+        let op_in = B::default().op_in();
+        assert_eq!(dec(opcode::READLINK, &op_in, b""), Ok(Request::Readlink));
+        assert_eq!(dec(opcode::STATFS, &op_in, b""), Ok(Request::Statfs));
+    }
+
+    #[test]
+    fn mknod_carries_mode_rdev_umask_and_the_name() {
+        let op_in = B::default()
+            .u32(0o10644)
+            .u32(0x0801)
+            .u32(0o022)
+            .u32(0)
+            .op_in();
+        let Ok(Request::Mknod { arg, name }) = dec(opcode::MKNOD, &op_in, b"fifo\0") else {
+            panic!("not a mknod");
+        };
+        assert_eq!(
+            (arg.mode, arg.rdev, arg.umask, name),
+            (0o10644, 0x0801, 0o022, os("fifo"))
+        );
+    }
+
+    #[test]
+    fn mknod_before_7_12_reads_only_mode_and_rdev() {
+        let old = Proto { minor: 11, ..NOW };
+        let op_in = B::default().u32(0o10644).u32(5).op_in(); // then stale 0xee bytes
+        let Ok(Request::Mknod { arg, .. }) =
+            Request::decode(old, &hdr(opcode::MKNOD), &op_in, b"n\0")
+        else {
+            panic!("not a mknod");
+        };
+        assert_eq!((arg.mode, arg.rdev, arg.umask), (0o10644, 5, 0));
+    }
+
+    #[test]
+    fn mkdir_carries_mode_umask_and_the_name() {
+        let op_in = B::default().u32(0o755).u32(0o027).op_in();
+        let Ok(Request::Mkdir { arg, name }) = dec(opcode::MKDIR, &op_in, b"sub\0") else {
+            panic!("not a mkdir");
+        };
+        assert_eq!((arg.mode, arg.umask, name), (0o755, 0o027, os("sub")));
+    }
+
+    #[test]
+    fn unlink_and_rmdir_take_one_name() {
+        let op_in = B::default().op_in();
+        assert_eq!(
+            dec(opcode::UNLINK, &op_in, b"f\0"),
+            Ok(Request::Unlink { name: os("f") })
+        );
+        assert_eq!(
+            dec(opcode::RMDIR, &op_in, b"d\0"),
+            Ok(Request::Rmdir { name: os("d") })
+        );
+    }
+
+    #[test]
+    fn symlink_sends_the_name_then_the_target() {
+        let op_in = B::default().op_in();
+        assert_eq!(
+            dec(opcode::SYMLINK, &op_in, b"link\0../t/x\0"),
+            Ok(Request::Symlink {
+                name: os("link"),
+                target: os("../t/x")
+            })
+        );
+        assert!(dec(opcode::SYMLINK, &op_in, b"link\0../t/x").is_err());
+    }
+
+    #[test]
+    fn rename_has_flags_zero_and_rename2_its_flags() {
+        let op_in = B::default().u64(7).op_in();
+        assert_eq!(
+            dec(opcode::RENAME, &op_in, b"a\0b\0"),
+            Ok(Request::Rename {
+                newdir: 7,
+                flags: 0,
+                name: os("a"),
+                newname: os("b")
+            })
+        );
+        let op_in = B::default()
+            .u64(8)
+            .u32(libc::RENAME_NOREPLACE)
+            .u32(0)
+            .op_in();
+        assert_eq!(
+            dec(opcode::RENAME2, &op_in, b"a\0b\0"),
+            Ok(Request::Rename {
+                newdir: 8,
+                flags: libc::RENAME_NOREPLACE,
+                name: os("a"),
+                newname: os("b")
+            })
+        );
+    }
+
+    #[test]
+    fn link_carries_the_old_inode_and_the_new_name() {
+        let op_in = B::default().u64(42).op_in();
+        assert_eq!(
+            dec(opcode::LINK, &op_in, b"again\0"),
+            Ok(Request::Link {
+                oldnodeid: 42,
+                name: os("again")
+            })
+        );
+    }
+
+    #[test]
+    fn open_and_opendir_carry_flags_and_open_flags() {
+        let op_in = B::default().u32(libc::O_RDWR as u32).u32(1).op_in();
+        let want = FuseOpenIn {
+            flags: libc::O_RDWR as u32,
+            open_flags: 1,
+        };
+        assert_eq!(dec(opcode::OPEN, &op_in, b""), Ok(Request::Open(want)));
+        assert_eq!(
+            dec(opcode::OPENDIR, &op_in, b""),
+            Ok(Request::Opendir(want))
+        );
+    }
+
+    #[test]
+    fn create_carries_flags_mode_umask_and_the_name() {
+        let op_in = B::default()
+            .u32(0o101)
+            .u32(0o100644)
+            .u32(0o022)
+            .u32(0)
+            .op_in();
+        let Ok(Request::Create { arg, name }) = dec(opcode::CREATE, &op_in, b"new\0") else {
+            panic!("not a create");
+        };
+        assert_eq!(
+            (arg.flags, arg.mode, arg.umask, name),
+            (0o101, 0o100644, 0o022, os("new"))
+        );
+    }
+
+    #[test]
+    fn create_before_7_12_has_only_the_open_flags() {
+        let old = Proto { minor: 11, ..NOW };
+        let op_in = B::default().u32(0o101).u32(0).op_in();
+        let Ok(Request::Create { arg, .. }) =
+            Request::decode(old, &hdr(opcode::CREATE), &op_in, b"n\0")
+        else {
+            panic!("not a create");
+        };
+        assert_eq!((arg.flags, arg.mode, arg.umask), (0o101, 0, 0));
+    }
+
+    fn read_in() -> Vec<u8> {
+        B::default()
+            .u64(3) // fh
+            .u64(4096) // offset
+            .u32(65536) // size
+            .u32(FUSE_READ_LOCKOWNER) // read_flags
+            .u64(77) // lock_owner
+            .u32(libc::O_RDONLY as u32) // flags
+            .u32(0)
+            .op_in()
+    }
+
+    #[test]
+    fn read_and_readdir_fields_come_from_fuse_read_in() {
+        let want = FuseReadIn {
+            fh: 3,
+            offset: 4096,
+            size: 65536,
+            read_flags: FUSE_READ_LOCKOWNER,
+            lock_owner: 77,
+            flags: 0,
+            padding: 0,
+        };
+        assert_eq!(dec(opcode::READ, &read_in(), b""), Ok(Request::Read(want)));
+        assert_eq!(
+            dec(opcode::READDIR, &read_in(), b""),
+            Ok(Request::Readdir(want))
+        );
+        assert_eq!(
+            dec(opcode::READDIRPLUS, &read_in(), b""),
+            Ok(Request::Readdirplus(want))
+        );
+    }
+
+    #[test]
+    fn read_before_7_9_ignores_what_follows_the_24_bytes() {
+        let old = Proto { minor: 8, ..NOW };
+        let op_in = B::default().u64(3).u64(10).u32(100).u32(0).op_in();
+        let Ok(Request::Read(r)) = Request::decode(old, &hdr(opcode::READ), &op_in, b"") else {
+            panic!("not a read");
+        };
+        assert_eq!(
+            (r.fh, r.offset, r.size, r.lock_owner, r.flags),
+            (3, 10, 100, 0, 0)
+        );
+    }
+
+    fn write_in(size: u32) -> Vec<u8> {
+        B::default()
+            .u64(5) // fh
+            .u64(8192) // offset
+            .u32(size)
+            .u32(0) // write_flags
+            .u64(0) // lock_owner
+            .u32(libc::O_WRONLY as u32)
+            .u32(0)
+            .op_in()
+    }
+
+    #[test]
+    fn write_data_is_the_payload_of_the_announced_size() {
+        let op_in = write_in(5);
+        let Ok(Request::Write { arg, data }) = dec(opcode::WRITE, &op_in, b"abcde") else {
+            panic!("not a write");
+        };
+        assert_eq!(
+            (arg.fh, arg.offset, arg.size, data),
+            (5, 8192, 5, &b"abcde"[..])
+        );
+    }
+
+    #[test]
+    fn write_data_shorter_or_longer_than_announced_is_einval() {
+        for payload in [&b"abcd"[..], b"abcdef"] {
+            let e = dec(opcode::WRITE, &write_in(5), payload).unwrap_err();
+            assert_eq!(
+                e,
+                DecodeError::DataSize {
+                    opcode: opcode::WRITE,
+                    announced: 5,
+                    have: payload.len()
+                }
+            );
+            assert_eq!(e.errno(), libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn flush_release_and_fsync_fields_come_from_their_structs() {
+        let flush = B::default().u64(1).u32(0).u32(0).u64(99).op_in();
+        let Ok(Request::Flush(f)) = dec(opcode::FLUSH, &flush, b"") else {
+            panic!("not a flush");
+        };
+        assert_eq!((f.fh, f.lock_owner), (1, 99));
+        let rel = B::default()
+            .u64(2)
+            .u32(0o2)
+            .u32(FUSE_RELEASE_FLUSH)
+            .u64(98)
+            .op_in();
+        let want = FuseReleaseIn {
+            fh: 2,
+            flags: 0o2,
+            release_flags: FUSE_RELEASE_FLUSH,
+            lock_owner: 98,
+        };
+        assert_eq!(dec(opcode::RELEASE, &rel, b""), Ok(Request::Release(want)));
+        assert_eq!(
+            dec(opcode::RELEASEDIR, &rel, b""),
+            Ok(Request::Releasedir(want))
+        );
+        let fs = B::default().u64(3).u32(1).u32(0).op_in();
+        let want = FuseFsyncIn {
+            fh: 3,
+            fsync_flags: 1,
+            padding: 0,
+        };
+        assert_eq!(dec(opcode::FSYNC, &fs, b""), Ok(Request::Fsync(want)));
+        assert_eq!(dec(opcode::FSYNCDIR, &fs, b""), Ok(Request::Fsyncdir(want)));
+    }
+
+    #[test]
+    fn setxattr_without_ext_has_an_8_byte_argument_then_name_and_value() {
+        // Stale bytes after the 8: they must not become setxattr_flags.
+        let op_in = B::default().u32(3).u32(libc::XATTR_CREATE as u32).op_in();
+        let Ok(Request::Setxattr { arg, name, value }) =
+            dec(opcode::SETXATTR, &op_in, b"user.k\0abc")
+        else {
+            panic!("not a setxattr");
+        };
+        assert_eq!((arg.size, arg.flags, arg.setxattr_flags), (3, 1, 0));
+        assert_eq!((name, value), (os("user.k"), &b"abc"[..]));
+    }
+
+    #[test]
+    fn setxattr_with_ext_has_a_16_byte_argument_with_setxattr_flags() {
+        let ext = Proto {
+            setxattr_ext: true,
+            ..NOW
+        };
+        let op_in = B::default().u32(2).u32(0).u32(1).u32(0).op_in();
+        let Ok(Request::Setxattr { arg, value, .. }) =
+            Request::decode(ext, &hdr(opcode::SETXATTR), &op_in, b"user.k\0ab")
+        else {
+            panic!("not a setxattr");
+        };
+        assert_eq!((arg.size, arg.setxattr_flags, value), (2, 1, &b"ab"[..]));
+    }
+
+    #[test]
+    fn a_setxattr_value_of_another_size_than_announced_is_einval() {
+        let op_in = B::default().u32(4).u32(0).op_in();
+        assert!(matches!(
+            dec(opcode::SETXATTR, &op_in, b"user.k\0abc"),
+            Err(DecodeError::DataSize {
+                announced: 4,
+                have: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn getxattr_listxattr_and_removexattr_carry_size_and_name() {
+        let op_in = B::default().u32(64).u32(0).op_in();
+        assert_eq!(
+            dec(opcode::GETXATTR, &op_in, b"user.k\0"),
+            Ok(Request::Getxattr {
+                size: 64,
+                name: os("user.k")
+            })
+        );
+        assert_eq!(
+            dec(opcode::LISTXATTR, &op_in, b""),
+            Ok(Request::Listxattr { size: 64 })
+        );
+        let empty = B::default().op_in();
+        assert_eq!(
+            dec(opcode::REMOVEXATTR, &empty, b"user.k\0"),
+            Ok(Request::Removexattr { name: os("user.k") })
+        );
+    }
+
+    #[test]
+    fn access_fallocate_lseek_copy_file_range_and_poll_decode_their_fields() {
+        let op_in = B::default().u32(libc::R_OK as u32).u32(0).op_in();
+        assert_eq!(
+            dec(opcode::ACCESS, &op_in, b""),
+            Ok(Request::Access { mask: 4 })
+        );
+
+        let op_in = B::default().u64(1).u64(2).u64(3).u32(1).u32(0).op_in();
+        let Ok(Request::Fallocate(f)) = dec(opcode::FALLOCATE, &op_in, b"") else {
+            panic!("not a fallocate");
+        };
+        assert_eq!((f.fh, f.offset, f.length, f.mode), (1, 2, 3, 1));
+
+        let op_in = B::default()
+            .u64(1)
+            .u64(500)
+            .u32(libc::SEEK_HOLE as u32)
+            .u32(0)
+            .op_in();
+        let Ok(Request::Lseek(l)) = dec(opcode::LSEEK, &op_in, b"") else {
+            panic!("not an lseek");
+        };
+        assert_eq!((l.fh, l.offset, l.whence), (1, 500, 4));
+
+        let op_in = B::default()
+            .u64(1)
+            .u64(2)
+            .u64(3)
+            .u64(4)
+            .u64(5)
+            .u64(6)
+            .u64(0)
+            .op_in();
+        let Ok(Request::CopyFileRange(c)) = dec(opcode::COPY_FILE_RANGE, &op_in, b"") else {
+            panic!("not a copy_file_range");
+        };
+        assert_eq!(
+            (c.fh_in, c.off_in, c.nodeid_out, c.fh_out, c.off_out, c.len),
+            (1, 2, 3, 4, 5, 6)
+        );
+
+        let op_in = B::default()
+            .u64(1)
+            .u64(0x55)
+            .u32(1)
+            .u32(libc::POLLIN as u32)
+            .op_in();
+        let Ok(Request::Poll(p)) = dec(opcode::POLL, &op_in, b"") else {
+            panic!("not a poll");
+        };
+        assert_eq!((p.fh, p.kh, p.flags, p.events), (1, 0x55, 1, 1));
+    }
+
+    #[test]
+    fn ioctl_input_is_the_payload_of_in_size() {
+        let op_in = B::default()
+            .u64(1)
+            .u32(0)
+            .u32(0x4004_6601)
+            .u64(0x7fff_0000)
+            .u32(4)
+            .u32(8)
+            .op_in();
+        let Ok(Request::Ioctl { arg, data }) = dec(opcode::IOCTL, &op_in, b"\x01\x02\x03\x04")
+        else {
+            panic!("not an ioctl");
+        };
+        assert_eq!(
+            (arg.cmd, arg.arg, arg.in_size, arg.out_size),
+            (0x4004_6601, 0x7fff_0000, 4, 8)
+        );
+        assert_eq!(data, b"\x01\x02\x03\x04");
+        assert!(dec(opcode::IOCTL, &op_in, b"\x01").is_err());
+    }
+
+    #[test]
+    fn extension_headers_at_the_end_of_the_payload_are_stripped() {
+        let op_in = B::default().u32(0o755).u32(0).op_in();
+        let payload = B::default().raw(b"d\0").raw(&[9; 16]).0;
+        let h = FuseInHeader {
+            total_extlen: 2,
+            ..hdr(opcode::MKDIR)
+        };
+        assert!(matches!(
+            Request::decode(NOW, &h, &op_in, &payload),
+            Ok(Request::Mkdir { name, .. }) if name == "d"
+        ));
+        let h = FuseInHeader {
+            total_extlen: 3,
+            ..hdr(opcode::MKDIR)
+        };
+        let e = Request::decode(NOW, &h, &op_in, &payload).unwrap_err();
+        assert_eq!(e.errno(), libc::EIO);
+    }
+
+    #[test]
+    fn opcodes_the_mount_does_not_serve_decode_as_unsupported() {
+        for op in [
+            opcode::FORGET,
+            opcode::GETLK,
+            opcode::BMAP,
+            opcode::STATX,
+            53,
+            9999,
+        ] {
+            assert_eq!(dec(op, &[], b"x"), Ok(Request::Unsupported { opcode: op }));
+        }
+    }
+
+    #[test]
+    fn hostile_buffers_of_every_length_never_panic() {
+        let ops = 0..=60u32;
+        let junk: Vec<u8> = (0..300u32).map(|i| (i * 37 % 256) as u8).collect();
+        for op in ops {
+            for minor in [8, 11, 40] {
+                for ext in [false, true] {
+                    let proto = Proto {
+                        minor,
+                        setxattr_ext: ext,
+                    };
+                    for n in [0, 1, 7, 8, 23, 24, 39, 40, 87, 88, 128] {
+                        for p in [0, 1, 2, 5, 64, 300] {
+                            for extlen in [0, 1, 40] {
+                                let h = FuseInHeader {
+                                    total_extlen: extlen,
+                                    ..hdr(op)
+                                };
+                                let _ = Request::decode(proto, &h, &junk[..n], &junk[..p]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
