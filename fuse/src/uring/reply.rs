@@ -256,3 +256,274 @@ impl<'a> DirWriter<'a> {
         self.used == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each encoder's bytes are read back at the offsets the uapi header gives, not
+    //! through the structs' own decoders.
+    use super::*;
+
+    const NOW: Proto = Proto {
+        minor: 40,
+        setxattr_ext: false,
+    };
+    const OLD: Proto = Proto {
+        minor: 8,
+        setxattr_ext: false,
+    };
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], at: usize) -> u64 {
+        u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
+    }
+
+    fn sample_attr() -> FuseAttr {
+        FuseAttr {
+            ino: 0x11,
+            size: 0x22,
+            blocks: 0x33,
+            atime: 0x44,
+            mtime: 0x55,
+            ctime: 0x66,
+            atimensec: 0x77,
+            mtimensec: 0x88,
+            ctimensec: 0x99,
+            mode: 0o100644,
+            nlink: 2,
+            uid: 1000,
+            gid: 100,
+            rdev: 7,
+            blksize: 4096,
+            flags: 1,
+        }
+    }
+
+    /// `fuse_attr`'s fields at their offsets from `at`.
+    fn assert_attr_at(b: &[u8], at: usize, with_blksize: bool) {
+        let a = sample_attr();
+        assert_eq!(u64_at(b, at), a.ino);
+        assert_eq!(u64_at(b, at + 8), a.size);
+        assert_eq!(u64_at(b, at + 16), a.blocks);
+        assert_eq!(u64_at(b, at + 24), a.atime);
+        assert_eq!(u64_at(b, at + 32), a.mtime);
+        assert_eq!(u64_at(b, at + 40), a.ctime);
+        assert_eq!(u32_at(b, at + 48), a.atimensec);
+        assert_eq!(u32_at(b, at + 52), a.mtimensec);
+        assert_eq!(u32_at(b, at + 56), a.ctimensec);
+        assert_eq!(u32_at(b, at + 60), a.mode);
+        assert_eq!(u32_at(b, at + 64), a.nlink);
+        assert_eq!(u32_at(b, at + 68), a.uid);
+        assert_eq!(u32_at(b, at + 72), a.gid);
+        assert_eq!(u32_at(b, at + 76), a.rdev);
+        if with_blksize {
+            assert_eq!(u32_at(b, at + 80), a.blksize);
+            assert_eq!(u32_at(b, at + 84), a.flags);
+        }
+    }
+
+    fn sample_entry() -> FuseEntryOut {
+        FuseEntryOut {
+            nodeid: 5,
+            generation: 6,
+            entry_valid: 7,
+            attr_valid: 8,
+            entry_valid_nsec: 9,
+            attr_valid_nsec: 10,
+            attr: sample_attr(),
+        }
+    }
+
+    #[test]
+    fn entry_out_is_128_bytes_with_the_attr_at_40() {
+        let mut b = [0xffu8; 200];
+        assert_eq!(entry(NOW, &mut b, &sample_entry()), Some(128));
+        assert_eq!((u64_at(&b, 0), u64_at(&b, 8)), (5, 6));
+        assert_eq!((u64_at(&b, 16), u64_at(&b, 24)), (7, 8));
+        assert_eq!((u32_at(&b, 32), u32_at(&b, 36)), (9, 10));
+        assert_attr_at(&b, 40, true);
+        assert_eq!(b[128], 0xff, "nothing past the struct");
+    }
+
+    #[test]
+    fn entry_out_before_7_9_drops_blksize_and_flags() {
+        let mut b = [0xffu8; 200];
+        assert_eq!(entry(OLD, &mut b, &sample_entry()), Some(120));
+        assert_attr_at(&b, 40, false);
+        assert_eq!(b[120], 0xff);
+    }
+
+    #[test]
+    fn attr_out_is_104_bytes_with_the_attr_at_16_or_96_before_7_9() {
+        let a = FuseAttrOut {
+            attr_valid: 3,
+            attr_valid_nsec: 4,
+            dummy: 0,
+            attr: sample_attr(),
+        };
+        let mut b = [0u8; 104];
+        assert_eq!(attr(NOW, &mut b, &a), Some(104));
+        assert_eq!((u64_at(&b, 0), u32_at(&b, 8)), (3, 4));
+        assert_attr_at(&b, 16, true);
+        assert_eq!(attr(OLD, &mut b, &a), Some(FUSE_COMPAT_ATTR_OUT_SIZE));
+    }
+
+    #[test]
+    fn create_is_entry_out_then_open_out() {
+        let o = FuseOpenOut {
+            fh: 0xabc,
+            open_flags: 2,
+            backing_id: -1,
+        };
+        let mut b = [0u8; 200];
+        assert_eq!(create(NOW, &mut b, &sample_entry(), &o), Some(144));
+        assert_eq!(u64_at(&b, 0), 5);
+        assert_eq!((u64_at(&b, 128), u32_at(&b, 136)), (0xabc, 2));
+        assert_eq!(u32_at(&b, 140), u32::MAX, "backing_id -1");
+        assert_eq!(open(&mut b, &o), Some(16));
+    }
+
+    #[test]
+    fn small_fixed_replies_are_8_bytes_with_the_value_first() {
+        let mut b = [0u8; 8];
+        assert_eq!(write(&mut b, 4096), Some(8));
+        assert_eq!(u32_at(&b, 0), 4096);
+        assert_eq!(xattr_size(&mut b, 11), Some(8));
+        assert_eq!(u32_at(&b, 0), 11);
+        assert_eq!(lseek(&mut b, 1 << 40), Some(8));
+        assert_eq!(u64_at(&b, 0), 1 << 40);
+        assert_eq!(poll(&mut b, libc::POLLIN as u32), Some(8));
+        assert_eq!(u32_at(&b, 0), 1);
+    }
+
+    #[test]
+    fn statfs_out_is_80_bytes_or_48_before_7_4() {
+        let s = FuseKstatfs {
+            blocks: 1,
+            bfree: 2,
+            bavail: 3,
+            files: 4,
+            ffree: 5,
+            bsize: 6,
+            namelen: 7,
+            frsize: 8,
+            ..FuseKstatfs::default()
+        };
+        let mut b = [0xffu8; 80];
+        assert_eq!(statfs(NOW, &mut b, &s), Some(80));
+        for (i, v) in (1..=5).enumerate() {
+            assert_eq!(u64_at(&b, i * 8), v);
+        }
+        assert_eq!((u32_at(&b, 40), u32_at(&b, 44), u32_at(&b, 48)), (6, 7, 8));
+        assert!(b[52..].iter().all(|&x| x == 0), "padding and spare zeroed");
+        let old = Proto { minor: 3, ..NOW };
+        assert_eq!(statfs(old, &mut b, &s), Some(48));
+    }
+
+    #[test]
+    fn ioctl_is_ioctl_out_then_the_data() {
+        let o = FuseIoctlOut {
+            result: -3,
+            flags: 0,
+            in_iovs: 0,
+            out_iovs: 0,
+        };
+        let mut b = [0u8; 32];
+        assert_eq!(ioctl(&mut b, &o, b"abcd"), Some(20));
+        assert_eq!(u32_at(&b, 0) as i32, -3);
+        assert_eq!(&b[16..20], b"abcd");
+        assert_eq!(ioctl(&mut b[..19], &o, b"abcd"), None);
+    }
+
+    #[test]
+    fn a_buffer_too_small_gets_nothing_written() {
+        let mut b = [0xaau8; 127];
+        assert_eq!(entry(NOW, &mut b, &sample_entry()), None);
+        assert_eq!(
+            create(
+                NOW,
+                &mut [0u8; 143],
+                &sample_entry(),
+                &FuseOpenOut::default()
+            ),
+            None
+        );
+        assert_eq!(bytes(&mut b[..3], b"abcd"), None);
+        assert!(b.iter().all(|&x| x == 0xaa));
+    }
+
+    #[test]
+    fn read_data_is_the_smaller_of_size_and_the_buffer() {
+        let mut b = [0u8; 100];
+        assert_eq!(read_data(&mut b, 10).len(), 10);
+        assert_eq!(read_data(&mut b, 1000).len(), 100);
+        assert_eq!(read_data(&mut b, 0).len(), 0);
+    }
+
+    #[test]
+    fn a_dirent_is_24_bytes_then_the_name_zero_padded_to_8() {
+        let mut b = [0xffu8; 64];
+        let mut w = DirWriter::new(&mut b, 64);
+        assert!(w.push(9, 1, libc::DT_REG.into(), b"abcdefghi"));
+        assert_eq!(w.len(), 40, "24 + 9 rounded up to 8");
+        assert_eq!((u64_at(&b, 0), u64_at(&b, 8)), (9, 1));
+        assert_eq!(
+            (u32_at(&b, 16), u32_at(&b, 20)),
+            (9, u32::from(libc::DT_REG))
+        );
+        assert_eq!(&b[24..33], b"abcdefghi");
+        assert!(b[33..40].iter().all(|&x| x == 0), "padding");
+        assert_eq!(b[40], 0xff, "nothing past the record");
+    }
+
+    #[test]
+    fn a_direntplus_is_an_entry_out_then_the_dirent_at_128() {
+        let mut b = [0u8; 200];
+        let mut w = DirWriter::new(&mut b, 200);
+        assert!(w.push_plus(&sample_entry(), 3, libc::DT_DIR.into(), b"d"));
+        assert_eq!(w.len(), 160, "152 + 1 rounded up to 8");
+        assert_eq!(u64_at(&b, 0), 5, "nodeid");
+        assert_attr_at(&b, 40, true);
+        assert_eq!(
+            (u64_at(&b, 128), u64_at(&b, 136)),
+            (0x11, 3),
+            "ino from the attr, off"
+        );
+        assert_eq!(u32_at(&b, 144), 1);
+        assert_eq!(b[152], b'd');
+    }
+
+    #[test]
+    fn records_are_packed_until_the_request_size_and_one_that_does_not_fit_ends_the_reply() {
+        let mut b = [0u8; 4096];
+        // Each record is 32 bytes: 24 + a name of up to 8.
+        let mut w = DirWriter::new(&mut b, 64);
+        assert!(w.push(1, 1, 4, b"a"));
+        assert!(w.push(2, 2, 8, b"bbbbbbbb"));
+        assert_eq!(w.len(), 64, "exactly the size");
+        assert!(!w.push(3, 3, 8, b"c"));
+        assert_eq!(w.len(), 64);
+        let mut w = DirWriter::new(&mut b, 63);
+        assert!(w.push(1, 1, 4, b"a"));
+        assert!(!w.push(2, 2, 8, b"b"), "its padding would pass the size");
+        assert_eq!(w.len(), 32);
+    }
+
+    #[test]
+    fn the_payload_buffer_limits_a_directory_reply_as_much_as_size() {
+        let mut b = [0u8; 40];
+        let mut w = DirWriter::new(&mut b, 4096);
+        assert!(w.push(1, 1, 4, b"a"));
+        assert!(!w.push(2, 2, 4, b"b"));
+    }
+
+    #[test]
+    fn an_empty_name_is_never_written() {
+        let mut b = [0u8; 64];
+        let mut w = DirWriter::new(&mut b, 64);
+        assert!(!w.push(1, 1, 4, b""));
+        assert!(w.is_empty());
+    }
+}
