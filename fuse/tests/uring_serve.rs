@@ -393,8 +393,7 @@ impl Tree {
         Ok(w.len())
     }
 
-    /// Serves one decoded request; `out` is the payload buffer (the request's bytes were
-    /// copied out of it first).
+    /// Serves one decoded request, writing the reply into `out`.
     fn serve(
         &mut self,
         proto: Proto,
@@ -693,7 +692,7 @@ fn run_queue(
     };
     let _ = registered.send(q.stopper());
     let mut events = Vec::new();
-    let mut payload = Vec::new();
+    let mut scratch = Vec::new();
     while q.live_entries() > 0 {
         events.clear();
         if let Err(e) = q.wait(&mut events) {
@@ -704,37 +703,35 @@ fn run_queue(
         for &ev in &events {
             match ev {
                 Event::Request(slot) => {
-                    // The reply overwrites the payload the request came in: copy it out.
-                    let Some(entry) = q.request(slot) else {
-                        continue;
-                    };
-                    let headers = entry.headers;
-                    payload.clear();
-                    payload.extend_from_slice(entry.payload);
-                    let h = headers.in_header;
-                    let r = q.commit_with(slot, |out| {
+                    // Decoded from the entry's own payload (no copy of the request);
+                    // the in-memory tree builds its reply aside while the request
+                    // borrows the payload, then copies it over.
+                    let r = q.answer_in_place(slot, |headers, payload, len| {
+                        let h = headers.in_header;
                         // A handler that panics still answers (EIO), or the request
-                        // would wait forever and wedge the connection (see below).
+                        // would wait forever and wedge the connection (see Fusectl).
                         let mut t = tree.lock().unwrap_or_else(|e| e.into_inner());
-                        match Request::decode(proto, &h, &headers.op_in, &payload) {
+                        scratch.resize(payload.len(), 0);
+                        let n = match Request::decode(proto, &h, &headers.op_in, &payload[..len]) {
                             Err(e) => {
                                 t.decode_errors.push(format!("op {}: {e}", h.opcode));
-                                Err(e.errno())
+                                return Err(e.errno());
                             }
                             Ok(req) => {
+                                *t.served.entry(h.opcode).or_default() += 1;
                                 let r =
                                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        t.serve(proto, &h, req, out)
+                                        t.serve(proto, &h, req, &mut scratch)
                                     }));
-                                let r = r.unwrap_or_else(|_| {
+                                r.unwrap_or_else(|_| {
                                     t.decode_errors
                                         .push(format!("op {}: handler panicked", h.opcode));
                                     Err(libc::EIO)
-                                });
-                                *t.served.entry(h.opcode).or_default() += 1;
-                                r
+                                })?
                             }
-                        }
+                        };
+                        payload[..n].copy_from_slice(&scratch[..n]);
+                        Ok(n)
                     });
                     if let Err(e) = r {
                         report.error = Some(format!("commit: {e}"));

@@ -438,6 +438,21 @@ impl Queue {
         slot: usize,
         reply: impl FnOnce(&mut [u8]) -> Result<usize, i32>,
     ) -> io::Result<()> {
+        self.answer_in_place(slot, |_, payload, _| reply(payload))
+    }
+
+    /// Serves the request in entry `slot` in its own buffers and queues the commit:
+    /// `serve` gets the request's headers, the whole payload buffer and the request's
+    /// length in it (`payload_sz`), decodes the request from `&payload[..len]`, acts on
+    /// it, and only then writes the reply over it (a decoded [`super::request::Request`]
+    /// borrows the payload, so the borrow checker orders the two). It returns the
+    /// reply's length or a positive errno, as for [`Queue::commit_with`]. No copy of the
+    /// request is made: WRITE data goes from the payload to its destination once.
+    pub fn answer_in_place(
+        &mut self,
+        slot: usize,
+        serve: impl FnOnce(&RequestHeaders, &mut [u8], usize) -> Result<usize, i32>,
+    ) -> io::Result<()> {
         let s = self
             .slots
             .get_mut(slot)
@@ -446,9 +461,20 @@ impl Queue {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
         // SAFETY: State::User: the buffers are ours until the submission below.
+        let headers = RequestHeaders::decode(unsafe { s.header.bytes() });
+        // SAFETY: as above; `headers` is a copy, so no borrow of the header remains.
         let payload = unsafe { s.payload.bytes_mut() };
         let cap = payload.len();
-        let (error, len) = match reply(payload) {
+        let outcome = match headers {
+            Some(h) => {
+                let len = usize::try_from(h.ent.payload_sz)
+                    .unwrap_or(usize::MAX)
+                    .min(cap);
+                serve(&h, payload, len)
+            }
+            None => Err(libc::EIO),
+        };
+        let (error, len) = match outcome {
             Ok(len) if len <= cap => (0, len),
             Ok(_) => (-libc::EIO, 0),
             Err(e) if e > 0 && e < ERESTARTSYS => (-e, 0),
