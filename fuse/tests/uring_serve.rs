@@ -565,6 +565,13 @@ impl Tree {
                 reply::statfs(proto, out, &s).ok_or(EIO)
             }
             Request::Setxattr { arg, name, value } => {
+                // Only a POSIX ACL gets FUSE_SETXATTR_ACL_KILL_SGID: anything else here
+                // is the stale op_in bytes past an 8-byte fuse_setxattr_in misread.
+                if arg.setxattr_flags != 0 {
+                    self.decode_errors
+                        .push(format!("SETXATTR setxattr_flags {:#x}", arg.setxattr_flags));
+                    return Err(libc::EINVAL);
+                }
                 let n = self.node_mut(ino)?;
                 let exists = n.xattrs.contains_key(name.as_bytes());
                 if arg.flags & libc::XATTR_CREATE as u32 != 0 && exists {
