@@ -231,6 +231,8 @@ struct Tree {
     served: BTreeMap<u32, u64>,
     /// Requests that failed to decode, with the reason.
     decode_errors: Vec<String>,
+    /// GETXATTR name -> requests, to see what the kernel asks for by itself.
+    getxattr_names: BTreeMap<String, u64>,
 }
 
 impl Tree {
@@ -584,6 +586,10 @@ impl Tree {
                 Ok(0)
             }
             Request::Getxattr { size, name } => {
+                *self
+                    .getxattr_names
+                    .entry(name.to_string_lossy().into_owned())
+                    .or_default() += 1;
                 let v = self
                     .node(ino)?
                     .xattrs
@@ -1083,7 +1089,7 @@ const EXPECTED: &[(u32, &str)] = &[
 fn name_of(op: u32) -> String {
     match op {
         opcode::STATX => return "STATX".into(),
-        53 => return "COPY_FILE_RANGE_64".into(),
+        opcode::COPY_FILE_RANGE_64 => return "COPY_FILE_RANGE_64".into(),
         _ => {}
     }
     EXPECTED
@@ -1178,10 +1184,11 @@ fn serve_a_tree_over_the_ring(setxattr_ext: bool) {
         .map(|(op, n)| format!("{}={n}", name_of(*op)))
         .collect();
     eprintln!(
-        "setxattr_ext {setxattr_ext}: served [{}]; decode errors {:?}; queues {reports:?}; \
-         forgets via /dev/fuse {}; unmount {unmounted:?}",
+        "setxattr_ext {setxattr_ext}: served [{}]; decode errors {:?}; GETXATTR names {:?}; \
+         queues {reports:?}; forgets via /dev/fuse {}; unmount {unmounted:?}",
         served.join(" "),
         t.decode_errors,
+        t.getxattr_names,
         forgets.load(Ordering::SeqCst)
     );
     if let Err(p) = outcome {

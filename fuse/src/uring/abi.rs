@@ -84,6 +84,9 @@ pub mod opcode {
     pub const SYNCFS: u32 = 50;
     pub const TMPFILE: u32 = 51;
     pub const STATX: u32 = 52;
+    /// 6.18+: COPY_FILE_RANGE with a 64-bit `fuse_copy_file_range_out`; the kernel tries it
+    /// first and, on ENOSYS, falls back to COPY_FILE_RANGE for the connection's life.
+    pub const COPY_FILE_RANGE_64: u32 = 53;
 }
 
 /// `struct fuse_in_header`: the first bytes of `in_out` when a request arrives.

@@ -187,8 +187,9 @@ pub enum Request<'a> {
         arg: FuseIoctlIn,
         data: &'a [u8],
     },
-    /// An opcode the mount does not serve (answer ENOSYS), or one that never comes
-    /// over the ring (INIT, FORGET, INTERRUPT).
+    /// An opcode the mount does not serve (answer ENOSYS: STATX and COPY_FILE_RANGE_64,
+    /// which Linux 6.18 tries once each, then fall back), or one that never comes over
+    /// the ring (INIT, FORGET, BATCH_FORGET, INTERRUPT).
     Unsupported {
         opcode: u32,
     },
