@@ -716,6 +716,22 @@ mod tests {
     }
 
     #[test]
+    fn answering_in_place_without_a_request_in_the_entry_is_refused_unserved() {
+        let Some((_f, mut q)) = queue_on("/dev/zero", 1) else {
+            return;
+        };
+        let mut called = false;
+        let e = q
+            .answer_in_place(0, |_, _, _| {
+                called = true;
+                Ok(0)
+            })
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        assert!(!called, "the handler never sees buffers the kernel may own");
+    }
+
+    #[test]
     fn ring_buffers_are_page_aligned_and_zeroed() {
         let b = RingBuf::new(REQ_HEADER_SIZE).unwrap();
         assert_eq!(b.ptr.as_ptr() as usize % BUF_ALIGN, 0);
