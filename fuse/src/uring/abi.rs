@@ -84,6 +84,9 @@ pub mod opcode {
     pub const SYNCFS: u32 = 50;
     pub const TMPFILE: u32 = 51;
     pub const STATX: u32 = 52;
+    /// 6.18+: COPY_FILE_RANGE with a 64-bit `fuse_copy_file_range_out`; the kernel tries it
+    /// first and, on ENOSYS, falls back to COPY_FILE_RANGE for the connection's life.
+    pub const COPY_FILE_RANGE_64: u32 = 53;
 }
 
 /// `struct fuse_in_header`: the first bytes of `in_out` when a request arrives.
@@ -290,6 +293,14 @@ impl<'a> Reader<'a> {
         self.take()
     }
 
+    fn spare6(&mut self) -> Option<[u32; 6]> {
+        let mut v = [0u32; 6];
+        for x in &mut v {
+            *x = self.u32()?;
+        }
+        Some(v)
+    }
+
     fn attr(&mut self) -> Option<FuseAttr> {
         let a = FuseAttr::decode(self.buf.get(self.at..)?)?;
         self.at += FuseAttr::SIZE;
@@ -333,6 +344,10 @@ impl<'a> Writer<'a> {
 
     fn pad6(&mut self, v: [u8; 6]) -> Option<()> {
         self.put(&v)
+    }
+
+    fn spare6(&mut self, v: [u32; 6]) -> Option<()> {
+        v.iter().try_for_each(|&x| self.u32(x))
     }
 
     fn attr(&mut self, a: FuseAttr) -> Option<()> {
@@ -455,6 +470,467 @@ wire!(FuseReadIn {
     lock_owner: u64,
     flags: u32,
     padding: u32,
+});
+
+// The opcode argument and reply structs the mount's opcodes use (uapi fuse.h 7.45).
+/// `struct fuse_setattr_in`: SETATTR's `op_in`; `valid` says which fields count (`FATTR_*`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseSetattrIn {
+    pub valid: u32,
+    pub padding: u32,
+    pub fh: u64,
+    pub size: u64,
+    pub lock_owner: u64,
+    pub atime: u64,
+    pub mtime: u64,
+    pub ctime: u64,
+    pub atimensec: u32,
+    pub mtimensec: u32,
+    pub ctimensec: u32,
+    pub mode: u32,
+    pub unused4: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub unused5: u32,
+}
+
+/// `struct fuse_mknod_in`: MKNOD's `op_in` (8 bytes, no umask, before 7.12).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseMknodIn {
+    pub mode: u32,
+    pub rdev: u32,
+    pub umask: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_mkdir_in`: MKDIR's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseMkdirIn {
+    pub mode: u32,
+    pub umask: u32,
+}
+
+/// `struct fuse_rename_in`: RENAME's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseRenameIn {
+    pub newdir: u64,
+}
+
+/// `struct fuse_rename2_in`: RENAME2's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseRename2In {
+    pub newdir: u64,
+    pub flags: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_link_in`: LINK's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseLinkIn {
+    pub oldnodeid: u64,
+}
+
+/// `struct fuse_open_in`: OPEN's and OPENDIR's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseOpenIn {
+    pub flags: u32,
+    pub open_flags: u32,
+}
+
+/// `struct fuse_create_in`: CREATE's `op_in` (a `fuse_open_in`, 8 bytes, before 7.12).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseCreateIn {
+    pub flags: u32,
+    pub mode: u32,
+    pub umask: u32,
+    pub open_flags: u32,
+}
+
+/// `struct fuse_write_in`: WRITE's `op_in` (24 bytes, without lock_owner/flags, before 7.9).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseWriteIn {
+    pub fh: u64,
+    pub offset: u64,
+    pub size: u32,
+    pub write_flags: u32,
+    pub lock_owner: u64,
+    pub flags: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_flush_in`: FLUSH's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseFlushIn {
+    pub fh: u64,
+    pub unused: u32,
+    pub padding: u32,
+    pub lock_owner: u64,
+}
+
+/// `struct fuse_release_in`: RELEASE's and RELEASEDIR's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseReleaseIn {
+    pub fh: u64,
+    pub flags: u32,
+    pub release_flags: u32,
+    pub lock_owner: u64,
+}
+
+/// `struct fuse_fsync_in`: FSYNC's and FSYNCDIR's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseFsyncIn {
+    pub fh: u64,
+    pub fsync_flags: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_setxattr_in`: SETXATTR's `op_in`; only `size` and `flags` (8 bytes) unless FUSE_SETXATTR_EXT was granted in INIT.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseSetxattrIn {
+    pub size: u32,
+    pub flags: u32,
+    pub setxattr_flags: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_getxattr_in`: GETXATTR's and LISTXATTR's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseGetxattrIn {
+    pub size: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_access_in`: ACCESS's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseAccessIn {
+    pub mask: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_fallocate_in`: FALLOCATE's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseFallocateIn {
+    pub fh: u64,
+    pub offset: u64,
+    pub length: u64,
+    pub mode: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_lseek_in`: LSEEK's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseLseekIn {
+    pub fh: u64,
+    pub offset: u64,
+    pub whence: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_copy_file_range_in`: COPY_FILE_RANGE's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseCopyFileRangeIn {
+    pub fh_in: u64,
+    pub off_in: u64,
+    pub nodeid_out: u64,
+    pub fh_out: u64,
+    pub off_out: u64,
+    pub len: u64,
+    pub flags: u64,
+}
+
+/// `struct fuse_poll_in`: POLL's `op_in`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FusePollIn {
+    pub fh: u64,
+    pub kh: u64,
+    pub flags: u32,
+    pub events: u32,
+}
+
+/// `struct fuse_ioctl_in`: IOCTL's `op_in`; `in_size` bytes of input follow in the payload.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseIoctlIn {
+    pub fh: u64,
+    pub flags: u32,
+    pub cmd: u32,
+    pub arg: u64,
+    pub in_size: u32,
+    pub out_size: u32,
+}
+
+/// `struct fuse_write_out`: the reply of WRITE (and COPY_FILE_RANGE).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseWriteOut {
+    pub size: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_kstatfs`, the whole of `fuse_statfs_out`: the reply of STATFS.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseKstatfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+    pub padding: u32,
+    pub spare: [u32; 6],
+}
+
+/// `struct fuse_getxattr_out`: the reply of GETXATTR/LISTXATTR with size 0 (a size query).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseGetxattrOut {
+    pub size: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_lseek_out`: the reply of LSEEK.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseLseekOut {
+    pub offset: u64,
+}
+
+/// `struct fuse_poll_out`: the reply of POLL.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FusePollOut {
+    pub revents: u32,
+    pub padding: u32,
+}
+
+/// `struct fuse_ioctl_out`: the start of IOCTL's reply; output data follows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseIoctlOut {
+    pub result: i32,
+    pub flags: u32,
+    pub in_iovs: u32,
+    pub out_iovs: u32,
+}
+
+/// `struct fuse_dirent` without its name: a READDIR record's fixed part.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FuseDirent {
+    pub ino: u64,
+    pub off: u64,
+    pub namelen: u32,
+    pub typ: u32,
+}
+
+// Sizes from the uapi header.
+const _: () = assert!(size_of::<FuseSetattrIn>() == 88);
+const _: () = assert!(size_of::<FuseMknodIn>() == 16);
+const _: () = assert!(size_of::<FuseMkdirIn>() == 8);
+const _: () = assert!(size_of::<FuseRenameIn>() == 8);
+const _: () = assert!(size_of::<FuseRename2In>() == 16);
+const _: () = assert!(size_of::<FuseLinkIn>() == 8);
+const _: () = assert!(size_of::<FuseOpenIn>() == 8);
+const _: () = assert!(size_of::<FuseCreateIn>() == 16);
+const _: () = assert!(size_of::<FuseWriteIn>() == 40);
+const _: () = assert!(size_of::<FuseFlushIn>() == 24);
+const _: () = assert!(size_of::<FuseReleaseIn>() == 24);
+const _: () = assert!(size_of::<FuseFsyncIn>() == 16);
+const _: () = assert!(size_of::<FuseSetxattrIn>() == 16);
+const _: () = assert!(size_of::<FuseGetxattrIn>() == 8);
+const _: () = assert!(size_of::<FuseAccessIn>() == 8);
+const _: () = assert!(size_of::<FuseFallocateIn>() == 32);
+const _: () = assert!(size_of::<FuseLseekIn>() == 24);
+const _: () = assert!(size_of::<FuseCopyFileRangeIn>() == 56);
+const _: () = assert!(size_of::<FusePollIn>() == 24);
+const _: () = assert!(size_of::<FuseIoctlIn>() == 32);
+const _: () = assert!(size_of::<FuseWriteOut>() == 8);
+const _: () = assert!(size_of::<FuseKstatfs>() == 80);
+const _: () = assert!(size_of::<FuseGetxattrOut>() == 8);
+const _: () = assert!(size_of::<FuseLseekOut>() == 8);
+const _: () = assert!(size_of::<FusePollOut>() == 8);
+const _: () = assert!(size_of::<FuseIoctlOut>() == 16);
+const _: () = assert!(size_of::<FuseDirent>() == 24);
+
+wire!(FuseSetattrIn {
+    valid: u32,
+    padding: u32,
+    fh: u64,
+    size: u64,
+    lock_owner: u64,
+    atime: u64,
+    mtime: u64,
+    ctime: u64,
+    atimensec: u32,
+    mtimensec: u32,
+    ctimensec: u32,
+    mode: u32,
+    unused4: u32,
+    uid: u32,
+    gid: u32,
+    unused5: u32,
+});
+wire!(FuseMknodIn {
+    mode: u32,
+    rdev: u32,
+    umask: u32,
+    padding: u32,
+});
+wire!(FuseMkdirIn {
+    mode: u32,
+    umask: u32,
+});
+wire!(FuseRenameIn { newdir: u64 });
+wire!(FuseRename2In {
+    newdir: u64,
+    flags: u32,
+    padding: u32,
+});
+wire!(FuseLinkIn { oldnodeid: u64 });
+wire!(FuseOpenIn {
+    flags: u32,
+    open_flags: u32,
+});
+wire!(FuseCreateIn {
+    flags: u32,
+    mode: u32,
+    umask: u32,
+    open_flags: u32,
+});
+wire!(FuseWriteIn {
+    fh: u64,
+    offset: u64,
+    size: u32,
+    write_flags: u32,
+    lock_owner: u64,
+    flags: u32,
+    padding: u32,
+});
+wire!(FuseFlushIn {
+    fh: u64,
+    unused: u32,
+    padding: u32,
+    lock_owner: u64,
+});
+wire!(FuseReleaseIn {
+    fh: u64,
+    flags: u32,
+    release_flags: u32,
+    lock_owner: u64,
+});
+wire!(FuseFsyncIn {
+    fh: u64,
+    fsync_flags: u32,
+    padding: u32,
+});
+wire!(FuseSetxattrIn {
+    size: u32,
+    flags: u32,
+    setxattr_flags: u32,
+    padding: u32,
+});
+wire!(FuseGetxattrIn {
+    size: u32,
+    padding: u32,
+});
+wire!(FuseAccessIn {
+    mask: u32,
+    padding: u32,
+});
+wire!(FuseFallocateIn {
+    fh: u64,
+    offset: u64,
+    length: u64,
+    mode: u32,
+    padding: u32,
+});
+wire!(FuseLseekIn {
+    fh: u64,
+    offset: u64,
+    whence: u32,
+    padding: u32,
+});
+wire!(FuseCopyFileRangeIn {
+    fh_in: u64,
+    off_in: u64,
+    nodeid_out: u64,
+    fh_out: u64,
+    off_out: u64,
+    len: u64,
+    flags: u64,
+});
+wire!(FusePollIn {
+    fh: u64,
+    kh: u64,
+    flags: u32,
+    events: u32,
+});
+wire!(FuseIoctlIn {
+    fh: u64,
+    flags: u32,
+    cmd: u32,
+    arg: u64,
+    in_size: u32,
+    out_size: u32,
+});
+wire!(FuseWriteOut {
+    size: u32,
+    padding: u32,
+});
+wire!(FuseKstatfs {
+    blocks: u64,
+    bfree: u64,
+    bavail: u64,
+    files: u64,
+    ffree: u64,
+    bsize: u32,
+    namelen: u32,
+    frsize: u32,
+    padding: u32,
+    spare: spare6,
+});
+wire!(FuseGetxattrOut {
+    size: u32,
+    padding: u32,
+});
+wire!(FuseLseekOut { offset: u64 });
+wire!(FusePollOut {
+    revents: u32,
+    padding: u32,
+});
+wire!(FuseIoctlOut {
+    result: i32,
+    flags: u32,
+    in_iovs: u32,
+    out_iovs: u32,
+});
+wire!(FuseDirent {
+    ino: u64,
+    off: u64,
+    namelen: u32,
+    typ: u32,
 });
 
 impl FuseUringCmdReq {

@@ -423,6 +423,36 @@ impl Queue {
         error: i32,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> io::Result<()> {
+        if error != 0 {
+            return self.commit_with(slot, |_| Err(error.wrapping_neg()));
+        }
+        self.commit_with(slot, |out| Ok(fill(out)))
+    }
+
+    /// Like [`Queue::commit`], for a handler that decides the errno while it writes:
+    /// `reply` gets the payload buffer and returns the bytes it wrote, or a positive
+    /// errno (what it wrote is then ignored). An errno the kernel does not accept, or a
+    /// length beyond the buffer, becomes EIO.
+    pub fn commit_with(
+        &mut self,
+        slot: usize,
+        reply: impl FnOnce(&mut [u8]) -> Result<usize, i32>,
+    ) -> io::Result<()> {
+        self.answer_in_place(slot, |_, payload, _| reply(payload))
+    }
+
+    /// Serves the request in entry `slot` in its own buffers and queues the commit:
+    /// `serve` gets the request's headers, the whole payload buffer and the request's
+    /// length in it (`payload_sz`), decodes the request from `&payload[..len]`, acts on
+    /// it, and only then writes the reply over it (a decoded [`super::request::Request`]
+    /// borrows the payload, so the borrow checker orders the two). It returns the
+    /// reply's length or a positive errno, as for [`Queue::commit_with`]. No copy of the
+    /// request is made: WRITE data goes from the payload to its destination once.
+    pub fn answer_in_place(
+        &mut self,
+        slot: usize,
+        serve: impl FnOnce(&RequestHeaders, &mut [u8], usize) -> Result<usize, i32>,
+    ) -> io::Result<()> {
         let s = self
             .slots
             .get_mut(slot)
@@ -430,21 +460,26 @@ impl Queue {
         let State::User { unique } = s.state else {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         };
-        let mut error = if error > 0 || error <= -ERESTARTSYS {
-            -libc::EIO
-        } else {
-            error
-        };
-        let mut len = 0;
-        if error == 0 {
-            // SAFETY: State::User: the buffers are ours until the submission below.
-            let payload = unsafe { s.payload.bytes_mut() };
-            len = fill(payload);
-            if len > payload.len() {
-                error = -libc::EIO;
-                len = 0;
+        // SAFETY: State::User: the buffers are ours until the submission below.
+        let headers = RequestHeaders::decode(unsafe { s.header.bytes() });
+        // SAFETY: as above; `headers` is a copy, so no borrow of the header remains.
+        let payload = unsafe { s.payload.bytes_mut() };
+        let cap = payload.len();
+        let outcome = match headers {
+            Some(h) => {
+                let len = usize::try_from(h.ent.payload_sz)
+                    .unwrap_or(usize::MAX)
+                    .min(cap);
+                serve(&h, payload, len)
             }
-        }
+            None => Err(libc::EIO),
+        };
+        let (error, len) = match outcome {
+            Ok(len) if len <= cap => (0, len),
+            Ok(_) => (-libc::EIO, 0),
+            Err(e) if e > 0 && e < ERESTARTSYS => (-e, 0),
+            Err(_) => (-libc::EIO, 0),
+        };
         // SAFETY: as above.
         let header = unsafe { s.header.bytes_mut() };
         encode_reply_headers(header, unique, error, len)
@@ -678,6 +713,22 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
         let e = q.commit(1, 0, |_| 0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn answering_in_place_without_a_request_in_the_entry_is_refused_unserved() {
+        let Some((_f, mut q)) = queue_on("/dev/zero", 1) else {
+            return;
+        };
+        let mut called = false;
+        let e = q
+            .answer_in_place(0, |_, _, _| {
+                called = true;
+                Ok(0)
+            })
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        assert!(!called, "the handler never sees buffers the kernel may own");
     }
 
     #[test]
