@@ -76,7 +76,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long the kernel may trust entries and attributes it was given. Every change goes
 /// through this kernel, so the TTL only bounds staleness from changes the core makes on
@@ -122,6 +122,13 @@ const MAX_COPY_CHUNK: u64 = 0xffff_f000;
 
 /// Directory entries fetched per batch in readdirplus (see there).
 const READDIRPLUS_BATCH: usize = 64;
+
+/// How long a request that found no space waits in all for removed files to be freed
+/// ([`FuseAdapter::wait_for_space`]): the kernel's RELEASE and FORGET that free them are
+/// on their way and arrive within microseconds to milliseconds, so this is only the bound
+/// for a loaded machine. A removed file some process holds open costs one such wait per
+/// change of the set of removed-but-referenced files (`DaxFs::wait_for_orphan_free`).
+const SPACE_WAIT: Duration = Duration::from_millis(500);
 
 /// A [`DaxFs`] served through fuser.
 pub struct FuseAdapter {
@@ -281,9 +288,76 @@ impl FuseAdapter {
     /// Replies with an entry, counting the kernel's new reference to it first (the
     /// kernel will forget it later; see [`DaxFs::remember`]).
     fn entry(&self, reply: ReplyEntry, r: daxfs::Result<Attr>) {
-        match r.and_then(|a| self.fs.remember(a.ino).map(|()| a)) {
-            Ok(a) => reply.entry(&self.ttl, &file_attr(&a), Generation(a.generation)),
-            Err(e) => reply.error(errno(e)),
+        answer_entry(&self.fs, reply, r, &self.ttl)
+    }
+
+    /// The entry reply of a request that may have found no space: `r` is the result of
+    /// its first try, `retry` repeats it (see [`wait_for_space`](Self::wait_for_space)).
+    fn entry_or_wait(
+        &self,
+        req: &Request,
+        reply: ReplyEntry,
+        token: u64,
+        r: daxfs::Result<Attr>,
+        retry: impl FnMut(&DaxFs) -> daxfs::Result<Attr> + Send + 'static,
+    ) {
+        if !self.space_may_come(&r, token) {
+            return self.entry(reply, r);
+        }
+        let ttl = self.ttl;
+        self.wait_for_space(req, reply, token, retry, move |fs, reply, r| {
+            answer_entry(fs, reply, r, &ttl)
+        });
+    }
+
+    /// Whether a request that gave `r` found no space that a removed file is about to
+    /// give back: with FUSE, the kernel sends the RELEASE of a closed file and the FORGET
+    /// of a removed one asynchronously, so they can arrive after the next request that
+    /// needs their space — `rm f; echo data > p` on a full device failed with ENOSPC,
+    /// where ext4 and tmpfs have freed the space before rm returns. `token` is
+    /// `DaxFs::orphan_frees` taken before the request's first try.
+    fn space_may_come<T>(&self, r: &daxfs::Result<T>, token: u64) -> bool {
+        matches!(r, Err(e) if *e == CoreErrno::ENOSPC) && self.fs.orphan_free_may_come(token)
+    }
+
+    /// Hands a request that found no space while a removed file's free may be on its way
+    /// ([`space_may_come`](Self::space_may_come)) to a waiter thread, as ext4 retries an
+    /// allocation after the journal commit that frees blocks: there it waits for the free,
+    /// holding no lock (`DaxFs::wait_for_orphan_free`), repeats the request with `retry`
+    /// and answers the outcome with `answer`; at most [`SPACE_WAIT`] in all, then ENOSPC.
+    /// The worker returns at once: the RELEASE or FORGET that ends the wait needs one.
+    /// Past the bounds on waiters the request is answered ENOSPC at once.
+    fn wait_for_space<R, T>(
+        &self,
+        req: &Request,
+        reply: R,
+        token: u64,
+        mut retry: impl FnMut(&DaxFs) -> daxfs::Result<T> + Send + 'static,
+        answer: impl FnOnce(&DaxFs, R, daxfs::Result<T>) + Send + 'static,
+    ) where
+        R: ReplyError + Send + 'static,
+        T: 'static,
+    {
+        let fs = self.fs.clone();
+        let job = move |reply: R| {
+            let deadline = Instant::now() + SPACE_WAIT;
+            let mut token = token;
+            let mut r = Err(CoreErrno::ENOSPC);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !fs.wait_for_orphan_free(token, left) {
+                    break;
+                }
+                token = fs.orphan_frees();
+                r = retry(&fs);
+                if !matches!(r, Err(e) if e == CoreErrno::ENOSPC) {
+                    break;
+                }
+            }
+            answer(&fs, reply, r)
+        };
+        if let Err(reply) = self.waiters.run(req.uid(), reply, job) {
+            reply.fail(Errno::ENOSPC);
         }
     }
 
@@ -342,7 +416,40 @@ macro_rules! reply_error {
         }
     )*};
 }
-reply_error!(ReplyAttr, ReplyOpen, ReplyCreate, ReplyEmpty);
+reply_error!(
+    ReplyAttr,
+    ReplyOpen,
+    ReplyCreate,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyWrite
+);
+
+/// The reply to a request that made or found an entry, counting the kernel's new
+/// reference to it first (the kernel will forget it later; see [`DaxFs::remember`]).
+fn answer_entry(fs: &DaxFs, reply: ReplyEntry, r: daxfs::Result<Attr>, ttl: &Duration) {
+    match r.and_then(|a| fs.remember(a.ino).map(|()| a)) {
+        Ok(a) => reply.entry(ttl, &file_attr(&a), Generation(a.generation)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// The reply to a write or copy that gave `r`.
+fn answer_written<N: TryInto<u32>>(reply: ReplyWrite, r: daxfs::Result<N>) {
+    match r {
+        // Never more than the request's size, which is at most max_write (u32).
+        Ok(n) => reply.written(n.try_into().unwrap_or(u32::MAX)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// The reply to a request that answers nothing but its outcome.
+fn answer_empty(reply: ReplyEmpty, r: daxfs::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
 
 /// The reply to a create that gave `r` (new handle `fh`), counting the kernel's new
 /// reference to the entry first.
@@ -882,10 +989,12 @@ impl Filesystem for FuseAdapter {
     ) {
         self.arrived();
         let mode = self.create_mode(parent.0, mode, umask);
-        let r = self
-            .fs
-            .mknod(parent.0, name.as_bytes(), mode, rdev, &cred(req));
-        self.entry(reply, r);
+        let (token, who) = (self.fs.orphan_frees(), cred(req));
+        let r = self.fs.mknod(parent.0, name.as_bytes(), mode, rdev, &who);
+        let name = name.as_bytes().to_vec();
+        self.entry_or_wait(req, reply, token, r, move |fs| {
+            fs.mknod(parent.0, &name, mode, rdev, &who)
+        });
     }
 
     fn mkdir(
@@ -898,11 +1007,13 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         self.arrived();
-        let mode = self.create_mode(parent.0, mode, umask);
-        let r = self
-            .fs
-            .mkdir(parent.0, name.as_bytes(), mode & 0o7777, &cred(req));
-        self.entry(reply, r);
+        let mode = self.create_mode(parent.0, mode, umask) & 0o7777;
+        let (token, who) = (self.fs.orphan_frees(), cred(req));
+        let r = self.fs.mkdir(parent.0, name.as_bytes(), mode, &who);
+        let name = name.as_bytes().to_vec();
+        self.entry_or_wait(req, reply, token, r, move |fs| {
+            fs.mkdir(parent.0, &name, mode, &who)
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -930,18 +1041,18 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEntry,
     ) {
         self.arrived();
-        let r = self.fs.symlink(
-            parent.0,
-            link_name.as_bytes(),
-            target.as_os_str().as_bytes(),
-            &cred(req),
-        );
-        self.entry(reply, r);
+        let (token, who) = (self.fs.orphan_frees(), cred(req));
+        let (name, target) = (link_name.as_bytes(), target.as_os_str().as_bytes());
+        let r = self.fs.symlink(parent.0, name, target, &who);
+        let (name, target) = (name.to_vec(), target.to_vec());
+        self.entry_or_wait(req, reply, token, r, move |fs| {
+            fs.symlink(parent.0, &name, &target, &who)
+        });
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -955,29 +1066,34 @@ impl Filesystem for FuseAdapter {
         if !supported.contains(flags) {
             return reply.error(Errno::EINVAL);
         }
-        match self.fs.rename(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            flags.bits(),
-        ) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+        let (token, flags) = (self.fs.orphan_frees(), flags.bits());
+        let (name, newname) = (name.as_bytes(), newname.as_bytes());
+        let r = self.fs.rename(parent.0, name, newparent.0, newname, flags);
+        if !self.space_may_come(&r, token) {
+            return answer_empty(reply, r);
         }
+        let (name, newname) = (name.to_vec(), newname.to_vec());
+        let retry = move |fs: &DaxFs| fs.rename(parent.0, &name, newparent.0, &newname, flags);
+        self.wait_for_space(req, reply, token, retry, |_, reply, r| {
+            answer_empty(reply, r)
+        });
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         self.arrived();
+        let token = self.fs.orphan_frees();
         let r = self.fs.link(ino.0, newparent.0, newname.as_bytes());
-        self.entry(reply, r);
+        let name = newname.as_bytes().to_vec();
+        self.entry_or_wait(req, reply, token, r, move |fs| {
+            fs.link(ino.0, newparent.0, &name)
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -1011,10 +1127,18 @@ impl Filesystem for FuseAdapter {
         let who = cred(req);
         // O_TRUNC of a file that exists may wait for pins: tried here without sleeping.
         let fh = self.new_handle(flags);
+        let token = self.fs.orphan_frees();
         match self
             .fs
             .try_create(parent.0, name.as_bytes(), mode, flags, &who)
         {
+            Some(r) if self.space_may_come(&r, token) => {
+                let (ttl, name) = (self.ttl, name.as_bytes().to_vec());
+                let retry = move |fs: &DaxFs| fs.create(parent.0, &name, mode, flags, &who);
+                self.wait_for_space(req, reply, token, retry, move |fs, reply, r| {
+                    answer_create(fs, reply, r, &ttl, fh)
+                });
+            }
             Some(r) => answer_create(&self.fs, reply, r, &self.ttl, fh),
             None => {
                 let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.as_bytes().to_vec());
@@ -1078,11 +1202,17 @@ impl Filesystem for FuseAdapter {
         self.arrived();
         let append = write_appends(flags.0, handle_flags(fh), write_flags, self.writeback);
         // A write by anyone but root clears set-id bits; the core tells the kernel.
-        match self.fs.write_as(ino.0, offset, data, append, &cred(req)) {
-            // Never more than the request's size, which is at most max_write (u32).
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-            Err(e) => reply.error(errno(e)),
+        let (token, who) = (self.fs.orphan_frees(), cred(req));
+        let r = self.fs.write_as(ino.0, offset, data, append, &who);
+        if !self.space_may_come(&r, token) {
+            return answer_written(reply, r);
         }
+        // Nothing was written (a short write is Ok): the retry writes it all.
+        let data = data.to_vec();
+        let retry = move |fs: &DaxFs| fs.write_as(ino.0, offset, &data, append, &who);
+        self.wait_for_space(req, reply, token, retry, |_, reply, r| {
+            answer_written(reply, r)
+        });
     }
 
     fn flush(
@@ -1262,7 +1392,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1275,10 +1405,16 @@ impl Filesystem for FuseAdapter {
             // A macOS resource-fork offset; never sent by Linux.
             return reply.error(Errno::EINVAL);
         }
-        match self.fs.setxattr(ino.0, name.as_bytes(), value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
+        let token = self.fs.orphan_frees();
+        let r = self.fs.setxattr(ino.0, name.as_bytes(), value, flags);
+        if !self.space_may_come(&r, token) {
+            return answer_empty(reply, r);
         }
+        let (name, value) = (name.as_bytes().to_vec(), value.to_vec());
+        let retry = move |fs: &DaxFs| fs.setxattr(ino.0, &name, &value, flags);
+        self.wait_for_space(req, reply, token, retry, |_, reply, r| {
+            answer_empty(reply, r)
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1319,8 +1455,17 @@ impl Filesystem for FuseAdapter {
     ) {
         self.arrived();
         // Punch, zero, collapse and insert may wait for pins: tried here without sleeping.
+        let token = self.fs.orphan_frees();
         match self.fs.try_fallocate(ino.0, offset, length, mode) {
             Some(Ok(())) => reply.ok(),
+            // The blocks it got stay (as on ext4): the retry allocates the rest.
+            Some(r) if self.space_may_come(&r, token) => {
+                let retry = move |fs: &DaxFs| fs.fallocate(ino.0, offset, length, mode);
+                self.wait_for_space(req, reply, token, retry, move |fs, reply, r| match r {
+                    Ok(()) => reply.ok(),
+                    Err(e) => fallocate_failed(fs, ino.0, mode, e, reply),
+                });
+            }
             Some(Err(e)) => fallocate_failed(&self.fs, ino.0, mode, e, reply),
             None => {
                 let fs = self.fs.clone();
@@ -1363,7 +1508,7 @@ impl Filesystem for FuseAdapter {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         ino_in: INodeNo,
         _fh_in: FileHandle,
         offset_in: u64,
@@ -1380,13 +1525,19 @@ impl Filesystem for FuseAdapter {
         }
         // A short copy is allowed; callers loop.
         let len = len.min(MAX_COPY_CHUNK);
-        match self
+        let token = self.fs.orphan_frees();
+        let (ino_in, ino_out) = (ino_in.0, ino_out.0);
+        let r = self
             .fs
-            .copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len)
-        {
-            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-            Err(e) => reply.error(errno(e)),
+            .copy_file_range(ino_in, offset_in, ino_out, offset_out, len);
+        if !self.space_may_come(&r, token) {
+            return answer_written(reply, r);
         }
+        let retry =
+            move |fs: &DaxFs| fs.copy_file_range(ino_in, offset_in, ino_out, offset_out, len);
+        self.wait_for_space(req, reply, token, retry, |_, reply, r| {
+            answer_written(reply, r)
+        });
     }
 
     /// A regular file is always readable and writable (the kernel's default answer for
