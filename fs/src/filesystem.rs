@@ -69,6 +69,9 @@ pub struct DaxFs {
     pub(crate) cache_inval: RwLock<Option<CacheInvalidator>>,
     /// Long-term pins by inode, per-user pin usage, the lease break hook (`pin.rs`).
     pub(crate) pins: crate::pin::PinRegistry,
+    /// Unlinked inodes still referenced, and the frees of them (`namespace.rs`,
+    /// [`DaxFs::wait_for_orphan_free`]).
+    pub(crate) orphan_frees: crate::namespace::OrphanFrees,
 }
 
 #[derive(Default)]
@@ -281,6 +284,7 @@ impl DaxFs {
             deferred: Mutex::new(None),
             cache_inval: RwLock::new(None),
             pins: Default::default(),
+            orphan_frees: Default::default(),
         };
         // Refused: nothing may be written, not even the clean shutdown that dropping a
         // mounted filesystem does (it would reclaim "orphans" and mark the image clean on

@@ -12,7 +12,49 @@ use crate::types::*;
 use daxfs_format::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// Unlinked inodes that something still references (orphans in memory) and the frees
+/// of them, for [`DaxFs::wait_for_orphan_free`]: under FUSE the kernel sends the RELEASE
+/// of a closed file and the FORGET of an unlinked inode asynchronously, so they can
+/// arrive after the next request that needs the space they free (docs/DESIGN.md,
+/// "Inode lifetimes").
+#[derive(Default)]
+pub(crate) struct OrphanFrees {
+    state: Mutex<OrphanState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct OrphanState {
+    /// Orphans not yet freed.
+    live: u64,
+    /// Orphans freed so far: the token of [`DaxFs::orphan_frees`].
+    frees: u64,
+    /// Bumped whenever the set of orphans changes (one made or one freed).
+    generation: u64,
+    /// The generation at which a wait timed out: those orphans are held by someone
+    /// (an open file, a cwd), so until the set changes nobody waits for them again.
+    stale: Option<u64>,
+}
+
+impl OrphanFrees {
+    fn made(&self) {
+        let mut s = lock(&self.state);
+        s.live += 1;
+        s.generation += 1;
+    }
+
+    fn freed(&self) {
+        let mut s = lock(&self.state);
+        s.live = s.live.saturating_sub(1);
+        s.frees += 1;
+        s.generation += 1;
+        drop(s);
+        self.freed.notify_all();
+    }
+}
 
 /// Longest symlink target (PATH_MAX − 1).
 pub const SYMLINK_MAX: usize = 4095;
@@ -500,6 +542,7 @@ impl DaxFs {
                 return self.free_inode(child, st, tx);
             }
             st.d.flags |= IFLAG_ORPHAN;
+            self.orphan_frees.made();
         }
         self.log_inode(child.ino, st, tx);
         Ok(())
@@ -928,7 +971,58 @@ impl DaxFs {
         self.free_inode(inode, &mut st, &mut tx)?;
         let ticket = self.enqueue(tx);
         drop((st, _ns));
-        self.wait(ticket)
+        self.wait(ticket)?;
+        // The commit returned the blocks to the allocator: a request that found no
+        // space may find it now.
+        self.orphan_frees.freed();
+        Ok(())
+    }
+
+    /// A token for [`wait_for_orphan_free`](Self::wait_for_orphan_free): the number of
+    /// orphans freed so far. Take it before the operation that may fail with ENOSPC.
+    pub fn orphan_frees(&self) -> u64 {
+        lock(&self.orphan_frees.state).frees
+    }
+
+    /// Whether an operation that failed with ENOSPC after `token` was taken might
+    /// succeed if retried after [`wait_for_orphan_free`](Self::wait_for_orphan_free):
+    /// an orphan was freed since, or orphans are left that nobody found held yet.
+    pub fn orphan_free_may_come(&self, token: u64) -> bool {
+        let s = lock(&self.orphan_frees.state);
+        s.frees != token || (s.live > 0 && s.stale != Some(s.generation))
+    }
+
+    /// Waits at most `timeout`, holding no lock of the filesystem, until an orphan (an
+    /// unlinked inode still referenced by an open handle or the kernel) has been freed
+    /// since `token` was taken ([`orphan_frees`](Self::orphan_frees)), and returns
+    /// whether one was: its blocks are free again and an operation that failed with
+    /// ENOSPC is worth retrying. The kernel adapter's answer to the kernel sending the
+    /// RELEASE and FORGET that free a removed file asynchronously (as ext4 retries an
+    /// allocation after forcing the journal commit that frees blocks). Returns false at
+    /// once when there is no orphan, or only orphans a previous wait already found
+    /// held (an unlinked file some process keeps open): a timeout marks the current
+    /// set of orphans so, so a full device with such a file answers ENOSPC without
+    /// delay until an orphan is made or freed.
+    pub fn wait_for_orphan_free(&self, token: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.orphan_frees.state);
+        loop {
+            if s.frees != token {
+                return true;
+            }
+            if s.live == 0 || s.stale == Some(s.generation) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                s.stale = Some(s.generation);
+                return false;
+            }
+            s = match self.orphan_frees.freed.wait_timeout(s, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
     }
 
     /// Frees every unlinked inode still in memory, whatever references it: called at

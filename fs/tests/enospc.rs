@@ -383,3 +383,107 @@ fn rename_into_a_full_directory_on_a_full_device_is_enospc_and_changes_nothing()
     let fs = d.mount();
     assert_eq!(fs.lookup(dir, b"moved").unwrap().ino, f);
 }
+
+#[test]
+fn space_of_a_removed_file_is_available_to_the_next_write() {
+    // The library's own frees (no kernel references) are durable and back in the
+    // allocator when unlink returns: nothing is deferred past the call.
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    let f = fs.create(ROOT, b"f", 0o644, libc::O_RDWR, &root()).unwrap();
+    assert_eq!(
+        fs.fallocate(f.ino, 0, 1 << 30, 0).unwrap_err(),
+        Errno::ENOSPC
+    );
+    fs.release(f.ino).unwrap();
+    assert!(fs.statfs().bfree < 8);
+    fs.unlink(ROOT, b"f").unwrap();
+    let p = fs.create(ROOT, b"p", 0o644, libc::O_RDWR, &root()).unwrap();
+    assert_eq!(fs.write(p.ino, 0, b"data\n", false).unwrap(), 5);
+    fs.release(p.ino).unwrap();
+    census_ok(&fs);
+}
+
+/// Fills the device with `name`, which the "kernel" still references (`remember`, as
+/// the FUSE adapter does for every entry it hands out) after its handle is released.
+fn fill_remembered(fs: &daxfs::DaxFs, name: &[u8]) -> u64 {
+    let a = fs.create(ROOT, name, 0o644, libc::O_RDWR, &root()).unwrap();
+    fs.remember(a.ino).unwrap();
+    assert_eq!(
+        fs.fallocate(a.ino, 0, 1 << 30, 0).unwrap_err(),
+        Errno::ENOSPC
+    );
+    fs.release(a.ino).unwrap();
+    a.ino
+}
+
+/// A create and a one-block write of `name`: the `echo data > p` of daxfs/098.
+fn write_small(fs: &daxfs::DaxFs, name: &[u8]) -> Result<(), Errno> {
+    let p = fs.create(ROOT, name, 0o644, libc::O_RDWR, &root())?;
+    let r = fs.write(p.ino, 0, b"data\n", false).map(|_| ());
+    fs.release(p.ino).unwrap();
+    r
+}
+
+#[test]
+fn enospc_while_a_removed_file_waits_for_its_forget_can_wait_for_the_free_and_retry() {
+    let d = TestDev::new(32 * MB);
+    let fs = std::sync::Arc::new(d.mount());
+    let big = fill_remembered(&fs, b"big");
+    fs.unlink(ROOT, b"big").unwrap();
+    // The kernel's FORGET is on its way: the blocks are still the orphan's.
+    let token = fs.orphan_frees();
+    assert_eq!(write_small(&fs, b"p").unwrap_err(), Errno::ENOSPC);
+    assert!(fs.orphan_free_may_come(token));
+    let kernel = {
+        let fs = fs.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            fs.forget(big, 1).unwrap();
+        })
+    };
+    assert!(fs.wait_for_orphan_free(token, std::time::Duration::from_secs(10)));
+    write_small(&fs, b"p").unwrap();
+    kernel.join().unwrap();
+    census_ok(&fs);
+}
+
+#[test]
+fn a_removed_file_held_open_makes_one_wait_time_out_and_later_ones_return_at_once() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    let big = fill_remembered(&fs, b"big");
+    fs.open(big, libc::O_RDONLY).unwrap();
+    fs.unlink(ROOT, b"big").unwrap();
+    let token = fs.orphan_frees();
+    assert_eq!(write_small(&fs, b"p").unwrap_err(), Errno::ENOSPC);
+    let wait = std::time::Duration::from_millis(100);
+    let t = std::time::Instant::now();
+    assert!(!fs.wait_for_orphan_free(token, wait));
+    assert!(t.elapsed() >= wait);
+    // The same orphans, still held: no second wait.
+    assert!(!fs.orphan_free_may_come(token));
+    let t = std::time::Instant::now();
+    assert!(!fs.wait_for_orphan_free(token, std::time::Duration::from_secs(10)));
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // The last close and forget free it, and a new wait sees that.
+    fs.release(big).unwrap();
+    fs.forget(big, 1).unwrap();
+    assert!(fs.orphan_free_may_come(token));
+    assert!(fs.wait_for_orphan_free(token, wait));
+    write_small(&fs, b"p").unwrap();
+    census_ok(&fs);
+}
+
+#[test]
+fn without_orphans_a_wait_for_an_orphan_free_returns_at_once() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    fill(&fs, b"big");
+    let token = fs.orphan_frees();
+    assert_eq!(write_small(&fs, b"p").unwrap_err(), Errno::ENOSPC);
+    assert!(!fs.orphan_free_may_come(token));
+    let t = std::time::Instant::now();
+    assert!(!fs.wait_for_orphan_free(token, std::time::Duration::from_secs(10)));
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -258,3 +258,122 @@ fn a_user_past_its_share_of_waiters_is_answered_ebusy_at_once() {
         .waiters()
         .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
 }
+
+/// Fills the device with `name`, which the "kernel" still references after its handle is
+/// released (the adapter's `remember` of every entry it hands out), and removes it: its
+/// blocks are freed only by the FORGET that follows.
+fn fill_and_remove_remembered(fs: &DaxFs, name: &[u8]) -> u64 {
+    let big = fs.create(ROOT, name, 0o644, libc::O_RDWR, &root()).unwrap();
+    fs.remember(big.ino).unwrap();
+    let r = fs.fallocate(big.ino, 0, 1 << 30, 0);
+    assert_eq!(r.unwrap_err(), Errno::ENOSPC);
+    fs.release(big.ino).unwrap();
+    fs.unlink(ROOT, name).unwrap();
+    big.ino
+}
+
+fn write_op(ino: u64, data: &[u8]) -> Op<'_> {
+    Op::Write {
+        ino,
+        fh: 0,
+        offset: 0,
+        data,
+        write_flags: 0,
+        flags: libc::O_WRONLY,
+    }
+}
+
+#[test]
+fn a_write_that_finds_no_space_a_removed_file_still_holds_is_answered_after_its_forget() {
+    let (_d, fs, a) = setup();
+    let p = mkfile(&fs, ROOT, b"p", b"");
+    let big = fill_and_remove_remembered(&fs, b"big");
+    let (sink, rx) = recorder(0);
+    assert_eq!(
+        a.serve(&ROOT_CTX, write_op(p, b"data\n"), sink),
+        Served::Deferred
+    );
+    // The kernel's FORGET of the removed file arrives after the write.
+    std::thread::sleep(Duration::from_millis(20));
+    fs.forget(big, 1).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(got, Ok(Got::Other("Written(5)".into())));
+    assert_eq!(daxfs_testkit::read_all(&fs, p), b"data\n");
+    assert!(a
+        .waiters()
+        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_write_that_finds_no_space_and_no_removed_file_is_enospc_at_once() {
+    let (_d, fs, a) = setup();
+    let p = mkfile(&fs, ROOT, b"p", b"");
+    let big = fs
+        .create(ROOT, b"big", 0o644, libc::O_RDWR, &root())
+        .unwrap();
+    let r = fs.fallocate(big.ino, 0, 1 << 30, 0);
+    assert_eq!(r.unwrap_err(), Errno::ENOSPC);
+    assert_eq!(
+        serve_now(&a, write_op(p, b"data\n")),
+        Got::Err(libc::ENOSPC)
+    );
+}
+
+#[test]
+fn a_write_waiting_for_a_removed_file_held_open_is_enospc_after_the_bounded_wait() {
+    let (_d, fs, a) = setup();
+    let p = mkfile(&fs, ROOT, b"p", b"");
+    let big = fill_and_remove_remembered(&fs, b"big");
+    fs.open(big, libc::O_RDONLY).unwrap();
+    let (sink, rx) = recorder(0);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        a.serve(&ROOT_CTX, write_op(p, b"data\n"), sink),
+        Served::Deferred
+    );
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(got, Ok(Got::Err(libc::ENOSPC)));
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t.elapsed()
+    );
+    // The same orphan, still held: the next write does not wait again.
+    assert_eq!(
+        serve_now(&a, write_op(p, b"data\n")),
+        Got::Err(libc::ENOSPC)
+    );
+    assert!(a
+        .waiters()
+        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_setxattr_that_finds_no_space_a_removed_file_still_holds_is_answered_after_its_forget() {
+    let (_d, fs, a) = setup();
+    let p = mkfile(&fs, ROOT, b"p", b"");
+    let big = fill_and_remove_remembered(&fs, b"big");
+    // The few blocks the big file's fallocate left go too: the xattr block finds none.
+    let rest = mkfile(&fs, ROOT, b"rest", b"");
+    let mut off = 0;
+    while fs.fallocate(rest, off, 4096, 0).is_ok() {
+        off += 4096;
+    }
+    let op = Op::Setxattr {
+        ino: p,
+        name: b"user.k",
+        value: b"v",
+        flags: 0,
+        position: 0,
+    };
+    let (sink, rx) = recorder(0);
+    assert_eq!(a.serve(&ROOT_CTX, op, sink), Served::Deferred);
+    std::thread::sleep(Duration::from_millis(20));
+    fs.forget(big, 1).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(got, Ok(Got::Other("Empty".into())));
+    assert_eq!(fs.getxattr(p, b"user.k").unwrap(), b"v");
+    assert!(a
+        .waiters()
+        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+}

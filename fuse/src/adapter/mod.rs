@@ -30,6 +30,10 @@
 //! - requests that may wait for pins (truncate, open and create with O_TRUNC, fallocate):
 //!   tried on the worker without sleeping, and only if they would, answered from a waiter
 //!   thread (`crate::deferred`), so that no worker ever sleeps on a pin;
+//! - requests that allocate (write, create, mknod, mkdir, symlink, link, rename,
+//!   fallocate, setxattr, copy_file_range) and found no space while a removed file's
+//!   RELEASE or FORGET, which the kernel sends asynchronously, may still free some: a
+//!   waiter thread waits for that free (bounded, `SPACE_WAIT` in `serve`) and retries;
 //! - dropping the kernel's cached pages when break_layouts frees a range of a file the
 //!   kernel may cache (a notifier thread sends FUSE_NOTIFY_INVAL_INODE);
 //! - reply shaping: xattr size probes, directory buffers, `struct fsxattr` for

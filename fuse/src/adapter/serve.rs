@@ -13,7 +13,14 @@ use super::{
     READDIRPLUS_BATCH,
 };
 use daxfs::{Attr, DaxFs, Errno, SetAttr, SEEK_DATA, SEEK_HOLE};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a request that found no space waits in all for removed files to be freed
+/// ([`FuseAdapter::or_wait_for_space`]): the kernel's RELEASE and FORGET that free them
+/// are on their way and arrive within microseconds to milliseconds, so this is only the
+/// bound for a loaded machine. A removed file some process holds open costs one such wait
+/// per change of the set of removed-but-referenced files (`DaxFs::wait_for_orphan_free`).
+const SPACE_WAIT: Duration = Duration::from_millis(500);
 
 /// `FOPEN_*` flags of an open reply: bypass the kernel page cache for DAX inodes (and let
 /// their direct writes run in parallel; the core is thread-safe), keep the cache across
@@ -44,6 +51,25 @@ pub fn write_appends(req_flags: i32, fh_flags: i32, write_flags: u32, writeback:
 fn empty(r: daxfs::Result<()>) -> Reply<'static> {
     match r {
         Ok(()) => Reply::Empty,
+        Err(e) => Reply::Err(e),
+    }
+}
+
+/// The reply to a request that made or found an entry, counting the kernel's new
+/// reference to it first (the kernel will forget it later; see [`DaxFs::remember`]).
+fn entry_reply(fs: &DaxFs, r: daxfs::Result<Attr>, ttl: Duration) -> Reply<'static> {
+    match r.and_then(|a| fs.remember(a.ino).map(|()| a)) {
+        Ok(attr) => Reply::Entry { attr, ttl },
+        Err(e) => Reply::Err(e),
+    }
+}
+
+/// The reply to a write or copy that gave `r`.
+fn written_reply<N: TryInto<u32>>(r: daxfs::Result<N>) -> Reply<'static> {
+    match r {
+        // Never more than the request's size, which is at most max_write (u32) for a
+        // write and MAX_COPY_CHUNK for a copy.
+        Ok(n) => Reply::Written(n.try_into().unwrap_or(u32::MAX)),
         Err(e) => Reply::Err(e),
     }
 }
@@ -124,7 +150,12 @@ impl FuseAdapter {
                 rdev,
             } => {
                 let mode = self.create_mode(parent, mode, umask);
-                self.entry(self.fs.mknod(parent, name, mode, rdev, &ctx.cred()))
+                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
+                let r = self.fs.mknod(parent, name, mode, rdev, &who);
+                return self.entry_or_wait(ctx, sink, token, r, || {
+                    let name = name.to_vec();
+                    move |fs: &DaxFs| fs.mknod(parent, &name, mode, rdev, &who)
+                });
             }
             Op::Mkdir {
                 parent,
@@ -132,8 +163,13 @@ impl FuseAdapter {
                 mode,
                 umask,
             } => {
-                let mode = self.create_mode(parent, mode, umask);
-                self.entry(self.fs.mkdir(parent, name, mode & 0o7777, &ctx.cred()))
+                let mode = self.create_mode(parent, mode, umask) & 0o7777;
+                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
+                let r = self.fs.mkdir(parent, name, mode, &who);
+                return self.entry_or_wait(ctx, sink, token, r, || {
+                    let name = name.to_vec();
+                    move |fs: &DaxFs| fs.mkdir(parent, &name, mode, &who)
+                });
             }
             Op::Unlink { parent, name } => empty(self.fs.unlink(parent, name)),
             Op::Rmdir { parent, name } => empty(self.fs.rmdir(parent, name)),
@@ -141,7 +177,14 @@ impl FuseAdapter {
                 parent,
                 name,
                 target,
-            } => self.entry(self.fs.symlink(parent, name, target, &ctx.cred())),
+            } => {
+                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
+                let r = self.fs.symlink(parent, name, target, &who);
+                return self.entry_or_wait(ctx, sink, token, r, || {
+                    let (name, target) = (name.to_vec(), target.to_vec());
+                    move |fs: &DaxFs| fs.symlink(parent, &name, &target, &who)
+                });
+            }
             Op::Rename {
                 parent,
                 name,
@@ -155,14 +198,33 @@ impl FuseAdapter {
                 if flags & !supported != 0 {
                     Reply::Err(Errno::EINVAL)
                 } else {
-                    empty(self.fs.rename(parent, name, newparent, newname, flags))
+                    let token = self.fs.orphan_frees();
+                    let r = self.fs.rename(parent, name, newparent, newname, flags);
+                    return self.or_wait_for_space(
+                        ctx,
+                        sink,
+                        token,
+                        r,
+                        |_, r| empty(r),
+                        || {
+                            let (name, newname) = (name.to_vec(), newname.to_vec());
+                            move |fs: &DaxFs| fs.rename(parent, &name, newparent, &newname, flags)
+                        },
+                    );
                 }
             }
             Op::Link {
                 ino,
                 newparent,
                 newname,
-            } => self.entry(self.fs.link(ino, newparent, newname)),
+            } => {
+                let token = self.fs.orphan_frees();
+                let r = self.fs.link(ino, newparent, newname);
+                return self.entry_or_wait(ctx, sink, token, r, || {
+                    let newname = newname.to_vec();
+                    move |fs: &DaxFs| fs.link(ino, newparent, &newname)
+                });
+            }
             Op::Open { ino, flags } => return self.open(ctx, ino, flags, sink),
             Op::Create {
                 parent,
@@ -187,11 +249,20 @@ impl FuseAdapter {
             } => {
                 let append = write_appends(flags, handle_flags(fh), write_flags, self.writeback);
                 // A write by anyone but root clears set-id bits; the core tells the kernel.
-                match self.fs.write_as(ino, offset, data, append, &ctx.cred()) {
-                    // Never more than the request's size, which is at most max_write (u32).
-                    Ok(n) => Reply::Written(u32::try_from(n).unwrap_or(u32::MAX)),
-                    Err(e) => Reply::Err(e),
-                }
+                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
+                let r = self.fs.write_as(ino, offset, data, append, &who);
+                // Nothing was written (a short write is Ok): the retry writes it all.
+                return self.or_wait_for_space(
+                    ctx,
+                    sink,
+                    token,
+                    r,
+                    |_, r| written_reply(r),
+                    || {
+                        let data = data.to_vec();
+                        move |fs: &DaxFs| fs.write_as(ino, offset, &data, append, &who)
+                    },
+                );
             }
             // Writes are durable before they reply; close has nothing left to push. ENOSYS
             // tells the kernel to stop sending FLUSH at all: one round trip less per close.
@@ -240,7 +311,19 @@ impl FuseAdapter {
                     // A macOS resource-fork offset; never sent by Linux.
                     Reply::Err(Errno::EINVAL)
                 } else {
-                    empty(self.fs.setxattr(ino, name, value, flags))
+                    let token = self.fs.orphan_frees();
+                    let r = self.fs.setxattr(ino, name, value, flags);
+                    return self.or_wait_for_space(
+                        ctx,
+                        sink,
+                        token,
+                        r,
+                        |_, r| empty(r),
+                        || {
+                            let (name, value) = (name.to_vec(), value.to_vec());
+                            move |fs: &DaxFs| fs.setxattr(ino, &name, &value, flags)
+                        },
+                    );
                 }
             }
             Op::Getxattr { ino, name, size } => xattr_reply(self.fs.getxattr(ino, name), size),
@@ -276,13 +359,22 @@ impl FuseAdapter {
                 } else {
                     // A short copy is allowed; callers loop.
                     let len = len.min(MAX_COPY_CHUNK);
-                    match self
+                    let token = self.fs.orphan_frees();
+                    let r = self
                         .fs
-                        .copy_file_range(ino_in, offset_in, ino_out, offset_out, len)
-                    {
-                        Ok(n) => Reply::Written(u32::try_from(n).unwrap_or(u32::MAX)),
-                        Err(e) => Reply::Err(e),
-                    }
+                        .copy_file_range(ino_in, offset_in, ino_out, offset_out, len);
+                    return self.or_wait_for_space(
+                        ctx,
+                        sink,
+                        token,
+                        r,
+                        |_, r| written_reply(r),
+                        || {
+                            move |fs: &DaxFs| {
+                                fs.copy_file_range(ino_in, offset_in, ino_out, offset_out, len)
+                            }
+                        },
+                    );
                 }
             }
             Op::Poll {
@@ -331,13 +423,91 @@ impl FuseAdapter {
     /// An entry reply, counting the kernel's new reference to it first (the kernel will
     /// forget it later; see [`DaxFs::remember`]).
     fn entry(&self, r: daxfs::Result<Attr>) -> Reply<'static> {
-        match r.and_then(|a| self.fs.remember(a.ino).map(|()| a)) {
-            Ok(attr) => Reply::Entry {
-                attr,
-                ttl: self.ttl,
-            },
-            Err(e) => Reply::Err(e),
+        entry_reply(&self.fs, r, self.ttl)
+    }
+
+    /// Whether a request that gave `r` found no space that a removed file is about to
+    /// give back: with FUSE, the kernel sends the RELEASE of a closed file and the FORGET
+    /// of a removed one asynchronously, so they can arrive after the next request that
+    /// needs their space — `rm f; echo data > p` on a full device failed with ENOSPC,
+    /// where ext4 and tmpfs have freed the space before rm returns. `token` is
+    /// `DaxFs::orphan_frees` taken before the request's first try.
+    fn space_may_come<T>(&self, r: &daxfs::Result<T>, token: u64) -> bool {
+        matches!(r, Err(e) if *e == Errno::ENOSPC) && self.fs.orphan_free_may_come(token)
+    }
+
+    /// Answers `r`, the first try of a request that allocates, with `answer`, unless it
+    /// found no space while a removed file's free may be on its way
+    /// ([`space_may_come`](Self::space_may_come)). Then, as ext4 retries an allocation
+    /// after the journal commit that frees blocks, a waiter thread (`crate::deferred`)
+    /// waits for the free, holding no lock (`DaxFs::wait_for_orphan_free`), repeats the
+    /// request with the closure `retry` makes and answers the outcome; at most
+    /// [`SPACE_WAIT`] in all, then ENOSPC. Only this slow path calls `retry`, which takes
+    /// owned copies of the request's borrowed arguments. The worker returns at once: the
+    /// RELEASE or FORGET that ends the wait needs one. Past the bounds on waiters the
+    /// request is answered ENOSPC at once.
+    fn or_wait_for_space<S, T, F>(
+        &self,
+        ctx: &Ctx,
+        sink: S,
+        token: u64,
+        r: daxfs::Result<T>,
+        answer: impl FnOnce(&DaxFs, daxfs::Result<T>) -> Reply<'static> + Send + 'static,
+        retry: impl FnOnce() -> F,
+    ) -> Served
+    where
+        S: ReplySink,
+        T: 'static,
+        F: FnMut(&DaxFs) -> daxfs::Result<T> + Send + 'static,
+    {
+        if !self.space_may_come(&r, token) {
+            sink.send(answer(&self.fs, r));
+            return Served::Now;
         }
+        let (fs, mut retry) = (self.fs.clone(), retry());
+        let job = move |sink: S| {
+            let deadline = Instant::now() + SPACE_WAIT;
+            let mut token = token;
+            let mut r = Err(Errno::ENOSPC);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() || !fs.wait_for_orphan_free(token, left) {
+                    break;
+                }
+                token = fs.orphan_frees();
+                r = retry(&fs);
+                if !matches!(r, Err(e) if e == Errno::ENOSPC) {
+                    break;
+                }
+            }
+            sink.send(answer(&fs, r));
+        };
+        match self.waiters.run(ctx.uid, sink, job) {
+            Ok(()) => Served::Deferred,
+            Err(sink) => {
+                sink.send(Reply::Err(Errno::ENOSPC));
+                Served::Now
+            }
+        }
+    }
+
+    /// [`or_wait_for_space`](Self::or_wait_for_space) for a request answered with an
+    /// entry.
+    fn entry_or_wait<S, F>(
+        &self,
+        ctx: &Ctx,
+        sink: S,
+        token: u64,
+        r: daxfs::Result<Attr>,
+        retry: impl FnOnce() -> F,
+    ) -> Served
+    where
+        S: ReplySink,
+        F: FnMut(&DaxFs) -> daxfs::Result<Attr> + Send + 'static,
+    {
+        let ttl = self.ttl;
+        let answer = move |fs: &DaxFs, r| entry_reply(fs, r, ttl);
+        self.or_wait_for_space(ctx, sink, token, r, answer, retry)
     }
 
     /// The mode a new inode in `parent` is created with: the umask applies unless the
@@ -449,7 +619,16 @@ impl FuseAdapter {
         let who = ctx.cred();
         // O_TRUNC of a file that exists may wait for pins: tried here without sleeping.
         let fh = self.new_handle(flags);
+        let token = self.fs.orphan_frees();
         match self.fs.try_create(parent, name, mode, flags, &who) {
+            Some(r) if self.space_may_come(&r, token) => {
+                let ttl = self.ttl;
+                let answer = move |fs: &DaxFs, r| create_reply(fs, r, ttl, fh);
+                self.or_wait_for_space(ctx, sink, token, r, answer, || {
+                    let name = name.to_vec();
+                    move |fs: &DaxFs| fs.create(parent, &name, mode, flags, &who)
+                })
+            }
             Some(r) => {
                 sink.send(create_reply(&self.fs, r, self.ttl, fh));
                 Served::Now
@@ -566,7 +745,15 @@ impl FuseAdapter {
         sink: S,
     ) -> Served {
         // Punch, zero, collapse and insert may wait for pins: tried here without sleeping.
+        let token = self.fs.orphan_frees();
         match self.fs.try_fallocate(ino, offset, length, mode) {
+            // The blocks it got stay (as on ext4): the retry allocates the rest.
+            Some(r) if self.space_may_come(&r, token) => {
+                let answer = move |fs: &DaxFs, r| fallocate_reply(fs, ino, mode, r);
+                self.or_wait_for_space(ctx, sink, token, r, answer, || {
+                    move |fs: &DaxFs| fs.fallocate(ino, offset, length, mode)
+                })
+            }
             Some(r) => {
                 sink.send(fallocate_reply(&self.fs, ino, mode, r));
                 Served::Now
