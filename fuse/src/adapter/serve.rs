@@ -452,7 +452,7 @@ impl FuseAdapter {
         sink: S,
         token: u64,
         r: daxfs::Result<T>,
-        answer: impl FnOnce(&DaxFs, daxfs::Result<T>) -> Reply<'static> + Send + 'static,
+        answer: impl Fn(&DaxFs, daxfs::Result<T>) -> Reply<'static> + Send + Sync + 'static,
         retry: impl FnOnce() -> F,
     ) -> Served
     where
@@ -465,6 +465,10 @@ impl FuseAdapter {
             return Served::Now;
         }
         let (fs, mut retry) = (self.fs.clone(), retry());
+        // Shared with the refusal below: a refused request is answered as a failed try
+        // is (a failed fallocate still drops the kernel's cached pages of its range).
+        let answer = std::sync::Arc::new(answer);
+        let answer_here = answer.clone();
         let job = move |sink: S| {
             let deadline = Instant::now() + SPACE_WAIT;
             let mut token = token;
@@ -485,7 +489,7 @@ impl FuseAdapter {
         match self.waiters.run(ctx.uid, sink, job) {
             Ok(()) => Served::Deferred,
             Err(sink) => {
-                sink.send(Reply::Err(Errno::ENOSPC));
+                sink.send(answer_here(&self.fs, Err(Errno::ENOSPC)));
                 Served::Now
             }
         }
