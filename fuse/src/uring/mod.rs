@@ -5,8 +5,8 @@
 //! the mount serves into a [`request::Request`] borrowing from the entry's buffers, and
 //! [`reply`] encodes every reply into the payload buffer. `fuse/tests/uring_probe.rs`
 //! proves the queue against the running kernel, `fuse/tests/uring_serve.rs` the codecs
-//! (an in-memory tree served over the ring, checked with real system calls). Nothing
-//! in the mount uses this yet.
+//! (an in-memory tree served over the ring, checked with real system calls).
+//! [`transport`] serves the mount with it (`-o io_uring`).
 //!
 //! # The protocol (`fs/fuse/dev_uring.c`, `include/uapi/linux/fuse.h` 7.42+)
 //!
@@ -182,3 +182,4 @@ pub mod abi;
 pub mod queue;
 pub mod reply;
 pub mod request;
+pub mod transport;

@@ -305,6 +305,41 @@ impl Queue {
         Ok(Stopper(self.stop.try_clone()?))
     }
 
+    /// Re-arms the stop eventfd's poll after [`Event::Stopped`] (the eventfd's count is
+    /// consumed first), so that the [`Stopper`] can wake the queue again: a transport
+    /// uses it as a doorbell for replies handed over from other threads.
+    pub fn rearm_stopper(&mut self) -> io::Result<()> {
+        if self.stop_armed {
+            return Ok(());
+        }
+        let mut count = [0u8; 8];
+        // SAFETY: reads 8 bytes into a live local buffer from an eventfd we own; the poll
+        // just reported it readable and only this thread reads it, so it does not block.
+        let n = unsafe { libc::read(self.stop.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        if n != 8 {
+            return Err(io::Error::last_os_error());
+        }
+        let poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(STOP_TOKEN);
+        self.push(poll.into())?;
+        self.stop_armed = true;
+        Ok(())
+    }
+
+    /// The payload buffer of entry `slot` while it holds a request (`None` otherwise),
+    /// as a raw pointer and length, for a reply written from another thread before the
+    /// entry is committed on this one. The buffer stays the caller's (the kernel does not
+    /// touch it) until [`Queue::commit_with`] on this slot; writes to it must not overlap
+    /// a live borrow from [`Queue::request`].
+    pub fn payload_raw(&self, slot: usize) -> Option<(NonNull<u8>, usize)> {
+        let s = self.slots.get(slot)?;
+        match s.state {
+            State::User { .. } => Some((s.payload.ptr, s.payload.len())),
+            _ => None,
+        }
+    }
+
     /// Submits a REGISTER for every entry that has none in the kernel, and the stop
     /// poll. The ring becomes ready (requests start to flow) once every queue of the
     /// connection has registered.
