@@ -578,7 +578,18 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         .map(Arc::new)
         .map_err(cannot_mount)?;
     let mut adapter = FuseAdapter::new(fs.clone());
-    adapter.want_io_uring(req.cfg.io_uring);
+    let want_ring = req.cfg.io_uring
+        && match daxfs_fuse::uring::transport::ring_usable() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "daxfs: io_uring not available: io_uring_setup: {}; serving /dev/fuse",
+                    os_msg(&e)
+                );
+                false
+            }
+        };
+    adapter.want_io_uring(want_ring);
     let ring_slot = adapter.ring_slot();
     let on_ring = adapter.on_ring_flag();
     let notifier = adapter.notifier_slot();
@@ -604,7 +615,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     fs.go_live().map_err(cannot_mount)?;
     // With io_uring granted, every request waits in the kernel until all queues have
     // registered, so they start before anyone is told the mount is ready.
-    let rings = if req.cfg.io_uring {
+    let rings = if want_ring {
         start_rings(
             &session,
             &ring_slot,

@@ -307,8 +307,16 @@ impl ReplySink for RingSink {
         else {
             return false;
         };
-        let mut rec = vec![0u8; room];
-        let mut w = DirWriter::new(&mut rec, u32::try_from(room).unwrap_or(u32::MAX));
+        let head = if e.attr.is_some() {
+            reply::FUSE_NAME_OFFSET_DIRENTPLUS
+        } else {
+            reply::FUSE_NAME_OFFSET
+        };
+        // One record's room (the writer refuses it if that is more than is left).
+        let want = reply::dirent_align(head + e.name.len()).unwrap_or(usize::MAX);
+        let mut rec = vec![0u8; want.min(room)];
+        let size = u32::try_from(rec.len()).unwrap_or(u32::MAX);
+        let mut w = DirWriter::new(&mut rec, size);
         let ok = match e.attr {
             Some((attr, ttl)) => {
                 let mut out = entry_out(attr, ttl);
@@ -560,6 +568,11 @@ impl Server {
     fn serve(&self, q: &Queue, slot: usize) {
         let payload = q.payload_raw(slot);
         let Some(entry) = q.request(slot) else {
+            if payload.is_some() {
+                // A request whose headers do not decode: still answered (EIO), or its
+                // caller would wait forever.
+                self.mailbox.post(slot, Encoded::Err(libc::EIO));
+            }
             return;
         };
         self.served.fetch_add(1, Ordering::Relaxed);
@@ -647,6 +660,16 @@ impl Rings {
             }
         }
     }
+}
+
+/// Whether this process can set up an io_uring of the queues' kind at all (io_uring may
+/// be disabled, `kernel.io_uring_disabled`, or filtered by seccomp): checked before
+/// FUSE_OVER_IO_URING is asked for, since once INIT grants it, requests wait for queues
+/// that could then never register.
+pub fn ring_usable() -> std::io::Result<()> {
+    io_uring::IoUring::<io_uring::squeue::Entry128, io_uring::cqueue::Entry>::builder()
+        .build(2)
+        .map(drop)
 }
 
 /// Starts one queue thread per possible CPU on the session's /dev/fuse descriptor,
@@ -792,4 +815,123 @@ fn run_queue(
     }
     // Commit what waiters still post after the connection ended is pointless; the
     // queue is dropped (leaking buffers the kernel still owns, see `Queue`).
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue on /dev/zero (its REGISTERs fail, its doorbell works) and a mailbox on it.
+    fn mailbox() -> Option<(std::fs::File, Queue, Arc<Mailbox>)> {
+        let f = std::fs::File::open("/dev/zero").unwrap();
+        let cfg = QueueConfig {
+            qid: 0,
+            depth: 1,
+            payload_size: 8192,
+        };
+        let mut q = match Queue::new(f.as_fd(), cfg) {
+            Ok(q) => q,
+            Err(e) => {
+                eprintln!("SKIPPED: no io_uring here: {e}");
+                return None;
+            }
+        };
+        q.register().unwrap();
+        let m = Arc::new(Mailbox {
+            done: Mutex::new(Vec::new()),
+            bell: q.stopper().unwrap(),
+            owner: std::thread::current().id(),
+            stopping: AtomicBool::new(false),
+        });
+        Some((f, q, m))
+    }
+
+    fn sink(m: &Arc<Mailbox>, slot: usize) -> RingSink {
+        RingSink {
+            slot,
+            mailbox: m.clone(),
+            proto: Proto::new(40, 0),
+            payload: None,
+            dir: Vec::new(),
+            dir_size: 4096,
+            sent: false,
+        }
+    }
+
+    #[test]
+    fn a_sink_dropped_without_a_reply_answers_eio() {
+        let Some((_f, _q, m)) = mailbox() else {
+            return;
+        };
+        drop(sink(&m, 3));
+        let posted = m.take();
+        assert!(
+            matches!(posted[..], [(3, Encoded::Err(libc::EIO))]),
+            "{posted:?}"
+        );
+    }
+
+    #[test]
+    fn a_panicking_handler_still_answers_through_the_dropped_sink() {
+        let Some((_f, _q, m)) = mailbox() else {
+            return;
+        };
+        let s = sink(&m, 1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = s;
+            panic!("handler bug");
+        }));
+        assert!(r.is_err());
+        let posted = m.take();
+        assert!(
+            matches!(posted[..], [(1, Encoded::Err(libc::EIO))]),
+            "{posted:?}"
+        );
+    }
+
+    #[test]
+    fn a_reply_from_another_thread_rings_the_queue_and_is_kept_for_it() {
+        let Some((_f, mut q, m)) = mailbox() else {
+            return;
+        };
+        let s = sink(&m, 0);
+        std::thread::spawn(move || s.send(Reply::Written(7)))
+            .join()
+            .unwrap();
+        let mut events = Vec::new();
+        while !events.contains(&Event::Stopped) {
+            q.wait(&mut events).unwrap();
+        }
+        q.rearm_stopper().unwrap();
+        let posted = m.take();
+        assert!(
+            matches!(&posted[..], [(0, Encoded::Bytes(b))] if b[..4] == 7u32.to_ne_bytes()),
+            "{posted:?}"
+        );
+    }
+
+    #[test]
+    fn directory_entries_stop_at_the_request_size() {
+        let Some((_f, _q, m)) = mailbox() else {
+            return;
+        };
+        let mut s = sink(&m, 0);
+        s.dir_size = 64;
+        let e = |name: &'static [u8]| DirEntry {
+            ino: 5,
+            offset: 1,
+            kind: FileKind::File,
+            name,
+            attr: None,
+        };
+        // 24 + 9 rounds to 40; a second one would need 80 > 64.
+        assert!(s.add_dir_entry(&e(b"first-one")));
+        assert!(!s.add_dir_entry(&e(b"second-one")));
+        s.send(Reply::Entries);
+        let posted = m.take();
+        assert!(
+            matches!(&posted[..], [(0, Encoded::Bytes(b))] if b.len() == 40),
+            "{posted:?}"
+        );
+    }
 }
