@@ -46,7 +46,8 @@ Options (-o, comma-separated, may be repeated):
   io_uring               serve requests over FUSE io_uring queues, one per CPU (Linux
                          6.14+, fuse enable_uring=Y at mount time); /dev/fuse if not
                          granted (default off)
-  uring_depth=N          requests in flight per CPU queue with io_uring (default 8)
+  uring_depth=N          requests in flight per CPU queue with io_uring (default 72:
+                         more than the requests that may wait for pins)
   layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
   lease_break_time=SECS  how long a pin holder has to let go before a truncate that
                          needs its range revokes the pin (default 10; not for pins of

@@ -101,9 +101,13 @@ pub fn default_threads() -> usize {
 /// requests, and covers the gaps of any client that issues requests back to back.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_millis(1);
 
-/// Ring entries per CPU queue by default: more than the waiters a CPU holds in
-/// practice (a waiting truncate keeps its entry), each costing one max_write buffer.
-pub const DEFAULT_URING_DEPTH: u16 = 8;
+/// Ring entries per CPU queue by default. A request waiting for pins keeps its entry
+/// until answered, and every waiter may be on one CPU, so a queue needs more entries
+/// than [`MAX_WAITERS`](crate::deferred::MAX_WAITERS) or waiting truncates starve that
+/// CPU's other requests (with 8 entries per CPU, 16 waiting opens blocked `daxfs
+/// stats`: daxfs/091). Entries are max_write buffers of lazily allocated memory, so
+/// an idle entry costs address space, not RAM.
+pub const DEFAULT_URING_DEPTH: u16 = crate::deferred::MAX_WAITERS as u16 + 8;
 
 /// Upper bound for `uring_depth=`: each entry is a max_write-sized buffer per CPU.
 const MAX_URING_DEPTH: u16 = 256;

@@ -118,8 +118,13 @@ fn a_mount_over_io_uring_serves_files_directories_xattrs_and_deferred_truncates(
         Ok(g) => g,
         Err(why) => panic!("io_uring not granted: {why}"),
     };
-    let rings = transport::start(session.as_fd(), grant, notifier.clone(), 8)
-        .expect("every queue registers");
+    let rings = transport::start(
+        session.as_fd(),
+        grant,
+        notifier.clone(),
+        daxfs_fuse::mount_options::DEFAULT_URING_DEPTH,
+    )
+    .expect("every queue registers");
     let bg = session.spawn().expect("session loop");
     let conn = connection(&dir);
     let (dog_tx, dog_rx) = mpsc::channel::<()>();
