@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 const FUSECTL: &str = "/sys/fs/fuse/connections";
+/// Serialises the tests of this file: each sets `enable_uring` around its INIT.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
@@ -83,6 +85,7 @@ fn a_mount_over_io_uring_serves_files_directories_xattrs_and_deferred_truncates(
         eprintln!("SKIPPED: {why}");
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .contains(" fusectl ")
@@ -157,6 +160,46 @@ fn a_mount_over_io_uring_serves_files_directories_xattrs_and_deferred_truncates(
         over_ring >= 200,
         "only {over_ring} requests came over the ring"
     );
+}
+
+#[test]
+fn io_uring_asked_for_but_not_offered_serves_dev_fuse_and_says_so() {
+    if let Some(why) = skip_reason() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dev = TestDev::new(64 << 20);
+    let fs = Arc::new(DaxFs::mount(&dev.path, FsOptions::default()).expect("core mount"));
+    let dir = PathBuf::from(format!("{}.mnt", dev.path.display()));
+    std::fs::create_dir(&dir).expect("mountpoint");
+    let mut adapter = FuseAdapter::new(fs.clone());
+    adapter.want_io_uring(true);
+    let ring_slot = adapter.ring_slot();
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![fuser::MountOption::DefaultPermissions];
+    // enable_uring N: the kernel does not offer FUSE_OVER_IO_URING.
+    let previous = std::fs::read_to_string(ENABLE_URING).expect("read enable_uring");
+    std::fs::write(ENABLE_URING, "N").expect("set enable_uring=N");
+    let session = fuser::Session::new(adapter, &dir, &cfg);
+    if let Err(e) = std::fs::write(ENABLE_URING, previous.trim()) {
+        eprintln!("enable_uring: restoring {} FAILED: {e}", previous.trim());
+    }
+    let bg = session.expect("mount").spawn().expect("session loop");
+    let written = std::fs::write(dir.join("f"), b"over /dev/fuse");
+    let read = std::fs::read(dir.join("f"));
+    let t = ioctl::read_stats_and_transport(&dir).map(|(_, t)| t);
+    let _ = bg.umount_and_join();
+    let _ = fs.shutdown();
+    let _ = std::fs::remove_dir(&dir);
+    let why = match ring_slot.get().expect("INIT ran") {
+        Ok(_) => panic!("io_uring granted with enable_uring=N"),
+        Err(why) => why.clone(),
+    };
+    assert!(why.contains("did not offer FUSE_OVER_IO_URING"), "{why}");
+    written.unwrap();
+    assert_eq!(read.unwrap(), b"over /dev/fuse");
+    assert_eq!(t.unwrap(), Some(Transport::DevFuse));
 }
 
 /// The system calls, each checked, including a truncate that waits for a pin (answered
