@@ -730,11 +730,33 @@ pub fn start(
     match first_err {
         None => Ok(rings),
         Some(e) => {
-            // The registered queues are ended with the connection; the kernel has
-            // fallen back to /dev/fuse after the failed REGISTER.
+            // A queue that never submitted its REGISTER leaves the ring never ready
+            // and every request waiting: a REGISTER the kernel refuses (a queue id past
+            // the last) makes it give up the ring and serve /dev/fuse.
+            force_dev_fuse(fuse.as_fd(), cpus, grant.payload_size);
             rings.stop(Duration::ZERO);
             Err(e)
         }
+    }
+}
+
+/// Submits a REGISTER for queue id `cpus` (one past the last), which the kernel refuses
+/// with EINVAL and answers by dropping FUSE over io_uring for the connection.
+fn force_dev_fuse(fuse: BorrowedFd<'_>, cpus: usize, payload_size: usize) {
+    let Ok(qid) = u16::try_from(cpus) else {
+        return;
+    };
+    let cfg = QueueConfig {
+        qid,
+        depth: 1,
+        payload_size,
+    };
+    let Ok(mut q) = Queue::new(fuse, cfg) else {
+        return;
+    };
+    if q.register().is_ok() {
+        let mut events = Vec::new();
+        while q.live_entries() > 0 && q.wait(&mut events).is_ok() {}
     }
 }
 
@@ -776,7 +798,6 @@ fn run_queue(
         served,
     };
     let mut events = Vec::new();
-    let mut refused_logged = false;
     while q.live_entries() > 0 {
         events.clear();
         if let Err(e) = q.wait(&mut events) {
@@ -788,12 +809,10 @@ fn run_queue(
             match ev {
                 Event::Request(slot) => server.serve(&q, slot),
                 Event::Ended { errno, .. } => {
-                    if errno != libc::ENOTCONN && !refused_logged {
-                        refused_logged = true;
-                        server
-                            .adapter
-                            .on_ring_flag()
-                            .store(false, Ordering::Relaxed);
+                    // Said once for the mount, by whichever queue sees it first.
+                    if errno != libc::ENOTCONN
+                        && server.adapter.on_ring_flag().swap(false, Ordering::Relaxed)
+                    {
                         let e = std::io::Error::from_raw_os_error(errno);
                         eprintln!(
                             "daxfs: io_uring not available: REGISTER: {e}; serving /dev/fuse"
