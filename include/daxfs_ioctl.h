@@ -96,8 +96,9 @@ struct daxfs_pin_status {
 
 struct daxfs_stats {
 	__u64 magic;          /* DAXFS_STATS_MAGIC */
-	__u64 size;           /* meaningful bytes of this structure (160; 152 before
-	                         `pins_revoked`, 144 before `transactions`) */
+	__u64 size;           /* meaningful bytes of this structure (168; 160 before
+	                         `transport`, 152 before `pins_revoked`, 144 before
+	                         `transactions`) */
 	__u64 blocks_total;   /* blocks of the data area */
 	__u64 blocks_free;    /* reference count 0 */
 	__u64 blocks_cached;  /* reference count 1: held by a file's mapping only */
@@ -119,7 +120,9 @@ struct daxfs_stats {
 	__u64 transactions;   /* metadata transactions they carried (> commits when
 	                         group commit batched concurrent ones) */
 	__u64 pins_revoked;   /* pins revoked by layout breaks */
-	__u64 reserved[12];   /* zero */
+	__u64 transport;      /* how requests reach the daemon: 1 /dev/fuse, 2 FUSE
+	                         over io_uring (-o io_uring); 0 from older daemons */
+	__u64 reserved[11];   /* zero */
 };
 
 /* _IOW(0xDA, 1, struct daxfs_pin) == 0x4010DA01 */

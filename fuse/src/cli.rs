@@ -43,6 +43,11 @@ Options (-o, comma-separated, may be repeated):
   threads=N              FUSE worker threads (default: number of cores)
   busy_poll=USECS        workers poll for requests this long after the last one before
                          they sleep (default 1000; 0: always sleep)
+  io_uring               serve requests over FUSE io_uring queues, one per CPU (Linux
+                         6.14+, fuse enable_uring=Y at mount time); /dev/fuse if not
+                         granted (default off)
+  uring_depth=N          requests in flight per CPU queue with io_uring (default 72:
+                         more than the requests that may wait for pins)
   layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
   lease_break_time=SECS  how long a pin holder has to let go before a truncate that
                          needs its range revokes the pin (default 10; not for pins of
@@ -86,6 +91,8 @@ pub const MOUNT_OPTION_EXAMPLES: &[&str] = &[
     "dax=inode",
     "threads=2",
     "busy_poll=0",
+    "io_uring",
+    "uring_depth=8",
     "layout_timeout=30",
     "lease_break_time=10",
     "max_pins_per_user=4096",

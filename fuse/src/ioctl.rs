@@ -131,8 +131,57 @@ fn stats_fields(s: &FsStats) -> [u64; 18] {
     ]
 }
 
-/// Number of meaningful bytes of `struct daxfs_stats` (the rest is reserved, zero).
-const STATS_USED: u64 = 8 * (2 + 18);
+/// Number of meaningful bytes of `struct daxfs_stats` (the rest is reserved, zero): the
+/// counters, then the transport word ([`Transport`]).
+const STATS_USED: u64 = 8 * (2 + 18 + 1);
+/// Word index of `daxfs_stats.transport`.
+const TRANSPORT_WORD: usize = 2 + 18;
+
+/// How the mount's requests reach the daemon (`daxfs_stats.transport`: 1 /dev/fuse,
+/// 2 io_uring; 0, from a daemon older than the field, is unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    DevFuse,
+    IoUring,
+}
+
+impl Transport {
+    /// The name `daxfs stats` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::DevFuse => "dev_fuse",
+            Transport::IoUring => "io_uring",
+        }
+    }
+
+    fn word(self) -> u64 {
+        match self {
+            Transport::DevFuse => 1,
+            Transport::IoUring => 2,
+        }
+    }
+}
+
+/// [`encode_stats`] with the transport word set.
+pub fn encode_stats_with(s: &FsStats, t: Transport) -> [u8; DAXFS_STATS_SIZE] {
+    let mut b = encode_stats(s);
+    b[TRANSPORT_WORD * 8..TRANSPORT_WORD * 8 + 8].copy_from_slice(&t.word().to_ne_bytes());
+    b
+}
+
+/// The transport word of a `struct daxfs_stats`; None if absent or unknown.
+pub fn decode_transport(b: &[u8]) -> Option<Transport> {
+    let w = u64::from_ne_bytes(
+        b.get(TRANSPORT_WORD * 8..TRANSPORT_WORD * 8 + 8)?
+            .try_into()
+            .ok()?,
+    );
+    match w {
+        1 => Some(Transport::DevFuse),
+        2 => Some(Transport::IoUring),
+        _ => None,
+    }
+}
 /// `size` of the first version of the structure (up to `commits`): a reply at least
 /// this long is accepted, and fields it does not cover read as the zeros an older
 /// daemon leaves in `reserved`.
@@ -223,11 +272,17 @@ pub fn pin_status(file: &File) -> io::Result<PinStatus> {
 /// DAXFS_IOC_STATS on `path` (a daxfs mount point or anything in it). An error of kind
 /// `InvalidData` when the path answers the ioctl but not with daxfs's structure.
 pub fn read_stats(path: &Path) -> io::Result<FsStats> {
+    read_stats_and_transport(path).map(|(s, _)| s)
+}
+
+/// [`read_stats`] and the transport the daemon reports (None from an older daemon).
+pub fn read_stats_and_transport(path: &Path) -> io::Result<(FsStats, Option<Transport>)> {
     let f = File::open(path)?;
     let mut b = [0u8; DAXFS_STATS_SIZE];
     raw_ioctl(&f, DAXFS_IOC_STATS, b.as_mut_ptr())?;
-    decode_stats(&b)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))
+    let s = decode_stats(&b)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not daxfs statistics"))?;
+    Ok((s, decode_transport(&b)))
 }
 
 /// A counter's stable name and how to read it from the statistics.
@@ -286,9 +341,50 @@ pub fn format_stats_json(s: &FsStats) -> String {
     out
 }
 
+/// [`format_stats`], then `transport NAME` when the daemon reports it.
+pub fn format_stats_with(s: &FsStats, t: Option<Transport>) -> String {
+    let mut out = format_stats(s);
+    if let Some(t) = t {
+        out.push_str(&format!("{:<20}{}\n", "transport", t.name()));
+    }
+    out
+}
+
+/// [`format_stats_json`], then `"transport":"NAME"` last when the daemon reports it.
+pub fn format_stats_json_with(s: &FsStats, t: Option<Transport>) -> String {
+    let mut out = format_stats_json(s);
+    if let Some(t) = t {
+        let end = out.trim_end().len() - 1; // the closing brace
+        out.replace_range(end.., &format!(",\"transport\":\"{}\"}}\n", t.name()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_transport_word_round_trips_and_is_shown_last() {
+        let s = FsStats::default();
+        assert_eq!(decode_transport(&encode_stats(&s)), None);
+        for t in [Transport::DevFuse, Transport::IoUring] {
+            let b = encode_stats_with(&s, t);
+            assert_eq!(decode_transport(&b), Some(t));
+            assert_eq!(decode_stats(&b), Some(s));
+        }
+        let text = format_stats_with(&s, Some(Transport::IoUring));
+        assert!(
+            text.ends_with("balanced            yes\ntransport           io_uring\n"),
+            "{text}"
+        );
+        assert_eq!(format_stats_with(&s, None), format_stats(&s));
+        let j = format_stats_json_with(&s, Some(Transport::DevFuse));
+        assert!(
+            j.ends_with(",\"balanced\":true,\"transport\":\"dev_fuse\"}\n"),
+            "{j}"
+        );
+    }
 
     #[test]
     fn ioctl_numbers_are_the_documented_constants() {

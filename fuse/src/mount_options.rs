@@ -41,6 +41,11 @@ pub struct MountConfig {
     /// How long workers keep polling /dev/fuse after the last request before they sleep
     /// in read(2) again ([`crate::busy_poll`]); zero never polls.
     pub busy_poll: Duration,
+    /// Serve requests over FUSE io_uring queues (`io_uring`) when the kernel grants it,
+    /// /dev/fuse otherwise (issue 14; off by default).
+    pub io_uring: bool,
+    /// Ring entries per CPU queue (`uring_depth=`): requests of one CPU in flight.
+    pub uring_depth: u16,
     /// Source column of /proc/mounts; `None` means "the device path".
     pub fsname: Option<String>,
     /// Shown as `fuse.SUBTYPE` in /proc/mounts.
@@ -69,6 +74,8 @@ impl Default for MountConfig {
             default_permissions: true,
             threads: default_threads(),
             busy_poll: DEFAULT_BUSY_POLL,
+            io_uring: false,
+            uring_depth: DEFAULT_URING_DEPTH,
             fsname: None,
             subtype: "daxfs".to_string(),
             log: None,
@@ -94,6 +101,17 @@ pub fn default_threads() -> usize {
 /// requests, and covers the gaps of any client that issues requests back to back.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_millis(1);
 
+/// Ring entries per CPU queue by default. A request waiting for pins keeps its entry
+/// until answered, and every waiter may be on one CPU, so a queue needs more entries
+/// than [`MAX_WAITERS`](crate::deferred::MAX_WAITERS) or waiting truncates starve that
+/// CPU's other requests (with 8 entries per CPU, 16 waiting opens blocked `daxfs
+/// stats`: daxfs/091). Entries are max_write buffers of lazily allocated memory, so
+/// an idle entry costs address space, not RAM.
+pub const DEFAULT_URING_DEPTH: u16 = crate::deferred::MAX_WAITERS as u16 + 8;
+
+/// Upper bound for `uring_depth=`: each entry is a max_write-sized buffer per CPU.
+const MAX_URING_DEPTH: u16 = 256;
+
 /// Upper bound for `busy_poll=` (microseconds): a second of spinning per burst is already
 /// far past useful.
 const MAX_BUSY_POLL_US: u64 = 1_000_000;
@@ -102,6 +120,7 @@ const MAX_BUSY_POLL_US: u64 = 1_000_000;
 const FLAG_OPTIONS: &[&str] = &[
     "ro",
     "rw",
+    "io_uring",
     "allow_other",
     "allow_root",
     "default_permissions",
@@ -201,6 +220,19 @@ impl MountConfig {
                         )
                     })?;
                 self.busy_poll = Duration::from_micros(us);
+            }
+            "io_uring" => self.io_uring = true,
+            "uring_depth" => {
+                let v = required(key, value)?;
+                self.uring_depth = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|&n| (1..=MAX_URING_DEPTH).contains(&n))
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid value '{v}' for uring_depth= (expected 1..={MAX_URING_DEPTH})"
+                        )
+                    })?;
             }
             "layout_timeout" => {
                 let v = required(key, value)?;
@@ -427,6 +459,19 @@ mod tests {
         assert!(parse_err("threads=x").contains("threads"));
         assert!(parse_err("threads").contains("needs a value"));
         assert!(parse_err("threads=100000").contains("threads"));
+    }
+
+    #[test]
+    fn io_uring_is_off_by_default_and_a_flag_with_a_bounded_depth() {
+        let d = MountConfig::default();
+        assert!(!d.io_uring);
+        assert_eq!(d.uring_depth, DEFAULT_URING_DEPTH);
+        assert!(parse("io_uring").io_uring);
+        assert!(parse_err("io_uring=1").contains("takes no value"));
+        assert_eq!(parse("io_uring,uring_depth=32").uring_depth, 32);
+        assert!(parse_err("uring_depth=0").contains("uring_depth"));
+        assert!(parse_err("uring_depth=257").contains("uring_depth"));
+        assert!(parse_err("uring_depth").contains("needs a value"));
     }
 
     #[test]

@@ -146,14 +146,43 @@ impl FuseAdapter {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        if let Err(max) = config.set_max_write(self.max_write_wanted()) {
+        let mut max_write = self.max_write_wanted();
+        if let Err(max) = config.set_max_write(max_write) {
             // Above fuser's own buffer size: take its maximum instead.
             let _ = config.set_max_write(max);
+            max_write = max;
         }
-        let granted = InitFlags::from_bits_retain(self.init_flags_wanted()) & config.capabilities();
+        let mut want = self.init_flags_wanted();
+        if self.want_uring {
+            want |= super::init_flags::FUSE_OVER_IO_URING;
+        }
+        let granted = InitFlags::from_bits_retain(want) & config.capabilities();
         // Cannot fail: only capabilities the kernel offers are asked for.
         let _ = config.add_capabilities(granted);
         self.negotiated(granted.bits());
+        if self.want_uring {
+            let grant = if granted.bits() & super::init_flags::FUSE_OVER_IO_URING != 0 {
+                // fuser 0.18 answers with its own minor (40) when the kernel's is newer.
+                let minor = config.kernel_abi().1.min(40);
+                Ok(super::RingGrant {
+                    proto: crate::uring::request::Proto::new(minor, granted.bits()),
+                    // The kernel's max_pages is at most max_pages_limit.
+                    payload_size: crate::uring::queue::payload_size(
+                        max_write,
+                        super::kernel_max_pages(),
+                        super::page_size() as usize,
+                    ),
+                    adapter: std::sync::Arc::new(self.twin()),
+                })
+            } else {
+                Err(
+                    "the kernel did not offer FUSE_OVER_IO_URING (Linux 6.14+ with fuse \
+                     enable_uring=Y)"
+                        .to_string(),
+                )
+            };
+            let _ = self.ring.set(grant);
+        }
         Ok(())
     }
 

@@ -173,7 +173,12 @@ pub(super) fn ioctl(
             if (out_size as usize) < DAXFS_STATS_SIZE {
                 return Reply::Err(Errno::EINVAL);
             }
-            data(crate::ioctl::encode_stats(&a.fs.stats()).to_vec())
+            let t = if a.on_ring() {
+                crate::ioctl::Transport::IoUring
+            } else {
+                crate::ioctl::Transport::DevFuse
+            };
+            data(crate::ioctl::encode_stats_with(&a.fs.stats(), t).to_vec())
         }
         FS_IOC_FSGETXATTR => {
             if (out_size as usize) < FSXATTR_SIZE {

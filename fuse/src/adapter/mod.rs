@@ -89,7 +89,7 @@ use daxfs::{DaxFs, DaxMode};
 use handles::PinTable;
 use notify::{cache_invalidator, lease_break_notifier, PollTable};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -140,7 +140,21 @@ pub mod init_flags {
     pub const FUSE_MAX_PAGES: u64 = 1 << 22;
     pub const FUSE_CACHE_SYMLINKS: u64 = 1 << 23;
     pub const FUSE_DIRECT_IO_ALLOW_MMAP: u64 = 1 << 36;
+    /// Asked for only with `-o io_uring` ([`FuseAdapter::want_io_uring`](super::FuseAdapter::want_io_uring)).
+    pub const FUSE_OVER_IO_URING: u64 = 1 << 41;
 }
+
+/// What `init` learnt for the io_uring transport when the kernel granted
+/// FUSE_OVER_IO_URING: the wire protocol, the payload size REGISTER needs, and an
+/// adapter sharing every piece of state with the one in the fuser session.
+pub struct RingGrant {
+    pub proto: crate::uring::request::Proto,
+    pub payload_size: usize,
+    pub adapter: Arc<FuseAdapter>,
+}
+
+/// Where `init` leaves the [`RingGrant`] (or why there is none) for the mount.
+pub type RingSlot = Arc<OnceLock<Result<RingGrant, String>>>;
 
 /// A [`DaxFs`] served over FUSE (see the module doc).
 pub struct FuseAdapter {
@@ -151,8 +165,8 @@ pub struct FuseAdapter {
     /// FUSE_DONT_MASK was negotiated: the umask is ours to apply.
     dont_mask: bool,
     notifier: NotifierSlot,
-    /// Serial of the next file handle (its high 32 bits).
-    next_handle: AtomicU64,
+    /// Serial of the next file handle (its high 32 bits); shared with the ring's twin.
+    next_handle: Arc<AtomicU64>,
     /// Long-term pins by file handle.
     pins: PinTable,
     /// The pending poll of each file handle that asked to be notified (FUSE keeps one
@@ -161,6 +175,11 @@ pub struct FuseAdapter {
     busy_poll: BusyPollSlot,
     /// Where requests that must wait for pins wait (`serve`'s `defer`).
     waiters: Arc<Waiters>,
+    /// `-o io_uring`: ask for FUSE_OVER_IO_URING in `init`.
+    want_uring: bool,
+    ring: RingSlot,
+    /// Requests are served over the io_uring queues (for `daxfs stats`).
+    on_ring: Arc<AtomicBool>,
 }
 
 impl FuseAdapter {
@@ -176,11 +195,56 @@ impl FuseAdapter {
             writeback: false,
             dont_mask: false,
             notifier,
-            next_handle: AtomicU64::new(1),
+            next_handle: Arc::new(AtomicU64::new(1)),
             pins,
             polls,
             busy_poll: Arc::new(OnceLock::new()),
             waiters: Arc::new(Waiters::default()),
+            want_uring: false,
+            ring: Arc::new(OnceLock::new()),
+            on_ring: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// `-o io_uring`: `init` asks for FUSE_OVER_IO_URING and leaves what it got in
+    /// [`ring_slot`](Self::ring_slot).
+    pub fn want_io_uring(&mut self, want: bool) {
+        self.want_uring = want;
+    }
+
+    /// Where `init` puts the io_uring grant; taken before the adapter moves into the
+    /// session.
+    pub fn ring_slot(&self) -> RingSlot {
+        self.ring.clone()
+    }
+
+    /// Set while the io_uring queues serve requests (`daxfs stats`' transport line).
+    pub fn on_ring_flag(&self) -> Arc<AtomicBool> {
+        self.on_ring.clone()
+    }
+
+    /// Whether requests go over the io_uring queues.
+    pub fn on_ring(&self) -> bool {
+        self.on_ring.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A second adapter over the same state (filesystem, handles, pins, polls, waiters,
+    /// notifier, negotiated flags) for the io_uring queues, the first staying with fuser.
+    fn twin(&self) -> FuseAdapter {
+        FuseAdapter {
+            fs: self.fs.clone(),
+            ttl: self.ttl,
+            writeback: self.writeback,
+            dont_mask: self.dont_mask,
+            notifier: self.notifier.clone(),
+            next_handle: self.next_handle.clone(),
+            pins: self.pins.clone(),
+            polls: self.polls.clone(),
+            busy_poll: self.busy_poll.clone(),
+            waiters: self.waiters.clone(),
+            want_uring: false,
+            ring: Arc::new(OnceLock::new()),
+            on_ring: self.on_ring.clone(),
         }
     }
 

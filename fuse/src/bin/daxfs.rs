@@ -321,9 +321,9 @@ fn stats(args: &[OsString]) -> Result<(), Failure> {
         Parsed::Run(s) => s,
     };
     let path = s.mountpoint.as_path();
-    match daxfs_fuse::ioctl::read_stats(path) {
-        Ok(st) if s.json => say(&daxfs_fuse::ioctl::format_stats_json(&st)),
-        Ok(s) => say(&daxfs_fuse::ioctl::format_stats(&s)),
+    match daxfs_fuse::ioctl::read_stats_and_transport(path) {
+        Ok((st, t)) if s.json => say(&daxfs_fuse::ioctl::format_stats_json_with(&st, t)),
+        Ok((s, t)) => say(&daxfs_fuse::ioctl::format_stats_with(&s, t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fail(format!("{}: {}", path.display(), os_msg(&e)))
         }
@@ -577,7 +577,21 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     let fs = DaxFs::prepare(device, req.cfg.fs_options())
         .map(Arc::new)
         .map_err(cannot_mount)?;
-    let adapter = FuseAdapter::new(fs.clone());
+    let mut adapter = FuseAdapter::new(fs.clone());
+    let want_ring = req.cfg.io_uring
+        && match daxfs_fuse::uring::transport::ring_usable() {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "daxfs: io_uring not available: io_uring_setup: {}; serving /dev/fuse",
+                    os_msg(&e)
+                );
+                false
+            }
+        };
+    adapter.want_io_uring(want_ring);
+    let ring_slot = adapter.ring_slot();
+    let on_ring = adapter.on_ring_flag();
     let notifier = adapter.notifier_slot();
     let busy_poll_slot = adapter.busy_poll_slot();
     let waiters = adapter.waiters();
@@ -599,6 +613,19 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     // only now does the image become "mounted". On failure dropping the session
     // unmounts it again.
     fs.go_live().map_err(cannot_mount)?;
+    // With io_uring granted, every request waits in the kernel until all queues have
+    // registered, so they start before anyone is told the mount is ready.
+    let rings = if want_ring {
+        start_rings(
+            &session,
+            &ring_slot,
+            &notifier,
+            req.cfg.uring_depth,
+            &on_ring,
+        )
+    } else {
+        None
+    };
     if let Some(mut pipe) = ready.take() {
         // The caller's exit status depends on this message; if it is gone, it has
         // already given up on us, so serving on is all that is left to do.
@@ -610,9 +637,18 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
         req.mountpoint.display(),
         if req.cfg.read_only { "ro" } else { "rw" }
     );
-    let busy_poll = start_busy_poll(&session, req.cfg.busy_poll, &busy_poll_slot);
+    // Over the ring /dev/fuse carries only forgets and interrupts: nothing to poll for.
+    let window = if rings.is_some() {
+        std::time::Duration::ZERO
+    } else {
+        req.cfg.busy_poll
+    };
+    let busy_poll = start_busy_poll(&session, window, &busy_poll_slot);
     spawn_memory_trimmer();
     let served = session.run();
+    if let Some(r) = rings {
+        r.stop(std::time::Duration::from_secs(5));
+    }
     if let Some((poll, governor)) = busy_poll {
         poll.stop();
         let _ = governor.join();
@@ -672,6 +708,36 @@ fn spawn_memory_trimmer() {
 
 /// What a request waiting for pins may take beyond layout_timeout to finish (its commit).
 const WAITERS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `-o io_uring`: starts the ring queues if INIT granted FUSE_OVER_IO_URING; otherwise
+/// (or if they cannot register) says so once and leaves /dev/fuse serving everything.
+fn start_rings<FS: fuser::Filesystem>(
+    session: &fuser::Session<FS>,
+    slot: &daxfs_fuse::adapter::RingSlot,
+    notifier: &daxfs_fuse::adapter::NotifierSlot,
+    depth: u16,
+    on_ring: &std::sync::atomic::AtomicBool,
+) -> Option<daxfs_fuse::uring::transport::Rings> {
+    let started = match slot.get() {
+        None => Err("INIT did not run".to_string()),
+        Some(Err(why)) => Err(why.clone()),
+        Some(Ok(grant)) => {
+            daxfs_fuse::uring::transport::start(session.as_fd(), grant, notifier.clone(), depth)
+                .map_err(|e| format!("REGISTER: {}", os_msg(&e)))
+        }
+    };
+    match started {
+        Ok(r) => {
+            log::info!("serving over io_uring ({depth} entries per CPU)");
+            Some(r)
+        }
+        Err(why) => {
+            on_ring.store(false, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("daxfs: io_uring not available: {why}; serving /dev/fuse");
+            None
+        }
+    }
+}
 
 /// Starts busy polling of the session's device (`busy_poll=`); without it (zero, or if
 /// it cannot start) workers sleep in read(2) as usual.

@@ -5,8 +5,8 @@
 //! the mount serves into a [`request::Request`] borrowing from the entry's buffers, and
 //! [`reply`] encodes every reply into the payload buffer. `fuse/tests/uring_probe.rs`
 //! proves the queue against the running kernel, `fuse/tests/uring_serve.rs` the codecs
-//! (an in-memory tree served over the ring, checked with real system calls). Nothing
-//! in the mount uses this yet.
+//! (an in-memory tree served over the ring, checked with real system calls).
+//! [`transport`] serves the mount with it (`-o io_uring`).
 //!
 //! # The protocol (`fs/fuse/dev_uring.c`, `include/uapi/linux/fuse.h` 7.42+)
 //!
@@ -124,6 +124,13 @@
 //!
 //! # Plan for the rest of issue 14
 //!
+//! Status: items 1–4 and 6 are done ([`transport`]; `-o io_uring`, `uring_depth=`, the
+//! `transport` field of `daxfs stats`; `fuse/tests/uring_mount.rs`; `MOUNT_OPTIONS=io_uring
+//! tests/check`). Deviations: busy polling of /dev/fuse is simply off on ring mounts (no
+//! ring-side polling yet, item 5); the default depth is 72, above
+//! [`MAX_WAITERS`](crate::deferred::MAX_WAITERS) as item 4 requires, the buffers being
+//! lazily allocated anonymous memory.
+//!
 //! 1. **A transport-neutral adapter.** Split `FuseAdapter` into a core
 //!    `fn handle(&self, ctx: &Ctx, op: Op<'_>) -> Outcome`, where `Ctx` is uid/gid/pid/
 //!    unique (today read from `fuser::Request`), `Op` the decoded arguments of one request
@@ -182,3 +189,4 @@ pub mod abi;
 pub mod queue;
 pub mod reply;
 pub mod request;
+pub mod transport;

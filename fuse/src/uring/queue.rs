@@ -18,14 +18,13 @@ use super::abi::{
     FUSE_URING_IOV_SEGS, REQ_HEADER_SIZE,
 };
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// `user_data` of the stop eventfd's poll; entries use their index.
 const STOP_TOKEN: u64 = u64::MAX;
-/// Buffers are page-aligned, as the kernel's future page pinning of them requires.
+/// Buffers are page-aligned (mmap), as the kernel's future page pinning of them requires.
 const BUF_ALIGN: usize = 4096;
 
 /// The shape of one queue.
@@ -103,25 +102,41 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     }
 }
 
-/// A zeroed, page-aligned heap buffer that the kernel writes to while it owns it, so
-/// it is reached through a raw pointer, never a long-lived reference.
+/// A zeroed, page-aligned buffer that the kernel writes to while it owns it, so it is
+/// reached through a raw pointer, never a long-lived reference. Anonymous memory: pages
+/// are allocated when first written, so an entry sized for a 1 MiB request costs only
+/// what its largest request touched (deep queues, as deferred requests need, stay cheap).
 struct RingBuf {
     ptr: NonNull<u8>,
-    layout: Layout,
+    len: usize,
 }
 
 impl RingBuf {
     fn new(len: usize) -> io::Result<RingBuf> {
-        let layout = Layout::from_size_align(len.max(1), BUF_ALIGN)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        Ok(RingBuf { ptr, layout })
+        let len = len.max(1);
+        // SAFETY: an anonymous private mapping at an address the kernel picks: no
+        // existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        debug_assert_eq!(ptr.as_ptr() as usize % BUF_ALIGN, 0);
+        Ok(RingBuf { ptr, len })
     }
 
     fn len(&self) -> usize {
-        self.layout.size()
+        self.len
     }
 
     fn iovec(&self) -> libc::iovec {
@@ -137,7 +152,7 @@ impl RingBuf {
     /// The kernel must not own the buffer (its entry is in [`State::User`]) for as long
     /// as the slice lives.
     unsafe fn bytes(&self) -> &[u8] {
-        // SAFETY: the allocation is `len` initialised (zeroed) bytes owned by `self`;
+        // SAFETY: the mapping is `len` initialised (zero-filled) bytes owned by `self`;
         // the caller guarantees no concurrent write by the kernel.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
     }
@@ -154,8 +169,8 @@ impl RingBuf {
 
 impl Drop for RingBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: mapped in `new` with this length, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
@@ -303,6 +318,41 @@ impl Queue {
     /// A handle that stops [`Queue::wait`] from another thread.
     pub fn stopper(&self) -> io::Result<Stopper> {
         Ok(Stopper(self.stop.try_clone()?))
+    }
+
+    /// Re-arms the stop eventfd's poll after [`Event::Stopped`] (the eventfd's count is
+    /// consumed first), so that the [`Stopper`] can wake the queue again: a transport
+    /// uses it as a doorbell for replies handed over from other threads.
+    pub fn rearm_stopper(&mut self) -> io::Result<()> {
+        if self.stop_armed {
+            return Ok(());
+        }
+        let mut count = [0u8; 8];
+        // SAFETY: reads 8 bytes into a live local buffer from an eventfd we own; the poll
+        // just reported it readable and only this thread reads it, so it does not block.
+        let n = unsafe { libc::read(self.stop.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        if n != 8 {
+            return Err(io::Error::last_os_error());
+        }
+        let poll = opcode::PollAdd::new(types::Fd(self.stop.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(STOP_TOKEN);
+        self.push(poll.into())?;
+        self.stop_armed = true;
+        Ok(())
+    }
+
+    /// The payload buffer of entry `slot` while it holds a request (`None` otherwise),
+    /// as a raw pointer and length, for a reply written from another thread before the
+    /// entry is committed on this one. The buffer stays the caller's (the kernel does not
+    /// touch it) until [`Queue::commit_with`] on this slot; writes to it must not overlap
+    /// a live borrow from [`Queue::request`].
+    pub fn payload_raw(&self, slot: usize) -> Option<(NonNull<u8>, usize)> {
+        let s = self.slots.get(slot)?;
+        match s.state {
+            State::User { .. } => Some((s.payload.ptr, s.payload.len())),
+            _ => None,
+        }
     }
 
     /// Submits a REGISTER for every entry that has none in the kernel, and the stop
