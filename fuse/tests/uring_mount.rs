@@ -18,58 +18,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 const FUSECTL: &str = "/sys/fs/fuse/connections";
 /// Serialises the tests of this file: each sets `enable_uring` around its INIT.
+use daxfs_testkit::uring::{connection, skip_reason, EnableUring, ENABLE_URING};
+
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (mounting and enable_uring need root)".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    if !Path::new(ENABLE_URING).exists() {
-        return Some(format!(
-            "{ENABLE_URING} is absent (no CONFIG_FUSE_IO_URING)"
-        ));
-    }
-    None
-}
-
-/// Sets `enable_uring` to Y; the previous value is put back on restore or drop.
-struct EnableUring(Option<String>);
-
-impl EnableUring {
-    fn set() -> EnableUring {
-        let previous = std::fs::read_to_string(ENABLE_URING).expect("read enable_uring");
-        let guard = EnableUring(Some(previous.trim().to_string()));
-        std::fs::write(ENABLE_URING, "Y").expect("set enable_uring=Y");
-        guard
-    }
-
-    fn restore(&mut self) {
-        if let Some(previous) = self.0.take() {
-            if let Err(e) = std::fs::write(ENABLE_URING, &previous) {
-                eprintln!("enable_uring: restoring {previous} FAILED: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for EnableUring {
-    fn drop(&mut self) {
-        self.restore();
-    }
-}
-
-/// The fuse connection id of the mount at `dir` (its device number, kernel encoding).
-fn connection(dir: &Path) -> u64 {
-    let dev = std::fs::metadata(dir).expect("stat the mount").dev();
-    (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev))
-}
 
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let until = Instant::now() + Duration::from_secs(10);

@@ -36,56 +36,15 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 const MAX_WRITE: u32 = 128 * 1024;
 const DEPTH: u16 = 2;
 /// Serialises the tests of this file: each sets and restores `enable_uring`.
+use daxfs_testkit::uring::{skip_reason, EnableUring};
+
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// `_IOR('D', 1, u32)`: an ioctl the tree answers with [`IOCTL_ANSWER`].
 const IOCTL_CMD: u32 = (2 << 30) | (4 << 16) | ((b'D' as u32) << 8) | 1;
 const IOCTL_ANSWER: u32 = 0xdaf5_0001;
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (mounting and enable_uring need root)".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    if !Path::new(ENABLE_URING).exists() {
-        return Some(format!(
-            "{ENABLE_URING} is absent (kernel without CONFIG_FUSE_IO_URING)"
-        ));
-    }
-    None
-}
-
-/// Sets `enable_uring` to Y; puts the previous value back when restored or dropped.
-struct EnableUring(Option<String>);
-
-impl EnableUring {
-    fn set() -> EnableUring {
-        let previous = std::fs::read_to_string(ENABLE_URING).expect("read enable_uring");
-        let guard = EnableUring(Some(previous.trim().to_string()));
-        std::fs::write(ENABLE_URING, "Y").expect("set enable_uring=Y");
-        guard
-    }
-
-    fn restore(&mut self) {
-        if let Some(previous) = self.0.take() {
-            if let Err(e) = std::fs::write(ENABLE_URING, &previous) {
-                eprintln!("enable_uring: restoring {previous} FAILED: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for EnableUring {
-    fn drop(&mut self) {
-        self.restore();
-    }
-}
 
 const FUSECTL: &str = "/sys/fs/fuse/connections";
 

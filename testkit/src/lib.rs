@@ -11,6 +11,7 @@
 
 pub mod hostile;
 pub mod rng;
+pub mod uring;
 
 pub use rng::{seed, Rng};
 
