@@ -11,7 +11,7 @@ use crate::inode::{lock, rlock, wlock, Inode, InodeState};
 use crate::types::*;
 use daxfs_format::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,16 @@ use std::time::{Duration, Instant};
 pub(crate) struct OrphanFrees {
     state: Mutex<OrphanState>,
     freed: Condvar,
+    /// Orphans freed so far: the token of [`DaxFs::orphan_frees`]. An atomic so that
+    /// taking the token, which every allocating request does, takes no lock; it only
+    /// changes with `state` held, so a check under the lock sees it consistent.
+    frees: AtomicU64,
 }
 
 #[derive(Default)]
 struct OrphanState {
     /// Orphans not yet freed.
     live: u64,
-    /// Orphans freed so far: the token of [`DaxFs::orphan_frees`].
-    frees: u64,
     /// Bumped whenever the set of orphans changes (one made or one freed).
     generation: u64,
     /// The generation at which a wait timed out: those orphans are held by someone
@@ -49,7 +51,7 @@ impl OrphanFrees {
     fn freed(&self) {
         let mut s = lock(&self.state);
         s.live = s.live.saturating_sub(1);
-        s.frees += 1;
+        self.frees.fetch_add(1, Ordering::SeqCst);
         s.generation += 1;
         drop(s);
         self.freed.notify_all();
@@ -981,7 +983,7 @@ impl DaxFs {
     /// A token for [`wait_for_orphan_free`](Self::wait_for_orphan_free): the number of
     /// orphans freed so far. Take it before the operation that may fail with ENOSPC.
     pub fn orphan_frees(&self) -> u64 {
-        lock(&self.orphan_frees.state).frees
+        self.orphan_frees.frees.load(Ordering::SeqCst)
     }
 
     /// Whether an operation that failed with ENOSPC after `token` was taken might
@@ -989,7 +991,8 @@ impl DaxFs {
     /// an orphan was freed since, or orphans are left that nobody found held yet.
     pub fn orphan_free_may_come(&self, token: u64) -> bool {
         let s = lock(&self.orphan_frees.state);
-        s.frees != token || (s.live > 0 && s.stale != Some(s.generation))
+        self.orphan_frees.frees.load(Ordering::SeqCst) != token
+            || (s.live > 0 && s.stale != Some(s.generation))
     }
 
     /// Waits at most `timeout`, holding no lock of the filesystem, until an orphan (an
@@ -1007,7 +1010,7 @@ impl DaxFs {
         let deadline = Instant::now() + timeout;
         let mut s = lock(&self.orphan_frees.state);
         loop {
-            if s.frees != token {
+            if self.orphan_frees.frees.load(Ordering::SeqCst) != token {
                 return true;
             }
             if s.live == 0 || s.stale == Some(s.generation) {
