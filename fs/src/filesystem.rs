@@ -1140,6 +1140,11 @@ impl DaxFs {
         if mask & libc::W_OK != 0 && self.opts.read_only {
             return Err(Errno::EROFS);
         }
+        // inode_permission: write access to an immutable inode is EPERM, for root too
+        // (after EROFS, before the mode bits); append-only still allows W_OK.
+        if mask & libc::W_OK != 0 && st.immutable() {
+            return Err(Errno::EPERM);
+        }
         let mode = st.d.mode;
         if cred.uid == 0 {
             // root: read/write always; execute if any x bit is set or it is a directory.

@@ -101,6 +101,50 @@ fn immutable_file_refuses_opening_for_write_or_truncate() {
     assert_eq!(read_all(&fs, f), b"hello");
 }
 
+/// A file and a directory under ROOT, both writable by anyone (0666, 0777), with `flags`.
+fn writable_by_all_with(fs: &DaxFs, flags: InodeFlags) -> [u64; 2] {
+    let f = mkfile(fs, ROOT, b"f", b"hello");
+    fs.setattr(
+        f,
+        &root(),
+        &SetAttr {
+            mode: Some(0o666),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = fs.mkdir(ROOT, b"d", 0o777, &root()).unwrap().ino;
+    for ino in [f, dir] {
+        fs.set_inode_flags(ino, &root(), flags).unwrap();
+    }
+    [f, dir]
+}
+
+#[test]
+fn access_w_ok_on_immutable_inode_is_eperm_even_for_root() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    for ino in writable_by_all_with(&fs, IMMUTABLE) {
+        for cred in [root(), user(1000)] {
+            eperm(fs.access(ino, libc::W_OK, &cred));
+            eperm(fs.access(ino, libc::R_OK | libc::W_OK, &cred));
+            fs.access(ino, libc::R_OK, &cred).unwrap();
+            fs.access(ino, libc::F_OK, &cred).unwrap();
+        }
+    }
+}
+
+#[test]
+fn access_w_ok_on_append_only_inode_is_allowed() {
+    let d = TestDev::new(32 * MB);
+    let fs = d.mount();
+    for ino in writable_by_all_with(&fs, APPEND) {
+        for cred in [root(), user(1000)] {
+            fs.access(ino, libc::W_OK, &cred).unwrap();
+        }
+    }
+}
+
 #[test]
 fn immutable_file_refuses_write_truncate_and_fallocate() {
     let d = TestDev::new(32 * MB);
