@@ -17,6 +17,8 @@ const MB: u64 = 1 << 20;
 enum Got {
     Data(Vec<u8>),
     Size(u64),
+    /// An entry reply: the inode it names.
+    Entry(u64),
     Entries(Vec<(Vec<u8>, u64, bool)>),
     Err(i32),
     Other(String),
@@ -41,6 +43,7 @@ impl ReplySink for Recorder {
                 Got::Data(v)
             }
             Reply::Attr { attr, .. } => Got::Size(attr.size),
+            Reply::Entry { attr, .. } => Got::Entry(attr.ino),
             Reply::Entries => Got::Entries(self.entries),
             Reply::Err(e) => Got::Err(e.0),
             other => Got::Other(format!("{other:?}")),
@@ -348,17 +351,53 @@ fn a_write_waiting_for_a_removed_file_held_open_is_enospc_after_the_bounded_wait
         .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
 }
 
-#[test]
-fn a_setxattr_that_finds_no_space_a_removed_file_still_holds_is_answered_after_its_forget() {
-    let (_d, fs, a) = setup();
-    let p = mkfile(&fs, ROOT, b"p", b"");
-    let big = fill_and_remove_remembered(&fs, b"big");
-    // The few blocks the big file's fallocate left go too: the xattr block finds none.
-    let rest = mkfile(&fs, ROOT, b"rest", b"");
+/// The blocks the big file's fallocate left (a few) taken too: after
+/// [`fill_and_remove_remembered`], no block is free but those the removed file gives back
+/// with its FORGET.
+fn take_the_last_blocks(fs: &DaxFs) {
+    let rest = mkfile(fs, ROOT, b"rest", b"");
     let mut off = 0;
     while fs.fallocate(rest, off, 4096, 0).is_ok() {
         off += 4096;
     }
+    assert_eq!(fs.statfs().bfree, 0);
+}
+
+/// A directory "d" whose one block is full (63 one-slot entries): a new name in it needs
+/// a new block.
+fn full_directory(fs: &DaxFs) -> u64 {
+    let dir = fs.mkdir(ROOT, b"d", 0o755, &root()).unwrap().ino;
+    for i in 0..63 {
+        let name = format!("e{i:02}");
+        fs.mknod(dir, name.as_bytes(), libc::S_IFREG | 0o644, 0, &root())
+            .unwrap();
+    }
+    dir
+}
+
+/// Fills the device (a removed file the kernel still references holds nearly all of it),
+/// serves `op`, which then finds no space, and checks that it waits for the space rather
+/// than answering ENOSPC: it is deferred, and answered once the removed file's FORGET
+/// frees its blocks. Returns that answer. Each op's test fails if its wait is removed.
+fn answer_after_the_forget_of_a_removed_file(fs: &DaxFs, a: &FuseAdapter, op: Op<'_>) -> Got {
+    let big = fill_and_remove_remembered(fs, b"big");
+    take_the_last_blocks(fs);
+    let (sink, rx) = recorder(0);
+    assert_eq!(a.serve(&ROOT_CTX, op, sink), Served::Deferred);
+    // The kernel's FORGET of the removed file arrives after the request.
+    std::thread::sleep(Duration::from_millis(20));
+    fs.forget(big, 1).unwrap();
+    let got = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(a
+        .waiters()
+        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+    got
+}
+
+#[test]
+fn a_setxattr_that_finds_no_space_a_removed_file_still_holds_is_answered_after_its_forget() {
+    let (_d, fs, a) = setup();
+    let p = mkfile(&fs, ROOT, b"p", b"");
     let op = Op::Setxattr {
         ino: p,
         name: b"user.k",
@@ -366,14 +405,108 @@ fn a_setxattr_that_finds_no_space_a_removed_file_still_holds_is_answered_after_i
         flags: 0,
         position: 0,
     };
-    let (sink, rx) = recorder(0);
-    assert_eq!(a.serve(&ROOT_CTX, op, sink), Served::Deferred);
-    std::thread::sleep(Duration::from_millis(20));
-    fs.forget(big, 1).unwrap();
-    let got = rx.recv_timeout(Duration::from_secs(20));
-    assert_eq!(got, Ok(Got::Other("Empty".into())));
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    assert_eq!(got, Got::Other("Empty".into()));
     assert_eq!(fs.getxattr(p, b"user.k").unwrap(), b"v");
-    assert!(a
-        .waiters()
-        .wait_idle(std::time::Instant::now() + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_mkdir_into_a_full_directory_that_finds_no_space_is_answered_after_the_forget() {
+    let (_d, fs, a) = setup();
+    let dir = full_directory(&fs);
+    let op = Op::Mkdir {
+        parent: dir,
+        name: b"new",
+        mode: 0o755,
+        umask: 0,
+    };
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    let new = fs.lookup(dir, b"new").unwrap();
+    assert_eq!(got, Got::Entry(new.ino));
+    assert_eq!(new.kind, daxfs::FileKind::Dir);
+}
+
+#[test]
+fn a_symlink_that_finds_no_space_is_answered_after_the_forget() {
+    let (_d, fs, a) = setup();
+    let dir = full_directory(&fs);
+    let op = Op::Symlink {
+        parent: dir,
+        name: b"sym",
+        target: b"somewhere",
+    };
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    let sym = fs.lookup(dir, b"sym").unwrap().ino;
+    assert_eq!(got, Got::Entry(sym));
+    assert_eq!(fs.readlink(sym).unwrap(), b"somewhere");
+}
+
+#[test]
+fn a_link_that_finds_no_space_is_answered_after_the_forget() {
+    let (_d, fs, a) = setup();
+    let dir = full_directory(&fs);
+    let f = mkfile(&fs, ROOT, b"f", b"data");
+    let op = Op::Link {
+        ino: f,
+        newparent: dir,
+        newname: b"f2",
+    };
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    assert_eq!(got, Got::Entry(f));
+    assert_eq!(fs.lookup(dir, b"f2").unwrap().ino, f);
+}
+
+#[test]
+fn a_rename_that_finds_no_space_is_answered_after_the_forget() {
+    let (_d, fs, a) = setup();
+    let dir = full_directory(&fs);
+    let f = mkfile(&fs, ROOT, b"mover", b"data");
+    let op = Op::Rename {
+        parent: ROOT,
+        name: b"mover",
+        newparent: dir,
+        newname: b"moved",
+        flags: 0,
+    };
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    assert_eq!(got, Got::Other("Empty".into()));
+    assert_eq!(fs.lookup(dir, b"moved").unwrap().ino, f);
+    assert_eq!(fs.lookup(ROOT, b"mover").unwrap_err(), Errno::ENOENT);
+}
+
+#[test]
+fn a_fallocate_that_finds_no_space_is_answered_after_the_forget() {
+    let (_d, fs, a) = setup();
+    let p = mkfile(&fs, ROOT, b"p", b"");
+    let op = Op::Fallocate {
+        ino: p,
+        fh: 0,
+        offset: 0,
+        length: 64 * 1024,
+        mode: 0,
+    };
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    assert_eq!(got, Got::Other("Empty".into()));
+    assert_eq!(fs.getattr(p).unwrap().size, 64 * 1024);
+}
+
+#[test]
+fn a_copy_file_range_that_finds_no_space_is_answered_after_the_forget() {
+    let (_d, fs, a) = setup();
+    let data = pattern(64 * 1024, 3);
+    let src = mkfile(&fs, ROOT, b"src", &data);
+    let dst = mkfile(&fs, ROOT, b"dst", b"");
+    let op = Op::CopyFileRange {
+        ino_in: src,
+        fh_in: 0,
+        offset_in: 0,
+        ino_out: dst,
+        fh_out: 0,
+        offset_out: 0,
+        len: data.len() as u64,
+        flags: 0,
+    };
+    let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
+    assert_eq!(got, Got::Other(format!("Written({})", data.len())));
+    assert_eq!(daxfs_testkit::read_all(&fs, dst), data);
 }
