@@ -18,6 +18,7 @@ use daxfs_fuse::uring::abi::{
     opcode, FuseAttr, FuseAttrOut, FuseEntryOut, FuseOpenOut, FuseReadIn, Wire,
 };
 use daxfs_fuse::uring::queue::{self, Event, Queue, QueueConfig};
+use daxfs_testkit::uring::{skip_reason, EnableUring};
 use fuser::{
     Errno, FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
     ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
@@ -32,63 +33,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
 const HELLO: &[u8] = b"hello over io_uring\n";
 const ROOT_INO: u64 = 1;
 const HELLO_INO: u64 = 2;
 /// Small, so that each entry's payload buffer is small (it must hold max_write).
 const MAX_WRITE: u32 = 128 * 1024;
 const DEPTH: u16 = 2;
-
-/// Why this kernel or user cannot run the probe, if it cannot.
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (mounting and enable_uring need root)".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is missing".into());
-    }
-    if !Path::new(ENABLE_URING).exists() {
-        return Some(format!(
-            "{ENABLE_URING} is absent (kernel without CONFIG_FUSE_IO_URING)"
-        ));
-    }
-    None
-}
-
-/// Sets `enable_uring` to Y and puts the previous value back when restored or dropped.
-struct EnableUring {
-    previous: Option<String>,
-}
-
-impl EnableUring {
-    fn set() -> EnableUring {
-        let previous = std::fs::read_to_string(ENABLE_URING).expect("read enable_uring");
-        let previous = previous.trim().to_string();
-        let guard = EnableUring {
-            previous: Some(previous.clone()),
-        };
-        std::fs::write(ENABLE_URING, "Y").expect("set enable_uring=Y");
-        eprintln!("enable_uring: {previous} -> Y");
-        guard
-    }
-
-    fn restore(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            match std::fs::write(ENABLE_URING, &previous) {
-                Ok(()) => eprintln!("enable_uring: restored to {previous}"),
-                Err(e) => eprintln!("enable_uring: restoring {previous} FAILED: {e}"),
-            }
-        }
-    }
-}
-
-impl Drop for EnableUring {
-    fn drop(&mut self) {
-        self.restore();
-    }
-}
 
 /// The mountpoint; on drop, a mount still there is aborted and lazily unmounted.
 struct MountGuard {
