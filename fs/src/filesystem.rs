@@ -1141,7 +1141,10 @@ impl DaxFs {
             return Err(Errno::EROFS);
         }
         // inode_permission: write access to an immutable inode is EPERM, for root too
-        // (after EROFS, before the mode bits); append-only still allows W_OK.
+        // (after EROFS, before the mode bits); append-only still allows W_OK. Mounted, the
+        // kernel answers access(2) itself (FUSE_POSIX_ACL implies default_permissions, so
+        // no FUSE_ACCESS is sent) and FUSE inodes carry no S_IMMUTABLE: there root's
+        // W_OK on a +i file still succeeds; this answer is the library API's.
         if mask & libc::W_OK != 0 && st.immutable() {
             return Err(Errno::EPERM);
         }
