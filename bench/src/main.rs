@@ -17,8 +17,8 @@
 //!
 //! `DAXFS_BENCH_HOLD=PHASE:DIR` (PHASE one of create, stat_cold, stat_warm, readdir,
 //! unlink) makes `meta` hold before that phase until bench/run's profiler is attached:
-//! it creates `DIR/ready`, waits for `DIR/go`, runs the phase and creates `DIR/done`
-//! (`bench/run --profile create` records the daemon over exactly that phase).
+//! it creates `DIR/ready`, waits for `DIR/go`, runs the phase, creates `DIR/done` and
+//! waits for `DIR/resume` (`bench/run --profile create` samples exactly that phase).
 //!
 //! Output is one `key value` line per figure (ops/s, GB/s or µs, named in the key) for
 //! bench/run to parse (the scale workloads: `OP SIZE MEDIAN_US MEAN_US`); errors go to
@@ -184,28 +184,39 @@ impl Hold {
         std::fs::write(&p, b"").map_err(|e| format!("{}: {e}", p.display()))
     }
 
-    /// Before `phase`: when it is the held one, says ready and waits for go (60 s at
-    /// most: a profiler that never starts must not hang the run).
-    fn before(hold: &Option<Hold>, phase: &str) -> Res<()> {
-        let Some(h) = hold.as_ref().filter(|h| h.phase == phase) else {
-            return Ok(());
-        };
-        h.touch("ready")?;
-        let go = h.dir.join("go");
+    /// Waits for `DIR/name` (60 s at most: a profiler that never starts or stops must
+    /// not hang the run).
+    fn wait_for(&self, name: &str) -> Res<()> {
+        let p = self.dir.join(name);
         let t = Instant::now();
-        while !go.exists() {
+        while !p.exists() {
             if t.elapsed() > Duration::from_secs(60) {
-                return Err(format!("{}: not created within 60 s", go.display()));
+                return Err(format!("{}: not created within 60 s", p.display()));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     }
 
-    /// After `phase`: when it is the held one, says done.
+    /// Before `phase`: when it is the held one, says ready and waits for go.
+    fn before(hold: &Option<Hold>, phase: &str) -> Res<()> {
+        match hold {
+            Some(h) if h.phase == phase => {
+                h.touch("ready")?;
+                h.wait_for("go")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After `phase`: when it is the held one, says done and waits until the profiler
+    /// has stopped (resume), so that no later phase is sampled with it.
     fn after(hold: &Option<Hold>, phase: &str) -> Res<()> {
         match hold {
-            Some(h) if h.phase == phase => h.touch("done"),
+            Some(h) if h.phase == phase => {
+                h.touch("done")?;
+                h.wait_for("resume")
+            }
             _ => Ok(()),
         }
     }
@@ -510,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn hold_waits_for_go_and_says_ready_then_done() {
+    fn hold_waits_for_go_and_resume_and_says_ready_then_done() {
         let dir = std::env::temp_dir().join(format!("daxfs-bench-hold.{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let hold = Some(Hold::parse(&format!("unlink:{}", dir.display())).unwrap());
@@ -524,11 +535,15 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
             std::fs::write(d.join("go"), b"").unwrap();
+            while !d.join("done").exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::fs::write(d.join("resume"), b"").unwrap();
         });
         Hold::before(&hold, "unlink").unwrap();
         assert!(dir.join("go").exists());
         Hold::after(&hold, "unlink").unwrap();
-        assert!(dir.join("done").exists());
+        assert!(dir.join("done").exists() && dir.join("resume").exists());
         starter.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
