@@ -15,6 +15,11 @@
 //!   `daxfs-bench populate DEVICE DIRS FILES_PER_DIR`: the scale workloads (see
 //!   `scale.rs`).
 //!
+//! `DAXFS_BENCH_HOLD=PHASE:DIR` (PHASE one of create, stat_cold, stat_warm, readdir,
+//! unlink) makes `meta` hold before that phase until bench/run's profiler is attached:
+//! it creates `DIR/ready`, waits for `DIR/go`, runs the phase, creates `DIR/done` and
+//! waits for `DIR/resume` (`bench/run --profile create` samples exactly that phase).
+//!
 //! Output is one `key value` line per figure (ops/s, GB/s or µs, named in the key) for
 //! bench/run to parse (the scale workloads: `OP SIZE MEDIAN_US MEAN_US`); errors go to
 //! stderr with exit status 1.
@@ -135,7 +140,90 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// The phases of `meta`, in the order they run.
+const META_PHASES: [&str; 5] = ["create", "stat_cold", "stat_warm", "readdir", "unlink"];
+
+/// Where `meta` holds for a profiler: `DAXFS_BENCH_HOLD=PHASE:DIR`.
+#[derive(Debug, PartialEq)]
+struct Hold {
+    phase: String,
+    dir: PathBuf,
+}
+
+impl Hold {
+    /// Parses the variable's value; an unknown phase or an empty directory is an error
+    /// (a typo must not silently profile nothing).
+    fn parse(v: &str) -> Res<Hold> {
+        let (phase, dir) = v
+            .split_once(':')
+            .ok_or_else(|| format!("DAXFS_BENCH_HOLD={v:?}: expected PHASE:DIR"))?;
+        if !META_PHASES.contains(&phase) {
+            return Err(format!(
+                "DAXFS_BENCH_HOLD: unknown phase {phase:?} (one of {})",
+                META_PHASES.join(", ")
+            ));
+        }
+        if dir.is_empty() {
+            return Err("DAXFS_BENCH_HOLD: empty directory".into());
+        }
+        Ok(Hold {
+            phase: phase.into(),
+            dir: dir.into(),
+        })
+    }
+
+    fn from_env() -> Res<Option<Hold>> {
+        match std::env::var("DAXFS_BENCH_HOLD") {
+            Ok(v) => Hold::parse(&v).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn touch(&self, name: &str) -> Res<()> {
+        let p = self.dir.join(name);
+        std::fs::write(&p, b"").map_err(|e| format!("{}: {e}", p.display()))
+    }
+
+    /// Waits for `DIR/name` (60 s at most: a profiler that never starts or stops must
+    /// not hang the run).
+    fn wait_for(&self, name: &str) -> Res<()> {
+        let p = self.dir.join(name);
+        let t = Instant::now();
+        while !p.exists() {
+            if t.elapsed() > Duration::from_secs(60) {
+                return Err(format!("{}: not created within 60 s", p.display()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Before `phase`: when it is the held one, says ready and waits for go.
+    fn before(hold: &Option<Hold>, phase: &str) -> Res<()> {
+        match hold {
+            Some(h) if h.phase == phase => {
+                h.touch("ready")?;
+                h.wait_for("go")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After `phase`: when it is the held one, says done and waits until the profiler
+    /// has stopped (resume), so that no later phase is sampled with it.
+    fn after(hold: &Option<Hold>, phase: &str) -> Res<()> {
+        match hold {
+            Some(h) if h.phase == phase => {
+                h.touch("done")?;
+                h.wait_for("resume")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn meta_phases(work: &Path, count: usize) -> Res<()> {
+    let hold = Hold::from_env()?;
     let cpath = CString::new(work.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: path holds a NUL byte", work.display()))?;
     // SAFETY: cpath is a valid NUL-terminated string.
@@ -148,11 +236,13 @@ fn meta_phases(work: &Path, count: usize) -> Res<()> {
         .map(|i| CString::new(format!("f{i:07}")).unwrap_or_default())
         .collect();
 
+    Hold::before(&hold, "create")?;
     let t = Instant::now();
     for n in &names {
         create_at(dfd.0, n)?;
     }
     println!("create_ops {:.0}", rate(count, t.elapsed()));
+    Hold::after(&hold, "create")?;
 
     // Cold: the kernel forgets dentries and inodes (a FUSE filesystem gets FORGETs and
     // must answer LOOKUPs again). tmpfs keeps them: its dentries are its only copy.
@@ -162,6 +252,8 @@ fn meta_phases(work: &Path, count: usize) -> Res<()> {
     for phase in ["stat_cold_ops", "stat_warm_ops"] {
         // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let name = phase.trim_end_matches("_ops");
+        Hold::before(&hold, name)?;
         let t = Instant::now();
         for n in &names {
             // SAFETY: n is NUL-terminated, st is a valid out-pointer.
@@ -170,8 +262,10 @@ fn meta_phases(work: &Path, count: usize) -> Res<()> {
             }
         }
         println!("{phase} {:.0}", rate(count, t.elapsed()));
+        Hold::after(&hold, name)?;
     }
 
+    Hold::before(&hold, "readdir")?;
     let t = Instant::now();
     let seen = std::fs::read_dir(work)
         .map_err(|e| format!("readdir: {e}"))?
@@ -182,7 +276,9 @@ fn meta_phases(work: &Path, count: usize) -> Res<()> {
         return Err(format!("readdir saw {seen} entries, expected {count}"));
     }
     println!("readdir_ops {:.0}", rate(count, d));
+    Hold::after(&hold, "readdir")?;
 
+    Hold::before(&hold, "unlink")?;
     let t = Instant::now();
     for n in &names {
         // SAFETY: n is NUL-terminated; dfd is an open directory.
@@ -191,7 +287,7 @@ fn meta_phases(work: &Path, count: usize) -> Res<()> {
         }
     }
     println!("unlink_ops {:.0}", rate(count, t.elapsed()));
-    Ok(())
+    Hold::after(&hold, "unlink")
 }
 
 // ---- library API ---------------------------------------------------------------------
@@ -400,6 +496,56 @@ mod tests {
     fn p99_of_a_hundred_samples_is_the_99th_smallest() {
         let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
         assert_eq!(percentile(&mut v, 99.0), 99.0);
+    }
+
+    #[test]
+    fn hold_parses_a_known_phase_and_its_directory() {
+        assert_eq!(
+            Hold::parse("stat_cold:/tmp/x"),
+            Ok(Hold {
+                phase: "stat_cold".into(),
+                dir: "/tmp/x".into()
+            })
+        );
+    }
+
+    #[test]
+    fn hold_rejects_an_unknown_phase() {
+        assert!(Hold::parse("stat:/tmp/x").is_err());
+    }
+
+    #[test]
+    fn hold_rejects_a_value_without_a_directory() {
+        assert!(Hold::parse("create").is_err());
+        assert!(Hold::parse("create:").is_err());
+    }
+
+    #[test]
+    fn hold_waits_for_go_and_resume_and_says_ready_then_done() {
+        let dir = std::env::temp_dir().join(format!("daxfs-bench-hold.{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hold = Some(Hold::parse(&format!("unlink:{}", dir.display())).unwrap());
+        // another phase: no files, no wait
+        Hold::before(&hold, "create").unwrap();
+        Hold::after(&hold, "create").unwrap();
+        assert!(!dir.join("ready").exists() && !dir.join("done").exists());
+        let d = dir.clone();
+        let starter = std::thread::spawn(move || {
+            while !d.join("ready").exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::fs::write(d.join("go"), b"").unwrap();
+            while !d.join("done").exists() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::fs::write(d.join("resume"), b"").unwrap();
+        });
+        Hold::before(&hold, "unlink").unwrap();
+        assert!(dir.join("go").exists());
+        Hold::after(&hold, "unlink").unwrap();
+        assert!(dir.join("done").exists() && dir.join("resume").exists());
+        starter.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
