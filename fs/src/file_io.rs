@@ -357,22 +357,41 @@ impl DaxFs {
             }
             st.d.mode &= !kill;
         }
+        let times_only = end <= st.d.size
+            && st.d.mode == mode_before
+            && tx.txn.is_empty()
+            && tx.allocs.is_empty()
+            && !st.ext.is_dirty();
+        if times_only && self.lazy_times() {
+            // Nothing but mtime/ctime changes: they stay in memory until fsync, the
+            // inode's next record, the writeback or unmount commits them (`times.rs`).
+            self.dirty_times(&inode, &mut st, t);
+            return Ok((end - off) as usize);
+        }
         st.d.size = st.d.size.max(end);
         st.d.mtime = t;
         st.d.ctime = t;
         self.log_inode(ino, &mut st, &mut tx);
         self.commit(tx)?;
+        // The record carried the times, dirty or not.
+        self.times_committed(&inode, &st);
         if st.d.mode != mode_before {
             self.attrs_changed(ino);
         }
         Ok((end - off) as usize)
     }
 
-    pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
+    /// fsync(2), and fdatasync(2) when `datasync`.
+    pub fn fsync(&self, ino: u64, datasync: bool) -> Result<()> {
         // Data is flushed before each write returns and metadata is committed before
-        // each change returns: only a change still in flight (made visible by a call that
-        // has not returned yet, e.g. this file's creation) is left to wait for.
+        // each change returns, except timestamps left in memory by lazytime: fsync
+        // commits them (fdatasync need not, as on ext4). Otherwise only a change still in
+        // flight (made visible by a call that has not returned yet, e.g. this file's
+        // creation) is left to wait for.
         let inode = self.inode(ino)?;
+        if !datasync {
+            self.sync_times(&inode)?;
+        }
         self.settle(&inode);
         Ok(())
     }

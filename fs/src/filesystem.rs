@@ -43,6 +43,34 @@ pub const MAX_LINKS: u32 = 65000;
 
 /// A mounted daxfs instance. Thread-safe: all methods take `&self`.
 pub struct DaxFs {
+    /// The state, shared with the timestamp writeback thread (`times.rs`), which works
+    /// through a second handle: the filesystem is an owned value, not an `Arc`.
+    core: Arc<FsCore>,
+    /// The mount's own handle (not the writeback thread's): dropping it shuts down.
+    owner: bool,
+}
+
+impl std::ops::Deref for DaxFs {
+    type Target = FsCore;
+    fn deref(&self) -> &FsCore {
+        &self.core
+    }
+}
+
+impl DaxFs {
+    /// A second handle on the same filesystem whose drop does not shut it down (for the
+    /// writeback thread, which the owner's shutdown stops first).
+    pub(crate) fn handle(&self) -> DaxFs {
+        DaxFs {
+            core: self.core.clone(),
+            owner: false,
+        }
+    }
+}
+
+/// The state of a [`DaxFs`] (reached through it; not part of the API).
+#[doc(hidden)]
+pub struct FsCore {
     pub(crate) dev: Arc<Device>,
     pub(crate) sb: Mutex<Superblock>,
     /// Immutable geometry (a copy of the superblock at mount).
@@ -72,6 +100,8 @@ pub struct DaxFs {
     /// Unlinked inodes still referenced, and the frees of them (`namespace.rs`,
     /// [`DaxFs::wait_for_orphan_free`]).
     pub(crate) orphan_frees: crate::namespace::OrphanFrees,
+    /// Timestamps changed in memory only, and their writeback (`times.rs`).
+    pub(crate) times: crate::times::LazyTimes,
 }
 
 #[derive(Default)]
@@ -265,7 +295,7 @@ impl DaxFs {
             );
         }
         let refs = RefTable::new(sb.data_blocks);
-        let fs = DaxFs {
+        let core = FsCore {
             dev,
             sb: Mutex::new(sb.clone()),
             geo: sb.clone(),
@@ -285,6 +315,11 @@ impl DaxFs {
             cache_inval: RwLock::new(None),
             pins: Default::default(),
             orphan_frees: Default::default(),
+            times: Default::default(),
+        };
+        let fs = DaxFs {
+            core: Arc::new(core),
+            owner: true,
         };
         // Refused: nothing may be written, not even the clean shutdown that dropping a
         // mounted filesystem does (it would reclaim "orphans" and mark the image clean on
@@ -354,6 +389,7 @@ impl DaxFs {
             });
         }
         self.shut_down.store(false, Ordering::SeqCst);
+        self.start_writeback();
         let enc = {
             let mut sbm = lock(&self.sb);
             sbm.state = STATE_MOUNTED;
@@ -693,6 +729,8 @@ impl DaxFs {
 
     /// Makes everything durable and marks the filesystem clean. Called at unmount.
     pub fn shutdown(&self) -> Result<()> {
+        // Timestamps changed in memory only are committed first (`times.rs`).
+        self.stop_writeback();
         if self.shut_down.swap(true, Ordering::SeqCst) || self.opts.read_only {
             return Ok(());
         }
@@ -1532,6 +1570,8 @@ fn check_links(
 
 impl Drop for DaxFs {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        if self.owner {
+            let _ = self.shutdown();
+        }
     }
 }

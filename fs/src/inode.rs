@@ -30,6 +30,8 @@ pub(crate) struct Inode {
     /// from the device (directory blocks, symlink target) and whose committer released
     /// the inode before it was durable (see `commit.rs`); 0 if none.
     pub pending: AtomicU64,
+    /// Whether its times changed in memory only (lazytime, `times.rs`).
+    pub times: crate::times::InodeTimes,
 }
 
 impl Inode {
@@ -43,6 +45,7 @@ impl Inode {
             long_pins: AtomicU32::new(0),
             lookups: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            times: Default::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ mod mapping;
 mod mount_error;
 mod namespace;
 mod pin;
+mod times;
 mod types;
 mod volume;
 mod xattr;
@@ -47,7 +48,7 @@ pub use pin::{
 };
 pub use types::{
     from_system_time, now, to_system_time, Attr, Cred, DaxMode, DirEntry, FileKind, FsOptions,
-    SetAttr, SetTime, StatFs,
+    SetAttr, SetTime, StatFs, DEFAULT_COMMIT_INTERVAL,
 };
 // The load errors a CorruptError carries.
 pub use dir::DirLoadError;

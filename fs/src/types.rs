@@ -173,7 +173,18 @@ pub struct FsOptions {
     pub layout_timeout: Duration,
     /// Who may pin, when pins are revoked, per-user limits (`pin.rs`).
     pub pins: crate::pin::PinPolicy,
+    /// Lazy timestamps (`times.rs`): an overwrite that changes nothing but mtime/ctime
+    /// updates them in memory (stat shows them at once) and commits them later: with
+    /// the inode's next journal record, fsync (not fdatasync), unmount, or the writeback
+    /// at most `commit_interval` after they changed. Off: every write commits its times
+    /// before it returns.
+    pub lazytime: bool,
+    /// The longest a lazily updated timestamp stays in memory only.
+    pub commit_interval: Duration,
 }
+
+/// [`FsOptions::commit_interval`] by default (ext4's `commit=` default).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Default for FsOptions {
     fn default() -> Self {
@@ -182,6 +193,8 @@ impl Default for FsOptions {
             dax: DaxMode::Always,
             layout_timeout: Duration::from_secs(30),
             pins: crate::pin::PinPolicy::default(),
+            lazytime: true,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
 }

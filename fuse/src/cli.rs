@@ -48,6 +48,12 @@ Options (-o, comma-separated, may be repeated):
                          granted (default off)
   uring_depth=N          requests in flight per CPU queue with io_uring (default 72:
                          more than the requests that may wait for pins)
+  lazytime, nolazytime   lazytime: an overwrite leaves mtime/ctime in memory (stat shows
+                         them at once) until fsync, the next metadata change, commit=
+                         or unmount makes them durable; nolazytime: every write commits
+                         them (default nolazytime)
+  commit=SECS            longest time lazytime keeps timestamps in memory only
+                         (default 5)
   layout_timeout=SECS    how long a truncate waits for pinned ranges (default 30)
   lease_break_time=SECS  how long a pin holder has to let go before a truncate that
                          needs its range revokes the pin (default 10; not for pins of
@@ -93,6 +99,9 @@ pub const MOUNT_OPTION_EXAMPLES: &[&str] = &[
     "busy_poll=0",
     "io_uring",
     "uring_depth=8",
+    "lazytime",
+    "nolazytime",
+    "commit=5",
     "layout_timeout=30",
     "lease_break_time=10",
     "max_pins_per_user=4096",

@@ -33,6 +33,10 @@ pub struct MountConfig {
     pub layout_timeout: Duration,
     /// Who may pin, when pins are revoked, per-user pin limits.
     pub pins: PinPolicy,
+    /// Lazy timestamps (`lazytime`; off by default over FUSE: the kernel must then send
+    /// FSYNC, which halved write+fsync throughput) and their writeback interval (`commit=`).
+    pub lazytime: bool,
+    pub commit_interval: Duration,
     pub access: Access,
     /// Kernel-side permission checks (on unless `nodefault_permissions`).
     pub default_permissions: bool,
@@ -70,6 +74,8 @@ impl Default for MountConfig {
             dax: DaxMode::Always,
             layout_timeout: fs.layout_timeout,
             pins: fs.pins,
+            lazytime: false,
+            commit_interval: fs.commit_interval,
             access: Access::Owner,
             default_permissions: true,
             threads: default_threads(),
@@ -138,7 +144,13 @@ const FLAG_OPTIONS: &[&str] = &[
     "async",
     "dirsync",
     "relatime",
+    "lazytime",
+    "nolazytime",
 ];
+
+/// Upper bound for `commit=` (seconds): a day of timestamps in memory only is already
+/// far past useful.
+const MAX_COMMIT_SECS: u64 = 86_400;
 
 /// Upper bound for `threads=`: far beyond useful, low enough to catch typos.
 const MAX_THREADS: usize = 1024;
@@ -183,6 +195,20 @@ impl MountConfig {
             "dirsync" => self.dirsync = true,
             // The kernel's default atime policy; accepted because fstab lines often say it.
             "relatime" => {}
+            "lazytime" | "nolazytime" => self.lazytime = key == "lazytime",
+            "commit" => {
+                let v = required(key, value)?;
+                self.commit_interval = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&s| (1..=MAX_COMMIT_SECS).contains(&s))
+                    .map(Duration::from_secs)
+                    .ok_or_else(|| {
+                        format!(
+                            "invalid value '{v}' for commit= (expected seconds, 1..={MAX_COMMIT_SECS})"
+                        )
+                    })?;
+            }
             "dax" => {
                 self.dax = match value {
                     // Bare `dax` means `dax=always`, as on ext4/xfs.
@@ -315,6 +341,8 @@ impl MountConfig {
             dax: self.dax,
             layout_timeout: self.layout_timeout,
             pins: self.pins,
+            lazytime: self.lazytime,
+            commit_interval: self.commit_interval,
         }
     }
 
@@ -505,6 +533,35 @@ mod tests {
         assert!(f.read_only);
         assert_eq!(f.dax, DaxMode::Inode);
         assert_eq!(f.layout_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn mounts_default_to_nolazytime_with_a_five_second_commit_interval() {
+        let f = parse("").fs_options();
+        assert!(!f.lazytime);
+        assert_eq!(f.commit_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn lazytime_and_commit_reach_the_core_last_one_winning() {
+        let f = parse("lazytime,commit=2").fs_options();
+        assert!(f.lazytime);
+        assert_eq!(f.commit_interval, Duration::from_secs(2));
+        assert!(!parse("lazytime,nolazytime").fs_options().lazytime);
+    }
+
+    #[test]
+    fn commit_takes_whole_seconds_from_one() {
+        for bad in [
+            "commit=0",
+            "commit=1.5",
+            "commit=soon",
+            "commit=86401",
+            "commit=",
+        ] {
+            assert!(parse_err(bad).contains("commit"), "{bad}");
+        }
+        assert!(parse_err("lazytime=1").contains("takes no value"));
     }
 
     #[test]

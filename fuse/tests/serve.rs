@@ -72,9 +72,15 @@ fn recorder(room: usize) -> (Recorder, mpsc::Receiver<Got>) {
 }
 
 fn setup() -> (TestDev, Arc<DaxFs>, FuseAdapter) {
+    setup_with(false)
+}
+
+/// `lazytime` as `-o lazytime` gives it (off, as `setup`, is the mount default).
+fn setup_with(lazytime: bool) -> (TestDev, Arc<DaxFs>, FuseAdapter) {
     let d = TestDev::new(64 * MB);
     let o = FsOptions {
         layout_timeout: Duration::from_secs(30),
+        lazytime,
         ..FsOptions::default()
     };
     let fs = Arc::new(DaxFs::mount(&d.path, o).unwrap());
@@ -140,6 +146,24 @@ fn flush_fsync_and_fsyncdir_are_enosys_so_the_kernel_stops_sending_them() {
     for op in ops {
         assert_eq!(serve_now(&a, op), Got::Err(libc::ENOSYS));
     }
+}
+
+#[test]
+fn with_lazytime_fsync_is_answered_and_commits_the_overwrites_times() {
+    let (_d, fs, a) = setup_with(true);
+    let ino = mkfile(&fs, ROOT, b"f", &[0u8; 4096]);
+    fs.write(ino, 0, &[1u8; 4096], false).unwrap();
+    let (commits, _) = fs.counters();
+    let fsync = |datasync| Op::Fsync {
+        ino,
+        fh: 0,
+        datasync,
+    };
+    // fdatasync need not persist times: nothing to commit.
+    assert_eq!(serve_now(&a, fsync(true)), Got::Other("Empty".into()));
+    assert_eq!(fs.counters().0, commits);
+    assert_eq!(serve_now(&a, fsync(false)), Got::Other("Empty".into()));
+    assert_eq!(fs.counters().0, commits + 1);
 }
 
 #[test]

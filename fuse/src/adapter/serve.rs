@@ -279,7 +279,11 @@ impl FuseAdapter {
             // back its dirty pages (dax=never) and waits for them before it would send
             // FSYNC; ENOSYS tells it to stop sending FSYNC at all (fc->no_fsync), one round
             // trip less per fsync(2). The library's `DaxFs::fsync` keeps its wait for
-            // library callers.
+            // library callers. The exception is `-o lazytime`: overwrites leave their
+            // timestamps in memory, and fsync (not fdatasync) must commit them.
+            Op::Fsync { ino, datasync, .. } if self.fs.options().lazytime => {
+                empty(self.fs.fsync(ino, datasync))
+            }
             Op::Fsync { .. } => Reply::Err(Errno::ENOSYS),
             // Directory streams are stateless: readdir cookies are stable in the core.
             Op::Opendir { .. } => Reply::Opened { fh: 0, flags: 0 },
