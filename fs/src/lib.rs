@@ -4,7 +4,7 @@
 //! loading a formatted device, the inode table, directories and the namespace, extent
 //! maps and file I/O straight onto the device, xattrs and ACLs, pins of mapped ranges
 //! and their policy, break_layouts (waiting for pins to drain before a block is freed),
-//! group commit of the metadata journal, chattr's inode flags (`inode_flags`) and the
+//! group commit of the metadata journal, lazy timestamps (`times`), chattr's inode flags (`inode_flags`) and the
 //! filesystem-wide label and FITRIM (`volume`). The device and its persistence come from
 //! `daxfs-pmem`, the on-media codec from `daxfs-format`, free space and page reference
 //! counts from `daxfs-alloc`, the journal from `daxfs-journal`. The FUSE adapter
