@@ -173,6 +173,13 @@ pub struct FsOptions {
     pub layout_timeout: Duration,
     /// Who may pin, when pins are revoked, per-user limits (`pin.rs`).
     pub pins: crate::pin::PinPolicy,
+    /// How often the writer (and a follower) bumps its heartbeat in the host table
+    /// (`-o heartbeat_ms=`).
+    pub heartbeat: Duration,
+    /// How long a host table slot's heartbeat may stand still before the slot is
+    /// presumed dead (`-o host_timeout_ms=`): a stale writer lease is then taken over,
+    /// a stale follower no longer holds blocks back.
+    pub host_timeout: Duration,
 }
 
 impl Default for FsOptions {
@@ -182,6 +189,8 @@ impl Default for FsOptions {
             dax: DaxMode::Always,
             layout_timeout: Duration::from_secs(30),
             pins: crate::pin::PinPolicy::default(),
+            heartbeat: Duration::from_millis(100),
+            host_timeout: Duration::from_millis(2000),
         }
     }
 }
