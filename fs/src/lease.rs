@@ -69,6 +69,53 @@ pub fn random_id() -> u64 {
     id
 }
 
+/// This host's identity as the lease's `host` field records it: the kernel's boot id
+/// and this process's pid namespace, hashed (pids are only comparable within both);
+/// 0 when either cannot be read (the same-process shortcut is then never taken).
+pub fn host_id() -> u64 {
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+        let ns = std::fs::read_link("/proc/self/ns/pid");
+        match (boot, ns) {
+            (Ok(b), Ok(n)) => {
+                let text = format!("{}|{}", b.trim(), n.display());
+                let lo = daxfs_pmem::codec::crc32(text.as_bytes());
+                let hi = daxfs_pmem::codec::crc32(format!("daxfs-host:{text}").as_bytes());
+                (u64::from(hi) << 32 | u64::from(lo)).max(1)
+            }
+            _ => 0,
+        }
+    })
+}
+
+/// Which device a lease of this process is on: the file's (st_dev, st_ino), or the
+/// mapping's address for an in-memory device (a crash-test copy nobody else sees).
+fn device_key(dev: &Device) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    if dev.kind() == daxfs_pmem::DeviceKind::Memory {
+        return (0, dev.as_ptr() as usize as u64);
+    }
+    std::fs::metadata(dev.path()).map_or((0, 0), |m| (m.dev(), m.ino()))
+}
+
+/// Owner ids of this process's live writer leases, with the device each is on.
+fn live_leases() -> MutexGuard<'static, std::collections::HashMap<u64, (u64, u64)>> {
+    static LIVE: std::sync::OnceLock<Mutex<std::collections::HashMap<u64, (u64, u64)>>> =
+        std::sync::OnceLock::new();
+    lock(LIVE.get_or_init(Default::default))
+}
+
+/// For a lease held by this very process (same host identity and pid): whether one
+/// of its live mounts holds it on this device. None for a lease of anyone else.
+fn own_process_holds(dev: &Device, r: &LeaseRecord) -> Option<bool> {
+    let me = host_id();
+    if me == 0 || r.host != me || r.pid != std::process::id() {
+        return None;
+    }
+    Some(live_leases().get(&r.owner) == Some(&device_key(dev)))
+}
+
 /// Whether the lease slot `r` says a writer holds it (the heartbeat decides whether
 /// that writer is alive).
 fn held(r: &LeaseRecord) -> bool {
@@ -93,6 +140,25 @@ pub fn check(dev: &Device, device: &Path, timeout: Duration) -> Result<LeaseChec
             seen: first,
             stale: false,
         });
+    }
+    match own_process_holds(dev, &first) {
+        // A mount of this process on this device: refused without waiting.
+        Some(true) => {
+            return Err(MountError::WriterLeaseHeld {
+                device: device.to_path_buf(),
+                owner: first.owner,
+                pid: first.pid,
+            })
+        }
+        // Left by a mount of this process that is gone (or lives on another device:
+        // this is a copy of its image): nothing heartbeats it.
+        Some(false) => {
+            return Ok(LeaseCheck {
+                seen: first,
+                stale: true,
+            })
+        }
+        None => {}
     }
     let start = Instant::now();
     let mut watch = HeartbeatWatch::new(first.heartbeat, start);
@@ -258,6 +324,7 @@ impl WriterLease {
                 && l.set_timing(ms(heartbeat), ms(timeout)).is_ok()
                 && l.set_committed_seq(committed_seq).is_ok()
                 && l.set_heartbeat(now.heartbeat.wrapping_add(1)).is_ok()
+                && l.set_host(host_id()).is_ok()
                 && l.set_pid_state(std::process::id(), LEASE_HELD).is_ok();
             if !ok {
                 return Err(refused(&l.record()));
@@ -285,12 +352,14 @@ impl WriterLease {
             gate,
             beats: AtomicU64::new(0),
         });
+        live_leases().insert(owner, device_key(&shared.dev));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("daxfs-heartbeat".into())
             .spawn(move || s.run())
             .ok();
         if thread.is_none() {
+            live_leases().remove(&owner);
             // Without a heartbeat others would take the lease over after the timeout
             // while this mount still writes: refuse instead.
             let r = shared.table().map(|t| {
@@ -339,6 +408,7 @@ impl WriterLease {
     }
 
     fn stop_thread(&self) {
+        live_leases().remove(&self.shared.owner);
         *lock(&self.shared.stop) = true;
         self.shared.wake.notify_all();
         if let Some(h) = lock(&self.thread).take() {
