@@ -107,8 +107,9 @@ fn live_leases() -> MutexGuard<'static, std::collections::HashMap<u64, (u64, u64
 }
 
 /// For a lease held by this very process (same host identity and pid): whether one
-/// of its live mounts holds it on this device. None for a lease of anyone else.
-fn own_process_holds(dev: &Device, r: &LeaseRecord) -> Option<bool> {
+/// of its live mounts holds it on this device. None for a lease of anyone else, whose
+/// liveness only its heartbeat tells (fsck uses this too).
+pub fn own_process_holds(dev: &Device, r: &LeaseRecord) -> Option<bool> {
     let me = host_id();
     if me == 0 || r.host != me || r.pid != std::process::id() {
         return None;
