@@ -181,6 +181,13 @@ pub struct FsOptions {
     pub lazytime: bool,
     /// The longest a lazily updated timestamp stays in memory only.
     pub commit_interval: Duration,
+    /// How often the writer (and a follower) bumps its heartbeat in the host table
+    /// (`-o heartbeat_ms=`).
+    pub heartbeat: Duration,
+    /// How long a host table slot's heartbeat may stand still before the slot is
+    /// presumed dead (`-o host_timeout_ms=`): a stale writer lease is then taken over,
+    /// a stale follower no longer holds blocks back.
+    pub host_timeout: Duration,
 }
 
 /// [`FsOptions::commit_interval`] by default (ext4's `commit=` default).
@@ -195,6 +202,8 @@ impl Default for FsOptions {
             pins: crate::pin::PinPolicy::default(),
             lazytime: true,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
+            heartbeat: Duration::from_millis(100),
+            host_timeout: Duration::from_millis(2000),
         }
     }
 }
