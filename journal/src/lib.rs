@@ -23,6 +23,7 @@
 //! model's in-memory media (`daxfs_pmem::MemMedia`) in tests.
 #![forbid(unsafe_code)]
 
+mod cursor;
 mod error;
 mod layout;
 mod txn;
@@ -32,6 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use daxfs_pmem::Media;
+pub use cursor::{CommittedTxn, LogCursor, Poll};
 pub use error::{Damage, JournalError};
 pub use txn::{LogSize, Transaction};
 
