@@ -173,6 +173,10 @@ pub struct FsOptions {
     pub layout_timeout: Duration,
     /// Who may pin, when pins are revoked, per-user limits (`pin.rs`).
     pub pins: crate::pin::PinPolicy,
+    /// `-o follow`: a read-only view of a device another host's live writer changes,
+    /// refreshed every `follow_interval` (`follow.rs`). Implies `read_only`.
+    pub follow: bool,
+    pub follow_interval: Duration,
 }
 
 impl Default for FsOptions {
@@ -182,6 +186,8 @@ impl Default for FsOptions {
             dax: DaxMode::Always,
             layout_timeout: Duration::from_secs(30),
             pins: crate::pin::PinPolicy::default(),
+            follow: false,
+            follow_interval: Duration::from_millis(10),
         }
     }
 }

@@ -452,6 +452,17 @@ impl Journal {
         Ok((journal, report))
     }
 
+    /// The journal of a device another host writes (a follower, fs `follow.rs`): read-only
+    /// (commits and checkpoints are refused), nothing replayed, nothing ever written. The
+    /// follower reads the live writer's log through a [`LogCursor`] instead.
+    pub fn open_passive(
+        media: Arc<dyn Media>,
+        start: u64,
+        len: u64,
+    ) -> Result<Journal, JournalError> {
+        Journal::from_header(media, start, len, true)
+    }
+
     /// For a read-only mount that goes live after [`Journal::open_read_only`] replayed
     /// transactions: moves the header past them, as [`make_writable`](Self::make_writable)
     /// would, so that the next open (perhaps of a device that can no longer be written)
