@@ -518,11 +518,7 @@ impl DaxFs {
             let old = lock(&self.space);
             for b in 0..self.geo.data_blocks {
                 match (old.is_used(b), used.is_used(b)) {
-                    (true, false) => {
-                        if !self.refs.unmap(b) {
-                            later.push(b);
-                        }
-                    }
+                    (true, false) if !self.refs.unmap(b) => later.push(b),
                     (false, true) if self.refs.count(b) == 0 => {
                         self.refs.map(b);
                     }
