@@ -613,6 +613,8 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     // only now does the image become "mounted". On failure dropping the session
     // unmounts it again.
     fs.go_live().map_err(cannot_mount)?;
+    // A follower (`-o follow`) looks for its writer's commits from now on.
+    DaxFs::start_following(&fs);
     // With io_uring granted, every request waits in the kernel until all queues have
     // registered, so they start before anyone is told the mount is ready.
     let rings = if want_ring {
