@@ -1,4 +1,4 @@
-//! daxfs-format: the on-media format, version 1 (docs/FORMAT.md).
+//! daxfs-format: the on-media format, version 2 (docs/FORMAT.md).
 //!
 //! This crate owns the encoding and decoding of every structure, with its magic and
 //! CRC — pure functions over byte slices, so the parser can be tested (and fuzzed) on
@@ -15,6 +15,7 @@ mod bitmap;
 mod dir;
 mod error;
 mod extent;
+pub mod hosts;
 mod inode;
 pub mod mkfs;
 mod superblock;

@@ -255,3 +255,43 @@ fn bitmap_block_layout_matches_format_md() {
         trailer::MAGIC + trailer::SIZE - trailer::CRC,
     )));
 }
+
+#[test]
+fn host_table_fields_match_format_md() {
+    use hosts::*;
+    check(
+        "### Writer lease (slot 0)",
+        0,
+        &[
+            lease_off::EPOCH,
+            lease_off::OWNER,
+            lease_off::HEARTBEAT,
+            lease_off::HEARTBEAT_MS,
+            lease_off::TIMEOUT_MS,
+            lease_off::COMMITTED_SEQ,
+            lease_off::PID,
+            lease_off::STATE,
+            lease_off::RESERVED,
+        ],
+        Some(SLOT_SIZE),
+    );
+    check(
+        "### Host slot (slots 1..31)",
+        0,
+        &[
+            host_off::OWNER,
+            host_off::HEARTBEAT,
+            host_off::APPLIED_SEQ,
+            host_off::HELD_SEQ,
+            host_off::PID,
+            host_off::FLAGS,
+            host_off::RESERVED,
+        ],
+        Some(SLOT_SIZE),
+    );
+    let s = section("## Host table");
+    let end = HOST_TABLE_OFFSET as usize + HOST_TABLE_SIZE;
+    assert!(s.contains(&format!("(block 0, bytes {HOST_TABLE_OFFSET}..{end})")));
+    assert!(s.contains(&format!("{SLOTS} slots of {SLOT_SIZE} bytes")));
+    assert!(section("## Superblock").contains(&format!("version = {VERSION} ")));
+}

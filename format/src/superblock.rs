@@ -9,7 +9,12 @@ use daxfs_pmem::codec::{crc32, get_u32, get_u64, put_u32, put_u64};
 pub const BLOCK_SHIFT: u32 = 12;
 pub const BLOCK_SIZE: u64 = 1 << BLOCK_SHIFT;
 pub const SB_MAGIC: [u8; 8] = *b"DAXFSSB\0";
-pub const VERSION: u32 = 1;
+/// The version this build writes. Version 2 added the host table (block 0 bytes
+/// 2048..4096, see `hosts`); a version 1 image is read as is and upgraded in place by
+/// its first read-write mount ([`crate::hosts::upgrade_v1`]).
+pub const VERSION: u32 = 2;
+/// The previous version, still accepted (it differs only by the absent host table).
+pub const VERSION_V1: u32 = 1;
 pub const SB_SIZE: usize = 512;
 pub const ROOT_INO: u64 = 1;
 /// Data area alignment (2 MiB) so aligned extents are aligned on the device.
@@ -207,9 +212,9 @@ impl Superblock {
             return bad("superblock checksum mismatch");
         }
         let version = get_u32(b, off::VERSION);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_V1 {
             return bad(format!(
-                "unsupported daxfs version {version} (this build reads {VERSION})"
+                "unsupported daxfs version {version} (this build reads {VERSION_V1} and {VERSION})"
             ));
         }
         let block_size = get_u32(b, off::BLOCK_SIZE);
@@ -294,6 +299,12 @@ impl Superblock {
         Ok(())
     }
 
+    /// The image predates the host table (version 1): its first read-write mount must
+    /// upgrade it before it takes the writer lease.
+    pub fn needs_upgrade(&self) -> bool {
+        self.version == VERSION_V1
+    }
+
     pub fn label_str(&self) -> String {
         let end = self.label.iter().position(|&c| c == 0).unwrap_or(LABEL_LEN);
         String::from_utf8_lossy(&self.label[..end]).into_owned()
@@ -354,6 +365,18 @@ mod tests {
             c[i] ^= 0x10;
             assert!(Superblock::decode(&c, 64 << 20).is_err(), "byte {i}");
         }
+    }
+
+    #[test]
+    fn version_1_is_read_and_an_unknown_version_refused() {
+        let mut sb = Superblock::layout(64 << 20, &params()).unwrap();
+        assert_eq!(sb.version, 2);
+        sb.version = VERSION_V1;
+        let got = Superblock::decode(&sb.encode(), 64 << 20).unwrap();
+        assert!(got.needs_upgrade());
+        sb.version = 3;
+        let e = Superblock::decode(&sb.encode(), 64 << 20).unwrap_err();
+        assert!(e.to_string().contains("unsupported daxfs version 3"), "{e}");
     }
 
     #[test]

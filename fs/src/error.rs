@@ -75,6 +75,7 @@ impl From<daxfs_pmem::AccessError> for Errno {
         match e {
             daxfs_pmem::AccessError::OutOfRange => Errno::EINVAL,
             daxfs_pmem::AccessError::ReadOnly => Errno::EBADF,
+            daxfs_pmem::AccessError::Misaligned => Errno::EINVAL,
         }
     }
 }

@@ -177,6 +177,13 @@ pub struct FsOptions {
     /// refreshed every `follow_interval` (`follow.rs`). Implies `read_only`.
     pub follow: bool,
     pub follow_interval: Duration,
+    /// How often the writer (and a follower) bumps its heartbeat in the host table
+    /// (`-o heartbeat_ms=`).
+    pub heartbeat: Duration,
+    /// How long a host table slot's heartbeat may stand still before the slot is
+    /// presumed dead (`-o host_timeout_ms=`): a stale writer lease is then taken over,
+    /// a stale follower no longer holds blocks back.
+    pub host_timeout: Duration,
 }
 
 impl Default for FsOptions {
@@ -188,6 +195,8 @@ impl Default for FsOptions {
             pins: crate::pin::PinPolicy::default(),
             follow: false,
             follow_interval: Duration::from_millis(10),
+            heartbeat: Duration::from_millis(100),
+            host_timeout: Duration::from_millis(2000),
         }
     }
 }

@@ -52,6 +52,12 @@ Options (-o, comma-separated, may be repeated):
   lease_break_time=SECS  how long a pin holder has to let go before a truncate that
                          needs its range revokes the pin (default 10; not for pins of
                          CAP_SYS_ADMIN holders, which wait for layout_timeout)
+  heartbeat_ms=MS        how often the mount bumps its heartbeat in the device's host
+                         table (default 100)
+  host_timeout_ms=MS     a host whose heartbeat stands still this long is presumed
+                         gone: its writer lease may be taken over, a follower no
+                         longer holds freed blocks back (default 2000; more than
+                         twice heartbeat_ms)
   max_pins_per_user=N    pins one user may hold at once (default 4096; EAGAIN past it)
   max_pinned_bytes_per_user=BYTES
                          bytes one user may keep pinned (k/m/g/t suffixes; default
@@ -95,6 +101,8 @@ pub const MOUNT_OPTION_EXAMPLES: &[&str] = &[
     "uring_depth=8",
     "layout_timeout=30",
     "lease_break_time=10",
+    "heartbeat_ms=100",
+    "host_timeout_ms=2000",
     "max_pins_per_user=4096",
     "max_pinned_bytes_per_user=1g",
     "allow_other",

@@ -1,7 +1,7 @@
 //! `-o` mount option parsing for `daxfs mount` and the mount helpers.
 //!
 //! Owns the option vocabulary: daxfs's own options (`dax=`, `threads=`, `layout_timeout=`,
-//! `lease_break_time=`, `max_pins_per_user=`, `max_pinned_bytes_per_user=`, `log=`), the FUSE session ones (`allow_other`, `allow_root`, `default_permissions`,
+//! `lease_break_time=`, `heartbeat_ms=`, `host_timeout_ms=`, `max_pins_per_user=`, `max_pinned_bytes_per_user=`, `log=`), the FUSE session ones (`allow_other`, `allow_root`, `default_permissions`,
 //! `auto_unmount`, `fsname=`, `subtype=`) and the generic mount flags (`ro`, `nodev`, ...),
 //! and turns them into the core's [`FsOptions`] and a [`fuser::Config`]. Options that only
 //! mount(8) and fstab care about (`defaults`, `_netdev`, `nofail`, `x-*`, ...) are accepted and
@@ -12,6 +12,18 @@ use daxfs::{DaxMode, FsOptions};
 use fuser::{MountOption, SessionACL};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The largest `heartbeat_ms=` / `host_timeout_ms=` (one hour; the table stores u32 ms).
+const MAX_HOST_MS: u64 = 3_600_000;
+
+/// A `key=MILLISECONDS` value, 1..=max.
+fn millis(key: &str, v: &str, max: u64) -> Result<Duration, String> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|&n| (1..=max).contains(&n))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("invalid value '{v}' for {key}= (expected milliseconds, 1..={max})"))
+}
 
 /// Who besides the mounting user may use the mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +45,10 @@ pub struct MountConfig {
     pub layout_timeout: Duration,
     /// Who may pin, when pins are revoked, per-user pin limits.
     pub pins: PinPolicy,
+    /// Host table heartbeat period and liveness timeout (`heartbeat_ms=`,
+    /// `host_timeout_ms=`; issue 13).
+    pub heartbeat: Duration,
+    pub host_timeout: Duration,
     pub access: Access,
     /// Kernel-side permission checks (on unless `nodefault_permissions`).
     pub default_permissions: bool,
@@ -74,6 +90,8 @@ impl Default for MountConfig {
             dax: DaxMode::Always,
             layout_timeout: fs.layout_timeout,
             pins: fs.pins,
+            heartbeat: fs.heartbeat,
+            host_timeout: fs.host_timeout,
             access: Access::Owner,
             default_permissions: true,
             threads: default_threads(),
@@ -264,6 +282,12 @@ impl MountConfig {
                         format!("invalid value '{v}' for layout_timeout= (expected seconds)")
                     })?;
             }
+            "heartbeat_ms" => {
+                self.heartbeat = millis(key, required(key, value)?, MAX_HOST_MS)?;
+            }
+            "host_timeout_ms" => {
+                self.host_timeout = millis(key, required(key, value)?, MAX_HOST_MS)?;
+            }
             "lease_break_time" => {
                 let v = required(key, value)?;
                 self.pins.lease_break_time = v
@@ -320,6 +344,15 @@ impl MountConfig {
 
     /// Checks combinations that single options cannot: call once all `-o` are applied.
     pub fn check(&self) -> Result<(), String> {
+        if self.host_timeout <= self.heartbeat * 2 {
+            // A timeout this close to the period would call a live host dead after one
+            // late heartbeat (a busy machine, a descheduled thread).
+            return Err(format!(
+                "host_timeout_ms= ({}) must be more than twice heartbeat_ms= ({})",
+                self.host_timeout.as_millis(),
+                self.heartbeat.as_millis()
+            ));
+        }
         if self.auto_unmount && self.access == Access::Owner {
             // fusermount3 enforces this; say it before it does, in our words.
             return Err("mount option 'auto_unmount' needs 'allow_other' or 'allow_root'".into());
@@ -336,6 +369,8 @@ impl MountConfig {
             pins: self.pins,
             follow: self.follow,
             follow_interval: self.follow_interval,
+            heartbeat: self.heartbeat,
+            host_timeout: self.host_timeout,
         }
     }
 
@@ -504,6 +539,28 @@ mod tests {
         assert!(parse_err("busy_poll=1.5").contains("busy_poll"));
         assert!(parse_err("busy_poll=1000001").contains("busy_poll"));
         assert!(parse_err("busy_poll").contains("needs a value"));
+    }
+
+    #[test]
+    fn host_table_timing_takes_milliseconds() {
+        let c = parse("heartbeat_ms=50,host_timeout_ms=500");
+        assert_eq!(c.heartbeat, Duration::from_millis(50));
+        assert_eq!(c.fs_options().host_timeout, Duration::from_millis(500));
+        let d = MountConfig::default();
+        assert_eq!(
+            (d.heartbeat, d.host_timeout),
+            (Duration::from_millis(100), Duration::from_millis(2000))
+        );
+        assert!(parse_err("heartbeat_ms=0").contains("heartbeat_ms"));
+        assert!(parse_err("host_timeout_ms=1.5").contains("host_timeout_ms"));
+        assert!(parse_err("host_timeout_ms=3600001").contains("host_timeout_ms"));
+    }
+
+    #[test]
+    fn a_host_timeout_of_two_heartbeats_or_less_is_refused() {
+        let mut c = MountConfig::default();
+        c.apply("heartbeat_ms=100,host_timeout_ms=200").unwrap();
+        assert!(c.check().unwrap_err().contains("host_timeout_ms"));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum AccessError {
     OutOfRange,
     /// A store through a read-only view.
     ReadOnly,
+    /// An atomic access at an offset (or address) that is not 8-byte aligned.
+    Misaligned,
 }
 
 impl std::fmt::Display for AccessError {
@@ -54,6 +56,7 @@ impl std::fmt::Display for AccessError {
         f.write_str(match self {
             AccessError::OutOfRange => "range outside the view",
             AccessError::ReadOnly => "store through a read-only view",
+            AccessError::Misaligned => "atomic access not 8-byte aligned",
         })
     }
 }
@@ -281,6 +284,83 @@ impl<'a> VolatileSlice<'a> {
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
+    /// Loads the u64 at `offset` (8-byte aligned) with acquire ordering: the one way to
+    /// read a word another host or thread updates concurrently (the host table), seeing
+    /// everything its writer stored before its release store.
+    pub fn load_u64_acquire(&self, offset: usize) -> Result<u64> {
+        let p = self.atomic_ptr(offset)?;
+        // SAFETY: `atomic_ptr` checked that the 8 bytes are inside the view (mapped and
+        // readable for 'a) and 8-byte aligned. Every concurrent access to these bytes
+        // that matters is atomic too (the host table is only touched through these
+        // methods); a plain copy racing with it reads torn bytes at worst, as any
+        // shared mapping allows. No Rust reference to the bytes is created.
+        let a = unsafe { std::sync::atomic::AtomicU64::from_ptr(p) };
+        Ok(u64::from_le(a.load(std::sync::atomic::Ordering::Acquire)))
+    }
+
+    /// Stores `value` at `offset` (8-byte aligned) with release ordering: a reader that
+    /// loads it with acquire sees every store made before it. Not flushed: the host table
+    /// needs coherence, not durability.
+    pub fn store_u64_release(&self, offset: usize, value: u64) -> Result<()> {
+        let p = self.atomic_ptr_mut(offset)?;
+        // SAFETY: as in `load_u64_acquire`, and the view is writable (checked by
+        // `atomic_ptr_mut`), so the bytes are a writable mapping or a `&mut` buffer.
+        let a = unsafe { std::sync::atomic::AtomicU64::from_ptr(p) };
+        a.store(value.to_le(), std::sync::atomic::Ordering::Release);
+        self.note_atomic_store(offset);
+        Ok(())
+    }
+
+    /// Compare-and-swap of the u64 at `offset` (8-byte aligned, acquire-release): stores
+    /// `new` if the word is `current`. Ok(previous) on success, Err(actual) otherwise.
+    /// The outer Result is the access check.
+    pub fn compare_exchange_u64(
+        &self,
+        offset: usize,
+        current: u64,
+        new: u64,
+    ) -> Result<std::result::Result<u64, u64>> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let p = self.atomic_ptr_mut(offset)?;
+        // SAFETY: as in `store_u64_release`.
+        let a = unsafe { std::sync::atomic::AtomicU64::from_ptr(p) };
+        let r = a
+            .compare_exchange(current.to_le(), new.to_le(), AcqRel, Acquire)
+            .map(u64::from_le)
+            .map_err(u64::from_le);
+        if r.is_ok() {
+            self.note_atomic_store(offset);
+        }
+        Ok(r)
+    }
+
+    /// The address of the 8-byte word at `offset`, checked inside and aligned.
+    fn atomic_ptr(&self, offset: usize) -> Result<*mut u64> {
+        if !self.contains(offset, 8) {
+            return Err(AccessError::OutOfRange);
+        }
+        // In bounds (checked), so the same allocation.
+        let p = self.ptr.wrapping_add(offset);
+        if !offset.is_multiple_of(8) || !(p as usize).is_multiple_of(8) {
+            return Err(AccessError::Misaligned);
+        }
+        Ok(p.cast::<u64>())
+    }
+
+    fn atomic_ptr_mut(&self, offset: usize) -> Result<*mut u64> {
+        if !self.writable {
+            return Err(AccessError::ReadOnly);
+        }
+        self.atomic_ptr(offset)
+    }
+
+    /// A recording device does not see stores made by pointer: tell it.
+    fn note_atomic_store(&self, offset: usize) {
+        if let Some((dev, off)) = self.dev {
+            dev.note_stored(off + offset as u64, 8);
+        }
+    }
+
     fn contains(&self, offset: usize, len: usize) -> bool {
         offset.checked_add(len).is_some_and(|end| end <= self.len)
     }
@@ -380,6 +460,48 @@ mod tests {
         assert_eq!(&got, b"DEv");
         assert_eq!(a.device_offset(), Some(64));
         a.persist();
+    }
+
+    /// A u64-aligned buffer (a Vec<u8>'s start is only 1-aligned).
+    fn aligned(words: usize) -> Vec<u64> {
+        vec![0u64; words]
+    }
+
+    #[test]
+    fn atomic_words_round_trip_and_cas_reports_the_actual_value() {
+        let mut w = aligned(4);
+        let bytes: &mut [u8] = bytemuck_bytes(&mut w);
+        let v = VolatileSlice::from_mut(bytes);
+        v.store_u64_release(8, 0x0102_0304_0506_0708).unwrap();
+        assert_eq!(v.load_u64_acquire(8), Ok(0x0102_0304_0506_0708));
+        // Little-endian on media, like every other field.
+        assert_eq!(v.to_vec()[8], 0x08);
+        assert_eq!(v.compare_exchange_u64(16, 0, 7), Ok(Ok(0)));
+        assert_eq!(v.compare_exchange_u64(16, 0, 9), Ok(Err(7)));
+        assert_eq!(v.load_u64_acquire(16), Ok(7));
+    }
+
+    #[test]
+    fn atomic_words_must_be_inside_aligned_and_writable() {
+        let mut w = aligned(2);
+        let v = VolatileSlice::from_mut(bytemuck_bytes(&mut w));
+        assert_eq!(v.load_u64_acquire(4), Err(AccessError::Misaligned));
+        assert_eq!(v.load_u64_acquire(16), Err(AccessError::OutOfRange));
+        assert_eq!(
+            v.store_u64_release(usize::MAX - 3, 1),
+            Err(AccessError::OutOfRange)
+        );
+        static ZEROS: [u8; 8] = [0; 8];
+        let r = VolatileSlice::from(&ZEROS[..]);
+        assert_eq!(r.store_u64_release(0, 1), Err(AccessError::ReadOnly));
+        assert_eq!(r.compare_exchange_u64(0, 0, 1), Err(AccessError::ReadOnly));
+    }
+
+    fn bytemuck_bytes(w: &mut [u64]) -> &mut [u8] {
+        let len = std::mem::size_of_val(w);
+        // SAFETY: u64 has no padding and any byte pattern is a valid u64; the byte slice
+        // borrows `w` mutably for its lifetime, so nothing else reaches the words.
+        unsafe { std::slice::from_raw_parts_mut(w.as_mut_ptr().cast::<u8>(), len) }
     }
 
     #[test]
