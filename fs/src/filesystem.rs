@@ -168,7 +168,13 @@ impl DaxFs {
             )
             .map(Arc::new)
         };
-        let mut dev = open(!opts.read_only).map_err(|e| {
+        // A follower writes its host slot (and nothing else): writable when it can be.
+        let mut dev = (if opts.follow {
+            open(true).or_else(|_| open(false))
+        } else {
+            open(!opts.read_only)
+        })
+        .map_err(|e| {
             let ro = matches!(&e, daxfs_pmem::DeviceError::Io { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
             if !opts.read_only && ro {
@@ -332,8 +338,8 @@ impl DaxFs {
             sb.journal_start * BLOCK_SIZE,
             sb.journal_blocks * BLOCK_SIZE,
         );
-        let journal = Journal::open_passive(media.clone(), start, len).map_err(journal_err)?;
-        let follower = crate::follow::Follower::new(media, start, len).map_err(journal_err)?;
+        let journal = Journal::open_passive(media, start, len).map_err(journal_err)?;
+        let follower = crate::follow::Follower::new(&dev, start, len).map_err(journal_err)?;
         let fs = DaxFs {
             refs: RefTable::new(sb.data_blocks),
             dev,

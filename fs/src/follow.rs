@@ -29,9 +29,10 @@ use crate::filesystem::DaxFs;
 use crate::inode::{lock, rlock, wlock, Inode};
 use crate::mount_error::CorruptError;
 use daxfs_alloc::FreeSpace;
+use daxfs_format::hosts::{HostSlot, HostTable, HOLDS_NOTHING};
 use daxfs_format::{Superblock, BLOCK_SIZE, SB_SIZE};
 use daxfs_journal::{CommittedTxn, JournalError, LogCursor, Poll};
-use daxfs_pmem::Media;
+use daxfs_pmem::{AccessError, Device, Media};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -139,7 +140,46 @@ struct CursorState {
     last_change: Instant,
 }
 
+/// The follower's slot in the host table (docs/FORMAT.md "Host table"): the only bytes it
+/// ever writes on the device.
+struct HostSlotRef {
+    dev: Arc<Device>,
+    index: usize,
+    owner: u64,
+}
+
+impl HostSlotRef {
+    fn with(&self, f: impl FnOnce(HostSlot<'_>) -> Result<(), AccessError>) {
+        let slot = HostTable::on_device(&self.dev)
+            .ok()
+            .and_then(|t| t.host(self.index));
+        if let Some(h) = slot {
+            // The slot is ours (claimed by CAS); a store cannot fail but on a device
+            // gone read-only, and then there is nothing better to do.
+            let _ = f(h);
+        }
+    }
+}
+
+/// A random nonzero owner id for a host slot (not cryptographic: time, pid and a
+/// stack address, mixed).
+fn new_owner() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let local = 0u8;
+    let addr = std::ptr::addr_of!(local) as usize as u64;
+    let mut z = nanos ^ u64::from(std::process::id()).rotate_left(32) ^ addr.rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
+}
+
 pub(crate) struct Follower {
+    /// None when the table had no free slot or the device is not writable: the writer
+    /// then cannot see this follower, and may reuse blocks under its reads (warned).
+    slot: Option<HostSlotRef>,
     state: Mutex<CursorState>,
     overlay: RwLock<Overlay>,
     /// Sequences of the views reads in progress use, with their counts; also serialises
@@ -156,12 +196,41 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
-    pub(crate) fn new(
-        media: Arc<dyn Media>,
-        start: u64,
-        len: u64,
-    ) -> Result<Follower, JournalError> {
+    pub(crate) fn new(dev: &Arc<Device>, start: u64, len: u64) -> Result<Follower, JournalError> {
+        let media: Arc<dyn Media> = dev.clone();
+        let owner = new_owner();
+        let slot = if dev.writable() {
+            HostTable::on_device(dev)
+                .ok()
+                .and_then(|t| t.claim_host_slot(owner))
+        } else {
+            None
+        };
+        let slot = match slot {
+            Some(index) => {
+                let s = HostSlotRef {
+                    dev: dev.clone(),
+                    index,
+                    owner,
+                };
+                s.with(|h| {
+                    h.set_pid_flags(std::process::id(), 0)?;
+                    // Nothing loaded yet: hold everything until the first view is in.
+                    h.set_held_seq(0)
+                });
+                Some(s)
+            }
+            None => {
+                log::warn!(
+                    "{}: follower without a host slot (table full or device read-only): \
+                     the writer may reuse blocks under its reads",
+                    dev.path().display()
+                );
+                None
+            }
+        };
         Ok(Follower {
+            slot,
             state: Mutex::new(CursorState {
                 cursor: LogCursor::open(media, start, len)?,
                 pending: Vec::new(),
@@ -194,11 +263,49 @@ impl Follower {
         *wlock(&self.overlay) = o;
     }
 
+    /// Publishes a newly installed view: held first, then applied, both under the
+    /// readers' lock, so the writer never sees the new applied_seq with a held_seq that
+    /// forgets a read of the old view (host_gate.rs).
     fn publish(&self, applied: u64) {
         let readers = lock(&self.readers);
+        let held = readers.keys().next().copied().unwrap_or(HOLDS_NOTHING);
+        self.store_held(held);
         self.applied.store(applied, Ordering::Release);
-        let held = readers.keys().next().copied().unwrap_or(u64::MAX);
+        if let Some(s) = &self.slot {
+            s.with(|h| h.set_applied_seq(applied));
+        }
+    }
+
+    /// Called with the readers' lock held.
+    fn store_held(&self, held: u64) {
         self.held.store(held, Ordering::Release);
+        if let Some(s) = &self.slot {
+            s.with(|h| h.set_held_seq(held));
+        }
+    }
+
+    fn heartbeat(&self, n: u64) {
+        if let Some(s) = &self.slot {
+            s.with(|h| h.set_heartbeat(n));
+        }
+    }
+
+    /// The writer's committed_seq as its lease slot says now (0: no writer).
+    fn writer_committed(&self) -> u64 {
+        let Some(s) = &self.slot else { return 0 };
+        HostTable::on_device(&s.dev)
+            .map(|t| t.lease().committed_seq())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if let Some(s) = &self.slot {
+            if let Ok(t) = HostTable::on_device(&s.dev) {
+                t.release_host_slot(s.index, s.owner);
+            }
+        }
     }
 }
 
@@ -218,8 +325,8 @@ impl Drop for ReadGuard<'_> {
                 r.remove(&self.seq);
             }
         }
-        let held = r.keys().next().copied().unwrap_or(u64::MAX);
-        f.held.store(held, Ordering::Release);
+        let held = r.keys().next().copied().unwrap_or(HOLDS_NOTHING);
+        f.store_held(held);
     }
 }
 
@@ -290,8 +397,10 @@ impl DaxFs {
         let mut r = lock(&f.readers);
         let seq = f.applied.load(Ordering::Acquire);
         *r.entry(seq).or_insert(0) += 1;
-        let held = r.keys().next().copied().unwrap_or(u64::MAX);
-        f.held.store(held, Ordering::Release);
+        let held = r.keys().next().copied().unwrap_or(HOLDS_NOTHING);
+        // Stored before the read looks anything up (release): the writer's gate sees it
+        // before this read can use a block of the view.
+        f.store_held(held);
         ReadGuard { f: Some(f), seq }
     }
 
@@ -337,13 +446,15 @@ impl DaxFs {
             return Ok(0);
         };
         let deadline = Instant::now() + timeout;
+        let target = f.writer_committed();
         loop {
-            match self.follow_refresh()? {
+            let r = self.follow_refresh()?;
+            let applied = f.applied.load(Ordering::Acquire);
+            match r {
                 // Nothing in the log past the view: everything committed before the call
                 // is in it.
-                Refresh::CaughtUp if lock(&f.state).pending.is_empty() => {
-                    return Ok(f.applied.load(Ordering::Acquire))
-                }
+                Refresh::CaughtUp if lock(&f.state).pending.is_empty() => return Ok(applied),
+                _ if target != 0 && applied >= target => return Ok(applied),
                 _ if Instant::now() >= deadline => return Err(crate::Errno(libc::ETIMEDOUT)),
                 Refresh::Installed => {}
                 _ => std::thread::sleep(Duration::from_millis(1)),
@@ -449,7 +560,10 @@ impl DaxFs {
             let mut ost = wlock(&old.st);
             let mut nst = wlock(&new.st);
             let og = u64::from(ost.d.generation);
-            changes.push(FollowChange::Inode { ino, generation: og });
+            changes.push(FollowChange::Inode {
+                ino,
+                generation: og,
+            });
             if let (Some(od), Some(nd)) = (&ost.dir, &nst.dir) {
                 for (name, e) in od.iter() {
                     if nd.get(name).map(|n| n.ino) != Some(e.ino) {
@@ -529,12 +643,27 @@ impl DaxFs {
         *lock(&self.space) = used;
     }
 
-    /// Starts the refresh thread of a follower (every `follow_interval`); it ends when the
-    /// filesystem is dropped. Does nothing on other mounts.
+    /// Starts the refresh thread of a follower (every `follow_interval`) and its
+    /// heartbeat thread (every `heartbeat`: apart, so that a long reload never makes the
+    /// follower look dead to the writer); they end when the filesystem is dropped. Does
+    /// nothing on other mounts.
     pub fn start_following(fs: &Arc<DaxFs>) {
         if fs.follower.is_none() {
             return;
         }
+        let weak: Weak<DaxFs> = Arc::downgrade(fs);
+        let beat = fs.opts.heartbeat.max(Duration::from_millis(1));
+        let _ = std::thread::Builder::new()
+            .name("daxfs-follow-hb".into())
+            .spawn(move || {
+                for n in 1u64.. {
+                    std::thread::sleep(beat);
+                    let Some(fs) = weak.upgrade() else { return };
+                    if let Some(f) = &fs.follower {
+                        f.heartbeat(n);
+                    }
+                }
+            });
         let weak: Weak<DaxFs> = Arc::downgrade(fs);
         let every = fs.opts.follow_interval.max(Duration::from_millis(1));
         let _ = std::thread::Builder::new()

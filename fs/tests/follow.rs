@@ -2,6 +2,8 @@
 //! file; the follower sees every committed change after a refresh, refuses changes, reloads
 //! everything when the writer laps its log cursor, and a reused inode number is ESTALE for
 //! the (ino, generation) the follower handed out before.
+// A test reports failure by panicking.
+#![allow(clippy::unwrap_used)]
 use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, SetAttr, ROOT};
 use daxfs_testkit as common;
@@ -102,7 +104,10 @@ fn a_follower_refuses_every_change_with_erofs() {
         Some(Errno::EROFS)
     );
     assert_eq!(f.unlink(ROOT, b"a").err(), Some(Errno::EROFS));
-    assert_eq!(f.rename(ROOT, b"a", ROOT, b"z", 0).err(), Some(Errno::EROFS));
+    assert_eq!(
+        f.rename(ROOT, b"a", ROOT, b"z", 0).err(),
+        Some(Errno::EROFS)
+    );
     assert_eq!(f.link(a, ROOT, b"l").err(), Some(Errno::EROFS));
     assert_eq!(f.write(a, 0, b"y", false).err(), Some(Errno::EROFS));
     assert_eq!(f.setxattr(a, b"user.k", b"v", 0).err(), Some(Errno::EROFS));
@@ -166,4 +171,35 @@ fn a_read_on_a_follower_holds_its_view_until_it_is_done() {
         .unwrap();
     assert_eq!(seen, f.follow_status().unwrap().applied_seq);
     assert_eq!(f.follow_status().unwrap().held_seq, u64::MAX);
+}
+
+#[test]
+fn a_follower_publishes_its_view_in_its_host_slot_and_frees_it_at_unmount() {
+    use daxfs_format::hosts::HostTable;
+    use daxfs_pmem::{Device, DeviceOptions};
+    let d = TestDev::new(32 * MB);
+    let w = d.mount();
+    let f = follower(&d);
+    mkfile(&w, ROOT, b"a", b"x");
+    sync(&f);
+    let dev = Device::open(
+        &d.path,
+        DeviceOptions {
+            writable: false,
+            exclusive: false,
+            populate: false,
+        },
+    )
+    .unwrap();
+    let slots = |dev: &Device| -> Vec<(u64, u64)> {
+        let t = HostTable::on_device(dev).unwrap();
+        t.hosts()
+            .filter(|(_, h)| h.owner() != 0)
+            .map(|(_, h)| (h.applied_seq(), h.held_seq()))
+            .collect()
+    };
+    let st = f.follow_status().unwrap();
+    assert_eq!(slots(&dev), vec![(st.applied_seq, u64::MAX)]);
+    drop(f);
+    assert!(slots(&dev).is_empty());
 }

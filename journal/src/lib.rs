@@ -32,8 +32,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use daxfs_pmem::Media;
 pub use cursor::{CommittedTxn, LogCursor, Poll};
+use daxfs_pmem::Media;
 pub use error::{Damage, JournalError};
 pub use txn::{LogSize, Transaction};
 

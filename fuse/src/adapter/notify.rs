@@ -5,9 +5,9 @@
 use super::handles::{pins_need_attention, PinTable};
 use super::PollWaker;
 use super::{lock_ignoring_poison, NotifierSlot};
+use daxfs::{DaxFs, FollowChange};
 use fuser::INodeNo;
 use std::collections::HashMap;
-use daxfs::{DaxFs, FollowChange};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{mpsc, Arc, Mutex, Weak};
