@@ -530,6 +530,10 @@ impl DaxFs {
             self.meta_read(0, &mut b);
             Superblock::decode(&b, self.dev.size()).ok()
         };
+        // The new view's blocks are mapped before any inode shows them (a read pins the
+        // blocks it copies, and only a mapped block can be pinned); the old view's are
+        // unmapped once no inode shows them any more (`unmap_old`).
+        self.map_new(&t.used);
         // Per inode, without the table's lock: a reader holding an inode's lock may take
         // the table's (lookup), so the table is locked only to swap it.
         let current: HashMap<u64, Arc<Inode>> = rlock(&self.inodes)
@@ -609,7 +613,7 @@ impl DaxFs {
             }
         }
         *wlock(&self.inodes) = next.into_iter().collect();
-        self.remap(f, t.used);
+        self.unmap_old(f, t.used);
         *lock(&self.free_inos) = t.free.into_iter().collect();
         if let Some(sb) = sb {
             *lock(&self.sb) = sb;
@@ -623,20 +627,28 @@ impl DaxFs {
         }
     }
 
-    /// Makes the block reference table map exactly the blocks of the new view (reads pin
-    /// mapped blocks; a block still pinned by a read of the old view is unmapped later).
-    fn remap(&self, f: &Follower, used: FreeSpace) {
+    /// Maps the blocks of the new view `used` that the old one did not use (a block
+    /// still mapped, waiting in `unmap_later`, stays as it is).
+    fn map_new(&self, used: &FreeSpace) {
+        let old = lock(&self.space);
+        for b in 0..self.geo.data_blocks {
+            if used.is_used(b) && !old.is_used(b) && self.refs.count(b) == 0 {
+                self.refs.map(b);
+            }
+        }
+    }
+
+    /// Unmaps the blocks of the old view the new one `used` does not use, now that no
+    /// inode shows them; one a read still pins is unmapped at a later view.
+    fn unmap_old(&self, f: &Follower, used: FreeSpace) {
         let mut later = lock(&f.unmap_later);
         later.retain(|&b| !used.is_used(b) && !self.refs.unmap(b));
         {
             let old = lock(&self.space);
             for b in 0..self.geo.data_blocks {
-                match (old.is_used(b), used.is_used(b)) {
-                    (true, false) if !self.refs.unmap(b) => later.push(b),
-                    (false, true) if self.refs.count(b) == 0 => {
-                        self.refs.map(b);
-                    }
-                    _ => {}
+                if old.is_used(b) && !used.is_used(b) && !later.contains(&b) && !self.refs.unmap(b)
+                {
+                    later.push(b);
                 }
             }
         }

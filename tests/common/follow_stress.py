@@ -105,8 +105,8 @@ def check(name, r, data):
     for j, b in enumerate(data):
         if b == 0 or b == want[j]:
             continue
-        # The generation digits.
-        if 24 <= j < 32 and 0x30 <= b <= 0x39:
+        # The generation digits ("N=" + 20 + " G=" is 25 bytes, then 8 digits).
+        if 25 <= j < 33 and 0x30 <= b <= 0x39:
             continue
         bad += 1
     return bad
