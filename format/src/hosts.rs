@@ -50,8 +50,11 @@ pub mod lease_off {
     pub const COMMITTED_SEQ: usize = TIMEOUT_MS + 4;
     pub const PID: usize = COMMITTED_SEQ + 8;
     pub const STATE: usize = PID + 4;
+    /// Identity of the writer's host and pid namespace (a hint that lets a mount on the
+    /// same host and in the same process tell a dead lease at once); 0 = unknown.
+    pub const HOST: usize = STATE + 4;
     /// Reserved, zero, to the end of the slot.
-    pub const RESERVED: usize = STATE + 4;
+    pub const RESERVED: usize = HOST + 8;
 }
 
 /// Field offsets inside slots 1..31 (docs/FORMAT.md "Host slot (slots 1..31)").
@@ -143,6 +146,13 @@ impl LeaseSlot<'_> {
     }
     pub fn state(&self) -> u32 {
         hi(self.slot.load(lease_off::PID))
+    }
+    /// The writer's host identity (see `lease_off::HOST`); 0 = unknown.
+    pub fn host(&self) -> u64 {
+        self.slot.load(lease_off::HOST)
+    }
+    pub fn set_host(&self, host: u64) -> Result<(), AccessError> {
+        self.slot.store(lease_off::HOST, host)
     }
 
     /// Takes the next epoch: Ok(Ok(old)) if the epoch was still `old` (this caller won
@@ -374,6 +384,7 @@ pub struct LeaseRecord {
     pub committed_seq: u64,
     pub pid: u32,
     pub state: u32,
+    pub host: u64,
     /// The reserved bytes are all zero.
     pub reserved_zero: bool,
 }
@@ -394,6 +405,7 @@ impl LeaseRecord {
             committed_seq: get_u64(&s, COMMITTED_SEQ),
             pid: get_u32(&s, PID),
             state: get_u32(&s, STATE),
+            host: get_u64(&s, HOST),
             reserved_zero: s[RESERVED..].iter().all(|&x| x == 0),
         }
     }

@@ -271,6 +271,7 @@ fn host_table_fields_match_format_md() {
             lease_off::COMMITTED_SEQ,
             lease_off::PID,
             lease_off::STATE,
+            lease_off::HOST,
             lease_off::RESERVED,
         ],
         Some(SLOT_SIZE),

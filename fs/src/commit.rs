@@ -92,8 +92,14 @@ pub(crate) trait CommitEnv {
     fn bitmap_images(&self, touched: &BTreeSet<u64>, frees: &[Range<u64>], out: &mut Transaction);
     /// Counts one journal commit (`wrote`: it carried records) of `members` transactions.
     fn count_commit(&self, wrote: bool, members: u64);
-    /// Gives the data-area ranges `frees` back to the allocator (after the checkpoint).
-    fn free_blocks(&self, frees: &[Range<u64>]);
+    /// Gives the data-area ranges `frees`, freed by the journal transaction `seq`, back
+    /// to the allocator (after the checkpoint; the host gate may hold them back).
+    fn free_blocks(&self, frees: &[Range<u64>], seq: u64);
+    /// Whether this mount may still commit (it still holds the writer lease: fencing,
+    /// `lease.rs`). Checked before every journal commit; false refuses it.
+    fn may_commit(&self) -> bool;
+    /// The journal transaction `seq` is durable (published in the host table).
+    fn committed(&self, seq: u64);
     /// Returns inode slots to the free list (after the commit that freed them).
     fn free_inodes(&self, inos: &mut dyn Iterator<Item = u64>);
 }
@@ -475,6 +481,12 @@ impl GroupCommit {
             // could not finish): nothing more may be written.
             return false;
         }
+        if !env.may_commit() {
+            // Another host took the writer role: this mount writes nothing more (the
+            // lease logged it); memory is now ahead of the media, so it stays failed.
+            env.failed().store(true, Ordering::SeqCst);
+            return false;
+        }
         let gathered: Vec<Range<u64>>;
         let frees: &[Range<u64>] = match members {
             [one] => &one.frees,
@@ -506,11 +518,15 @@ impl GroupCommit {
                 journal.commit_batch(&txns)
             }
         };
-        if let Err(e) = res {
-            env.failed().store(true, Ordering::SeqCst);
-            eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
-            return false;
-        }
+        let seq = match res {
+            Ok(seq) => seq,
+            Err(e) => {
+                env.failed().store(true, Ordering::SeqCst);
+                eprintln!("daxfs: journal commit failed: {e}; the filesystem is now read-only until remounted");
+                return false;
+            }
+        };
+        env.committed(seq);
         let wrote = !bitmaps.is_empty() || members.iter().any(|m| !m.txn.is_empty());
         drop(bitmaps);
         env.count_commit(wrote, members.len() as u64);
@@ -519,7 +535,7 @@ impl GroupCommit {
                 env.failed().store(true, Ordering::SeqCst);
                 return false;
             }
-            env.free_blocks(frees);
+            env.free_blocks(frees, seq);
         }
         if members.iter().any(|m| !m.freed_inos.is_empty()) {
             env.free_inodes(&mut members.iter().flat_map(|m| m.freed_inos.iter().copied()));

@@ -75,6 +75,10 @@ pub struct DaxFs {
     /// `-o follow`: the follower's log cursor, overlay and read guards (`follow.rs`);
     /// None on a writer or a plain read-only mount.
     pub(crate) follower: Option<crate::follow::Follower>,
+    /// The writer lease of a live read-write mount of a version 2 image (`lease.rs`).
+    pub(crate) lease: std::sync::OnceLock<crate::lease::WriterLease>,
+    /// Frees held back for follower hosts (`host_gate.rs`).
+    pub(crate) gate: Arc<crate::host_gate::HostGate>,
 }
 
 #[derive(Default)]
@@ -100,6 +104,8 @@ struct Deferred {
     bitmap_mismatched: bool,
     /// Inodes with no links left (unlinked while open before a crash): reclaim them.
     orphans: Vec<u64>,
+    /// What `prepare` saw of the writer lease (read-write mounts): `go_live` takes it.
+    lease: Option<crate::lease::LeaseCheck>,
 }
 
 /// The tables a metadata load built ([`DaxFs::load_tables`]).
@@ -179,6 +185,10 @@ impl DaxFs {
                 if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
             if !opts.read_only && ro {
                 MountError::ReadOnlyDevice(e)
+            } else if matches!(e, daxfs_pmem::DeviceError::Busy { .. }) && !opts.read_only {
+                // Locked by another daemon of this host: if it is the writer, say so
+                // as a writer on another host would be refused.
+                crate::lease::explain_busy(device).unwrap_or(MountError::Open(e))
             } else {
                 MountError::Open(e)
             }
@@ -254,6 +264,14 @@ impl DaxFs {
                 features: sb.ro_compat,
             });
         }
+        // The writer lease is only checked here (nothing written) and taken in
+        // `go_live`. Before the journal is opened: replaying a live writer's journal
+        // would write under it.
+        let lease = if opts.read_only || sb.needs_upgrade() {
+            None
+        } else {
+            Some(crate::lease::check(&dev, &name, opts.host_timeout)?)
+        };
         let media: Arc<dyn Media> = dev.clone();
         if opts.follow {
             return DaxFs::prepare_follower(dev, opts, sb);
@@ -288,6 +306,7 @@ impl DaxFs {
             );
         }
         let refs = RefTable::new(sb.data_blocks);
+        let gate_dev = (!opts.read_only).then(|| dev.clone());
         let fs = DaxFs {
             dev,
             sb: Mutex::new(sb.clone()),
@@ -309,15 +328,18 @@ impl DaxFs {
             pins: Default::default(),
             orphan_frees: Default::default(),
             follower: None,
+            lease: std::sync::OnceLock::new(),
+            gate: Arc::new(crate::host_gate::HostGate::new(gate_dev)),
         };
         // Refused: nothing may be written, not even the clean shutdown that dropping a
         // mounted filesystem does (it would reclaim "orphans" and mark the image clean on
         // the strength of metadata that was just found inconsistent): `shut_down` is
         // still set.
-        let deferred = fs.load().map_err(|source| MountError::Corrupt {
+        let mut deferred = fs.load().map_err(|source| MountError::Corrupt {
             device: name,
             source,
         })?;
+        deferred.lease = lease;
         *lock(&fs.deferred) = Some(deferred);
         Ok(fs)
     }
@@ -360,6 +382,9 @@ impl DaxFs {
             pins: Default::default(),
             orphan_frees: Default::default(),
             follower: Some(follower),
+            // A follower frees nothing: no lease, no gate over the table.
+            lease: std::sync::OnceLock::new(),
+            gate: Arc::new(crate::host_gate::HostGate::new(None)),
         };
         fs.follow_initial_load()
             .map_err(|source| MountError::Corrupt {
@@ -397,6 +422,7 @@ impl DaxFs {
             return Ok(());
         }
         let g = &self.geo;
+        self.take_lease(deferred.lease)?;
         self.group.journal().make_writable();
         let written = (|| {
             if deferred.bitmap_mismatched {
@@ -450,6 +476,80 @@ impl DaxFs {
                 device: device(),
                 source,
             })
+    }
+
+    /// Going live read-write: upgrades a version 1 image's block 0 (zeroed host table;
+    /// the superblock written at the end of `go_live` says version 2), then takes the
+    /// writer lease `prepare` found free or stale (`lease.rs`).
+    fn take_lease(
+        &self,
+        seen: Option<crate::lease::LeaseCheck>,
+    ) -> std::result::Result<(), MountError> {
+        let device = self.dev.path().to_path_buf();
+        let seen = {
+            let mut sbm = lock(&self.sb);
+            let upgraded = daxfs_format::hosts::upgrade_v1(&self.dev, &mut sbm).map_err(|_| {
+                MountError::SuperblockUpdate {
+                    device: device.clone(),
+                    source: Errno::EIO,
+                }
+            })?;
+            if upgraded {
+                log::info!(
+                    "{}: upgrading the image to format version 2",
+                    device.display()
+                );
+            }
+            match seen {
+                Some(s) => s,
+                // Upgraded just now: the table is zero, the lease free.
+                None => crate::lease::LeaseCheck {
+                    seen: Default::default(),
+                    stale: false,
+                },
+            }
+        };
+        let committed = self.group.journal().sequence().saturating_sub(1);
+        let lease = crate::lease::WriterLease::take(
+            self.dev.clone(),
+            &device,
+            &seen,
+            self.opts.heartbeat,
+            self.opts.host_timeout,
+            committed,
+            self.gate.clone(),
+        )?;
+        let _ = self.lease.set(lease);
+        Ok(())
+    }
+
+    /// The errno of a change refused because the writer role was taken over (EROFS),
+    /// else `e`.
+    pub(crate) fn fenced_errno(&self, e: Errno) -> Errno {
+        if self.lease.get().is_some_and(|l| l.fenced()) {
+            Errno::EROFS
+        } else {
+            e
+        }
+    }
+
+    /// The writer lease of this mount (None: read-only, or not live yet).
+    pub fn writer_lease(&self) -> Option<&crate::lease::WriterLease> {
+        self.lease.get()
+    }
+
+    /// Blocks freed but held back for follower hosts (`host_gate.rs`).
+    pub fn held_back_blocks(&self) -> u64 {
+        self.gate.held_blocks()
+    }
+
+    /// Hands the held-back frees every live follower is past to the allocator.
+    pub(crate) fn drain_gate(&self, space: &mut FreeSpace, force: bool) -> bool {
+        self.gate.drain(force, |r| {
+            if space.free(r).is_err() {
+                self.refs.note_violation();
+            }
+        })
     }
 
     /// Reads every inode, extent map, directory and xattr block; rebuilds the free-space
@@ -679,6 +779,7 @@ impl DaxFs {
             deferred: Deferred {
                 bitmap_mismatched: mismatched > 0,
                 orphans,
+                lease: None,
             },
         })
     }
@@ -793,6 +894,13 @@ impl DaxFs {
         if self.shut_down.swap(true, Ordering::SeqCst) || self.opts.read_only {
             return Ok(());
         }
+        if let Some(l) = self.lease.get() {
+            if !l.still_ours() {
+                // Replaced by another writer: not a byte more, not even the clean state.
+                l.release();
+                return Err(Errno::EROFS);
+            }
+        }
         // Unlinked inodes the kernel still referenced when it went away: nothing can
         // reach them any more, so free them now rather than at the next mount.
         self.reclaim_orphans();
@@ -809,6 +917,9 @@ impl DaxFs {
         self.write_superblock(BLOCK_SIZE, &enc)?;
         self.group.journal().checkpoint().map_err(|_| Errno::EIO)?;
         self.dev.sync_all().map_err(|_| Errno::EIO)?;
+        if let Some(l) = self.lease.get() {
+            l.release();
+        }
         Ok(())
     }
 
@@ -859,6 +970,11 @@ impl DaxFs {
 
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.opts.read_only {
+            return Err(Errno::EROFS);
+        }
+        // Fencing: one look at the lease before a change writes anything (data
+        // included), so a writer that was replaced stores nothing more.
+        if self.lease.get().is_some_and(|l| !l.still_ours()) {
             return Err(Errno::EROFS);
         }
         if self.failed.load(Ordering::Relaxed) {
@@ -1017,9 +1133,19 @@ impl DaxFs {
         } else {
             1
         };
-        let r = lock(&self.space)
-            .allocate(goal_idx, want, align, &self.refs)
-            .ok_or(Errno::ENOSPC)?;
+        let r = {
+            let mut space = lock(&self.space);
+            if self.gate.holding() {
+                self.drain_gate(&mut space, false);
+            }
+            match space.allocate(goal_idx, want, align, &self.refs) {
+                Some(r) => r,
+                None if self.gate.holding() && self.drain_gate(&mut space, true) => space
+                    .allocate(goal_idx, want, align, &self.refs)
+                    .ok_or(Errno::ENOSPC)?,
+                None => return Err(Errno::ENOSPC),
+            }
+        };
         let pblk = g.data_start + r.start;
         let len = r.end - r.start;
         for b in r.clone() {
@@ -1304,6 +1430,17 @@ impl CommitEnv for DaxFs {
 
     fn bitmap_images(&self, touched: &BTreeSet<u64>, frees: &[Range<u64>], out: &mut Transaction) {
         let space = lock(&self.space);
+        // Blocks held back for followers are free on media since their free was
+        // durable: an image of their bitmap block must not mark them used again.
+        let with_held;
+        let frees = if self.gate.holding() {
+            let mut v = frees.to_vec();
+            self.gate.held_ranges(&mut v);
+            with_held = v;
+            &with_held[..]
+        } else {
+            frees
+        };
         for &i in touched {
             let img = self.bitmap_image(&space, i, frees);
             out.write(self.geo.bitmap_block_offset(i), &img);
@@ -1319,12 +1456,25 @@ impl CommitEnv for DaxFs {
             .fetch_add(members, Ordering::Relaxed);
     }
 
-    fn free_blocks(&self, frees: &[Range<u64>]) {
+    fn free_blocks(&self, frees: &[Range<u64>], seq: u64) {
+        if self.gate.hold(seq, frees) {
+            return;
+        }
         let mut space = lock(&self.space);
         for r in frees {
             if space.free(r.clone()).is_err() {
                 self.refs.note_violation();
             }
+        }
+    }
+
+    fn may_commit(&self) -> bool {
+        self.lease.get().is_none_or(|l| l.still_ours())
+    }
+
+    fn committed(&self, seq: u64) {
+        if let Some(l) = self.lease.get() {
+            l.publish_committed(seq);
         }
     }
 
@@ -1343,7 +1493,9 @@ impl DaxFs {
     /// allocations and frees touch, together with whatever else is queued (see
     /// `commit.rs`). Returns when it is durable.
     pub(crate) fn commit(&self, tx: Tx) -> Result<()> {
-        self.group.commit(self, tx)
+        self.group
+            .commit(self, tx)
+            .map_err(|e| self.fenced_errno(e))
     }
 
     /// Queues a transaction behind every one queued before it. The caller may release
@@ -1355,7 +1507,9 @@ impl DaxFs {
     /// Waits until the transaction is durable (Ok) or failed (EIO), committing the queue
     /// itself when the journal is free.
     pub(crate) fn wait(&self, t: Ticket) -> Result<()> {
-        self.group.wait_for(self, t.number())
+        self.group
+            .wait_for(self, t.number())
+            .map_err(|e| self.fenced_errno(e))
     }
 
     /// Waits until the transaction with ticket [`Inode::pending`] is applied: the

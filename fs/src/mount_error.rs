@@ -66,6 +66,14 @@ pub enum MountError {
     },
     /// Going live, the superblock could not be marked mounted.
     SuperblockUpdate { device: PathBuf, source: Errno },
+    /// A read-write mount while another mount, on this host or another one, holds the
+    /// device's writer lease and heartbeats it (docs/DESIGN.md, "Several hosts").
+    /// `owner` is the holder's id in the host table, `pid` its process id on its host.
+    WriterLeaseHeld {
+        device: PathBuf,
+        owner: u64,
+        pid: u32,
+    },
 }
 
 /// The write of going live that failed (see [`MountError::Recovery`]).
@@ -92,7 +100,8 @@ impl MountError {
             | MountError::Journal { device, .. }
             | MountError::Corrupt { device, .. }
             | MountError::Recovery { device, .. }
-            | MountError::SuperblockUpdate { device, .. } => device,
+            | MountError::SuperblockUpdate { device, .. }
+            | MountError::WriterLeaseHeld { device, .. } => device,
         }
     }
 
@@ -105,6 +114,7 @@ impl MountError {
                 | MountError::NotDaxfs { .. }
                 | MountError::UnknownRoCompat { .. }
                 | MountError::SuperblockUpdate { .. }
+                | MountError::WriterLeaseHeld { .. }
         )
     }
 }
@@ -167,6 +177,11 @@ impl fmt::Display for MountError {
             MountError::SuperblockUpdate { .. } => {
                 write!(f, "{name}: could not update the superblock")
             }
+            MountError::WriterLeaseHeld { pid, .. } => write!(
+                f,
+                "{name}: writer role held by another host (pid {pid}), heartbeat live; \
+                 mount with -o follow to read it"
+            ),
         }
     }
 }
@@ -196,7 +211,8 @@ impl Error for MountError {
             }
             MountError::NotDaxfs { .. }
             | MountError::UnknownRoCompat { .. }
-            | MountError::ReplayOnReadOnly { .. } => None,
+            | MountError::ReplayOnReadOnly { .. }
+            | MountError::WriterLeaseHeld { .. } => None,
         }
     }
 }

@@ -993,7 +993,7 @@ impl DaxFs {
     pub fn orphan_free_may_come(&self, token: u64) -> bool {
         let s = lock(&self.orphan_frees.state);
         self.orphan_frees.frees.load(Ordering::SeqCst) != token
-            || (s.live > 0 && s.stale != Some(s.generation))
+            || ((s.live > 0 || self.gate.holding()) && s.stale != Some(s.generation))
     }
 
     /// Waits at most `timeout`, holding no lock of the filesystem, until an orphan (an
@@ -1014,7 +1014,19 @@ impl DaxFs {
             if self.orphan_frees.frees.load(Ordering::SeqCst) != token {
                 return true;
             }
-            if s.live == 0 || s.stale == Some(s.generation) {
+            // Frees held back for follower hosts (`host_gate.rs`) come back when the
+            // followers catch up or go silent: nobody signals that, so poll them once
+            // per heartbeat period.
+            let gated = self.gate.holding();
+            if gated {
+                drop(s);
+                let drained = self.drain_gate(&mut lock(&self.space), true);
+                s = lock(&self.orphan_frees.state);
+                if drained {
+                    return true;
+                }
+            }
+            if (s.live == 0 && !gated) || s.stale == Some(s.generation) {
                 return false;
             }
             let now = Instant::now();
@@ -1022,7 +1034,12 @@ impl DaxFs {
                 s.stale = Some(s.generation);
                 return false;
             }
-            s = match self.orphan_frees.freed.wait_timeout(s, deadline - now) {
+            let nap = if gated {
+                (deadline - now).min(self.opts.heartbeat)
+            } else {
+                deadline - now
+            };
+            s = match self.orphan_frees.freed.wait_timeout(s, nap) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
