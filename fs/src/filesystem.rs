@@ -361,7 +361,8 @@ impl DaxFs {
             sb.journal_blocks * BLOCK_SIZE,
         );
         let journal = Journal::open_passive(media, start, len).map_err(journal_err)?;
-        let follower = crate::follow::Follower::new(&dev, start, len).map_err(journal_err)?;
+        let follower = crate::follow::Follower::new(&dev, start, len, opts.host_timeout)
+            .map_err(journal_err)?;
         let fs = DaxFs {
             refs: RefTable::new(sb.data_blocks),
             dev,

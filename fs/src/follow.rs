@@ -29,7 +29,7 @@ use crate::filesystem::DaxFs;
 use crate::inode::{lock, rlock, wlock, Inode};
 use crate::mount_error::CorruptError;
 use daxfs_alloc::FreeSpace;
-use daxfs_format::hosts::{HostSlot, HostTable, HOLDS_NOTHING};
+use daxfs_format::hosts::{HostSlot, HostTable, HOLDS_NOTHING, LEASE_HELD};
 use daxfs_format::{Superblock, BLOCK_SIZE, SB_SIZE};
 use daxfs_journal::{CommittedTxn, JournalError, LogCursor, Poll};
 use daxfs_pmem::{AccessError, Device, Media};
@@ -161,6 +161,25 @@ impl HostSlotRef {
     }
 }
 
+/// A live writer scans the host table before each heartbeat increment (host_gate.rs):
+/// once its heartbeat has moved twice after the claim, it knows this follower and holds
+/// back what it frees. Nothing is read before that (at most `timeout`; no live writer:
+/// no wait).
+fn wait_until_seen(dev: &Device, timeout: Duration) {
+    let Ok(t) = HostTable::on_device(dev) else {
+        return;
+    };
+    let lease = t.lease();
+    if lease.state() != LEASE_HELD {
+        return;
+    }
+    let start = lease.heartbeat();
+    let deadline = Instant::now() + timeout;
+    while lease.heartbeat().wrapping_sub(start) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A random nonzero owner id for a host slot (not cryptographic: time, pid and a
 /// stack address, mixed).
 fn new_owner() -> u64 {
@@ -196,7 +215,12 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
-    pub(crate) fn new(dev: &Arc<Device>, start: u64, len: u64) -> Result<Follower, JournalError> {
+    pub(crate) fn new(
+        dev: &Arc<Device>,
+        start: u64,
+        len: u64,
+        host_timeout: Duration,
+    ) -> Result<Follower, JournalError> {
         let media: Arc<dyn Media> = dev.clone();
         let owner = new_owner();
         let slot = if dev.writable() {
@@ -218,6 +242,7 @@ impl Follower {
                     // Nothing loaded yet: hold everything until the first view is in.
                     h.set_held_seq(0)
                 });
+                wait_until_seen(dev, host_timeout);
                 Some(s)
             }
             None => {
