@@ -1211,8 +1211,9 @@ impl DaxFs {
             // kernel keeps what it cached (for the attribute TTL) although this inode
             // changed (blocks kept by a failed fallocate, a partial write).
             self.attrs_changed(ino);
-            if self.commit(tx).is_err() {
-                return Errno::EIO;
+            if let Err(e) = self.commit(tx) {
+                // EROFS when the commit was refused by fencing (`commit` says so).
+                return if e == Errno::EROFS { e } else { Errno::EIO };
             }
         } else {
             self.abort(tx);

@@ -107,13 +107,25 @@ fn live_leases() -> MutexGuard<'static, std::collections::HashMap<u64, (u64, u64
 }
 
 /// For a lease held by this very process (same host identity and pid): whether one
-/// of its live mounts holds it on this device. None for a lease of anyone else.
-fn own_process_holds(dev: &Device, r: &LeaseRecord) -> Option<bool> {
+/// of its live mounts holds it on this device. None for a lease of anyone else, whose
+/// liveness only its heartbeat tells (fsck uses this too).
+pub fn own_process_holds(dev: &Device, r: &LeaseRecord) -> Option<bool> {
     let me = host_id();
     if me == 0 || r.host != me || r.pid != std::process::id() {
         return None;
     }
     Some(live_leases().get(&r.owner) == Some(&device_key(dev)))
+}
+
+/// The lease was taken by a process of this host and pid namespace that no longer
+/// exists. A reused pid reads as alive: the heartbeat then decides, after the timeout.
+fn pid_gone_here(r: &LeaseRecord) -> bool {
+    let me = host_id();
+    me != 0
+        && r.host == me
+        && r.pid != 0
+        && r.pid != std::process::id()
+        && !Path::new(&format!("/proc/{}", r.pid)).exists()
 }
 
 /// Whether the lease slot `r` says a writer holds it (the heartbeat decides whether
@@ -159,6 +171,14 @@ pub fn check(dev: &Device, device: &Path, timeout: Duration) -> Result<LeaseChec
             })
         }
         None => {}
+    }
+    if pid_gone_here(&first) {
+        // Its writer process on this host (and pid namespace) no longer exists (killed,
+        // crashed): no need to wait for its heartbeat to time out.
+        return Ok(LeaseCheck {
+            seen: first,
+            stale: true,
+        });
     }
     let start = Instant::now();
     let mut watch = HeartbeatWatch::new(first.heartbeat, start);

@@ -55,6 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub mod cli;
+mod host_table;
 mod repair;
 
 /// Findings beyond this many are counted, not kept (a wrecked image would otherwise
@@ -97,6 +98,9 @@ pub struct FsckStats {
     pub journal_pending: u64,
     /// Unlinked inodes waiting to be reclaimed by a mount.
     pub orphans: u64,
+    /// Host table entries in use: a held writer lease, claimed follower slots (live or
+    /// stale: only a repair's watch tells them apart).
+    pub host_table_claims: u64,
 }
 
 /// Result of [`check`].
@@ -162,6 +166,7 @@ impl FsckReport {
             && (self.count(Severity::Repairable) > 0
                 || self.stats.journal_pending > 0
                 || self.stats.orphans > 0
+                || self.stats.host_table_claims > 0
                 || self
                     .superblock
                     .as_ref()
@@ -1553,6 +1558,7 @@ fn inspect(
             "filesystem was not cleanly unmounted (or is mounted)",
         );
     }
+    host_table::check(dev, &sb, &mut r);
     let img = Arc::new(Overlay::new(dev.clone()));
     let media: Arc<dyn Media> = img.clone();
     // `recover`, not `open`: a damaged log (which a mount refuses) is checked as -y
@@ -1671,6 +1677,16 @@ fn repair_inner(dev: &Arc<Device>, preen: bool, progress: Progress) -> FsckRepor
     let Some(sb) = c.r.superblock.clone() else {
         return r;
     };
+    // Nothing is written under a live writer, wherever it runs: its heartbeat is
+    // watched for one host timeout first.
+    let live = host_table::watch(dev, &sb);
+    if let Some(pid) = live.writer_live {
+        r.error(format!(
+            "cannot repair: the writer lease is live (pid {pid} heartbeats, on this host or another): unmount it first"
+        ));
+        return r;
+    }
+    r.repaired.extend(host_table::repair(dev, &sb, &live));
     // Apply the journal on the device, as a mount would; then check the device itself
     // and repair from what that finds (the same as above, now without an overlay).
     let media: Arc<dyn Media> = dev.clone();
