@@ -134,4 +134,18 @@ struct daxfs_stats {
 /* _IOR(0xDA, 4, struct daxfs_pin_status) == 0x8040DA04 (sizeof == 64) */
 #define DAXFS_IOC_PIN_STATUS _IOR(DAXFS_IOC_MAGIC, 4, struct daxfs_pin_status)
 
+/* daxfs sync: on a follower (-o follow), wait at most timeout_ms until it has
+ * applied every transaction its writer had committed at the call; flags then has
+ * DAXFS_SYNC_FOLLOWER and applied_seq the sequence its view reflects. On other mounts
+ * nothing happens and flags is 0 (syncfs(2) is what makes them durable). */
+#define DAXFS_SYNC_FOLLOWER 1ULL
+struct daxfs_sync {
+	__u64 timeout_ms;   /* in: longest wait (the daemon caps it at 60 s) */
+	__u64 applied_seq;  /* out: journal sequence of the follower's view */
+	__u64 flags;        /* out: DAXFS_SYNC_FOLLOWER */
+	__u64 reserved[5];  /* zero */
+};
+/* _IOWR(0xDA, 5, struct daxfs_sync) == 0xC040DA05 (sizeof == 64) */
+#define DAXFS_IOC_SYNC _IOWR(DAXFS_IOC_MAGIC, 5, struct daxfs_sync)
+
 #endif /* DAXFS_IOCTL_H */

@@ -121,6 +121,10 @@ impl DaxFs {
         len: u32,
         f: impl FnOnce(&[VolatileSlice<'_>]) -> R,
     ) -> Result<R> {
+        // On a follower: the view this read uses stays held until the copy is done, so
+        // the writer does not reuse its blocks meanwhile (`follow.rs`). Before the
+        // lookup, so the view held is never older than the one read.
+        let _view = self.read_guard();
         let inode = self.inode(ino)?;
         let st = rlock(&inode.st);
         Self::file_inode_check(&st)?;

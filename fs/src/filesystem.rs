@@ -58,6 +58,14 @@ impl std::ops::Deref for DaxFs {
 }
 
 impl DaxFs {
+    /// The owner's handle on a new core.
+    fn from_core(core: FsCore) -> DaxFs {
+        DaxFs {
+            core: Arc::new(core),
+            owner: true,
+        }
+    }
+
     /// A second handle on the same filesystem whose drop does not shut it down (for the
     /// writeback thread, which the owner's shutdown stops first).
     pub(crate) fn handle(&self) -> DaxFs {
@@ -102,6 +110,9 @@ pub struct FsCore {
     pub(crate) orphan_frees: crate::namespace::OrphanFrees,
     /// Timestamps changed in memory only, and their writeback (`times.rs`).
     pub(crate) times: crate::times::LazyTimes,
+    /// `-o follow`: the follower's log cursor, overlay and read guards (`follow.rs`);
+    /// None on a writer or a plain read-only mount.
+    pub(crate) follower: Option<crate::follow::Follower>,
     /// The writer lease of a live read-write mount of a version 2 image (`lease.rs`).
     pub(crate) lease: std::sync::OnceLock<crate::lease::WriterLease>,
     /// Frees held back for follower hosts (`host_gate.rs`).
@@ -135,6 +146,14 @@ struct Deferred {
     lease: Option<crate::lease::LeaseCheck>,
 }
 
+/// The tables a metadata load built ([`DaxFs::load_tables`]).
+pub(crate) struct LoadedTables {
+    pub used: FreeSpace,
+    pub free: Vec<u64>,
+    pub inodes: Vec<(u64, Arc<Inode>)>,
+    deferred: Deferred,
+}
+
 /// Whether mounting `dev` would replay journal transactions (and so write to it). Reads
 /// the superblock (primary, else backup) for the journal's place; an image whose
 /// superblocks or journal header are unreadable says false, and the mount then refuses
@@ -157,6 +176,44 @@ fn journal_needs_replay(dev: &Arc<Device>) -> bool {
         sb.journal_blocks * BLOCK_SIZE,
     )
     .unwrap_or(false)
+}
+
+impl FsCore {
+    /// The in-memory state of a mount before `load`: everything empty, nothing written.
+    fn new(
+        dev: Arc<Device>,
+        sb: &Superblock,
+        opts: FsOptions,
+        journal: Journal,
+        follower: Option<crate::follow::Follower>,
+        gate: crate::host_gate::HostGate,
+    ) -> FsCore {
+        FsCore {
+            refs: RefTable::new(sb.data_blocks),
+            dev,
+            sb: Mutex::new(sb.clone()),
+            geo: sb.clone(),
+            opts,
+            group: GroupCommit::new(journal),
+            space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
+            inodes: RwLock::new(InodeTable::default()),
+            free_inos: Mutex::new(BTreeSet::new()),
+            ns: Mutex::new(()),
+            generation: AtomicU32::new(now().nsec),
+            failed: AtomicBool::new(false),
+            stats: FsCounters::default(),
+            // Not live yet: dropping it writes nothing (see `go_live`).
+            shut_down: AtomicBool::new(true),
+            deferred: Mutex::new(None),
+            cache_inval: RwLock::new(None),
+            pins: Default::default(),
+            orphan_frees: Default::default(),
+            times: Default::default(),
+            follower,
+            lease: std::sync::OnceLock::new(),
+            gate: Arc::new(gate),
+        }
+    }
 }
 
 impl DaxFs {
@@ -186,13 +243,20 @@ impl DaxFs {
                 device,
                 DeviceOptions {
                     writable,
-                    exclusive: true,
+                    // A follower shares the device with its live writer (`follow.rs`).
+                    exclusive: !opts.follow,
                     populate: true,
                 },
             )
             .map(Arc::new)
         };
-        let mut dev = open(!opts.read_only).map_err(|e| {
+        // A follower writes its host slot (and nothing else): writable when it can be.
+        let mut dev = (if opts.follow {
+            open(true).or_else(|_| open(false))
+        } else {
+            open(!opts.read_only)
+        })
+        .map_err(|e| {
             let ro = matches!(&e, daxfs_pmem::DeviceError::Io { source, .. }
                 if matches!(source.raw_os_error(), Some(libc::EROFS | libc::EACCES)));
             if !opts.read_only && ro {
@@ -205,7 +269,7 @@ impl DaxFs {
                 MountError::Open(e)
             }
         })?;
-        if !dev.writable() && journal_needs_replay(&dev) {
+        if !dev.writable() && !opts.follow && journal_needs_replay(&dev) {
             // Release the lock before taking it again through a writable descriptor.
             drop(dev);
             dev = open(true).map_err(MountError::ReplayNeedsWritable)?;
@@ -227,8 +291,10 @@ impl DaxFs {
     /// [`prepare`](Self::prepare) on an already opened device.
     pub fn prepare_device(
         dev: Arc<Device>,
-        opts: FsOptions,
+        mut opts: FsOptions,
     ) -> std::result::Result<DaxFs, MountError> {
+        // A follower never changes the filesystem: every change is EROFS.
+        opts.read_only |= opts.follow;
         let size = dev.size();
         let name = dev.path().to_path_buf();
         // Either copy may lie beyond the end of a truncated image: a copy the device
@@ -283,6 +349,9 @@ impl DaxFs {
             Some(crate::lease::check(&dev, &name, opts.host_timeout)?)
         };
         let media: Arc<dyn Media> = dev.clone();
+        if opts.follow {
+            return DaxFs::prepare_follower(dev, opts, sb);
+        }
         if !dev.writable() && journal_needs_replay(&dev) {
             // Replaying would write to a device opened read-only.
             return Err(MountError::ReplayOnReadOnly { device: name });
@@ -312,36 +381,8 @@ impl DaxFs {
                 _report.transactions_replayed
             );
         }
-        let refs = RefTable::new(sb.data_blocks);
-        let gate_dev = (!opts.read_only).then(|| dev.clone());
-        let core = FsCore {
-            dev,
-            sb: Mutex::new(sb.clone()),
-            geo: sb.clone(),
-            opts,
-            group: GroupCommit::new(journal),
-            space: Mutex::new(FreeSpace::new_all_free(sb.data_blocks)),
-            refs,
-            inodes: RwLock::new(InodeTable::default()),
-            free_inos: Mutex::new(BTreeSet::new()),
-            ns: Mutex::new(()),
-            generation: AtomicU32::new(now().nsec),
-            failed: AtomicBool::new(false),
-            stats: FsCounters::default(),
-            // Not live yet: dropping it writes nothing (see `go_live`).
-            shut_down: AtomicBool::new(true),
-            deferred: Mutex::new(None),
-            cache_inval: RwLock::new(None),
-            pins: Default::default(),
-            orphan_frees: Default::default(),
-            times: Default::default(),
-            lease: std::sync::OnceLock::new(),
-            gate: Arc::new(crate::host_gate::HostGate::new(gate_dev)),
-        };
-        let fs = DaxFs {
-            core: Arc::new(core),
-            owner: true,
-        };
+        let gate = crate::host_gate::HostGate::new((!opts.read_only).then(|| dev.clone()));
+        let fs = DaxFs::from_core(FsCore::new(dev, &sb, opts, journal, None, gate));
         // Refused: nothing may be written, not even the clean shutdown that dropping a
         // mounted filesystem does (it would reclaim "orphans" and mark the image clean on
         // the strength of metadata that was just found inconsistent): `shut_down` is
@@ -353,6 +394,45 @@ impl DaxFs {
         deferred.lease = lease;
         *lock(&fs.deferred) = Some(deferred);
         Ok(fs)
+    }
+
+    /// The follower's half of [`prepare_device`](Self::prepare_device) (`follow.rs`).
+    fn prepare_follower(
+        dev: Arc<Device>,
+        opts: FsOptions,
+        sb: Superblock,
+    ) -> std::result::Result<DaxFs, MountError> {
+        let name = dev.path().to_path_buf();
+        let media: Arc<dyn Media> = dev.clone();
+        let journal_err = |source| MountError::Journal {
+            device: name.clone(),
+            source,
+        };
+        let (start, len) = (
+            sb.journal_start * BLOCK_SIZE,
+            sb.journal_blocks * BLOCK_SIZE,
+        );
+        let journal = Journal::open_passive(media, start, len).map_err(journal_err)?;
+        let follower = crate::follow::Follower::new(&dev, start, len, opts.host_timeout)
+            .map_err(journal_err)?;
+        // A follower frees nothing: no lease, no gate over the table.
+        let gate = crate::host_gate::HostGate::new(None);
+        let fs = DaxFs::from_core(FsCore::new(dev, &sb, opts, journal, Some(follower), gate));
+        fs.follow_initial_load()
+            .map_err(|source| MountError::Corrupt {
+                device: name,
+                source,
+            })?;
+        Ok(fs)
+    }
+
+    /// Reads `buf.len()` metadata bytes at device offset `off`: from the device, through
+    /// a follower's overlay of the writer's newest transactions (`follow.rs`).
+    pub(crate) fn meta_read(&self, off: u64, buf: &mut [u8]) {
+        self.dev.read(off, buf);
+        if let Some(f) = &self.follower {
+            f.overlay_onto(off, buf);
+        }
     }
 
     /// The writing half of a mount, after [`prepare`](Self::prepare): makes the journal
@@ -513,9 +593,21 @@ impl DaxFs {
     /// sorting and merging, so a mount costs a few hundred ns per inode rather than
     /// hash probes per entry (10^6 files: see docs/BENCHMARKS.md, "Scale").
     fn load(&self) -> std::result::Result<Deferred, CorruptError> {
+        let t = self.load_tables()?;
+        *lock(&self.space) = t.used;
+        *lock(&self.free_inos) = t.free.into_iter().collect();
+        *wlock(&self.inodes) = t.inodes.into_iter().collect();
+        Ok(t.deferred)
+    }
+
+    /// What [`load`](Self::load) installs, read (through [`meta_read`](Self::meta_read))
+    /// and checked but not installed: a follower installs a view only once it knows the
+    /// writer did not move under it (`follow.rs`).
+    pub(crate) fn load_tables(&self) -> std::result::Result<LoadedTables, CorruptError> {
         let g = &self.geo;
         let mut used = FreeSpace::new_all_free(g.data_blocks);
         let refs = &self.refs;
+        let follower = &self.follower;
         let mut claim = |pblk: u64,
                          len: u64,
                          ino: u64,
@@ -540,9 +632,12 @@ impl DaxFs {
             }
             used.mark_used(r.clone()).map_err(CorruptError::Alloc)?;
             // Every claimed block is referenced by the inode that claims it; a failed
-            // load drops the whole table with the filesystem.
-            for b in r {
-                refs.map(b);
+            // load drops the whole table with the filesystem. A follower maps the blocks
+            // of each view it installs (`follow.rs`), not while it loads one.
+            if follower.is_none() {
+                for b in r {
+                    refs.map(b);
+                }
             }
             Ok(())
         };
@@ -554,12 +649,12 @@ impl DaxFs {
         let mut slot = [0u8; INODE_SIZE as usize];
         let mut blockbuf = vec![0u8; BLOCK_SIZE as usize];
         let mut orphans = Vec::new();
-        self.dev.read(g.inode_offset(0), &mut slot);
+        self.meta_read(g.inode_offset(0), &mut slot);
         if slot.iter().any(|&b| b != 0) {
             return Err(CorruptError::ReservedSlotInUse);
         }
         for ino in 1..g.inode_count {
-            self.dev.read(g.inode_offset(ino), &mut slot);
+            self.meta_read(g.inode_offset(ino), &mut slot);
             let d = match DiskInode::decode(&slot)
                 .map_err(|source| CorruptError::Decode { ino, source })?
             {
@@ -585,7 +680,7 @@ impl DaxFs {
                     return Err(CorruptError::ExtentChainLoops { ino });
                 }
                 claim(next, 1, ino, " extent block")?;
-                self.dev.read(next * BLOCK_SIZE, &mut blockbuf);
+                self.meta_read(next * BLOCK_SIZE, &mut blockbuf);
                 let nx = decode_extent_block_header(&blockbuf, ino)
                     .map_err(|source| CorruptError::Decode { ino, source })?;
                 let mut slots = Vec::with_capacity(EXTENTS_PER_BLOCK);
@@ -629,7 +724,7 @@ impl DaxFs {
             let mut xattrs = Vec::new();
             if d.xattr_block != 0 {
                 claim(d.xattr_block, 1, ino, " xattr block")?;
-                self.dev.read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
+                self.meta_read(d.xattr_block * BLOCK_SIZE, &mut blockbuf);
                 xattrs = decode_xattr_block(&blockbuf, ino).map_err(CorruptError::Block)?;
             }
             // What fsck checks of the other kinds (readlink reads block 0 of a symlink
@@ -702,21 +797,23 @@ impl DaxFs {
         let mut img = vec![0u8; BLOCK_SIZE as usize];
         let mut mismatched = 0u64;
         for i in 0..g.bitmap_blocks {
-            self.dev.read(g.bitmap_block_offset(i), &mut img);
+            self.meta_read(g.bitmap_block_offset(i), &mut img);
             check_bitmap_block(&img, i).map_err(CorruptError::Block)?;
             let want = self.bitmap_image(&used, i, &[]);
             if want != img {
                 mismatched += 1;
             }
         }
-        *lock(&self.space) = used;
-        *lock(&self.free_inos) = free.into_iter().collect();
-        *wlock(&self.inodes) = inodes.into_iter().collect();
         // Every check passed; what the mount has to write is left to `go_live`.
-        Ok(Deferred {
-            bitmap_mismatched: mismatched > 0,
-            orphans,
-            lease: None,
+        Ok(LoadedTables {
+            used,
+            free,
+            inodes,
+            deferred: Deferred {
+                bitmap_mismatched: mismatched > 0,
+                orphans,
+                lease: None,
+            },
         })
     }
 
@@ -740,7 +837,7 @@ impl DaxFs {
         // growing a large directory's table step by step rehashes it again and again.
         let mut count = 0;
         for b in 0..nblocks {
-            self.dev.read(block_at(b)? * BLOCK_SIZE, &mut buf);
+            self.meta_read(block_at(b)? * BLOCK_SIZE, &mut buf);
             let mut s = 1;
             while s < DIR_SLOTS_PER_BLOCK {
                 let o = s * DIR_SLOT;
@@ -755,7 +852,7 @@ impl DaxFs {
         idx.reserve(count);
         for b in 0..nblocks {
             let pblk = block_at(b)?;
-            self.dev.read(pblk * BLOCK_SIZE, &mut buf);
+            self.meta_read(pblk * BLOCK_SIZE, &mut buf);
             check_dir_block_header(&buf, ino, b).map_err(CorruptError::Block)?;
             let bi = idx.add_block();
             debug_assert_eq!(bi as u64, b);

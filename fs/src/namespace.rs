@@ -393,6 +393,7 @@ impl DaxFs {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let _view = self.read_guard();
         let inode = self.inode(ino)?;
         let st = rlock(&inode.st);
         if st.dead {

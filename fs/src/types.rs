@@ -181,6 +181,10 @@ pub struct FsOptions {
     pub lazytime: bool,
     /// The longest a lazily updated timestamp stays in memory only.
     pub commit_interval: Duration,
+    /// `-o follow`: a read-only view of a device another host's live writer changes,
+    /// refreshed every `follow_interval` (`follow.rs`). Implies `read_only`.
+    pub follow: bool,
+    pub follow_interval: Duration,
     /// How often the writer (and a follower) bumps its heartbeat in the host table
     /// (`-o heartbeat_ms=`).
     pub heartbeat: Duration,
@@ -202,6 +206,8 @@ impl Default for FsOptions {
             pins: crate::pin::PinPolicy::default(),
             lazytime: true,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
+            follow: false,
+            follow_interval: Duration::from_millis(10),
             heartbeat: Duration::from_millis(100),
             host_timeout: Duration::from_millis(2000),
         }

@@ -175,6 +175,14 @@ dropped, census = allocator, no violation).
 --json prints one JSON object instead: the same names (wait_ns, integer nanoseconds,
 in place of wait_seconds), integers, and balanced as true/false. The names are stable.";
 
+const SYNC_ABOUT: &str = "\
+Makes what the daxfs mounted at MOUNTPOINT shows current. On a follower (mounted
+with -o follow on another host while a writer is live) it waits until the follower
+has applied every transaction the writer had committed when it was called, at most
+--timeout seconds (default 30; the daemon caps a wait at 60), and prints nothing;
+it fails with 'timed out' when the follower could not catch up in time. On a writer
+or a plain mount it is syncfs(2).";
+
 /// `daxfs`: its commands.
 #[derive(Debug, Parser)]
 #[command(
@@ -217,6 +225,20 @@ pub enum Cmd {
     /// show the filesystem's block and pin counters (see 'daxfs help stats')
     #[command(long_about = STATS_ABOUT, override_usage = "daxfs stats MOUNTPOINT [--json]")]
     Stats(StatsArgs),
+    /// wait until a follower has caught up with its writer; syncfs elsewhere (see 'daxfs help sync')
+    #[command(long_about = SYNC_ABOUT, override_usage = "daxfs sync MOUNTPOINT [--timeout SECONDS]")]
+    Sync(SyncArgs),
+}
+
+/// `daxfs sync`.
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// where a daxfs is mounted
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
+    /// the longest a follower waits to catch up
+    #[arg(long, value_name = "SECONDS", default_value = "30", value_parser = parse_hold)]
+    pub timeout: Duration,
 }
 
 /// `daxfs mount` (and the implicit `daxfs DEVICE MOUNTPOINT`).
@@ -363,6 +385,7 @@ enum Words {
     Mount,
     Pin,
     Stats,
+    Sync,
 }
 
 /// `daxfs -h | --help | -V | --version` (what else starts with a dash is refused
@@ -420,6 +443,15 @@ pub fn parse_stats(args: &[OsString]) -> Result<Parsed<StatsArgs>, String> {
     }
 }
 
+/// `daxfs sync ARGS...`.
+pub fn parse_sync(args: &[OsString]) -> Result<Parsed<SyncArgs>, String> {
+    match parse_sub("sync", args, Words::Sync)? {
+        Parsed::Run(Cmd::Sync(s)) => Ok(Parsed::Run(s)),
+        Parsed::Print(t) => Ok(Parsed::Print(t)),
+        Parsed::Run(_) => Err("not a sync command".into()),
+    }
+}
+
 /// mount(8)'s helper syntax (the arguments after the program name).
 pub fn parse_helper(args: &[OsString]) -> Result<Parsed<HelperArgs>, String> {
     // -N refuses the whole line, whatever else is wrong with it.
@@ -448,6 +480,7 @@ fn usage_message(e: &clap::Error, args: &[OsString], words: Words) -> String {
         Words::Mount => "see 'daxfs help mount'",
         Words::Pin => "see 'daxfs help pin'",
         Words::Stats => "see 'daxfs help stats'",
+        Words::Sync => "see 'daxfs help sync'",
     };
     let is_option = arg.starts_with('-') && arg != "-";
     match (e.kind(), words) {
@@ -478,6 +511,9 @@ fn usage_message(e: &clap::Error, args: &[OsString], words: Words) -> String {
         }
         (ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument, Words::Stats) => {
             format!("stats needs one MOUNTPOINT ({see})")
+        }
+        (ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument, Words::Sync) => {
+            format!("sync needs one MOUNTPOINT ({see})")
         }
         (ErrorKind::InvalidUtf8, _) => "arguments must be UTF-8".to_string(),
         _ => format!("{} ({see})", first_line(e)),

@@ -44,6 +44,72 @@ pub const DAXFS_IOC_STATS: u32 = ioc(IOC_READ, DAXFS_IOC_MAGIC, 3, DAXFS_STATS_S
 pub const DAXFS_IOC_PIN_STATUS: u32 =
     ioc(IOC_READ, DAXFS_IOC_MAGIC, 4, DAXFS_PIN_STATUS_SIZE as u32);
 
+/// `struct daxfs_sync { __u64 timeout_ms, applied_seq, flags, reserved[5]; }`.
+pub const DAXFS_SYNC_SIZE: usize = 64;
+/// `_IOWR(0xDA, 5, struct daxfs_sync)`: on a follower (`-o follow`), wait (at most
+/// `timeout_ms`) until it has applied every transaction its writer had committed when
+/// called; on other mounts it does nothing (`flags` 0: the caller syncfs(2)s instead).
+pub const DAXFS_IOC_SYNC: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    DAXFS_IOC_MAGIC,
+    5,
+    DAXFS_SYNC_SIZE as u32,
+);
+/// `daxfs_sync.flags`: the mount is a follower (and `applied_seq` is its view's).
+pub const DAXFS_SYNC_FOLLOWER: u64 = 1;
+
+/// A `struct daxfs_sync`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncArg {
+    pub timeout_ms: u64,
+    pub applied_seq: u64,
+    pub flags: u64,
+}
+
+impl SyncArg {
+    pub fn encode(&self) -> [u8; DAXFS_SYNC_SIZE] {
+        let mut b = [0u8; DAXFS_SYNC_SIZE];
+        b[..8].copy_from_slice(&self.timeout_ms.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.applied_seq.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.flags.to_ne_bytes());
+        b
+    }
+
+    /// None when `b` is shorter than the fields.
+    pub fn decode(b: &[u8]) -> Option<SyncArg> {
+        let word = |i: usize| Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        Some(SyncArg {
+            timeout_ms: word(0)?,
+            applied_seq: word(8)?,
+            flags: word(16)?,
+        })
+    }
+}
+
+/// `daxfs sync MOUNTPOINT`: DAXFS_IOC_SYNC, then syncfs(2) unless the mount is a
+/// follower (a follower has nothing of its own to make durable).
+pub fn sync_mount(path: &Path, timeout: std::time::Duration) -> io::Result<SyncArg> {
+    let f = File::open(path)?;
+    let mut b = SyncArg {
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        ..Default::default()
+    }
+    .encode();
+    let r = match raw_ioctl(&f, DAXFS_IOC_SYNC, b.as_mut_ptr()) {
+        Ok(()) => SyncArg::decode(&b).unwrap_or_default(),
+        // An older daemon: a plain sync.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => SyncArg::default(),
+        Err(e) => return Err(e),
+    };
+    if r.flags & DAXFS_SYNC_FOLLOWER == 0 {
+        // SAFETY: syncfs has no memory-safety preconditions; the fd is open (`f`).
+        if unsafe { libc::syncfs(f.as_raw_fd()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(r)
+}
+
 /// `daxfs_stats.magic`: "DAXFSST1" in little-endian byte order.
 pub const DAXFS_STATS_MAGIC: u64 = u64::from_le_bytes(*b"DAXFSST1");
 

@@ -80,6 +80,10 @@ pub struct MountConfig {
     pub atime: Option<bool>,
     pub sync: Option<bool>,
     pub dirsync: bool,
+    /// `follow`: a read-only follower of another host's live writer; `follow_interval=MS`
+    /// how often it looks for the writer's commits (`daxfs::FsOptions::follow`).
+    pub follow: bool,
+    pub follow_interval: Duration,
 }
 
 impl Default for MountConfig {
@@ -110,6 +114,8 @@ impl Default for MountConfig {
             atime: None,
             sync: None,
             dirsync: false,
+            follow: fs.follow,
+            follow_interval: fs.follow_interval,
         }
     }
 }
@@ -164,6 +170,7 @@ const FLAG_OPTIONS: &[&str] = &[
     "relatime",
     "lazytime",
     "nolazytime",
+    "follow",
 ];
 
 /// Upper bound for `commit=` (seconds): a day of timestamps in memory only is already
@@ -211,6 +218,18 @@ impl MountConfig {
             "atime" | "noatime" => self.atime = Some(key == "atime"),
             "sync" | "async" => self.sync = Some(key == "sync"),
             "dirsync" => self.dirsync = true,
+            "follow" => self.follow = true,
+            "follow_interval" => {
+                let v = required(key, value)?;
+                self.follow_interval = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| (1..=60_000).contains(ms))
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| {
+                        format!("invalid value '{v}' for follow_interval= (expected 1..60000 ms)")
+                    })?;
+            }
             // The kernel's default atime policy; accepted because fstab lines often say it.
             "relatime" => {}
             "lazytime" | "nolazytime" => self.lazytime = key == "lazytime",
@@ -370,12 +389,14 @@ impl MountConfig {
     /// The options the core is given.
     pub fn fs_options(&self) -> FsOptions {
         FsOptions {
-            read_only: self.read_only,
+            read_only: self.read_only || self.follow,
             dax: self.dax,
             layout_timeout: self.layout_timeout,
             pins: self.pins,
             lazytime: self.lazytime,
             commit_interval: self.commit_interval,
+            follow: self.follow,
+            follow_interval: self.follow_interval,
             heartbeat: self.heartbeat,
             host_timeout: self.host_timeout,
         }
@@ -392,7 +413,7 @@ impl MountConfig {
         // fusermount, so a direct mount(2) by root would show plain `fuse` in /proc/mounts.
         // The kernel and fusermount3 both understand `subtype=`.
         o.push(MountOption::CUSTOM(format!("subtype={}", self.subtype)));
-        o.push(if self.read_only {
+        o.push(if self.read_only || self.follow {
             MountOption::RO
         } else {
             MountOption::RW

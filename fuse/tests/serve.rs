@@ -102,13 +102,18 @@ fn serve_now(a: &FuseAdapter, op: Op<'_>) -> Got {
     rx.try_recv().expect("a reply at once")
 }
 
+/// The node id the kernel knows inode `ino` by (the adapter's `node::of`).
+fn node(fs: &DaxFs, ino: u64) -> u64 {
+    daxfs_fuse::adapter::node::of(ino, fs.getattr(ino).unwrap().generation)
+}
+
 #[test]
 fn a_read_reply_carries_the_bytes_of_the_file() {
     let (_d, fs, a) = setup();
     let data = pattern(20000, 7);
     let ino = mkfile(&fs, ROOT, b"f", &data);
     let op = Op::Read {
-        ino,
+        ino: node(&fs, ino),
         fh: 0,
         offset: 100,
         size: 9000,
@@ -131,9 +136,12 @@ fn flush_fsync_and_fsyncdir_are_enosys_so_the_kernel_stops_sending_them() {
     let (_d, fs, a) = setup();
     let ino = mkfile(&fs, ROOT, b"f", b"x");
     let ops = [
-        Op::Flush { ino, fh: 0 },
+        Op::Flush {
+            ino: node(&fs, ino),
+            fh: 0,
+        },
         Op::Fsync {
-            ino,
+            ino: node(&fs, ino),
             fh: 0,
             datasync: false,
         },
@@ -228,7 +236,7 @@ fn a_truncate_of_a_pinned_range_is_answered_once_the_pin_is_released() {
     let pin = fs.pin_range(ino, 0, 4096).unwrap();
     let (sink, rx) = recorder(0);
     let op = Op::Setattr {
-        ino,
+        ino: node(&fs, ino),
         fh: None,
         changes: SetAttr {
             size: Some(0),
@@ -261,7 +269,7 @@ fn a_user_past_its_share_of_waiters_is_answered_ebusy_at_once() {
         unique: 2,
     };
     let truncate = || Op::Setattr {
-        ino,
+        ino: node(&fs, ino),
         fh: None,
         changes: SetAttr {
             size: Some(0),
@@ -317,7 +325,7 @@ fn a_write_that_finds_no_space_a_removed_file_still_holds_is_answered_after_its_
     let big = fill_and_remove_remembered(&fs, b"big");
     let (sink, rx) = recorder(0);
     assert_eq!(
-        a.serve(&ROOT_CTX, write_op(p, b"data\n"), sink),
+        a.serve(&ROOT_CTX, write_op(node(&fs, p), b"data\n"), sink),
         Served::Deferred
     );
     // The kernel's FORGET of the removed file arrives after the write.
@@ -341,7 +349,7 @@ fn a_write_that_finds_no_space_and_no_removed_file_is_enospc_at_once() {
     let r = fs.fallocate(big.ino, 0, 1 << 30, 0);
     assert_eq!(r.unwrap_err(), Errno::ENOSPC);
     assert_eq!(
-        serve_now(&a, write_op(p, b"data\n")),
+        serve_now(&a, write_op(node(&fs, p), b"data\n")),
         Got::Err(libc::ENOSPC)
     );
 }
@@ -355,7 +363,7 @@ fn a_write_waiting_for_a_removed_file_held_open_is_enospc_after_the_bounded_wait
     let (sink, rx) = recorder(0);
     let t = std::time::Instant::now();
     assert_eq!(
-        a.serve(&ROOT_CTX, write_op(p, b"data\n"), sink),
+        a.serve(&ROOT_CTX, write_op(node(&fs, p), b"data\n"), sink),
         Served::Deferred
     );
     let got = rx.recv_timeout(Duration::from_secs(20));
@@ -367,7 +375,7 @@ fn a_write_waiting_for_a_removed_file_held_open_is_enospc_after_the_bounded_wait
     );
     // The same orphan, still held: the next write does not wait again.
     assert_eq!(
-        serve_now(&a, write_op(p, b"data\n")),
+        serve_now(&a, write_op(node(&fs, p), b"data\n")),
         Got::Err(libc::ENOSPC)
     );
     assert!(a
@@ -423,7 +431,7 @@ fn a_setxattr_that_finds_no_space_a_removed_file_still_holds_is_answered_after_i
     let (_d, fs, a) = setup();
     let p = mkfile(&fs, ROOT, b"p", b"");
     let op = Op::Setxattr {
-        ino: p,
+        ino: node(&fs, p),
         name: b"user.k",
         value: b"v",
         flags: 0,
@@ -533,4 +541,39 @@ fn a_copy_file_range_that_finds_no_space_is_answered_after_the_forget() {
     let got = answer_after_the_forget_of_a_removed_file(&fs, &a, op);
     assert_eq!(got, Got::Other(format!("Written({})", data.len())));
     assert_eq!(daxfs_testkit::read_all(&fs, dst), data);
+}
+
+#[test]
+fn a_node_id_of_a_freed_and_reused_inode_number_is_estale() {
+    let (_d, fs, a) = setup();
+    let old = mkfile(&fs, ROOT, b"old", b"old bytes");
+    let stale = node(&fs, old);
+    fs.unlink(ROOT, b"old").unwrap();
+    let new = mkfile(&fs, ROOT, b"new", b"new");
+    assert_eq!(new, old, "the number is reused");
+    let getattr = |ino| Op::Getattr { ino, fh: None };
+    assert_eq!(serve_now(&a, getattr(stale)), Got::Err(libc::ESTALE));
+    let read = Op::Read {
+        ino: stale,
+        fh: 0,
+        offset: 0,
+        size: 100,
+    };
+    assert_eq!(serve_now(&a, read), Got::Err(libc::ESTALE));
+    assert_eq!(serve_now(&a, getattr(node(&fs, new))), Got::Size(3));
+}
+
+#[test]
+fn an_entry_reply_carries_the_inode_number_as_st_ino() {
+    let (_d, fs, a) = setup();
+    let ino = mkfile(&fs, ROOT, b"f", b"x");
+    let op = Op::Lookup {
+        parent: ROOT,
+        name: b"f",
+    };
+    let Got::Other(entry) = serve_now(&a, op) else {
+        panic!("not an entry")
+    };
+    assert!(entry.contains(&format!("ino: {ino},")), "{entry}");
+    assert_ne!(node(&fs, ino), ino, "the node id carries the generation");
 }

@@ -23,6 +23,7 @@
 //! model's in-memory media (`daxfs_pmem::MemMedia`) in tests.
 #![forbid(unsafe_code)]
 
+mod cursor;
 mod error;
 mod layout;
 mod txn;
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use cursor::{CommittedTxn, LogCursor, Poll};
 use daxfs_pmem::Media;
 pub use error::{Damage, JournalError};
 pub use txn::{LogSize, Transaction};
@@ -448,6 +450,17 @@ impl Journal {
         journal.reset_pending = true;
         journal.replayed = report.transactions_replayed > 0;
         Ok((journal, report))
+    }
+
+    /// The journal of a device another host writes (a follower, fs `follow.rs`): read-only
+    /// (commits and checkpoints are refused), nothing replayed, nothing ever written. The
+    /// follower reads the live writer's log through a [`LogCursor`] instead.
+    pub fn open_passive(
+        media: Arc<dyn Media>,
+        start: u64,
+        len: u64,
+    ) -> Result<Journal, JournalError> {
+        Journal::from_header(media, start, len, true)
     }
 
     /// For a read-only mount that goes live after [`Journal::open_read_only`] replayed

@@ -45,7 +45,12 @@ macro_rules! sink {
 }
 
 sink!(ReplyEntry, |r| {
-    Reply::Entry { attr, ttl } => r.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
+    Reply::Entry { attr, ttl } => r.entry_node(
+        INodeNo(super::node::of_attr(&attr)),
+        &ttl,
+        &file_attr(&attr),
+        Generation(attr.generation),
+    ),
 });
 sink!(ReplyAttr, |r| {
     Reply::Attr { attr, ttl } => r.attr(&ttl, &file_attr(&attr)),
@@ -58,7 +63,8 @@ sink!(ReplyOpen, |r| {
     Reply::Opened { fh, flags } => r.opened(FileHandle(fh), FopenFlags::from_bits_retain(flags)),
 });
 sink!(ReplyCreate, |r| {
-    Reply::Created { attr, ttl, fh, flags } => r.created(
+    Reply::Created { attr, ttl, fh, flags } => r.created_node(
+        INodeNo(super::node::of_attr(&attr)),
         &ttl,
         &file_attr(&attr),
         Generation(attr.generation),
@@ -125,7 +131,7 @@ impl ReplySink for ReplyDirectoryPlus {
             return false;
         };
         let full = self.add(
-            INodeNo(e.ino),
+            INodeNo(super::node::of_attr(attr)),
             e.offset,
             OsStr::from_bytes(e.name),
             &ttl,

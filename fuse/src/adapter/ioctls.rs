@@ -134,6 +134,9 @@ pub fn encode_fstrim_range(start: u64, trimmed: u64, minlen: u64) -> [u8; FSTRIM
 }
 
 /// The answer to an ioctl of `cmd` on handle `fh` (see the module doc).
+/// The longest a DAXFS_IOC_SYNC keeps a worker (`daxfs sync` on a follower).
+const SYNC_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(super) fn ioctl(
     a: &FuseAdapter,
     ctx: &Ctx,
@@ -179,6 +182,31 @@ pub(super) fn ioctl(
                 crate::ioctl::Transport::DevFuse
             };
             data(crate::ioctl::encode_stats_with(&a.fs.stats(), t).to_vec())
+        }
+        crate::ioctl::DAXFS_IOC_SYNC => {
+            let Some(arg) = crate::ioctl::SyncArg::decode(in_data) else {
+                return Reply::Err(Errno::EINVAL);
+            };
+            if (out_size as usize) < crate::ioctl::DAXFS_SYNC_SIZE {
+                return Reply::Err(Errno::EINVAL);
+            }
+            if !a.fs.is_follower() {
+                return data(crate::ioctl::SyncArg::default().encode().to_vec());
+            }
+            // Bounded: the worker waits at most this long (SYNC_MAX at the most).
+            let timeout = std::time::Duration::from_millis(arg.timeout_ms).min(SYNC_MAX);
+            match a.fs.follow_sync(timeout) {
+                Ok(applied_seq) => data(
+                    crate::ioctl::SyncArg {
+                        timeout_ms: arg.timeout_ms,
+                        applied_seq,
+                        flags: crate::ioctl::DAXFS_SYNC_FOLLOWER,
+                    }
+                    .encode()
+                    .to_vec(),
+                ),
+                Err(e) => Reply::Err(e),
+            }
         }
         FS_IOC_FSGETXATTR => {
             if (out_size as usize) < FSXATTR_SIZE {

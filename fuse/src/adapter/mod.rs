@@ -68,6 +68,7 @@ mod convert;
 mod fuser_shim;
 mod handles;
 mod ioctls;
+pub mod node;
 mod notify;
 mod reply;
 mod request;
@@ -87,7 +88,7 @@ use crate::busy_poll::BusyPoll;
 use crate::deferred::Waiters;
 use daxfs::{DaxFs, DaxMode};
 use handles::PinTable;
-use notify::{cache_invalidator, lease_break_notifier, PollTable};
+use notify::{cache_invalidator, follow_invalidator, lease_break_notifier, PollTable};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -185,7 +186,11 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     pub fn new(fs: Arc<DaxFs>) -> FuseAdapter {
         let notifier: NotifierSlot = Arc::new(Mutex::new(None));
-        fs.set_cache_invalidator(Some(cache_invalidator(notifier.clone())));
+        fs.set_cache_invalidator(Some(cache_invalidator(
+            notifier.clone(),
+            Arc::downgrade(&fs),
+        )));
+        fs.set_follow_notifier(Some(follow_invalidator(notifier.clone())));
         let pins: PinTable = Arc::new(Mutex::new(HashMap::new()));
         let polls: PollTable = Arc::new(Mutex::new(HashMap::new()));
         fs.set_lease_break_notifier(Some(lease_break_notifier(pins.clone(), polls.clone())));

@@ -5,9 +5,12 @@
 use super::handles::{pins_need_attention, PinTable};
 use super::PollWaker;
 use super::{lock_ignoring_poison, NotifierSlot};
+use daxfs::{DaxFs, FollowChange};
 use fuser::INodeNo;
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc, Mutex};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{mpsc, Arc, Mutex, Weak};
 
 /// The poll to notify, by file handle.
 pub(super) type PollTable = Arc<Mutex<HashMap<u64, PollWaker>>>;
@@ -50,7 +53,7 @@ pub(super) fn lease_break_notifier(pins: PinTable, polls: PollTable) -> daxfs::L
 /// the range for a notifier thread, because it is called with inode locks held and the
 /// kernel may need the filesystem to answer requests before the notification completes.
 /// The thread ends when the hook is dropped (replaced, or the filesystem dropped).
-pub(super) fn cache_invalidator(slot: NotifierSlot) -> daxfs::CacheInvalidator {
+pub(super) fn cache_invalidator(slot: NotifierSlot, fs: Weak<DaxFs>) -> daxfs::CacheInvalidator {
     let (tx, rx) = mpsc::channel::<(u64, u64, u64)>();
     let spawned = std::thread::Builder::new()
         .name("daxfs-inval".into())
@@ -65,8 +68,16 @@ pub(super) fn cache_invalidator(slot: NotifierSlot) -> daxfs::CacheInvalidator {
                     };
                     // len 0 is "to the end of the file" for the kernel too.
                     let len = i64::try_from(len).unwrap_or(0);
+                    // The kernel knows the inode by its node id (`node.rs`).
+                    let Some(generation) = fs
+                        .upgrade()
+                        .and_then(|fs| fs.getattr(ino).ok())
+                        .map(|a| a.generation)
+                    else {
+                        continue;
+                    };
                     // ENOENT: the kernel has no cache of this inode; nothing to drop.
-                    let _ = n.inval_inode(INodeNo(ino), off, len);
+                    let _ = n.inval_inode(INodeNo(super::node::of(ino, generation)), off, len);
                 }
             }
         });
@@ -74,6 +85,44 @@ pub(super) fn cache_invalidator(slot: NotifierSlot) -> daxfs::CacheInvalidator {
     Arc::new(move |ino, off, len| {
         if let Some(tx) = &tx {
             let _ = lock_ignoring_poison(tx).send((ino, off, len));
+        }
+    })
+}
+
+/// The hook a follower's refreshes report their changes to (`daxfs::FollowChange`): a
+/// notifier thread drops what the kernel caches of them, entries first (a removed or
+/// replaced name must not keep resolving to the old node), then the inodes' attributes
+/// and pages. Called from the refresh, which must not wait for the kernel.
+pub(super) fn follow_invalidator(slot: NotifierSlot) -> daxfs::FollowNotifier {
+    let (tx, rx) = mpsc::channel::<Vec<FollowChange>>();
+    let spawned = std::thread::Builder::new()
+        .name("daxfs-follow-inval".into())
+        .spawn(move || {
+            for changes in rx {
+                let guard = lock_ignoring_poison(&slot);
+                let Some(n) = guard.as_ref() else { continue };
+                for c in &changes {
+                    if let FollowChange::Entry {
+                        parent,
+                        parent_generation,
+                        name,
+                    } = c
+                    {
+                        let node = super::node::of(*parent, *parent_generation);
+                        let _ = n.inval_entry(INodeNo(node), OsStr::from_bytes(name));
+                    }
+                }
+                for c in &changes {
+                    if let FollowChange::Inode { ino, generation } = c {
+                        let _ = n.inval_inode(INodeNo(super::node::of(*ino, *generation)), 0, 0);
+                    }
+                }
+            }
+        });
+    let tx = spawned.ok().map(|_| Mutex::new(tx));
+    Arc::new(move |changes: &[FollowChange]| {
+        if let Some(tx) = &tx {
+            let _ = lock_ignoring_poison(tx).send(changes.to_vec());
         }
     })
 }

@@ -125,7 +125,14 @@ fn fallocate_reply(fs: &DaxFs, ino: u64, mode: i32, r: daxfs::Result<()>) -> Rep
 impl FuseAdapter {
     /// Serves one request: `sink` gets its reply, at once or, for a request that has to
     /// wait for pins, later from a waiter thread ([`Served::Deferred`]).
-    pub fn serve<S: ReplySink>(&self, ctx: &Ctx, op: Op<'_>, sink: S) -> Served {
+    pub fn serve<S: ReplySink>(&self, ctx: &Ctx, mut op: Op<'_>, sink: S) -> Served {
+        // Node ids to inode numbers, stale generations refused (`node.rs`).
+        if let Err(e) = super::node::resolve(&self.fs, &mut op) {
+            if !matches!(op, Op::Forget { .. }) {
+                sink.send(Reply::Err(e));
+            }
+            return Served::Now;
+        }
         let reply = match op {
             Op::Lookup { parent, name } => self.lookup(parent, name),
             Op::Forget { ino, nlookup } => {

@@ -74,11 +74,11 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
         Some("mount") => mount(parse_mount_args(&args[1..], false)?),
         Some("help") => match args.get(1).and_then(|a| a.to_str()) {
             None => say(&cli::help(None).unwrap_or_default()),
-            Some(name @ ("mount" | "pin" | "stats")) => {
+            Some(name @ ("mount" | "pin" | "stats" | "sync")) => {
                 say(&cli::help(Some(name)).unwrap_or_default())
             }
             Some(other) => fail(format!(
-                "no help for '{other}'; commands: mount, pin, stats"
+                "no help for '{other}'; commands: mount, pin, stats, sync"
             )),
         },
         Some("--help" | "-h" | "--version" | "-V") => {
@@ -86,6 +86,7 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
         }
         Some("pin") => pin(&args[1..]),
         Some("stats") => stats(&args[1..]),
+        Some("sync") => sync(&args[1..]),
         Some(opt) if opt.starts_with('-') => {
             fail(format!("unknown option '{opt}' (see 'daxfs --help')"))
         }
@@ -335,6 +336,23 @@ fn stats(args: &[OsString]) -> Result<(), Failure> {
                 os_msg(&e)
             )),
         },
+    }
+}
+
+/// `daxfs sync MOUNTPOINT`.
+fn sync(args: &[OsString]) -> Result<(), Failure> {
+    let s = match cli::parse_sync(args).map_err(|e| Failure(e, 1))? {
+        Parsed::Print(text) => return say(&text),
+        Parsed::Run(s) => s,
+    };
+    let path = s.mountpoint.as_path();
+    match daxfs_fuse::ioctl::sync_mount(path, s.timeout) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ETIMEDOUT) => fail(format!(
+            "{}: timed out: the follower did not catch up with its writer",
+            path.display()
+        )),
+        Err(e) => fail(format!("{}: {}", path.display(), os_msg(&e))),
     }
 }
 
@@ -613,6 +631,8 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     // only now does the image become "mounted". On failure dropping the session
     // unmounts it again.
     fs.go_live().map_err(cannot_mount)?;
+    // A follower (`-o follow`) looks for its writer's commits from now on.
+    DaxFs::start_following(&fs);
     // With io_uring granted, every request waits in the kernel until all queues have
     // registered, so they start before anyone is told the mount is ready.
     let rings = if want_ring {

@@ -156,7 +156,8 @@ fn fuse_attr(a: &Attr) -> FuseAttr {
 
 fn entry_out(a: &Attr, ttl: Duration) -> FuseEntryOut {
     FuseEntryOut {
-        nodeid: a.ino,
+        // The generation rides in the node id; st_ino (`attr`) is the inode number.
+        nodeid: crate::adapter::node::of_attr(a),
         generation: a.generation,
         entry_valid: ttl.as_secs(),
         attr_valid: ttl.as_secs(),
