@@ -413,8 +413,7 @@ impl DaxFs {
             sb.journal_blocks * BLOCK_SIZE,
         );
         let journal = Journal::open_passive(media, start, len).map_err(journal_err)?;
-        let follower = crate::follow::Follower::new(&dev, start, len, opts.host_timeout)
-            .map_err(journal_err)?;
+        let follower = crate::follow::Follower::new(&dev, start, len, opts.host_timeout)?;
         // A follower frees nothing: no lease, no gate over the table.
         let gate = crate::host_gate::HostGate::new(None);
         let fs = DaxFs::from_core(FsCore::new(dev, &sb, opts, journal, Some(follower), gate));

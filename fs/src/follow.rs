@@ -27,7 +27,7 @@
 
 use crate::filesystem::DaxFs;
 use crate::inode::{lock, rlock, wlock, Inode};
-use crate::mount_error::CorruptError;
+use crate::mount_error::{CorruptError, MountError};
 use daxfs_alloc::FreeSpace;
 use daxfs_format::hosts::{HostSlot, HostTable, HOLDS_NOTHING, LEASE_HELD};
 use daxfs_format::{Superblock, BLOCK_SIZE, SB_SIZE};
@@ -180,24 +180,9 @@ fn wait_until_seen(dev: &Device, timeout: Duration) {
     }
 }
 
-/// A random nonzero owner id for a host slot (not cryptographic: time, pid and a
-/// stack address, mixed).
-fn new_owner() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let local = 0u8;
-    let addr = std::ptr::addr_of!(local) as usize as u64;
-    let mut z = nanos ^ u64::from(std::process::id()).rotate_left(32) ^ addr.rotate_left(17);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)).max(1)
-}
-
 pub(crate) struct Follower {
-    /// None when the table had no free slot or the device is not writable: the writer
-    /// then cannot see this follower, and may reuse blocks under its reads (warned).
+    /// Always claimed by a mounted follower ([`Follower::new`] refuses the mount
+    /// otherwise); None only once released.
     slot: Option<HostSlotRef>,
     state: Mutex<CursorState>,
     overlay: RwLock<Overlay>,
@@ -215,49 +200,53 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
+    /// Opens the log cursor and claims a host slot. A follower the writer cannot see
+    /// would read blocks the writer may reuse, so without a slot (the table is full, or
+    /// the device was opened read-only and the slot cannot be written) the mount is
+    /// refused.
     pub(crate) fn new(
         dev: &Arc<Device>,
         start: u64,
         len: u64,
         host_timeout: Duration,
-    ) -> Result<Follower, JournalError> {
+    ) -> Result<Follower, MountError> {
+        let device = || dev.path().to_path_buf();
         let media: Arc<dyn Media> = dev.clone();
-        let owner = new_owner();
-        let slot = if dev.writable() {
-            HostTable::on_device(dev)
-                .ok()
-                .and_then(|t| t.claim_host_slot(owner))
-        } else {
-            None
+        // The cursor first: a slot claimed before a failed open would stay claimed.
+        let cursor = LogCursor::open(media, start, len).map_err(|source| MountError::Journal {
+            device: device(),
+            source,
+        })?;
+        if !dev.writable() {
+            return Err(MountError::NoHostSlot {
+                device: device(),
+                table_full: false,
+            });
+        }
+        let owner = crate::lease::random_id();
+        let index = HostTable::on_device(dev)
+            .ok()
+            .and_then(|t| t.claim_host_slot(owner))
+            .ok_or_else(|| MountError::NoHostSlot {
+                device: device(),
+                table_full: true,
+            })?;
+        let s = HostSlotRef {
+            dev: dev.clone(),
+            index,
+            owner,
         };
-        let slot = match slot {
-            Some(index) => {
-                let s = HostSlotRef {
-                    dev: dev.clone(),
-                    index,
-                    owner,
-                };
-                s.with(|h| {
-                    h.set_pid_flags(std::process::id(), 0)?;
-                    // Nothing loaded yet: hold everything until the first view is in.
-                    h.set_held_seq(0)
-                });
-                wait_until_seen(dev, host_timeout);
-                Some(s)
-            }
-            None => {
-                log::warn!(
-                    "{}: follower without a host slot (table full or device read-only): \
-                     the writer may reuse blocks under its reads",
-                    dev.path().display()
-                );
-                None
-            }
-        };
+        s.with(|h| {
+            h.set_pid_flags(std::process::id(), 0)?;
+            // Nothing loaded yet: hold everything until the first view is in.
+            h.set_held_seq(0)
+        });
+        wait_until_seen(dev, host_timeout);
+        let slot = Some(s);
         Ok(Follower {
             slot,
             state: Mutex::new(CursorState {
-                cursor: LogCursor::open(media, start, len)?,
+                cursor,
                 pending: Vec::new(),
                 newest: None,
                 last_change: Instant::now(),

@@ -74,6 +74,10 @@ pub enum MountError {
         owner: u64,
         pid: u32,
     },
+    /// A follower could not claim a slot in the host table: the table is full, or the
+    /// device is opened read-only. The writer could not see it, and would reuse blocks
+    /// under its reads.
+    NoHostSlot { device: PathBuf, table_full: bool },
 }
 
 /// The write of going live that failed (see [`MountError::Recovery`]).
@@ -101,7 +105,8 @@ impl MountError {
             | MountError::Corrupt { device, .. }
             | MountError::Recovery { device, .. }
             | MountError::SuperblockUpdate { device, .. }
-            | MountError::WriterLeaseHeld { device, .. } => device,
+            | MountError::WriterLeaseHeld { device, .. }
+            | MountError::NoHostSlot { device, .. } => device,
         }
     }
 
@@ -115,6 +120,7 @@ impl MountError {
                 | MountError::UnknownRoCompat { .. }
                 | MountError::SuperblockUpdate { .. }
                 | MountError::WriterLeaseHeld { .. }
+                | MountError::NoHostSlot { .. }
         )
     }
 }
@@ -182,6 +188,16 @@ impl fmt::Display for MountError {
                 "{name}: writer role held by another host (pid {pid}), heartbeat live; \
                  mount with -o follow to read it"
             ),
+            MountError::NoHostSlot { table_full: true, .. } => write!(
+                f,
+                "{name}: no free slot in the host table ({} followers at most)",
+                daxfs_format::hosts::SLOTS - daxfs_format::hosts::FIRST_HOST_SLOT
+            ),
+            MountError::NoHostSlot { table_full: false, .. } => write!(
+                f,
+                "{name}: a follower must publish what it reads in the device's host table, \
+                 and the device is opened read-only"
+            ),
         }
     }
 }
@@ -212,7 +228,8 @@ impl Error for MountError {
             MountError::NotDaxfs { .. }
             | MountError::UnknownRoCompat { .. }
             | MountError::ReplayOnReadOnly { .. }
-            | MountError::WriterLeaseHeld { .. } => None,
+            | MountError::WriterLeaseHeld { .. }
+            | MountError::NoHostSlot { .. } => None,
         }
     }
 }

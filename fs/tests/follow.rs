@@ -203,3 +203,60 @@ fn a_follower_publishes_its_view_in_its_host_slot_and_frees_it_at_unmount() {
     drop(f);
     assert!(slots(&dev).is_empty());
 }
+
+#[test]
+fn a_follower_is_refused_when_the_host_table_has_no_free_slot() {
+    let d = TestDev::new(32 * MB);
+    let _w = d.mount();
+    let other = d.other_host(true);
+    let table = daxfs_format::hosts::HostTable::on_device(&other).unwrap();
+    while table.claim_host_slot(0x5107).is_some() {}
+    let err = DaxFs::mount(
+        &d.path,
+        FsOptions {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("a follower the writer cannot see must not mount");
+    assert!(
+        matches!(
+            err,
+            daxfs::MountError::NoHostSlot {
+                table_full: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("no free slot in the host table"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_follower_on_a_device_opened_read_only_is_refused() {
+    let d = TestDev::new(32 * MB);
+    let _w = d.mount();
+    let err = DaxFs::mount_device(
+        d.other_host(false),
+        FsOptions {
+            follow: true,
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("a follower that cannot publish its slot must not mount");
+    assert!(
+        matches!(
+            err,
+            daxfs::MountError::NoHostSlot {
+                table_full: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

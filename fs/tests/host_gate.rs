@@ -7,27 +7,13 @@ use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, ROOT};
 use daxfs_format::hosts::{HostTable, HOLDS_NOTHING};
 use daxfs_format::{Superblock, BITS_PER_BITMAP_BLOCK, BLOCK_SIZE, SB_SIZE};
-use daxfs_pmem::{Device, DeviceOptions};
+use daxfs_pmem::Device;
 use daxfs_testkit as common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MB: u64 = 1 << 20;
-
-fn other_host(d: &TestDev) -> Arc<Device> {
-    Arc::new(
-        Device::open(
-            &d.path,
-            DeviceOptions {
-                writable: true,
-                exclusive: false,
-                populate: false,
-            },
-        )
-        .unwrap(),
-    )
-}
 
 fn quick() -> FsOptions {
     FsOptions {
@@ -153,7 +139,7 @@ fn eventually(mut step: impl FnMut(), mut cond: impl FnMut() -> bool) {
 fn blocks_freed_while_a_follower_lags_are_not_reused() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let f = Follower::join(other_host(&d), 0);
+    let f = Follower::join(d.other_host(true), 0);
     f.apply(committed(&fs, &f));
     writer_saw(&fs);
     let free0 = fs.statfs().bfree;
@@ -175,7 +161,7 @@ fn blocks_freed_while_a_follower_lags_are_not_reused() {
 fn blocks_are_reused_once_the_follower_has_applied_past_the_free() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let f = Follower::join(other_host(&d), 0);
+    let f = Follower::join(d.other_host(true), 0);
     f.apply(committed(&fs, &f));
     writer_saw(&fs);
     let first = write_and_unlink(&fs, b"gone");
@@ -196,7 +182,7 @@ fn blocks_are_reused_once_the_follower_has_applied_past_the_free() {
 fn a_read_in_progress_holds_blocks_freed_after_it_started() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let f = Follower::join(other_host(&d), 0);
+    let f = Follower::join(d.other_host(true), 0);
     let start = committed(&fs, &f);
     f.apply(start);
     f.hold(start);
@@ -228,7 +214,7 @@ fn a_read_in_progress_holds_blocks_freed_after_it_started() {
 fn blocks_are_reused_once_a_lagging_follower_goes_silent() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let mut f = Follower::join(other_host(&d), 0);
+    let mut f = Follower::join(d.other_host(true), 0);
     f.apply(committed(&fs, &f));
     writer_saw(&fs);
     write_and_unlink(&fs, b"gone");
@@ -250,7 +236,7 @@ fn blocks_are_reused_once_a_lagging_follower_goes_silent() {
 fn the_enospc_wait_succeeds_when_the_follower_catches_up() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let f = Follower::join(other_host(&d), 0);
+    let f = Follower::join(d.other_host(true), 0);
     f.apply(committed(&fs, &f));
     writer_saw(&fs);
     // Fill the device, then free it all while the follower lags.
@@ -283,14 +269,14 @@ fn the_enospc_wait_succeeds_when_the_follower_catches_up() {
 fn held_back_blocks_are_free_in_the_on_media_bitmap() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let f = Follower::join(other_host(&d), 0);
+    let f = Follower::join(d.other_host(true), 0);
     f.apply(committed(&fs, &f));
     writer_saw(&fs);
     let gone = write_and_unlink(&fs, b"gone");
     // A later commit rewrites the same bitmap block: it must keep them free.
     mkfile(&fs, ROOT, b"later", &pattern(64 * 1024, 2));
     assert!(fs.held_back_blocks() > 0);
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     let mut b = [0u8; SB_SIZE];
     dev.read(0, &mut b);
     let sb = Superblock::decode(&b, dev.size()).unwrap();

@@ -6,29 +6,13 @@ use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, MountError, ROOT};
 use daxfs_format::hosts::{HostTable, LEASE_HELD, LEASE_RELEASED};
 use daxfs_format::{Superblock, BLOCK_SIZE, SB_SIZE, VERSION, VERSION_V1};
-use daxfs_pmem::{Device, DeviceOptions};
+use daxfs_pmem::Device;
 use daxfs_testkit as common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const MB: u64 = 1 << 20;
-
-/// A second opening of the test device, without the local lock: what another host
-/// mapping the same memory sees.
-fn other_host(d: &TestDev) -> Arc<Device> {
-    Arc::new(
-        Device::open(
-            &d.path,
-            DeviceOptions {
-                writable: true,
-                exclusive: false,
-                populate: false,
-            },
-        )
-        .unwrap(),
-    )
-}
 
 fn quick() -> FsOptions {
     FsOptions {
@@ -91,7 +75,9 @@ fn image(dev: &Device) -> Vec<u8> {
 fn a_second_writer_is_refused_with_the_holders_pid() {
     let d = TestDev::new(32 * MB);
     let _fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let e = DaxFs::mount_device(other_host(&d), quick()).err().unwrap();
+    let e = DaxFs::mount_device(d.other_host(true), quick())
+        .err()
+        .unwrap();
     assert!(matches!(e, MountError::WriterLeaseHeld { pid, .. } if pid == std::process::id()));
     let msg = e.to_string();
     assert!(
@@ -114,7 +100,7 @@ fn a_second_writer_through_the_local_lock_gets_the_lease_message() {
 #[test]
 fn a_live_writer_of_another_host_is_refused() {
     let d = TestDev::new(32 * MB);
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     plant_foreign_lease(&dev, 3, 1);
     let _b = Beater::start(dev.clone());
     let e = DaxFs::mount(&d.path, quick()).err().unwrap();
@@ -133,7 +119,7 @@ fn a_released_lease_is_taken_at_once_with_the_next_epoch() {
         let fs = DaxFs::mount(&d.path, quick()).unwrap();
         fs.writer_lease().unwrap().epoch()
     };
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     let l = HostTable::on_device(&dev).unwrap().lease();
     assert_eq!(l.state(), LEASE_RELEASED);
     // A long timeout: a released lease is not waited for.
@@ -150,7 +136,7 @@ fn a_released_lease_is_taken_at_once_with_the_next_epoch() {
 #[test]
 fn a_silent_lease_of_another_host_is_taken_over_after_the_timeout() {
     let d = TestDev::new(32 * MB);
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     plant_foreign_lease(&dev, 7, 42);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
     let l = HostTable::on_device(&dev).unwrap().lease();
@@ -179,7 +165,7 @@ fn a_lease_left_in_a_crash_image_is_taken_at_once() {
 fn committed_seq_follows_the_commits() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     let l = HostTable::on_device(&dev).unwrap().lease();
     let before = l.committed_seq();
     mkfile(&fs, ROOT, b"a", b"1");
@@ -191,7 +177,7 @@ fn committed_seq_follows_the_commits() {
 fn the_heartbeat_moves_while_mounted() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     let l = HostTable::on_device(&dev).unwrap().lease();
     let h0 = l.heartbeat();
     let b0 = fs.writer_lease().unwrap().beats();
@@ -206,7 +192,7 @@ fn a_replaced_writer_is_fenced_and_writes_nothing_more() {
     let d = TestDev::new(32 * MB);
     let fs = DaxFs::mount(&d.path, quick()).unwrap();
     let f = mkfile(&fs, ROOT, b"f", b"before");
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     // Another host takes the writer role (as after this mount's heartbeat stalled).
     let l = HostTable::on_device(&dev).unwrap().lease();
     let e = l.epoch();
@@ -241,7 +227,7 @@ fn a_replaced_writer_is_fenced_and_writes_nothing_more() {
 #[test]
 fn a_version_1_image_is_upgraded_by_its_first_read_write_mount() {
     let d = TestDev::new(32 * MB);
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     let mut b = [0u8; SB_SIZE];
     dev.read(0, &mut b);
     let mut sb = Superblock::decode(&b, dev.size()).unwrap();
@@ -284,7 +270,7 @@ fn a_version_1_image_is_upgraded_by_its_first_read_write_mount() {
 #[test]
 fn an_unknown_version_is_refused() {
     let d = TestDev::new(32 * MB);
-    let dev = other_host(&d);
+    let dev = d.other_host(true);
     let mut b = [0u8; SB_SIZE];
     dev.read(0, &mut b);
     let mut sb = Superblock::decode(&b, dev.size()).unwrap();

@@ -64,6 +64,22 @@ impl TestDev {
         DaxFs::mount(&self.path, FsOptions::default()).unwrap()
     }
 
+    /// A second opening of the device without the local lock: what another host
+    /// mapping the same memory sees (the host table tests play other hosts with it).
+    pub fn other_host(&self, writable: bool) -> std::sync::Arc<Device> {
+        std::sync::Arc::new(
+            Device::open(
+                &self.path,
+                DeviceOptions {
+                    writable,
+                    exclusive: false,
+                    populate: false,
+                },
+            )
+            .unwrap(),
+        )
+    }
+
     /// A copy of the device image as it is now, as a daemon killed at this instant
     /// would leave it (on /dev/shm the page cache is the medium). The copy can be
     /// mounted while the original is still mounted.
