@@ -135,6 +135,20 @@ fn eventually(mut step: impl FnMut(), mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Creates small files until the gate holds nothing back: allocations drain it, and
+/// nothing is freed meanwhile, so nothing new is held back.
+fn allocate_until_nothing_is_held_back(fs: &DaxFs) {
+    let mut n = 0u32;
+    eventually(
+        || {
+            writer_saw(fs);
+            n += 1;
+            mkfile(fs, ROOT, format!("probe{n}").as_bytes(), b"x");
+        },
+        || fs.held_back_blocks() == 0,
+    );
+}
+
 #[test]
 fn blocks_freed_while_a_follower_lags_are_not_reused() {
     let d = TestDev::new(32 * MB);
@@ -198,16 +212,7 @@ fn a_read_in_progress_holds_blocks_freed_after_it_started() {
     assert!(fs.held_back_blocks() >= 256);
     f.hold(HOLDS_NOTHING);
     f.catch_up();
-    let mut n = 0u32;
-    eventually(
-        || {
-            // Allocations drain the gate; no frees, so nothing new is held back.
-            writer_saw(&fs);
-            n += 1;
-            mkfile(&fs, ROOT, format!("probe{n}").as_bytes(), b"x");
-        },
-        || fs.held_back_blocks() == 0,
-    );
+    allocate_until_nothing_is_held_back(&fs);
 }
 
 #[test]
@@ -220,16 +225,7 @@ fn blocks_are_reused_once_a_lagging_follower_goes_silent() {
     write_and_unlink(&fs, b"gone");
     assert!(fs.held_back_blocks() > 0);
     f.go_silent();
-    let mut n = 0u32;
-    eventually(
-        || {
-            // Allocations drain the gate; no frees, so nothing new is held back.
-            writer_saw(&fs);
-            n += 1;
-            mkfile(&fs, ROOT, format!("probe{n}").as_bytes(), b"x");
-        },
-        || fs.held_back_blocks() == 0,
-    );
+    allocate_until_nothing_is_held_back(&fs);
 }
 
 #[test]
