@@ -13,6 +13,7 @@ use super::{
     READDIRPLUS_BATCH,
 };
 use daxfs::{Attr, DaxFs, Errno, SetAttr, SEEK_DATA, SEEK_HOLE};
+use daxfs_pmem::VolatileSlice;
 use std::time::{Duration, Instant};
 
 /// How long a request that found no space waits in all for removed files to be freed
@@ -659,6 +660,22 @@ impl FuseAdapter {
     }
 
     fn read<S: ReplySink>(&self, ino: u64, offset: u64, size: u32, sink: S) {
+        if self.fs.is_follower() {
+            // A follower's read is checked after its copy (a stall may have let the
+            // writer reuse the blocks: EIO, docs/DESIGN.md "Followers"), so the bytes go
+            // through a buffer and reach the kernel only once the check passed.
+            let mut buf = vec![0u8; size as usize];
+            match self.fs.read(ino, offset, &mut buf) {
+                Ok(n) => {
+                    let pieces = [VolatileSlice::from(&buf[..n])];
+                    // SAFETY: the piece views `buf`, owned here and not stored to while
+                    // the reply is sent.
+                    sink.send(Reply::Data(unsafe { ReadData::new(&pieces) }));
+                }
+                Err(e) => sink.send(Reply::Err(e)),
+            }
+            return;
+        }
         // The reply is sent from inside read_with, while the core holds the blocks: the
         // bytes go from the device mapping to the kernel without an intermediate copy.
         let mut sink = Some(sink);
