@@ -25,7 +25,7 @@ impl PromoteError {
     /// The errno the ioctl answers with.
     pub fn errno(&self) -> crate::Errno {
         match self {
-            PromoteError::NotFollower => crate::Errno::EINVAL,
+            PromoteError::NotFollower => crate::Errno(libc::EBUSY),
             PromoteError::WriterLive(_) => crate::Errno(libc::EBUSY),
             PromoteError::Failed(_) => crate::Errno::EIO,
         }
@@ -77,5 +77,35 @@ impl DaxFs {
             fs.writer_lease().map_or(0, |l| l.epoch())
         );
         Ok(fs)
+    }
+}
+
+impl DaxFs {
+    /// After a promotion: carries the kernel's references (lookup counts, opens) from
+    /// the follower `old` over to this filesystem, inode by inode of the same
+    /// generation, so that a file the kernel holds open or cached across the switch is
+    /// kept alive (nlink 0 included) until the kernel lets it go, as on any mount.
+    /// Returns the (ino, generation) of every inode of `old`, for the kernel's caches.
+    pub fn adopt_kernel_refs(&self, old: &DaxFs) -> Vec<crate::FollowChange> {
+        use crate::inode::rlock;
+        use std::sync::atomic::Ordering;
+        let olds: Vec<_> = rlock(&old.inodes).values().cloned().collect();
+        let mut changes = Vec::with_capacity(olds.len());
+        for o in olds {
+            let generation = rlock(&o.st).d.generation;
+            changes.push(crate::FollowChange::Inode {
+                ino: o.ino,
+                generation: u64::from(generation),
+            });
+            let Ok(n) = self.inode(o.ino) else { continue };
+            if rlock(&n.st).d.generation != generation {
+                continue;
+            }
+            n.lookups
+                .fetch_add(o.lookups.load(Ordering::SeqCst), Ordering::SeqCst);
+            n.opens
+                .fetch_add(o.opens.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        changes
     }
 }

@@ -120,5 +120,5 @@ fn promotion_of_a_mount_that_is_not_a_follower_is_refused() {
         panic!("a writer was promoted")
     };
     assert!(matches!(e, PromoteError::NotFollower));
-    assert_eq!(e.errno(), Errno::EINVAL);
+    assert_eq!(e.errno(), Errno(libc::EBUSY));
 }

@@ -577,3 +577,53 @@ fn an_entry_reply_carries_the_inode_number_as_st_ino() {
     assert!(entry.contains(&format!("ino: {ino},")), "{entry}");
     assert_ne!(node(&fs, ino), ino, "the node id carries the generation");
 }
+
+/// DAXFS_IOC_PROMOTE by `uid` on a follower of a device whose writer has stopped.
+fn promote_as(uid: u32) -> (Got, bool) {
+    let d = TestDev::new(32 * MB);
+    let quick = FsOptions {
+        heartbeat: Duration::from_millis(10),
+        host_timeout: Duration::from_millis(200),
+        ..FsOptions::default()
+    };
+    let w = DaxFs::mount(&d.path, quick.clone()).unwrap();
+    mkfile(&w, ROOT, b"f", b"data");
+    // The writer is gone without a clean unmount: its lease stays held and goes stale.
+    w.writer_lease().unwrap().test_stop_heartbeat();
+    let f = DaxFs::mount(
+        &d.path,
+        FsOptions {
+            follow: true,
+            ..quick
+        },
+    );
+    drop(w);
+    let f = Arc::new(f.unwrap());
+    let a = FuseAdapter::new(f);
+    let ctx = Ctx { uid, ..ROOT_CTX };
+    let (sink, rx) = recorder(usize::MAX);
+    let op = Op::Ioctl {
+        ino: ROOT,
+        fh: 0,
+        cmd: daxfs_fuse::ioctl::DAXFS_IOC_PROMOTE,
+        in_data: &[],
+        out_size: 8,
+    };
+    assert_eq!(a.serve(&ctx, op, sink), Served::Now);
+    let got = rx.try_recv().expect("a reply at once");
+    (got, a.fs().is_follower())
+}
+
+#[test]
+fn a_promote_by_a_user_other_than_root_is_eperm_and_changes_nothing() {
+    let (got, still_follower) = promote_as(1000);
+    assert_eq!(got, Got::Err(libc::EPERM));
+    assert!(still_follower);
+}
+
+#[test]
+fn a_promote_by_root_swaps_in_a_writer() {
+    let (got, still_follower) = promote_as(0);
+    assert!(matches!(got, Got::Other(_)), "{got:?}");
+    assert!(!still_follower);
+}
