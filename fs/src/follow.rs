@@ -565,17 +565,17 @@ impl DaxFs {
         }
     }
 
-    /// Test hook: the heartbeat thread stops (true) or resumes (false) bumping the slot,
+    /// Test hook (feature `test-hooks`): the heartbeat thread stops (true) or resumes (false) bumping the slot,
     /// as if the follower were stopped.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn follow_test_pause_heartbeat(&self, paused: bool) {
         if let Some(f) = &self.follower {
             f.beat_paused.store(paused, Ordering::SeqCst);
         }
     }
 
-    /// Test hook: the last heartbeat looks `by` older than it is (until the next beat).
-    #[doc(hidden)]
+    /// Test hook (feature `test-hooks`): the last heartbeat looks `by` older than it is (until the next beat).
+    #[cfg(feature = "test-hooks")]
     pub fn follow_test_age_heartbeat(&self, by: Duration) {
         if let Some(f) = &self.follower {
             f.beat_skew.store(
@@ -585,8 +585,8 @@ impl DaxFs {
         }
     }
 
-    /// Test hook: a stall is noted (as the heartbeat thread does after a gap).
-    #[doc(hidden)]
+    /// Test hook (feature `test-hooks`): a stall is noted (as the heartbeat thread does after a gap).
+    #[cfg(feature = "test-hooks")]
     pub fn follow_test_note_stall(&self) {
         if let Some(f) = &self.follower {
             f.note_stall();

@@ -427,9 +427,9 @@ impl WriterLease {
         self.shared.beats.load(Ordering::Relaxed)
     }
 
-    /// Test hook: the heartbeat stops as if the writer were killed (the lease is left
-    /// held, going stale), while the mount stays.
-    #[doc(hidden)]
+    /// Test hook (feature `test-hooks`): the heartbeat stops as if the writer were
+    /// killed (the lease is left held, going stale), while the mount stays.
+    #[cfg(feature = "test-hooks")]
     pub fn test_stop_heartbeat(&self) {
         self.stop_thread();
     }

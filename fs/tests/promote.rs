@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test reports failure by panicking
 use common::*;
 use daxfs::{DaxFs, Errno, FsOptions, PromoteError, ROOT};
+use daxfs_format::hosts::{HostTable, LEASE_HELD};
 use daxfs_pmem::{Device, DeviceOptions};
 use daxfs_testkit as common;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,4 +123,55 @@ fn promotion_of_a_mount_that_is_not_a_follower_is_refused() {
     };
     assert!(matches!(e, PromoteError::NotFollower));
     assert_eq!(e.errno(), Errno(libc::EBUSY));
+}
+
+/// A writer lease of another host (not this process: no shortcut applies), its heartbeat
+/// moved by a thread until `stop` is set.
+fn foreign_writer(d: &TestDev, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let dev = Arc::new(
+        Device::open(
+            &d.path,
+            DeviceOptions {
+                writable: true,
+                exclusive: false,
+                populate: false,
+            },
+        )
+        .unwrap(),
+    );
+    {
+        let l = HostTable::on_device(&dev).unwrap().lease();
+        l.cas_epoch(l.epoch(), l.epoch() + 1).unwrap().unwrap();
+        l.set_owner(0x1234_5678).unwrap();
+        l.set_timing(10, 200).unwrap();
+        l.set_host(0xdead_beef).unwrap();
+        l.set_pid_state(4_000_000, LEASE_HELD).unwrap();
+    }
+    std::thread::spawn(move || {
+        let l = HostTable::on_device(&dev).unwrap().lease();
+        while !stop.load(Ordering::Relaxed) {
+            l.set_heartbeat(l.heartbeat() + 1).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn a_writer_of_another_host_is_watched_and_promotion_waits_for_its_silence() {
+    let d = TestDev::new(32 * MB);
+    // The image written by a writer that then went away cleanly.
+    mkfile(&d.mount(), ROOT, b"a", b"hello");
+    let stop = Arc::new(AtomicBool::new(false));
+    let beater = foreign_writer(&d, stop.clone());
+    let f = follower(&d);
+    // Heartbeating: refused after watching it, the follower as it was.
+    assert!(matches!(f.promote(), Err(PromoteError::WriterLive(_))));
+    assert!(f.is_follower());
+    // Silent for the timeout: taken over.
+    stop.store(true, Ordering::Relaxed);
+    beater.join().unwrap();
+    let p = f.promote().unwrap();
+    let ino = p.lookup(ROOT, b"a").unwrap().ino;
+    assert_eq!(read_all(&p, ino), b"hello");
+    mkfile(&p, ROOT, b"b", b"after");
 }
