@@ -148,4 +148,14 @@ struct daxfs_sync {
 /* _IOWR(0xDA, 5, struct daxfs_sync) == 0xC040DA05 (sizeof == 64) */
 #define DAXFS_IOC_SYNC _IOWR(DAXFS_IOC_MAGIC, 5, struct daxfs_sync)
 
+/*
+ * DAXFS_IOC_PROMOTE (root only, else EPERM): on a follower whose writer's lease has not
+ * heartbeat for the host timeout, take the writer role: the journal is replayed, the
+ * lease taken by compare-and-swap of its epoch, and the mount turns read-write. The
+ * argument comes back as the new lease epoch. EBUSY while the writer heartbeats, when
+ * another host took the role first, or on a mount that is not a follower.
+ */
+/* _IOR(0xDA, 6, __u64) == 0x8008DA06 */
+#define DAXFS_IOC_PROMOTE _IOR(DAXFS_IOC_MAGIC, 6, __u64)
+
 #endif /* DAXFS_IOCTL_H */

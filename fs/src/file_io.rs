@@ -124,7 +124,7 @@ impl DaxFs {
         // On a follower: the view this read uses stays held until the copy is done, so
         // the writer does not reuse its blocks meanwhile (`follow.rs`). Before the
         // lookup, so the view held is never older than the one read.
-        let _view = self.read_guard();
+        let view = self.read_guard()?;
         let inode = self.inode(ino)?;
         let st = rlock(&inode.st);
         Self::file_inode_check(&st)?;
@@ -170,6 +170,10 @@ impl DaxFs {
         }
         let r = f(&pieces);
         drop(pins);
+        // A follower that stalled meanwhile may have copied blocks the writer reused:
+        // the result is not handed out (the FUSE adapter copies a follower's reads into
+        // a buffer for this, so nothing reached the kernel yet).
+        view.check()?;
         let relatime = st.d.atime <= st.d.mtime
             || st.d.atime <= st.d.ctime
             || now().sec - st.d.atime.sec >= 86400;

@@ -34,7 +34,7 @@ use daxfs_format::{Superblock, BLOCK_SIZE, SB_SIZE};
 use daxfs_journal::{CommittedTxn, JournalError, LogCursor, Poll};
 use daxfs_pmem::{AccessError, Device, Media};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -197,6 +197,21 @@ pub(crate) struct Follower {
     notifier: RwLock<Option<FollowNotifier>>,
     /// Blocks that left the view while a read still pinned them: unmapped later.
     unmap_later: Mutex<Vec<u64>>,
+    /// Stall detection (docs/DESIGN.md "Followers", "Stalls"): the writer presumes a
+    /// follower silent for `host_timeout` dead and may reuse the blocks its reads copy.
+    /// `last_beat` is when the heartbeat thread last bumped the slot (nanoseconds since
+    /// `beat_base`, +1; 0 = no heartbeat thread, nothing tracked).
+    host_timeout: Duration,
+    beat_base: Instant,
+    last_beat: AtomicU64,
+    /// Added to the heartbeat's age: a test hook (`follow_test_age_heartbeat`).
+    beat_skew: AtomicU64,
+    /// Bumped when a stall is seen: a read that started before fails.
+    stall_epoch: AtomicU64,
+    /// The view may be stale (a stall): reloaded whole before the next read.
+    reload_needed: AtomicBool,
+    /// Test hook: the heartbeat thread skips its beats.
+    beat_paused: AtomicBool,
 }
 
 impl Follower {
@@ -260,7 +275,68 @@ impl Follower {
             gave_up: AtomicU64::new(0),
             notifier: RwLock::new(None),
             unmap_later: Mutex::new(Vec::new()),
+            host_timeout,
+            beat_base: Instant::now(),
+            last_beat: AtomicU64::new(0),
+            beat_skew: AtomicU64::new(0),
+            stall_epoch: AtomicU64::new(0),
+            reload_needed: AtomicBool::new(false),
+            beat_paused: AtomicBool::new(false),
         })
+    }
+
+    fn now_nanos(&self) -> u64 {
+        (self.beat_base.elapsed().as_nanos() as u64).saturating_add(1)
+    }
+
+    /// How long ago the heartbeat thread last bumped the slot (None: no heartbeat
+    /// thread, nothing tracked).
+    fn beat_age(&self) -> Option<Duration> {
+        let last = self.last_beat.load(Ordering::SeqCst);
+        if last == 0 {
+            return None;
+        }
+        let age = self.now_nanos().saturating_sub(last);
+        Some(Duration::from_nanos(
+            age.saturating_add(self.beat_skew.load(Ordering::SeqCst)),
+        ))
+    }
+
+    /// Past this age the writer may soon presume this follower dead: half the timeout,
+    /// so the writer (which waits the whole timeout of its own clock) cannot have reused
+    /// a block before a read finds out.
+    fn stall_limit(&self) -> Duration {
+        self.host_timeout / 2
+    }
+
+    fn stalled(&self) -> bool {
+        self.beat_age().is_some_and(|a| a > self.stall_limit())
+    }
+
+    /// A stall: reads in flight fail, the view is reloaded whole before the next read.
+    fn note_stall(&self) {
+        self.stall_epoch.fetch_add(1, Ordering::SeqCst);
+        self.reload_needed.store(true, Ordering::SeqCst);
+    }
+
+    /// One beat of the heartbeat thread. A gap since the previous beat longer than the
+    /// stall limit (the process was stopped, the thread not scheduled) is a stall: the
+    /// epoch moves and the view is reloaded, before the slot says "alive" again.
+    fn beat(&self, n: u64) {
+        if self.beat_paused.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.stalled() {
+            log::warn!(
+                "follower: heartbeat stalled longer than {:?}; reads in flight fail with EIO \
+                 and the view is reloaded",
+                self.stall_limit()
+            );
+            self.note_stall();
+        }
+        self.heartbeat(n);
+        self.last_beat.store(self.now_nanos(), Ordering::SeqCst);
+        self.beat_skew.store(0, Ordering::SeqCst);
     }
 
     pub(crate) fn overlay_onto(&self, off: u64, buf: &mut [u8]) {
@@ -327,6 +403,24 @@ impl Drop for Follower {
 pub(crate) struct ReadGuard<'a> {
     f: Option<&'a Follower>,
     seq: u64,
+    /// The stall epoch when the read started.
+    epoch: u64,
+}
+
+impl ReadGuard<'_> {
+    /// After the copy, before the bytes are handed out: EIO if the follower stalled
+    /// meanwhile (or its heartbeat is about to look dead), since the writer may have
+    /// reused the blocks copied for another file. The view is then reloaded whole before
+    /// the next read.
+    pub(crate) fn check(&self) -> crate::Result<()> {
+        let Some(f) = self.f else { return Ok(()) };
+        if f.stalled() || f.stall_epoch.load(Ordering::SeqCst) != self.epoch {
+            f.reload_needed.store(true, Ordering::SeqCst);
+            log::warn!("follower: a read overlapped a stall: EIO");
+            return Err(crate::Errno::EIO);
+        }
+        Ok(())
+    }
 }
 
 impl Drop for ReadGuard<'_> {
@@ -403,11 +497,25 @@ impl DaxFs {
         }
     }
 
-    /// A guard for a read of file data (does nothing but on a follower).
-    pub(crate) fn read_guard(&self) -> ReadGuard<'_> {
+    /// A guard for a read of file data (does nothing but on a follower). After a stall
+    /// the view is reloaded whole first; EIO while the follower is stalled or the reload
+    /// fails.
+    pub(crate) fn read_guard(&self) -> crate::Result<ReadGuard<'_>> {
         let Some(f) = &self.follower else {
-            return ReadGuard { f: None, seq: 0 };
+            return Ok(ReadGuard {
+                f: None,
+                seq: 0,
+                epoch: 0,
+            });
         };
+        if f.reload_needed.load(Ordering::SeqCst) {
+            self.reload_after_stall(f)?;
+        }
+        if f.stalled() {
+            f.reload_needed.store(true, Ordering::SeqCst);
+            return Err(crate::Errno::EIO);
+        }
+        let epoch = f.stall_epoch.load(Ordering::SeqCst);
         let mut r = lock(&f.readers);
         let seq = f.applied.load(Ordering::Acquire);
         *r.entry(seq).or_insert(0) += 1;
@@ -415,7 +523,63 @@ impl DaxFs {
         // Stored before the read looks anything up (release): the writer's gate sees it
         // before this read can use a block of the view.
         f.store_held(held);
-        ReadGuard { f: Some(f), seq }
+        Ok(ReadGuard {
+            f: Some(f),
+            seq,
+            epoch,
+        })
+    }
+
+    /// The full reload a stall calls for: the writer may have presumed this follower dead
+    /// and reused blocks of its view, so nothing of it is trusted. The writer must see the
+    /// slot alive again first (its gate holds nothing for a dead follower).
+    fn reload_after_stall(&self, f: &Follower) -> crate::Result<()> {
+        let mut c = lock(&f.state);
+        if !f.reload_needed.swap(false, Ordering::SeqCst) {
+            // Another read did it meanwhile.
+            return Ok(());
+        }
+        if let Some(s) = &f.slot {
+            wait_until_seen(&s.dev, f.host_timeout);
+        }
+        match self.refresh_locked(f, &mut c, true) {
+            Ok(Refresh::Installed) => Ok(()),
+            r => {
+                f.reload_needed.store(true, Ordering::SeqCst);
+                if let Err(e) = r {
+                    log::warn!("follower reload after a stall: {e}");
+                }
+                Err(crate::Errno::EIO)
+            }
+        }
+    }
+
+    /// Test hook (feature `test-hooks`): the heartbeat thread stops (true) or resumes (false) bumping the slot,
+    /// as if the follower were stopped.
+    #[cfg(feature = "test-hooks")]
+    pub fn follow_test_pause_heartbeat(&self, paused: bool) {
+        if let Some(f) = &self.follower {
+            f.beat_paused.store(paused, Ordering::SeqCst);
+        }
+    }
+
+    /// Test hook (feature `test-hooks`): the last heartbeat looks `by` older than it is (until the next beat).
+    #[cfg(feature = "test-hooks")]
+    pub fn follow_test_age_heartbeat(&self, by: Duration) {
+        if let Some(f) = &self.follower {
+            f.beat_skew.store(
+                by.as_nanos().min(u128::from(u64::MAX)) as u64,
+                Ordering::SeqCst,
+            );
+        }
+    }
+
+    /// Test hook (feature `test-hooks`): a stall is noted (as the heartbeat thread does after a gap).
+    #[cfg(feature = "test-hooks")]
+    pub fn follow_test_note_stall(&self) {
+        if let Some(f) = &self.follower {
+            f.note_stall();
+        }
     }
 
     /// The first load of a follower: everything the log still holds is in the overlay.
@@ -447,7 +611,17 @@ impl DaxFs {
         };
         let mut c = lock(&f.state);
         let silent = c.last_change.elapsed() >= SILENCE_RELOAD;
-        self.refresh_locked(f, &mut c, silent).map_err(|e| {
+        let stalled = f.reload_needed.swap(false, Ordering::SeqCst);
+        if stalled {
+            if let Some(s) = &f.slot {
+                wait_until_seen(&s.dev, f.host_timeout);
+            }
+        }
+        let r = self.refresh_locked(f, &mut c, silent || stalled);
+        if stalled && r.as_ref().map_or(true, |r| *r != Refresh::Installed) {
+            f.reload_needed.store(true, Ordering::SeqCst);
+        }
+        r.map_err(|e| {
             log::warn!("follower refresh: {e}");
             crate::Errno::EIO
         })
@@ -677,6 +851,10 @@ impl DaxFs {
         if fs.follower.is_none() {
             return;
         }
+        if let Some(f) = &fs.follower {
+            // From now on a read checks the heartbeat's age (stalls).
+            f.last_beat.store(f.now_nanos(), Ordering::SeqCst);
+        }
         let weak: Weak<DaxFs> = Arc::downgrade(fs);
         let beat = fs.opts.heartbeat.max(Duration::from_millis(1));
         let _ = std::thread::Builder::new()
@@ -686,7 +864,7 @@ impl DaxFs {
                     std::thread::sleep(beat);
                     let Some(fs) = weak.upgrade() else { return };
                     if let Some(f) = &fs.follower {
-                        f.heartbeat(n);
+                        f.beat(n);
                     }
                 }
             });

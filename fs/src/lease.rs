@@ -427,6 +427,13 @@ impl WriterLease {
         self.shared.beats.load(Ordering::Relaxed)
     }
 
+    /// Test hook (feature `test-hooks`): the heartbeat stops as if the writer were
+    /// killed (the lease is left held, going stale), while the mount stays.
+    #[cfg(feature = "test-hooks")]
+    pub fn test_stop_heartbeat(&self) {
+        self.stop_thread();
+    }
+
     fn stop_thread(&self) {
         live_leases().remove(&self.shared.owner);
         *lock(&self.shared.stop) = true;

@@ -31,6 +31,7 @@ mod mapping;
 mod mount_error;
 mod namespace;
 mod pin;
+mod promote;
 mod times;
 mod types;
 mod volume;
@@ -50,6 +51,7 @@ pub use pin::{
     caps_from_status, FsStats, LeaseBreakNotifier, PinCaps, PinGrant, PinHolder, PinPolicy,
     PinUsage, RangePin, DEFAULT_LEASE_BREAK_TIME, DEFAULT_MAX_PINS_PER_USER,
 };
+pub use promote::PromoteError;
 pub use types::{
     from_system_time, now, to_system_time, Attr, Cred, DaxMode, DirEntry, FileKind, FsOptions,
     SetAttr, SetTime, StatFs, DEFAULT_COMMIT_INTERVAL,

@@ -393,7 +393,7 @@ impl DaxFs {
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        let _view = self.read_guard();
+        let view = self.read_guard()?;
         let inode = self.inode(ino)?;
         let st = rlock(&inode.st);
         if st.dead {
@@ -408,6 +408,7 @@ impl DaxFs {
         let len = (st.d.size as usize).min(SYMLINK_MAX);
         let mut out = vec![0u8; len];
         self.dev.read(e.pblk * BLOCK_SIZE, &mut out);
+        view.check()?;
         Ok(out)
     }
 

@@ -260,3 +260,71 @@ fn a_follower_on_a_device_opened_read_only_is_refused() {
         "{err}"
     );
 }
+
+/// A follower with its heartbeat thread running (stall tracking on).
+fn live_follower(d: &TestDev) -> std::sync::Arc<DaxFs> {
+    let f = std::sync::Arc::new(follower(d));
+    DaxFs::start_following(&f);
+    f
+}
+
+fn try_read(f: &DaxFs, ino: u64) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 1 << 16];
+    let n = f.read(ino, 0, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+#[test]
+fn a_read_while_the_heartbeat_is_older_than_half_the_host_timeout_fails_with_eio() {
+    let d = TestDev::new(32 * MB);
+    let w = d.mount();
+    mkfile(&w, ROOT, b"a", &pattern(5000, 7));
+    let f = live_follower(&d);
+    let ino = ino_of(&f, &[b"a"]).unwrap();
+    // A normal read is served.
+    assert_eq!(try_read(&f, ino).unwrap(), pattern(5000, 7));
+    f.follow_test_pause_heartbeat(true);
+    f.follow_test_age_heartbeat(FsOptions::default().host_timeout);
+    assert_eq!(try_read(&f, ino), Err(Errno::EIO));
+}
+
+#[test]
+fn a_read_overlapping_a_stall_fails_with_eio_and_the_next_one_reloads_first() {
+    let d = TestDev::new(32 * MB);
+    let w = d.mount();
+    mkfile(&w, ROOT, b"a", &pattern(5000, 8));
+    let f = live_follower(&d);
+    let ino = ino_of(&f, &[b"a"]).unwrap();
+    let before = f.follow_status().unwrap().full_reloads;
+    let r = f.read_with(ino, 0, 5000, |_| f.follow_test_note_stall());
+    assert_eq!(r.err(), Some(Errno::EIO));
+    assert_eq!(try_read(&f, ino).unwrap(), pattern(5000, 8));
+    assert!(f.follow_status().unwrap().full_reloads > before);
+}
+
+#[test]
+fn a_heartbeat_thread_waking_after_a_long_gap_forces_a_full_reload() {
+    let d = TestDev::new(32 * MB);
+    let w = d.mount();
+    mkfile(&w, ROOT, b"a", &pattern(5000, 9));
+    let f = live_follower(&d);
+    let ino = ino_of(&f, &[b"a"]).unwrap();
+    let before = f.follow_status().unwrap().full_reloads;
+    f.follow_test_pause_heartbeat(true);
+    f.follow_test_age_heartbeat(FsOptions::default().host_timeout);
+    assert_eq!(try_read(&f, ino), Err(Errno::EIO));
+    // The thread wakes, sees the gap, notes the stall; reads then come back after a
+    // full reload.
+    f.follow_test_pause_heartbeat(false);
+    let mut got = try_read(&f, ino);
+    for _ in 0..10_000 {
+        if got.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        got = try_read(&f, ino);
+    }
+    assert_eq!(got.unwrap(), pattern(5000, 9));
+    assert!(f.follow_status().unwrap().full_reloads > before);
+}

@@ -183,6 +183,15 @@ has applied every transaction the writer had committed when it was called, at mo
 it fails with 'timed out' when the follower could not catch up in time. On a writer
 or a plain mount it is syncfs(2).";
 
+const PROMOTE_ABOUT: &str = "\
+Makes the follower mounted at MOUNTPOINT (-o follow) the writer of its device, when
+the writer's heartbeat has stopped (its host crashed, its daemon was killed): the
+daemon watches the writer's lease for the host timeout (host_timeout_ms=), replays the
+journal as a recovery mount would, takes the lease (the next epoch: a writer that comes
+back finds itself replaced and writes nothing more) and serves the mount read-write
+from then on. Root only. Refused while the writer heartbeats, when another follower took
+the role first, and on a mount that is not a follower; the mount then stays as it was.";
+
 /// `daxfs`: its commands.
 #[derive(Debug, Parser)]
 #[command(
@@ -228,6 +237,17 @@ pub enum Cmd {
     /// wait until a follower has caught up with its writer; syncfs elsewhere (see 'daxfs help sync')
     #[command(long_about = SYNC_ABOUT, override_usage = "daxfs sync MOUNTPOINT [--timeout SECONDS]")]
     Sync(SyncArgs),
+    /// take the writer role on a follower whose writer is gone (see 'daxfs help promote')
+    #[command(long_about = PROMOTE_ABOUT, override_usage = "daxfs promote MOUNTPOINT")]
+    Promote(PromoteArgs),
+}
+
+/// `daxfs promote`.
+#[derive(Debug, clap::Args)]
+pub struct PromoteArgs {
+    /// where the follower is mounted
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: PathBuf,
 }
 
 /// `daxfs sync`.
@@ -386,6 +406,7 @@ enum Words {
     Pin,
     Stats,
     Sync,
+    Promote,
 }
 
 /// `daxfs -h | --help | -V | --version` (what else starts with a dash is refused
@@ -452,6 +473,15 @@ pub fn parse_sync(args: &[OsString]) -> Result<Parsed<SyncArgs>, String> {
     }
 }
 
+/// `daxfs promote ARGS...`.
+pub fn parse_promote(args: &[OsString]) -> Result<Parsed<PromoteArgs>, String> {
+    match parse_sub("promote", args, Words::Promote)? {
+        Parsed::Run(Cmd::Promote(p)) => Ok(Parsed::Run(p)),
+        Parsed::Print(t) => Ok(Parsed::Print(t)),
+        Parsed::Run(_) => Err("not a promote command".into()),
+    }
+}
+
 /// mount(8)'s helper syntax (the arguments after the program name).
 pub fn parse_helper(args: &[OsString]) -> Result<Parsed<HelperArgs>, String> {
     // -N refuses the whole line, whatever else is wrong with it.
@@ -481,6 +511,7 @@ fn usage_message(e: &clap::Error, args: &[OsString], words: Words) -> String {
         Words::Pin => "see 'daxfs help pin'",
         Words::Stats => "see 'daxfs help stats'",
         Words::Sync => "see 'daxfs help sync'",
+        Words::Promote => "see 'daxfs help promote'",
     };
     let is_option = arg.starts_with('-') && arg != "-";
     match (e.kind(), words) {
@@ -514,6 +545,9 @@ fn usage_message(e: &clap::Error, args: &[OsString], words: Words) -> String {
         }
         (ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument, Words::Sync) => {
             format!("sync needs one MOUNTPOINT ({see})")
+        }
+        (ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument, Words::Promote) => {
+            format!("promote needs one MOUNTPOINT ({see})")
         }
         (ErrorKind::InvalidUtf8, _) => "arguments must be UTF-8".to_string(),
         _ => format!("{} ({see})", first_line(e)),

@@ -110,6 +110,21 @@ pub fn sync_mount(path: &Path, timeout: std::time::Duration) -> io::Result<SyncA
     Ok(r)
 }
 
+/// `_IOR(0xDA, 6, __u64)`: on a follower whose writer's heartbeat has stopped for the
+/// host timeout, take the writer role (journal replayed, lease taken by CAS); the
+/// argument comes back as the new lease epoch. Root only (EPERM); EBUSY while the writer
+/// heartbeats, when another host took the role first, or on a mount that is not a
+/// follower.
+pub const DAXFS_IOC_PROMOTE: u32 = ioc(IOC_READ, DAXFS_IOC_MAGIC, 6, 8);
+
+/// `daxfs promote MOUNTPOINT`: DAXFS_IOC_PROMOTE; the new lease epoch.
+pub fn promote_mount(path: &Path) -> io::Result<u64> {
+    let f = File::open(path)?;
+    let mut b = [0u8; 8];
+    raw_ioctl(&f, DAXFS_IOC_PROMOTE, b.as_mut_ptr())?;
+    Ok(u64::from_ne_bytes(b))
+}
+
 /// `daxfs_stats.magic`: "DAXFSST1" in little-endian byte order.
 pub const DAXFS_STATS_MAGIC: u64 = u64::from_le_bytes(*b"DAXFSST1");
 

@@ -413,7 +413,9 @@ impl MountConfig {
         // fusermount, so a direct mount(2) by root would show plain `fuse` in /proc/mounts.
         // The kernel and fusermount3 both understand `subtype=`.
         o.push(MountOption::CUSTOM(format!("subtype={}", self.subtype)));
-        o.push(if self.read_only || self.follow {
+        // A follower is mounted rw in the kernel, its daemon answering EROFS to every
+        // change: FUSE would not let the daemon turn an ro mount rw after `daxfs promote`.
+        o.push(if self.read_only {
             MountOption::RO
         } else {
             MountOption::RW

@@ -578,3 +578,71 @@ fn an_entry_reply_carries_the_inode_number_as_st_ino() {
     );
     assert_ne!(node(&fs, ino), ino, "the node id carries the generation");
 }
+
+/// Follower slots claimed in the device's host table.
+fn follower_slots(d: &TestDev) -> usize {
+    let dev = daxfs_pmem::Device::open(
+        &d.path,
+        daxfs_pmem::DeviceOptions {
+            writable: false,
+            exclusive: false,
+            populate: false,
+        },
+    )
+    .unwrap();
+    let t = daxfs_format::hosts::HostTable::on_device(&dev).unwrap();
+    t.hosts().filter(|(_, h)| h.owner() != 0).count()
+}
+
+/// DAXFS_IOC_PROMOTE by `uid` on a follower of a device whose writer has stopped: the
+/// reply, whether the adapter still serves a follower, the follower slots left claimed.
+fn promote_as(uid: u32) -> (Got, bool, usize) {
+    let d = TestDev::new(32 * MB);
+    let quick = FsOptions {
+        heartbeat: Duration::from_millis(10),
+        host_timeout: Duration::from_millis(200),
+        ..FsOptions::default()
+    };
+    let w = DaxFs::mount(&d.path, quick.clone()).unwrap();
+    mkfile(&w, ROOT, b"f", b"data");
+    let f = DaxFs::mount(
+        &d.path,
+        FsOptions {
+            follow: true,
+            ..quick
+        },
+    );
+    // The writer goes (a clean unmount: its lease is released, free at once).
+    drop(w);
+    let f = Arc::new(f.unwrap());
+    let a = FuseAdapter::new(f);
+    let ctx = Ctx { uid, ..ROOT_CTX };
+    let (sink, rx) = recorder(usize::MAX);
+    let op = Op::Ioctl {
+        ino: ROOT,
+        fh: 0,
+        cmd: daxfs_fuse::ioctl::DAXFS_IOC_PROMOTE,
+        in_data: &[],
+        out_size: 8,
+    };
+    assert_eq!(a.serve(&ctx, op, sink), Served::Now);
+    let got = rx.try_recv().expect("a reply at once");
+    (got, a.fs().is_follower(), follower_slots(&d))
+}
+
+#[test]
+fn a_promote_by_a_user_other_than_root_is_eperm_and_changes_nothing() {
+    let (got, still_follower, slots) = promote_as(1000);
+    assert_eq!(got, Got::Err(libc::EPERM));
+    assert!(still_follower);
+    assert_eq!(slots, 1);
+}
+
+#[test]
+fn a_promote_by_root_swaps_in_a_writer_and_lets_the_follower_go() {
+    let (got, still_follower, slots) = promote_as(0);
+    assert!(matches!(got, Got::Other(_)), "{got:?}");
+    assert!(!still_follower);
+    // The follower was dropped: its host slot is free again.
+    assert_eq!(slots, 0);
+}

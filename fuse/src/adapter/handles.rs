@@ -44,7 +44,9 @@ impl FuseAdapter {
         arg: PinArg,
         holder: &PinHolder,
     ) -> Result<(), Errno> {
-        let pin = self.fs.pin_range_for(ino, arg.offset, arg.length, holder)?;
+        let pin = self
+            .fs()
+            .pin_range_for(ino, arg.offset, arg.length, holder)?;
         lock_ignoring_poison(&self.pins)
             .entry(fh)
             .or_default()
@@ -72,7 +74,7 @@ impl FuseAdapter {
             pin
         };
         let revoked = pin.revoked();
-        self.fs.unpin_range(pin);
+        self.fs().unpin_range(pin);
         if revoked {
             return Err(Errno(libc::ECANCELED));
         }
@@ -96,7 +98,7 @@ impl FuseAdapter {
         lock_ignoring_poison(&self.polls).remove(&fh);
         let pins = lock_ignoring_poison(&self.pins).remove(&fh);
         for pin in pins.into_iter().flatten() {
-            self.fs.unpin_range(pin);
+            self.fs().unpin_range(pin);
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::ioctl::{
     DAXFS_PIN_STATUS_SIZE, DAXFS_STATS_SIZE, IOC_READ, IOC_WRITE,
 };
 use daxfs::{Errno, InodeFlags, PinHolder};
+use std::sync::Arc;
 
 /// ioctl numbers of `struct fsxattr` (linux/fs.h): `_IOR('X', 31, struct fsxattr)` and
 /// `_IOW('X', 32, struct fsxattr)`.
@@ -137,6 +138,44 @@ pub fn encode_fstrim_range(start: u64, trimmed: u64, minlen: u64) -> [u8; FSTRIM
 /// The longest a DAXFS_IOC_SYNC keeps a worker (`daxfs sync` on a follower).
 const SYNC_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
+impl FuseAdapter {
+    /// DAXFS_IOC_PROMOTE (docs/DESIGN.md "Promotion"): the follower becomes the writer
+    /// (`DaxFs::promote`: the lease observed for the timeout, the journal replayed, the
+    /// lease taken by CAS), and the new filesystem is swapped in: the kernel's references
+    /// carried over, its caches of every inode dropped. Refused (EBUSY, logged): not a
+    /// follower, the writer alive, another promotion running or won elsewhere.
+    fn promote(&self) -> Result<u64, Errno> {
+        let Ok(_one) = self.promoting.try_lock() else {
+            log::warn!("promote refused: another promotion is running");
+            return Err(Errno(libc::EBUSY));
+        };
+        let old = self.fs();
+        if old.is_follower() {
+            // The view catches up with what the log holds, so that the kernel's caches
+            // (invalidated from the refresh) match what the replay makes of it.
+            let _ = old.follow_sync(std::time::Duration::from_secs(5));
+        }
+        let new = match old.promote() {
+            Ok(fs) => Arc::new(fs),
+            Err(e) => {
+                log::warn!("promote refused: {e}");
+                return Err(e.errno());
+            }
+        };
+        self.install_notifiers(&new);
+        let changes = new.adopt_kernel_refs(&old);
+        let epoch = new.writer_lease().map_or(0, |l| l.epoch());
+        *self.fs.write().unwrap_or_else(|e| e.into_inner()) = new;
+        // The follower goes when the last request still using it ends: its Drop stops its
+        // threads and releases its host slot.
+        old.set_follow_notifier(None);
+        drop(old);
+        super::notify::follow_invalidator(self.notifier.clone())(&changes);
+        log::warn!("promoted to writer (lease epoch {epoch}): the mount is read-write now");
+        Ok(epoch)
+    }
+}
+
 pub(super) fn ioctl(
     a: &FuseAdapter,
     ctx: &Ctx,
@@ -181,7 +220,21 @@ pub(super) fn ioctl(
             } else {
                 crate::ioctl::Transport::DevFuse
             };
-            data(crate::ioctl::encode_stats_with(&a.fs.stats(), t).to_vec())
+            data(crate::ioctl::encode_stats_with(&a.fs().stats(), t).to_vec())
+        }
+        crate::ioctl::DAXFS_IOC_PROMOTE => {
+            // Root only: on an allow_other mount anyone could otherwise take the writer
+            // role, or tie up workers for a host timeout each.
+            if ctx.uid != 0 {
+                return Reply::Err(Errno::EPERM);
+            }
+            if (out_size as usize) < 8 {
+                return Reply::Err(Errno::EINVAL);
+            }
+            match a.promote() {
+                Ok(epoch) => data(epoch.to_ne_bytes().to_vec()),
+                Err(e) => Reply::Err(e),
+            }
         }
         crate::ioctl::DAXFS_IOC_SYNC => {
             let Some(arg) = crate::ioctl::SyncArg::decode(in_data) else {
@@ -190,12 +243,12 @@ pub(super) fn ioctl(
             if (out_size as usize) < crate::ioctl::DAXFS_SYNC_SIZE {
                 return Reply::Err(Errno::EINVAL);
             }
-            if !a.fs.is_follower() {
+            if !a.fs().is_follower() {
                 return data(crate::ioctl::SyncArg::default().encode().to_vec());
             }
             // Bounded: the worker waits at most this long (SYNC_MAX at the most).
             let timeout = std::time::Duration::from_millis(arg.timeout_ms).min(SYNC_MAX);
-            match a.fs.follow_sync(timeout) {
+            match a.fs().follow_sync(timeout) {
                 Ok(applied_seq) => data(
                     crate::ioctl::SyncArg {
                         timeout_ms: arg.timeout_ms,
@@ -212,26 +265,26 @@ pub(super) fn ioctl(
             if (out_size as usize) < FSXATTR_SIZE {
                 return Reply::Err(Errno::EINVAL);
             }
-            match a.fs.inode_flags(ino) {
+            match a.fs().inode_flags(ino) {
                 Ok(f) => data(encode_fsxattr(f).to_vec()),
                 Err(e) => Reply::Err(e),
             }
         }
         FS_IOC_FSSETXATTR => match decode_fsxattr(in_data) {
-            Ok(f) => done(a.fs.set_inode_flags(ino, &ctx.cred(), f)),
+            Ok(f) => done(a.fs().set_inode_flags(ino, &ctx.cred(), f)),
             Err(e) => Reply::Err(e),
         },
         FS_IOC_GETFLAGS => {
             if out_size < 4 {
                 return Reply::Err(Errno::EINVAL);
             }
-            match a.fs.inode_flags(ino) {
+            match a.fs().inode_flags(ino) {
                 Ok(f) => data(encode_inode_flags(f).to_ne_bytes().to_vec()),
                 Err(e) => Reply::Err(e),
             }
         }
         FS_IOC_SETFLAGS => match decode_inode_flags(in_data) {
-            Ok(f) => done(a.fs.set_inode_flags(ino, &ctx.cred(), f)),
+            Ok(f) => done(a.fs().set_inode_flags(ino, &ctx.cred(), f)),
             Err(e) => Reply::Err(e),
         },
         FS_IOC_GETFSLABEL => {
@@ -239,19 +292,19 @@ pub(super) fn ioctl(
                 return Reply::Err(Errno::EINVAL);
             }
             let mut b = vec![0u8; FSLABEL_MAX];
-            let label = a.fs.label();
+            let label = a.fs().label();
             b[..label.len()].copy_from_slice(&label);
             data(b)
         }
         FS_IOC_SETFSLABEL => match decode_label(in_data) {
-            Ok(label) => done(a.fs.set_label(&ctx.cred(), label)),
+            Ok(label) => done(a.fs().set_label(&ctx.cred(), label)),
             Err(e) => Reply::Err(e),
         },
         FITRIM => {
             let Some((start, len, minlen)) = decode_fstrim_range(in_data) else {
                 return Reply::Err(Errno::EINVAL);
             };
-            match a.fs.trim(&ctx.cred(), start, len, minlen) {
+            match a.fs().trim(&ctx.cred(), start, len, minlen) {
                 Ok(trimmed) => data(encode_fstrim_range(start, trimmed, minlen).to_vec()),
                 Err(e) => Reply::Err(e),
             }

@@ -91,7 +91,7 @@ use handles::PinTable;
 use notify::{cache_invalidator, follow_invalidator, lease_break_notifier, PollTable};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 /// How long the kernel may trust entries and attributes it was given. Every change goes
@@ -157,9 +157,14 @@ pub struct RingGrant {
 /// Where `init` leaves the [`RingGrant`] (or why there is none) for the mount.
 pub type RingSlot = Arc<OnceLock<Result<RingGrant, String>>>;
 
+/// Where the served filesystem is (see [`FuseAdapter::fs_cell`]).
+pub type FsCell = Arc<RwLock<Arc<DaxFs>>>;
+
 /// A [`DaxFs`] served over FUSE (see the module doc).
 pub struct FuseAdapter {
-    fs: Arc<DaxFs>,
+    /// The filesystem served: swapped whole by a promotion (DAXFS_IOC_PROMOTE), shared
+    /// with the io_uring twin and the daemon (which shuts down whichever is in it).
+    fs: FsCell,
     ttl: Duration,
     /// FUSE_WRITEBACK_CACHE was negotiated in `init`.
     writeback: bool,
@@ -181,21 +186,17 @@ pub struct FuseAdapter {
     ring: RingSlot,
     /// Requests are served over the io_uring queues (for `daxfs stats`).
     on_ring: Arc<AtomicBool>,
+    /// Held by the one promotion running (DAXFS_IOC_PROMOTE); shared with the twin.
+    promoting: Arc<Mutex<()>>,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<DaxFs>) -> FuseAdapter {
         let notifier: NotifierSlot = Arc::new(Mutex::new(None));
-        fs.set_cache_invalidator(Some(cache_invalidator(
-            notifier.clone(),
-            Arc::downgrade(&fs),
-        )));
-        fs.set_follow_notifier(Some(follow_invalidator(notifier.clone())));
         let pins: PinTable = Arc::new(Mutex::new(HashMap::new()));
         let polls: PollTable = Arc::new(Mutex::new(HashMap::new()));
-        fs.set_lease_break_notifier(Some(lease_break_notifier(pins.clone(), polls.clone())));
-        FuseAdapter {
-            fs,
+        let a = FuseAdapter {
+            fs: Arc::new(RwLock::new(fs.clone())),
             ttl: DEFAULT_TTL,
             writeback: false,
             dont_mask: false,
@@ -208,7 +209,24 @@ impl FuseAdapter {
             want_uring: false,
             ring: Arc::new(OnceLock::new()),
             on_ring: Arc::new(AtomicBool::new(false)),
-        }
+            promoting: Arc::new(Mutex::new(())),
+        };
+        a.install_notifiers(&fs);
+        a
+    }
+
+    /// The hooks through which `fs` tells the kernel what to drop (pages and attributes
+    /// the core changed, a follower's refreshes) and breaks pin leases.
+    fn install_notifiers(&self, fs: &Arc<DaxFs>) {
+        fs.set_cache_invalidator(Some(cache_invalidator(
+            self.notifier.clone(),
+            Arc::downgrade(fs),
+        )));
+        fs.set_follow_notifier(Some(follow_invalidator(self.notifier.clone())));
+        fs.set_lease_break_notifier(Some(lease_break_notifier(
+            self.pins.clone(),
+            self.polls.clone(),
+        )));
     }
 
     /// `-o io_uring`: `init` asks for FUSE_OVER_IO_URING and leaves what it got in
@@ -250,6 +268,7 @@ impl FuseAdapter {
             want_uring: false,
             ring: Arc::new(OnceLock::new()),
             on_ring: self.on_ring.clone(),
+            promoting: self.promoting.clone(),
         }
     }
 
@@ -278,8 +297,15 @@ impl FuseAdapter {
         self.notifier.clone()
     }
 
-    pub fn fs(&self) -> &Arc<DaxFs> {
-        &self.fs
+    /// The filesystem served now (a promotion may swap it: each request takes it once).
+    pub fn fs(&self) -> Arc<DaxFs> {
+        self.fs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The cell the served filesystem is in, for the daemon (taken before the adapter
+    /// moves into the session): at unmount it shuts down whichever filesystem is in it.
+    pub fn fs_cell(&self) -> FsCell {
+        self.fs.clone()
     }
 
     /// The largest write (and read) to ask the kernel for: as large as it allows, fewer
@@ -292,7 +318,7 @@ impl FuseAdapter {
     /// the kernel offers and reports them back with [`negotiated`](Self::negotiated).
     pub fn init_flags_wanted(&self) -> u64 {
         use init_flags::*;
-        let dax = self.fs.options().dax;
+        let dax = self.fs().options().dax;
         let mut want = FUSE_ASYNC_READ
             | FUSE_BIG_WRITES
             | FUSE_MAX_PAGES

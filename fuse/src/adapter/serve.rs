@@ -13,6 +13,7 @@ use super::{
     READDIRPLUS_BATCH,
 };
 use daxfs::{Attr, DaxFs, Errno, SetAttr, SEEK_DATA, SEEK_HOLE};
+use daxfs_pmem::VolatileSlice;
 use std::time::{Duration, Instant};
 
 /// How long a request that found no space waits in all for removed files to be freed
@@ -127,7 +128,7 @@ impl FuseAdapter {
     /// wait for pins, later from a waiter thread ([`Served::Deferred`]).
     pub fn serve<S: ReplySink>(&self, ctx: &Ctx, mut op: Op<'_>, sink: S) -> Served {
         // Node ids to inode numbers, stale generations refused (`node.rs`).
-        if let Err(e) = super::node::resolve(&self.fs, &mut op) {
+        if let Err(e) = super::node::resolve(&self.fs(), &mut op) {
             if !matches!(op, Op::Forget { .. }) {
                 sink.send(Reply::Err(e));
             }
@@ -139,13 +140,13 @@ impl FuseAdapter {
                 self.forget(ino, nlookup);
                 return Served::Now;
             }
-            Op::Getattr { ino, fh: _ } => attr_reply(self.fs.getattr(ino), self.ttl),
+            Op::Getattr { ino, fh: _ } => attr_reply(self.fs().getattr(ino), self.ttl),
             Op::Setattr {
                 ino,
                 fh: _,
                 changes,
             } => return self.setattr(ctx, ino, changes, sink),
-            Op::Readlink { ino } => match self.fs.readlink(ino) {
+            Op::Readlink { ino } => match self.fs().readlink(ino) {
                 Ok(t) => Reply::Bytes(t),
                 Err(e) => Reply::Err(e),
             },
@@ -157,8 +158,8 @@ impl FuseAdapter {
                 rdev,
             } => {
                 let mode = self.create_mode(parent, mode, umask);
-                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
-                let r = self.fs.mknod(parent, name, mode, rdev, &who);
+                let (token, who) = (self.fs().orphan_frees(), ctx.cred());
+                let r = self.fs().mknod(parent, name, mode, rdev, &who);
                 return self.entry_or_wait(ctx, sink, token, r, || {
                     let name = name.to_vec();
                     move |fs: &DaxFs| fs.mknod(parent, &name, mode, rdev, &who)
@@ -171,22 +172,22 @@ impl FuseAdapter {
                 umask,
             } => {
                 let mode = self.create_mode(parent, mode, umask) & 0o7777;
-                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
-                let r = self.fs.mkdir(parent, name, mode, &who);
+                let (token, who) = (self.fs().orphan_frees(), ctx.cred());
+                let r = self.fs().mkdir(parent, name, mode, &who);
                 return self.entry_or_wait(ctx, sink, token, r, || {
                     let name = name.to_vec();
                     move |fs: &DaxFs| fs.mkdir(parent, &name, mode, &who)
                 });
             }
-            Op::Unlink { parent, name } => empty(self.fs.unlink(parent, name)),
-            Op::Rmdir { parent, name } => empty(self.fs.rmdir(parent, name)),
+            Op::Unlink { parent, name } => empty(self.fs().unlink(parent, name)),
+            Op::Rmdir { parent, name } => empty(self.fs().rmdir(parent, name)),
             Op::Symlink {
                 parent,
                 name,
                 target,
             } => {
-                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
-                let r = self.fs.symlink(parent, name, target, &who);
+                let (token, who) = (self.fs().orphan_frees(), ctx.cred());
+                let r = self.fs().symlink(parent, name, target, &who);
                 return self.entry_or_wait(ctx, sink, token, r, || {
                     let (name, target) = (name.to_vec(), target.to_vec());
                     move |fs: &DaxFs| fs.symlink(parent, &name, &target, &who)
@@ -205,8 +206,8 @@ impl FuseAdapter {
                 if flags & !supported != 0 {
                     Reply::Err(Errno::EINVAL)
                 } else {
-                    let token = self.fs.orphan_frees();
-                    let r = self.fs.rename(parent, name, newparent, newname, flags);
+                    let token = self.fs().orphan_frees();
+                    let r = self.fs().rename(parent, name, newparent, newname, flags);
                     return self.or_wait_for_space(
                         ctx,
                         sink,
@@ -225,8 +226,8 @@ impl FuseAdapter {
                 newparent,
                 newname,
             } => {
-                let token = self.fs.orphan_frees();
-                let r = self.fs.link(ino, newparent, newname);
+                let token = self.fs().orphan_frees();
+                let r = self.fs().link(ino, newparent, newname);
                 return self.entry_or_wait(ctx, sink, token, r, || {
                     let newname = newname.to_vec();
                     move |fs: &DaxFs| fs.link(ino, newparent, &newname)
@@ -256,8 +257,8 @@ impl FuseAdapter {
             } => {
                 let append = write_appends(flags, handle_flags(fh), write_flags, self.writeback);
                 // A write by anyone but root clears set-id bits; the core tells the kernel.
-                let (token, who) = (self.fs.orphan_frees(), ctx.cred());
-                let r = self.fs.write_as(ino, offset, data, append, &who);
+                let (token, who) = (self.fs().orphan_frees(), ctx.cred());
+                let r = self.fs().write_as(ino, offset, data, append, &who);
                 // Nothing was written (a short write is Ok): the retry writes it all.
                 return self.or_wait_for_space(
                     ctx,
@@ -277,7 +278,7 @@ impl FuseAdapter {
             Op::Release { ino, fh } => {
                 // The handle's pins go first: the last release of an unlinked file frees it.
                 self.release_pins(fh);
-                empty(self.fs.release(ino))
+                empty(self.fs().release(ino))
             }
             // Every write is durable before it replies, every metadata change is committed
             // before it returns, and no reply reveals a change another call has not
@@ -288,8 +289,8 @@ impl FuseAdapter {
             // trip less per fsync(2). The library's `DaxFs::fsync` keeps its wait for
             // library callers. The exception is `-o lazytime`: overwrites leave their
             // timestamps in memory, and fsync (not fdatasync) must commit them.
-            Op::Fsync { ino, datasync, .. } if self.fs.options().lazytime => {
-                empty(self.fs.fsync(ino, datasync))
+            Op::Fsync { ino, datasync, .. } if self.fs().options().lazytime => {
+                empty(self.fs().fsync(ino, datasync))
             }
             Op::Fsync { .. } => Reply::Err(Errno::ENOSYS),
             // Directory streams are stateless: readdir cookies are stable in the core.
@@ -310,7 +311,7 @@ impl FuseAdapter {
             // As for FSYNC: namespace changes are committed before they return and readers
             // never see one in flight, so ENOSYS stops the kernel sending FSYNCDIR.
             Op::Fsyncdir { .. } => Reply::Err(Errno::ENOSYS),
-            Op::Statfs { .. } => Reply::Statfs(self.fs.statfs()),
+            Op::Statfs { .. } => Reply::Statfs(self.fs().statfs()),
             Op::Setxattr {
                 ino,
                 name,
@@ -322,8 +323,8 @@ impl FuseAdapter {
                     // A macOS resource-fork offset; never sent by Linux.
                     Reply::Err(Errno::EINVAL)
                 } else {
-                    let token = self.fs.orphan_frees();
-                    let r = self.fs.setxattr(ino, name, value, flags);
+                    let token = self.fs().orphan_frees();
+                    let r = self.fs().setxattr(ino, name, value, flags);
                     return self.or_wait_for_space(
                         ctx,
                         sink,
@@ -337,12 +338,12 @@ impl FuseAdapter {
                     );
                 }
             }
-            Op::Getxattr { ino, name, size } => xattr_reply(self.fs.getxattr(ino, name), size),
+            Op::Getxattr { ino, name, size } => xattr_reply(self.fs().getxattr(ino, name), size),
             Op::Listxattr { ino, size } => {
-                xattr_reply(self.fs.listxattr_as(ino, &ctx.cred()), size)
+                xattr_reply(self.fs().listxattr_as(ino, &ctx.cred()), size)
             }
-            Op::Removexattr { ino, name } => empty(self.fs.removexattr(ino, name)),
-            Op::Access { ino, mask } => empty(self.fs.access(ino, mask, &ctx.cred())),
+            Op::Removexattr { ino, name } => empty(self.fs().removexattr(ino, name)),
+            Op::Access { ino, mask } => empty(self.fs().access(ino, mask, &ctx.cred())),
             Op::Fallocate {
                 ino,
                 offset,
@@ -370,9 +371,9 @@ impl FuseAdapter {
                 } else {
                     // A short copy is allowed; callers loop.
                     let len = len.min(MAX_COPY_CHUNK);
-                    let token = self.fs.orphan_frees();
+                    let token = self.fs().orphan_frees();
                     let r = self
-                        .fs
+                        .fs()
                         .copy_file_range(ino_in, offset_in, ino_out, offset_out, len);
                     return self.or_wait_for_space(
                         ctx,
@@ -434,7 +435,7 @@ impl FuseAdapter {
     /// An entry reply, counting the kernel's new reference to it first (the kernel will
     /// forget it later; see [`DaxFs::remember`]).
     fn entry(&self, r: daxfs::Result<Attr>) -> Reply<'static> {
-        entry_reply(&self.fs, r, self.ttl)
+        entry_reply(&self.fs(), r, self.ttl)
     }
 
     /// Whether a request that gave `r` found no space that a removed file is about to
@@ -444,7 +445,7 @@ impl FuseAdapter {
     /// where ext4 and tmpfs have freed the space before rm returns. `token` is
     /// `DaxFs::orphan_frees` taken before the request's first try.
     fn space_may_come<T>(&self, r: &daxfs::Result<T>, token: u64) -> bool {
-        matches!(r, Err(e) if *e == Errno::ENOSPC) && self.fs.orphan_free_may_come(token)
+        matches!(r, Err(e) if *e == Errno::ENOSPC) && self.fs().orphan_free_may_come(token)
     }
 
     /// Answers `r`, the first try of a request that allocates, with `answer`, unless it
@@ -472,10 +473,10 @@ impl FuseAdapter {
         F: FnMut(&DaxFs) -> daxfs::Result<T> + Send + 'static,
     {
         if !self.space_may_come(&r, token) {
-            sink.send(answer(&self.fs, r));
+            sink.send(answer(&self.fs(), r));
             return Served::Now;
         }
-        let (fs, mut retry) = (self.fs.clone(), retry());
+        let (fs, mut retry) = (self.fs(), retry());
         // Shared with the refusal below: a refused request is answered as a failed try
         // is (a failed fallocate still drops the kernel's cached pages of its range).
         let answer = std::sync::Arc::new(answer);
@@ -500,7 +501,7 @@ impl FuseAdapter {
         match self.waiters.run(ctx.uid, sink, job) {
             Ok(()) => Served::Deferred,
             Err(sink) => {
-                sink.send(answer_here(&self.fs, Err(Errno::ENOSPC)));
+                sink.send(answer_here(&self.fs(), Err(Errno::ENOSPC)));
                 Served::Now
             }
         }
@@ -528,7 +529,7 @@ impl FuseAdapter {
     /// The mode a new inode in `parent` is created with: the umask applies unless the
     /// kernel already applied it or a default ACL in `parent` replaces it.
     fn create_mode(&self, parent: u64, mode: u32, umask: u32) -> u32 {
-        if self.dont_mask && !self.fs.has_default_acl(parent) {
+        if self.dont_mask && !self.fs().has_default_acl(parent) {
             mode & !(umask & 0o777)
         } else {
             mode
@@ -538,7 +539,7 @@ impl FuseAdapter {
     fn lookup(&self, parent: u64, name: &[u8]) -> Reply<'static> {
         let r = match self.lookup_dot(parent, name) {
             Some(r) => r,
-            None => self.fs.lookup(parent, name),
+            None => self.fs().lookup(parent, name),
         };
         self.entry(r)
     }
@@ -547,10 +548,10 @@ impl FuseAdapter {
     /// (FUSE_EXPORT_SUPPORT); the core's lookup deals in real names.
     fn lookup_dot(&self, parent: u64, name: &[u8]) -> Option<daxfs::Result<Attr>> {
         match name {
-            b"." => Some(self.fs.getattr(parent)),
+            b"." => Some(self.fs().getattr(parent)),
             b".." => {
                 let mut dotdot = None;
-                let r = self.fs.readdir(parent, 0, |e| {
+                let r = self.fs().readdir(parent, 0, |e| {
                     if e.name == b".." {
                         dotdot = Some(e.ino);
                         return false;
@@ -559,7 +560,7 @@ impl FuseAdapter {
                 });
                 Some(match (r, dotdot) {
                     (Err(e), _) => Err(e),
-                    (Ok(()), Some(ino)) => self.fs.getattr(ino),
+                    (Ok(()), Some(ino)) => self.fs().getattr(ino),
                     (Ok(()), None) => Err(Errno::ENOENT),
                 })
             }
@@ -570,7 +571,7 @@ impl FuseAdapter {
     /// The kernel dropped `nlookup` references: an unlinked inode is freed once none are
     /// left.
     fn forget(&self, ino: u64, nlookup: u64) {
-        if let Err(e) = self.fs.forget(ino, nlookup) {
+        if let Err(e) = self.fs().forget(ino, nlookup) {
             // No reply to carry it; the inode stays an orphan until the next mount.
             eprintln!("daxfs: freeing unlinked inode {ino} failed: {e}");
         }
@@ -579,13 +580,13 @@ impl FuseAdapter {
     fn setattr<S: ReplySink>(&self, ctx: &Ctx, ino: u64, changes: SetAttr, sink: S) -> Served {
         let who = ctx.cred();
         // A truncate may wait for pins: tried here without sleeping first.
-        match self.fs.try_setattr(ino, &who, &changes) {
+        match self.fs().try_setattr(ino, &who, &changes) {
             Some(r) => {
                 sink.send(attr_reply(r, self.ttl));
                 Served::Now
             }
             None => {
-                let (fs, ttl) = (self.fs.clone(), self.ttl);
+                let (fs, ttl) = (self.fs(), self.ttl);
                 self.defer(ctx, sink, move || {
                     attr_reply(fs.setattr(ino, &who, &changes), ttl)
                 })
@@ -595,19 +596,19 @@ impl FuseAdapter {
 
     fn open<S: ReplySink>(&self, ctx: &Ctx, ino: u64, flags: i32, sink: S) -> Served {
         // O_TRUNC may wait for pins: tried here without sleeping first.
-        match self.fs.try_open(ino, flags) {
+        match self.fs().try_open(ino, flags) {
             Some(r) => {
                 sink.send(match r {
                     Ok(()) => Reply::Opened {
                         fh: self.new_handle(flags),
-                        flags: open_reply_flags(self.fs.kernel_may_cache(ino)),
+                        flags: open_reply_flags(self.fs().kernel_may_cache(ino)),
                     },
                     Err(e) => Reply::Err(e),
                 });
                 Served::Now
             }
             None => {
-                let (fs, fh) = (self.fs.clone(), self.new_handle(flags));
+                let (fs, fh) = (self.fs(), self.new_handle(flags));
                 self.defer(ctx, sink, move || match fs.open(ino, flags) {
                     Ok(()) => Reply::Opened {
                         fh,
@@ -634,8 +635,8 @@ impl FuseAdapter {
         let who = ctx.cred();
         // O_TRUNC of a file that exists may wait for pins: tried here without sleeping.
         let fh = self.new_handle(flags);
-        let token = self.fs.orphan_frees();
-        match self.fs.try_create(parent, name, mode, flags, &who) {
+        let token = self.fs().orphan_frees();
+        match self.fs().try_create(parent, name, mode, flags, &who) {
             Some(r) if self.space_may_come(&r, token) => {
                 let ttl = self.ttl;
                 let answer = move |fs: &DaxFs, r| create_reply(fs, r, ttl, fh);
@@ -645,11 +646,11 @@ impl FuseAdapter {
                 })
             }
             Some(r) => {
-                sink.send(create_reply(&self.fs, r, self.ttl, fh));
+                sink.send(create_reply(&self.fs(), r, self.ttl, fh));
                 Served::Now
             }
             None => {
-                let (fs, ttl, name) = (self.fs.clone(), self.ttl, name.to_vec());
+                let (fs, ttl, name) = (self.fs(), self.ttl, name.to_vec());
                 self.defer(ctx, sink, move || {
                     let r = fs.create(parent, &name, mode, flags, &who);
                     create_reply(&fs, r, ttl, fh)
@@ -659,10 +660,26 @@ impl FuseAdapter {
     }
 
     fn read<S: ReplySink>(&self, ino: u64, offset: u64, size: u32, sink: S) {
+        if self.fs().is_follower() {
+            // A follower's read is checked after its copy (a stall may have let the
+            // writer reuse the blocks: EIO, docs/DESIGN.md "Followers"), so the bytes go
+            // through a buffer and reach the kernel only once the check passed.
+            let mut buf = vec![0u8; size as usize];
+            match self.fs().read(ino, offset, &mut buf) {
+                Ok(n) => {
+                    let pieces = [VolatileSlice::from(&buf[..n])];
+                    // SAFETY: the piece views `buf`, owned here and not stored to while
+                    // the reply is sent.
+                    sink.send(Reply::Data(unsafe { ReadData::new(&pieces) }));
+                }
+                Err(e) => sink.send(Reply::Err(e)),
+            }
+            return;
+        }
         // The reply is sent from inside read_with, while the core holds the blocks: the
         // bytes go from the device mapping to the kernel without an intermediate copy.
         let mut sink = Some(sink);
-        let r = self.fs.read_with(ino, offset, size, |pieces| {
+        let r = self.fs().read_with(ino, offset, size, |pieces| {
             if let Some(sink) = sink.take() {
                 // SAFETY: nothing stores to these bytes while the reply is sent.
                 // read_with calls this with the inode's state lock held shared and the
@@ -686,7 +703,7 @@ impl FuseAdapter {
 
     /// Lists directory `ino` from cookie `offset` into `sink` until it is full.
     fn readdir<S: ReplySink>(&self, ino: u64, offset: u64, sink: &mut S) -> Reply<'static> {
-        let r = self.fs.readdir(ino, offset, |e| {
+        let r = self.fs().readdir(ino, offset, |e| {
             sink.add_dir_entry(&DirEntry {
                 ino: e.ino,
                 offset: e.next_offset,
@@ -710,7 +727,7 @@ impl FuseAdapter {
         let mut offset = offset;
         loop {
             let mut batch = Vec::with_capacity(READDIRPLUS_BATCH);
-            if let Err(e) = self.fs.readdir(ino, offset, |e| {
+            if let Err(e) = self.fs().readdir(ino, offset, |e| {
                 batch.push(e);
                 batch.len() < READDIRPLUS_BATCH
             }) {
@@ -719,14 +736,14 @@ impl FuseAdapter {
             let exhausted = batch.len() < READDIRPLUS_BATCH;
             for e in batch {
                 offset = e.next_offset;
-                let attr = match self.fs.getattr(e.ino) {
+                let attr = match self.fs().getattr(e.ino) {
                     Ok(a) => a,
                     // Removed since the walk: leave it out, as a later readdir would.
                     Err(_) => continue,
                 };
                 // The kernel takes a reference to every entry but "." and "..".
                 let counted = e.name != b"." && e.name != b"..";
-                if counted && self.fs.remember(e.ino).is_err() {
+                if counted && self.fs().remember(e.ino).is_err() {
                     continue;
                 }
                 let added = sink.add_dir_entry(&DirEntry {
@@ -739,7 +756,7 @@ impl FuseAdapter {
                 if !added {
                     // Not added: the kernel never saw it.
                     if counted {
-                        let _ = self.fs.forget(e.ino, 1);
+                        let _ = self.fs().forget(e.ino, 1);
                     }
                     return Reply::Entries;
                 }
@@ -760,8 +777,8 @@ impl FuseAdapter {
         sink: S,
     ) -> Served {
         // Punch, zero, collapse and insert may wait for pins: tried here without sleeping.
-        let token = self.fs.orphan_frees();
-        match self.fs.try_fallocate(ino, offset, length, mode) {
+        let token = self.fs().orphan_frees();
+        match self.fs().try_fallocate(ino, offset, length, mode) {
             // The blocks it got stay (as on ext4): the retry allocates the rest.
             Some(r) if self.space_may_come(&r, token) => {
                 let answer = move |fs: &DaxFs, r| fallocate_reply(fs, ino, mode, r);
@@ -770,11 +787,11 @@ impl FuseAdapter {
                 })
             }
             Some(r) => {
-                sink.send(fallocate_reply(&self.fs, ino, mode, r));
+                sink.send(fallocate_reply(&self.fs(), ino, mode, r));
                 Served::Now
             }
             None => {
-                let fs = self.fs.clone();
+                let fs = self.fs();
                 self.defer(ctx, sink, move || {
                     let r = fs.fallocate(ino, offset, length, mode);
                     fallocate_reply(&fs, ino, mode, r)
@@ -795,7 +812,7 @@ impl FuseAdapter {
             // own i_size for the rest of the connection: no holes reported, but correct.
             return Reply::Err(Errno::ENOSYS);
         }
-        match self.fs.lseek(ino, offset, whence) {
+        match self.fs().lseek(ino, offset, whence) {
             Ok(off) => Reply::Lseek(off),
             Err(e) => Reply::Err(e),
         }

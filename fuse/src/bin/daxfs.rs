@@ -74,11 +74,11 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
         Some("mount") => mount(parse_mount_args(&args[1..], false)?),
         Some("help") => match args.get(1).and_then(|a| a.to_str()) {
             None => say(&cli::help(None).unwrap_or_default()),
-            Some(name @ ("mount" | "pin" | "stats" | "sync")) => {
+            Some(name @ ("mount" | "pin" | "stats" | "sync" | "promote")) => {
                 say(&cli::help(Some(name)).unwrap_or_default())
             }
             Some(other) => fail(format!(
-                "no help for '{other}'; commands: mount, pin, stats, sync"
+                "no help for '{other}'; commands: mount, pin, stats, sync, promote"
             )),
         },
         Some("--help" | "-h" | "--version" | "-V") => {
@@ -87,6 +87,7 @@ fn run(prog: &str, args: &[OsString]) -> Result<(), Failure> {
         Some("pin") => pin(&args[1..]),
         Some("stats") => stats(&args[1..]),
         Some("sync") => sync(&args[1..]),
+        Some("promote") => promote(&args[1..]),
         Some(opt) if opt.starts_with('-') => {
             fail(format!("unknown option '{opt}' (see 'daxfs --help')"))
         }
@@ -356,6 +357,37 @@ fn sync(args: &[OsString]) -> Result<(), Failure> {
     }
 }
 
+/// `daxfs promote MOUNTPOINT`.
+fn promote(args: &[OsString]) -> Result<(), Failure> {
+    let p = match cli::parse_promote(args).map_err(|e| Failure(e, 1))? {
+        Parsed::Print(text) => return say(&text),
+        Parsed::Run(p) => p,
+    };
+    let path = p.mountpoint.as_path();
+    match daxfs_fuse::ioctl::promote_mount(path) {
+        Ok(epoch) => {
+            println!(
+                "{}: promoted to writer (lease epoch {epoch})",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EBUSY) => fail(format!(
+                "{}: not promoted: the writer is alive, another host took the writer role \
+                 first, or this is not a follower mount (see the daemon's log)",
+                path.display()
+            )),
+            Some(libc::EPERM) => fail(format!(
+                "{}: not promoted: only root may promote a follower",
+                path.display()
+            )),
+            Some(libc::ENOTTY) => fail(format!("{} is not a daxfs mount", path.display())),
+            _ => fail(format!("{}: {}", path.display(), os_msg(&e))),
+        },
+    }
+}
+
 /// Prints to stdout (help, version) and succeeds.
 fn say(text: &str) -> Result<(), Failure> {
     print!("{text}");
@@ -613,6 +645,8 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     let notifier = adapter.notifier_slot();
     let busy_poll_slot = adapter.busy_poll_slot();
     let waiters = adapter.waiters();
+    // A promotion swaps the filesystem in the adapter: unmount shuts down what is there.
+    let fs_cell = adapter.fs_cell();
     let config = req.cfg.fuser_config(&device.to_string_lossy());
     let mut session = match fuser::Session::new(adapter, &req.mountpoint, &config) {
         Ok(s) => s,
@@ -633,6 +667,9 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     fs.go_live().map_err(cannot_mount)?;
     // A follower (`-o follow`) looks for its writer's commits from now on.
     DaxFs::start_following(&fs);
+    // From here on the adapter's cell holds the filesystem: a follower promoted to writer
+    // must go (threads, host slot) once nothing serves it any more.
+    drop(fs);
     // With io_uring granted, every request waits in the kernel until all queues have
     // registered, so they start before anyone is told the mount is ready.
     let rings = if want_ring {
@@ -679,6 +716,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
     if !waiters.wait_idle(deadline) {
         eprintln!("daxfs: requests still waiting for pins at shutdown");
     }
+    let fs = fs_cell.read().unwrap_or_else(|e| e.into_inner()).clone();
     let shut = fs.shutdown();
     log::info!(
         "unmounted {} from {}",
