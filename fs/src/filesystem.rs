@@ -144,6 +144,9 @@ struct Deferred {
     orphans: Vec<u64>,
     /// What `prepare` saw of the writer lease (read-write mounts): `go_live` takes it.
     lease: Option<crate::lease::LeaseCheck>,
+    /// The lease claimed before a replay (`lease::ReplayClaim`): released if the mount
+    /// is dropped before `go_live` took the lease.
+    claim: Option<crate::lease::ReplayClaim>,
 }
 
 /// The tables a metadata load built ([`DaxFs::load_tables`]).
@@ -356,6 +359,21 @@ impl DaxFs {
             // Replaying would write to a device opened read-only.
             return Err(MountError::ReplayOnReadOnly { device: name });
         }
+        // Two hosts recovering one device at once must not both replay: the lease is
+        // claimed first (`lease::ReplayClaim`), and `go_live` takes it from the claim.
+        let (lease, claim) = match lease {
+            Some(seen) if journal_needs_replay(&dev) => {
+                let (claim, seen) = crate::lease::ReplayClaim::take(
+                    &dev,
+                    &name,
+                    &seen,
+                    opts.heartbeat,
+                    opts.host_timeout,
+                )?;
+                (Some(seen), Some(claim))
+            }
+            lease => (lease, None),
+        };
         // Read-only until `load` has checked the metadata (it calls `make_writable`): a
         // refused mount writes nothing but the replay of committed transactions.
         let (journal, _report) = Journal::open_read_only(
@@ -392,6 +410,7 @@ impl DaxFs {
             source,
         })?;
         deferred.lease = lease;
+        deferred.claim = claim;
         *lock(&fs.deferred) = Some(deferred);
         Ok(fs)
     }
@@ -812,6 +831,7 @@ impl DaxFs {
                 bitmap_mismatched: mismatched > 0,
                 orphans,
                 lease: None,
+                claim: None,
             },
         })
     }

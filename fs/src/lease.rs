@@ -304,6 +304,107 @@ pub struct WriterLease {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Takes the lease `seen` describes by compare-and-swap of the epoch (the fencing token)
+/// and writes the holder's fields: the one place a mount becomes the lease's holder.
+/// Refused (with the lease as it now is) if another mount took it since `seen`, or the
+/// stale holder came back to life.
+fn install(
+    dev: &Device,
+    seen: &LeaseCheck,
+    owner: u64,
+    heartbeat: Duration,
+    timeout: Duration,
+    committed_seq: u64,
+) -> Result<u64, LeaseRecord> {
+    let t = HostTable::on_device(dev).map_err(|_| seen.seen)?;
+    let l = t.lease();
+    let now = l.record();
+    let changed = now.epoch != seen.seen.epoch
+        || (held(&now) && (!seen.stale || now.heartbeat != seen.seen.heartbeat));
+    if changed {
+        return Err(now);
+    }
+    let epoch = now.epoch.wrapping_add(1).max(1);
+    match l.cas_epoch(now.epoch, epoch) {
+        Ok(Ok(_)) => {}
+        _ => return Err(l.record()),
+    }
+    // Epoch first (the token), then the rest; a reader that sees the new epoch with the
+    // old owner for an instant only sees "held by someone".
+    let ok = l.set_owner(owner).is_ok()
+        && l.set_timing(ms(heartbeat), ms(timeout)).is_ok()
+        && l.set_committed_seq(committed_seq).is_ok()
+        && l.set_heartbeat(now.heartbeat.wrapping_add(1)).is_ok()
+        && l.set_host(host_id()).is_ok()
+        && l.set_pid_state(std::process::id(), LEASE_HELD).is_ok();
+    if !ok {
+        return Err(l.record());
+    }
+    Ok(epoch)
+}
+
+/// The lease taken before a journal replay (`prepare`): two hosts recovering the same
+/// device at once must not both replay, or the slower one's replay would write old
+/// records over what the faster one wrote once live. The claim holds the lease without
+/// a heartbeat until `go_live` takes it for good (a second compare-and-swap from the
+/// claimed record); a mount refused in between releases it when the claim is dropped.
+/// A claimant slower than the host timeout loses the lease to another recoverer, and
+/// its `go_live` is then refused.
+pub(crate) struct ReplayClaim {
+    dev: Arc<Device>,
+    epoch: u64,
+    owner: u64,
+}
+
+impl ReplayClaim {
+    /// Claims the lease `seen` found free, released or stale; returns the claim and what
+    /// `go_live` must find to take it.
+    pub(crate) fn take(
+        dev: &Arc<Device>,
+        device: &Path,
+        seen: &LeaseCheck,
+        heartbeat: Duration,
+        timeout: Duration,
+    ) -> Result<(ReplayClaim, LeaseCheck), MountError> {
+        let owner = random_id();
+        let epoch = install(dev, seen, owner, heartbeat, timeout, 0).map_err(|r| {
+            MountError::WriterLeaseHeld {
+                device: device.to_path_buf(),
+                owner: r.owner,
+                pid: r.pid,
+            }
+        })?;
+        let claimed = HostTable::on_device(dev)
+            .map(|t| t.lease().record())
+            .unwrap_or(seen.seen);
+        let claim = ReplayClaim {
+            dev: dev.clone(),
+            epoch,
+            owner,
+        };
+        // Held without a heartbeat: `go_live` takes it as a stale lease it saw.
+        Ok((
+            claim,
+            LeaseCheck {
+                seen: claimed,
+                stale: true,
+            },
+        ))
+    }
+}
+
+impl Drop for ReplayClaim {
+    fn drop(&mut self) {
+        // Still ours only if `go_live` never took it (taking bumps the epoch).
+        if let Ok(t) = HostTable::on_device(&self.dev) {
+            let l = t.lease().record();
+            if l.epoch == self.epoch && l.owner == self.owner {
+                let _ = t.lease().set_pid_state(std::process::id(), LEASE_RELEASED);
+            }
+        }
+    }
+}
+
 impl WriterLease {
     /// Takes the lease `check` found free, released or stale (the mount's `go_live`),
     /// publishes `committed_seq`, and starts the heartbeat thread. Refused if another
@@ -324,33 +425,8 @@ impl WriterLease {
             pid: r.pid,
         };
         let owner = random_id();
-        let epoch = {
-            let t = HostTable::on_device(&dev).map_err(|_| refused(&seen.seen))?;
-            let l = t.lease();
-            let now = l.record();
-            let changed = now.epoch != seen.seen.epoch
-                || (held(&now) && (!seen.stale || now.heartbeat != seen.seen.heartbeat));
-            if changed {
-                return Err(refused(&now));
-            }
-            let epoch = now.epoch.wrapping_add(1).max(1);
-            match l.cas_epoch(now.epoch, epoch) {
-                Ok(Ok(_)) => {}
-                _ => return Err(refused(&l.record())),
-            }
-            // Epoch first (the token), then the rest; a reader that sees the new epoch
-            // with the old owner for an instant only sees "held by someone".
-            let ok = l.set_owner(owner).is_ok()
-                && l.set_timing(ms(heartbeat), ms(timeout)).is_ok()
-                && l.set_committed_seq(committed_seq).is_ok()
-                && l.set_heartbeat(now.heartbeat.wrapping_add(1)).is_ok()
-                && l.set_host(host_id()).is_ok()
-                && l.set_pid_state(std::process::id(), LEASE_HELD).is_ok();
-            if !ok {
-                return Err(refused(&l.record()));
-            }
-            epoch
-        };
+        let epoch = install(&dev, seen, owner, heartbeat, timeout, committed_seq)
+            .map_err(|r| refused(&r))?;
         if seen.stale {
             log::warn!(
                 "{}: took over the writer role from pid {} (heartbeat silent for {} ms)",

@@ -285,3 +285,58 @@ fn an_unknown_version_is_refused() {
         "{e}"
     );
 }
+
+/// A crashed image whose journal holds a committed transaction (it must be replayed).
+fn crashed_with_a_file() -> TestDev {
+    let d = TestDev::new(32 * MB);
+    let fs = DaxFs::mount(&d.path, quick()).unwrap();
+    mkfile(&fs, ROOT, b"f", b"data");
+    let crashed = d.crash_image();
+    drop(fs);
+    crashed
+}
+
+fn lease_on(d: &TestDev) -> daxfs_format::hosts::LeaseRecord {
+    HostTable::on_device(&d.other_host(false))
+        .unwrap()
+        .lease()
+        .record()
+}
+
+#[test]
+fn a_mount_that_must_replay_holds_the_lease_before_it_replays() {
+    let crashed = crashed_with_a_file();
+    let before = lease_on(&crashed).epoch;
+    let prepared = DaxFs::prepare(&crashed.path, quick()).unwrap();
+    let l = lease_on(&crashed);
+    assert!(l.epoch > before, "claimed by compare-and-swap of the epoch");
+    assert_eq!((l.state, l.pid), (LEASE_HELD, std::process::id()));
+    prepared.go_live().unwrap();
+    let ino = prepared.lookup(ROOT, b"f").unwrap().ino;
+    assert_eq!(read_all(&prepared, ino), b"data");
+}
+
+#[test]
+fn a_replaying_mount_refused_before_it_is_live_releases_its_claim() {
+    let crashed = crashed_with_a_file();
+    let prepared = DaxFs::prepare(&crashed.path, quick()).unwrap();
+    assert_eq!(lease_on(&crashed).state, LEASE_HELD);
+    drop(prepared);
+    assert_eq!(lease_on(&crashed).state, LEASE_RELEASED);
+}
+
+#[test]
+fn of_two_hosts_recovering_at_once_the_one_slower_than_the_timeout_is_refused() {
+    let crashed = crashed_with_a_file();
+    let slow = DaxFs::prepare(&crashed.path, quick()).unwrap();
+    // Another host finds the claim silent for its timeout and recovers the device.
+    let fast = DaxFs::prepare_device(crashed.other_host(true), quick()).unwrap();
+    fast.go_live().unwrap();
+    let e = slow
+        .go_live()
+        .err()
+        .expect("the slow claimant lost the lease");
+    assert!(matches!(e, MountError::WriterLeaseHeld { .. }), "{e}");
+    mkfile(&fast, ROOT, b"g", b"after");
+    assert_eq!(fast.writer_lease().map(|l| l.still_ours()), Some(true));
+}
