@@ -14,6 +14,8 @@
 //!   `daxfs-bench scale-mount DIR SIZES [BATCH [LOOKUPS]]`,
 //!   `daxfs-bench populate DEVICE DIRS FILES_PER_DIR`: the scale workloads (see
 //!   `scale.rs`).
+//! - `daxfs-bench follow-delay WRITER_DIR FOLLOWER_DIR N`: the propagation delay from a
+//!   writer mount to a follower (see `follow.rs`).
 //!
 //! `DAXFS_BENCH_HOLD=PHASE:DIR` (PHASE one of create, stat_cold, stat_warm, readdir,
 //! unlink) makes `meta` hold before that phase until bench/run's profiler is attached:
@@ -24,6 +26,7 @@
 //! bench/run to parse (the scale workloads: `OP SIZE MEDIAN_US MEAN_US`); errors go to
 //! stderr with exit status 1.
 
+mod follow;
 mod scale;
 
 use std::ffi::CString;
@@ -44,7 +47,12 @@ fn main() {
         Some("scale-lib") => scale::lib_cmd(&args[1..]),
         Some("scale-mount") => scale::mount_cmd(&args[1..]),
         Some("populate") => scale::populate_cmd(&args[1..]),
-        _ => Err(format!("{USAGE}\n       {}", scale::USAGE)),
+        Some("follow-delay") => follow::delay_cmd(&args[1..]),
+        _ => Err(format!(
+            "{USAGE}\n       {}\n       {}",
+            scale::USAGE,
+            follow::USAGE
+        )),
     };
     if let Err(e) = r {
         eprintln!("daxfs-bench: {e}");
