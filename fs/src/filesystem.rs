@@ -361,18 +361,15 @@ impl DaxFs {
         }
         // Two hosts recovering one device at once must not both replay: the lease is
         // claimed first (`lease::ReplayClaim`), and `go_live` takes it from the claim.
-        let (lease, claim) = match lease {
-            Some(seen) if journal_needs_replay(&dev) => {
-                let (claim, seen) = crate::lease::ReplayClaim::take(
-                    &dev,
-                    &name,
-                    &seen,
-                    opts.heartbeat,
-                    opts.host_timeout,
-                )?;
-                (Some(seen), Some(claim))
-            }
-            lease => (lease, None),
+        let claim = match &lease {
+            Some(seen) if journal_needs_replay(&dev) => Some(crate::lease::ReplayClaim::take(
+                &dev,
+                &name,
+                seen,
+                opts.heartbeat,
+                opts.host_timeout,
+            )?),
+            _ => None,
         };
         // Read-only until `load` has checked the metadata (it calls `make_writable`): a
         // refused mount writes nothing but the replay of committed transactions.
@@ -472,7 +469,7 @@ impl DaxFs {
             return Ok(());
         }
         let g = &self.geo;
-        self.take_lease(deferred.lease)?;
+        self.take_lease(deferred.lease, deferred.claim)?;
         self.group.journal().make_writable();
         let written = (|| {
             if deferred.bitmap_mismatched {
@@ -535,6 +532,7 @@ impl DaxFs {
     fn take_lease(
         &self,
         seen: Option<crate::lease::LeaseCheck>,
+        claim: Option<crate::lease::ReplayClaim>,
     ) -> std::result::Result<(), MountError> {
         let device = self.dev.path().to_path_buf();
         let seen = {
@@ -569,6 +567,7 @@ impl DaxFs {
             self.opts.host_timeout,
             committed,
             self.gate.clone(),
+            claim,
         )?;
         let _ = self.lease.set(lease);
         Ok(())

@@ -343,29 +343,31 @@ fn install(
     Ok(epoch)
 }
 
-/// The lease taken before a journal replay (`prepare`): two hosts recovering the same
-/// device at once must not both replay, or the slower one's replay would write old
-/// records over what the faster one wrote once live. The claim holds the lease without
-/// a heartbeat until `go_live` takes it for good (a second compare-and-swap from the
-/// claimed record); a mount refused in between releases it when the claim is dropped.
-/// A claimant slower than the host timeout loses the lease to another recoverer, and
-/// its `go_live` is then refused.
+/// The lease claimed before a journal replay (`prepare`): two hosts recovering the same
+/// device at once must not both replay, or the slower one's replay could write old
+/// records over what the faster one wrote once live. The claim holds the lease (epoch
+/// +1, state held, no heartbeat) until `go_live` turns it into the [`WriterLease`]; a
+/// mount refused before that puts the lease back exactly as it found it (a refused mount
+/// leaves the image byte-identical). A claimant slower than the host timeout looks dead:
+/// another host may claim the lease, and this one's `go_live` is then refused.
 pub(crate) struct ReplayClaim {
     dev: Arc<Device>,
     epoch: u64,
     owner: u64,
+    /// The lease as `check` saw it, restored if the claim is dropped unused.
+    before: LeaseRecord,
+    armed: bool,
 }
 
 impl ReplayClaim {
-    /// Claims the lease `seen` found free, released or stale; returns the claim and what
-    /// `go_live` must find to take it.
+    /// Claims the lease `seen` found free, released or stale.
     pub(crate) fn take(
         dev: &Arc<Device>,
         device: &Path,
         seen: &LeaseCheck,
         heartbeat: Duration,
         timeout: Duration,
-    ) -> Result<(ReplayClaim, LeaseCheck), MountError> {
+    ) -> Result<ReplayClaim, MountError> {
         let owner = random_id();
         let epoch = install(dev, seen, owner, heartbeat, timeout, 0).map_err(|r| {
             MountError::WriterLeaseHeld {
@@ -374,34 +376,42 @@ impl ReplayClaim {
                 pid: r.pid,
             }
         })?;
-        let claimed = HostTable::on_device(dev)
-            .map(|t| t.lease().record())
-            .unwrap_or(seen.seen);
-        let claim = ReplayClaim {
+        Ok(ReplayClaim {
             dev: dev.clone(),
             epoch,
             owner,
-        };
-        // Held without a heartbeat: `go_live` takes it as a stale lease it saw.
-        Ok((
-            claim,
-            LeaseCheck {
-                seen: claimed,
-                stale: true,
-            },
-        ))
+            before: seen.seen,
+            armed: true,
+        })
+    }
+
+    /// The claim is still the lease's holder (nobody took it over since).
+    fn still_held(&self) -> bool {
+        HostTable::on_device(&self.dev).is_ok_and(|t| {
+            let l = t.lease().record();
+            l.epoch == self.epoch && l.owner == self.owner
+        })
     }
 }
 
 impl Drop for ReplayClaim {
     fn drop(&mut self) {
-        // Still ours only if `go_live` never took it (taking bumps the epoch).
-        if let Ok(t) = HostTable::on_device(&self.dev) {
-            let l = t.lease().record();
-            if l.epoch == self.epoch && l.owner == self.owner {
-                let _ = t.lease().set_pid_state(std::process::id(), LEASE_RELEASED);
-            }
+        if !self.armed || !self.still_held() {
+            return;
         }
+        let Ok(t) = HostTable::on_device(&self.dev) else {
+            return;
+        };
+        // The fields first, the epoch (the token) last, by CAS from the claim's.
+        let l = t.lease();
+        let b = &self.before;
+        let _ = l.set_owner(b.owner).is_ok()
+            && l.set_timing(b.heartbeat_ms, b.timeout_ms).is_ok()
+            && l.set_committed_seq(b.committed_seq).is_ok()
+            && l.set_heartbeat(b.heartbeat).is_ok()
+            && l.set_host(b.host).is_ok()
+            && l.set_pid_state(b.pid, b.state).is_ok()
+            && l.cas_epoch(self.epoch, b.epoch).is_ok();
     }
 }
 
@@ -418,15 +428,36 @@ impl WriterLease {
         timeout: Duration,
         committed_seq: u64,
         gate: Arc<HostGate>,
+        claim: Option<ReplayClaim>,
     ) -> Result<WriterLease, MountError> {
         let refused = |r: &LeaseRecord| MountError::WriterLeaseHeld {
             device: device.to_path_buf(),
             owner: r.owner,
             pid: r.pid,
         };
-        let owner = random_id();
-        let epoch = install(&dev, seen, owner, heartbeat, timeout, committed_seq)
-            .map_err(|r| refused(&r))?;
+        let (owner, epoch) = match claim {
+            // Claimed before the replay: still ours, or another host took it over.
+            Some(mut c) => {
+                let t = HostTable::on_device(&dev).map_err(|_| refused(&seen.seen))?;
+                let l = t.lease();
+                if !c.still_held() {
+                    return Err(refused(&l.record()));
+                }
+                let ok = l.set_committed_seq(committed_seq).is_ok()
+                    && l.set_heartbeat(l.heartbeat().wrapping_add(1)).is_ok();
+                if !ok {
+                    return Err(refused(&l.record()));
+                }
+                c.armed = false;
+                (c.owner, c.epoch)
+            }
+            None => {
+                let owner = random_id();
+                let epoch = install(&dev, seen, owner, heartbeat, timeout, committed_seq)
+                    .map_err(|r| refused(&r))?;
+                (owner, epoch)
+            }
+        };
         if seen.stale {
             log::warn!(
                 "{}: took over the writer role from pid {} (heartbeat silent for {} ms)",

@@ -309,20 +309,26 @@ fn a_mount_that_must_replay_holds_the_lease_before_it_replays() {
     let before = lease_on(&crashed).epoch;
     let prepared = DaxFs::prepare(&crashed.path, quick()).unwrap();
     let l = lease_on(&crashed);
-    assert!(l.epoch > before, "claimed by compare-and-swap of the epoch");
+    assert_eq!(
+        l.epoch,
+        before + 1,
+        "claimed by compare-and-swap of the epoch"
+    );
     assert_eq!((l.state, l.pid), (LEASE_HELD, std::process::id()));
     prepared.go_live().unwrap();
+    assert_eq!(lease_on(&crashed).epoch, before + 1, "taken from the claim");
     let ino = prepared.lookup(ROOT, b"f").unwrap().ino;
     assert_eq!(read_all(&prepared, ino), b"data");
 }
 
 #[test]
-fn a_replaying_mount_refused_before_it_is_live_releases_its_claim() {
+fn a_replaying_mount_refused_before_it_is_live_puts_the_lease_back_as_it_was() {
     let crashed = crashed_with_a_file();
+    let before = lease_on(&crashed);
     let prepared = DaxFs::prepare(&crashed.path, quick()).unwrap();
-    assert_eq!(lease_on(&crashed).state, LEASE_HELD);
+    assert_ne!(lease_on(&crashed), before, "claimed");
     drop(prepared);
-    assert_eq!(lease_on(&crashed).state, LEASE_RELEASED);
+    assert_eq!(lease_on(&crashed), before);
 }
 
 #[test]
@@ -334,8 +340,7 @@ fn of_two_hosts_recovering_at_once_the_one_slower_than_the_timeout_is_refused() 
     fast.go_live().unwrap();
     let e = slow
         .go_live()
-        .err()
-        .expect("the slow claimant lost the lease");
+        .expect_err("the slow claimant lost the lease");
     assert!(matches!(e, MountError::WriterLeaseHeld { .. }), "{e}");
     mkfile(&fast, ROOT, b"g", b"after");
     assert_eq!(fast.writer_lease().map(|l| l.still_ours()), Some(true));
