@@ -41,8 +41,9 @@ Options (-o, comma-separated, may be repeated):
                          never: the kernel may cache file data (writeback cache);
                          inode: per file, from FS_XFLAG_DAX (inherited from the directory)
   threads=N              FUSE worker threads (default: number of cores)
-  busy_poll=USECS        workers poll for requests this long after the last one before
-                         they sleep (default 1000; 0: always sleep)
+  busy_poll=USECS        workers, and io_uring queue threads, look for requests this
+                         long after the last one before they sleep (default 1000; 0:
+                         always sleep)
   io_uring               serve requests over FUSE io_uring queues, one per CPU (Linux
                          6.14+, fuse enable_uring=Y at mount time); /dev/fuse if not
                          granted (default off)

@@ -59,7 +59,8 @@ pub struct MountConfig {
     /// FUSE worker threads.
     pub threads: usize,
     /// How long workers keep polling /dev/fuse after the last request before they sleep
-    /// in read(2) again ([`crate::busy_poll`]); zero never polls.
+    /// in read(2) again ([`crate::busy_poll`]), and ring queue threads keep looking for
+    /// their next request ([`crate::uring::queue::QueueConfig::poll`]); zero never polls.
     pub busy_poll: Duration,
     /// Serve requests over FUSE io_uring queues (`io_uring`) when the kernel grants it,
     /// /dev/fuse otherwise (issue 14; off by default).

@@ -79,6 +79,7 @@ fn a_mount_over_io_uring_serves_files_directories_xattrs_and_deferred_truncates(
         grant,
         notifier.clone(),
         daxfs_fuse::mount_options::DEFAULT_URING_DEPTH,
+        Duration::ZERO,
     )
     .expect("every queue registers");
     let bg = session.spawn().expect("session loop");

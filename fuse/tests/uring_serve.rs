@@ -653,6 +653,7 @@ fn run_queue(
         qid,
         depth: DEPTH,
         payload_size,
+        poll: std::time::Duration::ZERO,
     };
     let mut q = match Queue::new(fuse.as_fd(), cfg).and_then(|mut q| q.register().map(|()| q)) {
         Ok(q) => q,

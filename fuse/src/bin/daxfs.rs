@@ -678,6 +678,7 @@ fn serve(req: &MountRequest, ready: &mut Option<File>) -> Result<(), Failure> {
             &ring_slot,
             &notifier,
             req.cfg.uring_depth,
+            req.cfg.busy_poll,
             &on_ring,
         )
     } else {
@@ -774,15 +775,20 @@ fn start_rings<FS: fuser::Filesystem>(
     slot: &daxfs_fuse::adapter::RingSlot,
     notifier: &daxfs_fuse::adapter::NotifierSlot,
     depth: u16,
+    poll: std::time::Duration,
     on_ring: &std::sync::atomic::AtomicBool,
 ) -> Option<daxfs_fuse::uring::transport::Rings> {
     let started = match slot.get() {
         None => Err("INIT did not run".to_string()),
         Some(Err(why)) => Err(why.clone()),
-        Some(Ok(grant)) => {
-            daxfs_fuse::uring::transport::start(session.as_fd(), grant, notifier.clone(), depth)
-                .map_err(|e| format!("REGISTER: {}", os_msg(&e)))
-        }
+        Some(Ok(grant)) => daxfs_fuse::uring::transport::start(
+            session.as_fd(),
+            grant,
+            notifier.clone(),
+            depth,
+            poll,
+        )
+        .map_err(|e| format!("REGISTER: {}", os_msg(&e))),
     };
     match started {
         Ok(r) => {

@@ -21,6 +21,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::time::{Duration, Instant};
 
 /// `user_data` of the stop eventfd's poll; entries use their index.
 const STOP_TOKEN: u64 = u64::MAX;
@@ -34,6 +35,10 @@ pub struct QueueConfig {
     pub qid: u16,
     /// Ring entries, i.e. requests of this CPU in flight at once.
     pub depth: u16,
+    /// How long [`Queue::wait`] keeps looking for the next request, yielding the CPU
+    /// between looks, before it sleeps in the kernel; zero sleeps at once. See
+    /// [`Queue::wait`] for why.
+    pub poll: Duration,
     /// Bytes of each entry's payload buffer; at least [`payload_size`] of the
     /// connection's INIT values, or REGISTER fails with EINVAL.
     pub payload_size: usize,
@@ -251,6 +256,10 @@ pub struct Queue {
     cqes: Vec<(u64, i32)>,
     /// The stop poll was submitted.
     stop_armed: bool,
+    /// [`QueueConfig::poll`].
+    poll: Duration,
+    /// Waits that slept in the kernel (after the poll window, if any).
+    sleeps: u64,
 }
 
 impl Queue {
@@ -297,6 +306,8 @@ impl Queue {
             slots,
             cqes: Vec::with_capacity(2 * usize::from(cfg.depth) + 2),
             stop_armed: false,
+            poll: cfg.poll,
+            sleeps: 0,
         })
     }
 
@@ -308,6 +319,11 @@ impl Queue {
     /// Entries of this queue.
     pub fn depth(&self) -> usize {
         self.slots.len()
+    }
+
+    /// How many [`Queue::wait`]s slept in the kernel for their completion.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps
     }
 
     /// Entries the kernel has not ended.
@@ -378,12 +394,46 @@ impl Queue {
     /// Submits what is queued, waits for at least one completion and reports every
     /// completion in `events` (appended). REGISTERs the kernel refused with EAGAIN
     /// (INIT not processed yet) or EINTR are submitted again, not reported.
+    ///
+    /// With a [`QueueConfig::poll`] window it first submits without waiting and, until
+    /// a completion is there or the window has passed, yields the CPU and looks again.
+    /// Sleeping at once is what makes an unpinned client slow: a queue thread that
+    /// sleeps leaves its CPU idle, the scheduler wakes the client there after the reply
+    /// (an idle CPU beats the busy waker's), so the client's next request lands on the
+    /// other queue, whose thread must be woken from an idle vCPU (~40 µs in a guest):
+    /// nearly every request migrated (`perf stat -e cpu-migrations`, docs/BENCHMARKS.md).
+    /// A thread that yields keeps its CPU busy without holding it from anyone: the
+    /// request's task work runs on the way back from `sched_yield`, and a client that
+    /// shares the CPU runs whenever it is runnable.
     pub fn wait(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
-        loop {
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => break,
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(e),
+        let mut sleep = true;
+        if !self.poll.is_zero() {
+            let until = Instant::now() + self.poll;
+            loop {
+                match self.ring.submit() {
+                    Ok(_) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => return Err(e),
+                }
+                if !self.ring.completion().is_empty() {
+                    sleep = false;
+                    break;
+                }
+                if Instant::now() >= until {
+                    break;
+                }
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        }
+        if sleep {
+            self.sleeps += 1;
+            loop {
+                match self.ring.submit_and_wait(1) {
+                    Ok(_) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) => return Err(e),
+                }
             }
         }
         let mut cqes = std::mem::take(&mut self.cqes);
@@ -681,11 +731,16 @@ mod tests {
 
     /// A queue on the file at `path`, or `None` (printed) where io_uring is unavailable.
     fn queue_on(path: &str, depth: u16) -> Option<(std::fs::File, Queue)> {
+        polling_queue_on(path, depth, Duration::ZERO)
+    }
+
+    fn polling_queue_on(path: &str, depth: u16, poll: Duration) -> Option<(std::fs::File, Queue)> {
         let f = std::fs::File::open(path).unwrap();
         let cfg = QueueConfig {
             qid: 0,
             depth,
             payload_size: FUSE_MIN_READ_BUFFER,
+            poll,
         };
         match Queue::new(std::os::fd::AsFd::as_fd(&f), cfg) {
             Ok(q) => Some((f, q)),
@@ -752,6 +807,42 @@ mod tests {
             q.wait(&mut events).unwrap();
         }
         t.join().unwrap();
+    }
+
+    /// Registers a queue on /dev/zero (its entries end at once), rings its stopper from
+    /// another thread 50 ms later and waits until the stop arrives.
+    fn wait_for_a_late_stop(poll: Duration) -> Option<Queue> {
+        let (_f, mut q) = polling_queue_on("/dev/zero", 1, poll)?;
+        q.register().unwrap();
+        let stopper = q.stopper().unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            stopper.stop().unwrap();
+        });
+        let mut events = Vec::new();
+        while !events.contains(&Event::Stopped) {
+            q.wait(&mut events).unwrap();
+        }
+        t.join().unwrap();
+        Some(q)
+    }
+
+    #[test]
+    fn a_polling_queue_finds_its_next_completion_without_sleeping() {
+        // The window (a minute) outlasts the stop's delay: the wait that gets it must
+        // have looked, yielded and looked again, never slept.
+        let Some(q) = wait_for_a_late_stop(Duration::from_secs(60)) else {
+            return;
+        };
+        assert_eq!(q.sleeps(), 0);
+    }
+
+    #[test]
+    fn a_queue_without_a_poll_window_sleeps_for_its_next_completion() {
+        let Some(q) = wait_for_a_late_stop(Duration::ZERO) else {
+            return;
+        };
+        assert!(q.sleeps() >= 1);
     }
 
     #[test]

@@ -681,6 +681,7 @@ pub fn start(
     grant: &RingGrant,
     notifier: NotifierSlot,
     depth: u16,
+    poll: Duration,
 ) -> std::io::Result<Rings> {
     let cpus = queue::possible_cpus()?;
     let fuse = Arc::new(fuse.try_clone_to_owned()?);
@@ -696,6 +697,7 @@ pub fn start(
             qid,
             depth,
             payload_size: grant.payload_size,
+            poll,
         };
         let (fuse, tx) = (fuse.clone(), tx.clone());
         let (adapter, proto, notifier, served) = (
@@ -751,6 +753,7 @@ fn force_dev_fuse(fuse: BorrowedFd<'_>, cpus: usize, payload_size: usize) {
         qid,
         depth: 1,
         payload_size,
+        poll: Duration::ZERO,
     };
     let Ok(mut q) = Queue::new(fuse, cfg) else {
         return;
@@ -848,6 +851,7 @@ mod tests {
             qid: 0,
             depth: 1,
             payload_size: 8192,
+            poll: Duration::ZERO,
         };
         let mut q = match Queue::new(f.as_fd(), cfg) {
             Ok(q) => q,
