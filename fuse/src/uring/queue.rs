@@ -396,15 +396,10 @@ impl Queue {
     /// (INIT not processed yet) or EINTR are submitted again, not reported.
     ///
     /// With a [`QueueConfig::poll`] window it first submits without waiting and, until
-    /// a completion is there or the window has passed, yields the CPU and looks again.
-    /// Sleeping at once is what makes an unpinned client slow: a queue thread that
-    /// sleeps leaves its CPU idle, the scheduler wakes the client there after the reply
-    /// (an idle CPU beats the busy waker's), so the client's next request lands on the
-    /// other queue, whose thread must be woken from an idle vCPU (~40 µs in a guest):
-    /// nearly every request migrated (`perf stat -e cpu-migrations`, docs/BENCHMARKS.md).
-    /// A thread that yields keeps its CPU busy without holding it from anyone: the
-    /// request's task work runs on the way back from `sched_yield`, and a client that
-    /// shares the CPU runs whenever it is runnable.
+    /// a completion is there or the window has passed, yields the CPU and looks again
+    /// (the request's task work runs on the way back from `sched_yield`). Why: an idle
+    /// queue CPU makes an unpinned client migrate on nearly every request
+    /// (docs/DESIGN.md, "How FUSE workers wait").
     pub fn wait(&mut self, events: &mut Vec<Event>) -> io::Result<()> {
         let mut sleep = true;
         if !self.poll.is_zero() {
@@ -843,6 +838,41 @@ mod tests {
             return;
         };
         assert!(q.sleeps() >= 1);
+    }
+
+    /// The state letter of thread `tid` of this process (`/proc/self/task/TID/stat`).
+    fn thread_state(tid: i32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[test]
+    fn a_polling_queue_sleeps_once_its_window_has_passed() {
+        // An idle mount must not spin: with a 1 ms window and nothing arriving, the
+        // waiting thread goes to sleep in the kernel. The stop is rung only once the
+        // thread is seen sleeping (or after 10 s, when the wait can only have polled).
+        let Some((_f, mut q)) = polling_queue_on("/dev/zero", 1, Duration::from_millis(1)) else {
+            return;
+        };
+        q.register().unwrap();
+        let mut events = Vec::new();
+        q.wait(&mut events).unwrap(); // the entry's REGISTER ends at once
+        let before = q.sleeps();
+        let stopper = q.stopper().unwrap();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let t = std::thread::spawn(move || {
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while thread_state(tid) != Some('S') && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stopper.stop().unwrap();
+        });
+        while !events.contains(&Event::Stopped) {
+            q.wait(&mut events).unwrap();
+        }
+        t.join().unwrap();
+        assert_eq!(q.sleeps() - before, 1);
     }
 
     #[test]
